@@ -1,0 +1,82 @@
+"""Shared fixtures: small real image folders, the demo data built once, no network."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from autotransfer.config import Params, params_from_dict
+
+_real_connect = socket.socket.connect
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing may download at run time: any connection beyond loopback fails the test."""
+
+    def guarded(self: socket.socket, address: object) -> object:
+        if isinstance(address, tuple) and address:
+            host = str(address[0])
+            try:
+                loopback = ipaddress.ip_address(host).is_loopback
+            except ValueError:
+                loopback = host == "localhost"
+            if not loopback:
+                raise AssertionError(f"test tried to reach the network: {address!r}")
+        return _real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+def write_image(path: Path, seed: int, size: int = 16, mode: str = "L") -> Path:
+    """A small image with content unique to ``seed``."""
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
+    Image.fromarray(pixels, "RGB").convert(mode).save(path)
+    return path
+
+
+def make_domain(root: Path, name: str, classes: tuple[str, ...] = ("a", "b"), n_train: int = 6,
+                n_val: int = 2, n_test: int = 2, seed: int = 0, size: int = 16) -> Path:
+    """A valid ImageFolder domain: ``root/name/{train,val,test}/<class>/NN.png``."""
+    domain = root / name
+    counter = seed * 100_000
+    for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
+        for label in classes:
+            for i in range(n):
+                counter += 1
+                write_image(domain / split / label / f"{i:02d}.png", counter, size=size)
+    return domain
+
+
+@pytest.fixture
+def data_root(tmp_path: Path) -> Path:
+    """A valid two-domain data root (source ``src``, target ``tgt``)."""
+    root = tmp_path / "data"
+    make_domain(root, "src", seed=1)
+    make_domain(root, "tgt", seed=2)
+    return root
+
+
+def params_for(root: Path, **sections: dict) -> Params:
+    raw: dict = {"data": {"root": str(root), "source": "src", "target": "tgt"}}
+    for key, values in sections.items():
+        raw.setdefault(key, {}).update(values)
+    return params_from_dict(raw)
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real demo data, built once per session (~5 s)."""
+    from autotransfer.config import DemoConfig
+    from autotransfer.demo_data import build_demo_data
+
+    out = tmp_path_factory.mktemp("demo") / "data"
+    build_demo_data(DemoConfig(), out=out, progress=False)
+    return out

@@ -1,0 +1,93 @@
+from pathlib import Path
+
+import pytest
+
+from autotransfer.config import ConfigError, Params, load_params, resolve_domain
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_repo_params_file_loads_and_matches_defaults():
+    # given the committed params.yaml
+    # when it is loaded
+    params = load_params(REPO / "params.yaml")
+    # then it is valid and spells out the defaults
+    assert params == Params()
+
+
+def test_unknown_key_names_its_dotted_path(tmp_path):
+    # given a typo in a nested section
+    path = tmp_path / "params.yaml"
+    path.write_text("data:\n  targett: digits\n")
+    # when loaded, then the error names the key and what is allowed
+    with pytest.raises(ConfigError) as err:
+        load_params(path)
+    message = str(err.value)
+    assert "data.targett: unknown key" in message
+    assert "target" in message and str(path) in message
+
+
+def test_unknown_section_is_an_error(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("trian:\n  lr: 0.1\n")
+    with pytest.raises(ConfigError, match="trian: unknown key"):
+        load_params(path)
+
+
+def test_bad_value_names_key_value_and_expectation(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("demo:\n  image_size: big\n")
+    with pytest.raises(ConfigError) as err:
+        load_params(path)
+    message = str(err.value)
+    assert "demo.image_size" in message and "'big'" in message and "integer" in message
+
+
+def test_out_of_range_value_says_what_is_allowed():
+    with pytest.raises(ConfigError, match=r"data.labeled_per_class: .*greater than or equal to 0.*-3"):
+        load_params(None, ["data.labeled_per_class=-3"])
+
+
+def test_strict_types_do_not_coerce_strings_to_numbers():
+    # "5" in YAML quotes is a string: strict mode refuses it rather than guessing
+    with pytest.raises(ConfigError, match="validation.min_side"):
+        load_params(None, ['validation.min_side="5"'])
+
+
+def test_overrides_parse_yaml_values_and_win_over_the_file(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("data:\n  target: digits\n")
+    params = load_params(path, ["data.target=digits-m", "data.labeled_per_class=10", "data.labeled_per_class=null"])
+    assert params.data.target == "digits-m"
+    assert params.data.labeled_per_class is None
+
+
+@pytest.mark.parametrize("override", ["data.target", "=3", "data.target.x=1"])
+def test_malformed_override_is_a_config_error(override):
+    with pytest.raises(ConfigError):
+        load_params(None, [override])
+
+
+def test_missing_explicit_params_file_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+
+
+def test_invalid_yaml_names_the_file(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("data: [unclosed\n")
+    with pytest.raises(ConfigError, match="p.yaml: not valid YAML"):
+        load_params(path)
+
+
+def test_params_are_frozen():
+    params = Params()
+    with pytest.raises(Exception):
+        params.data.target = "x"  # type: ignore[misc]
+
+
+def test_domain_is_a_name_under_root_or_a_path():
+    data = Params().data
+    assert resolve_domain(data, "digits") == Path("data/digits")
+    assert resolve_domain(data, "/srv/images/cats") == Path("/srv/images/cats")
+    assert resolve_domain(data, "other/folder") == Path("other/folder")
