@@ -41,16 +41,35 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--data", type=str, help="data root holding the domains (overrides data.root)")
     validate.add_argument("--reports", type=Path, help="report folder (overrides reports.dir)")
     validate.set_defaults(handler=cmd_validate)
+
+    pretrain = sub.add_parser("pretrain", parents=[common],
+                              help="train the backbone on the source domain (skipped when backbone.weights is set)")
+    pretrain.set_defaults(handler=cmd_pretrain)
+
+    similarity = sub.add_parser("similarity", parents=[common],
+                                help="measure domain distance and transferability -> reports/similarity.json")
+    similarity.set_defaults(handler=cmd_similarity)
+
+    plan = sub.add_parser("plan", parents=[common], help="rank the strategies and choose one -> reports/plan.json")
+    plan.add_argument("--force", help="use this strategy (overrides strategy.force)")
+    plan.set_defaults(handler=cmd_plan)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from autotransfer.backbones import WeightsError
+    from autotransfer.data import StageInputError
+    from autotransfer.planning import PlanError
+
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
     except ConfigError as exc:
         print(f"autotransfer: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except (StageInputError, WeightsError, PlanError) as exc:
+        print(f"autotransfer {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def _params(args: argparse.Namespace, *extra: str) -> Params:
@@ -96,3 +115,48 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from autotransfer.pretrain import pretrain
+
+    meta = pretrain(_params(args), progress=_progress(args))
+    if meta["skipped"]:
+        print(f"pretrain skipped: {meta['reason']}")
+    else:
+        print(f"pretrained {meta['arch']} on {meta['source_domain']} ({meta['train_images']} images, "
+              f"{meta['epochs']} epochs, {meta['seconds']} s): source val accuracy {meta['val_accuracy']:.3f}")
+    return EXIT_OK
+
+
+def cmd_similarity(args: argparse.Namespace) -> int:
+    from autotransfer.similarity_stage import measure_similarity
+
+    report = measure_similarity(_params(args), progress=_progress(args))
+    domain, transfer, zero = report["domain"], report["transferability"], report["zero_shot"]
+    print(f"{report['source']} -> {report['target']} ({report['backbone']['arch']}, {report['backbone']['weights']})")
+    print(f"  PAD {domain['pad']['pad']:.3f} at {domain['pad']['n_per_domain']} images per domain; "
+          f"MMD² {domain['mmd2_rbf']['mmd2']:.4f}; Fréchet {domain['frechet']['value']:.2f}")
+    print(f"  zero-shot source-head accuracy: {_fmt(zero.get('value'))}" + (
+        f" ({zero['reason']})" if zero.get("value") is None else f" on {zero['n']} labeled target images"))
+    for name, entry in transfer.items():
+        if entry.get("pretrained") is None:
+            print(f"  {name}: n/a ({entry.get('reason')})")
+        else:
+            print(f"  {name}: {entry['pretrained']:.3f} pretrained vs {entry['random_init']:.3f} random init "
+                  f"(gain {entry['gain']:+.3f}, n={entry['n']})")
+    return EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from autotransfer.planning import make_plan
+
+    extra = [f"strategy.force={json.dumps(args.force)}"] if args.force else []
+    plan = make_plan(_params(args, *extra))
+    print(f"strategy: {plan['chosen']} (runner-up: {plan['runner_up']}; ranking: {', '.join(plan['ranking'])})")
+    print(plan["reason"])
+    return EXIT_OK
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -63,11 +63,66 @@ class ReportsConfig(Section):
     dir: str = Field("reports", description="Where stages write their reports.")
 
 
+# The names of src/autotransfer/backbones.py's registry (kept here so that loading params
+# does not import torch; a test checks the two agree).
+ArchName = Literal["small_cnn", "resnet18", "resnet34", "resnet50", "mobilenet_v3_small",
+                   "mobilenet_v3_large", "efficientnet_b0", "vit_b_16"]
+StrategyName = Literal["linear_probe", "finetune_top", "progressive", "finetune_all", "scratch", "dann", "source_only"]
+
+
+class BackboneConfig(Section):
+    arch: ArchName = "resnet18"
+    weights: str | None = Field(
+        None,
+        description="null: the pretrain stage's source model (models/source); a .safetensors/.pt file; "
+        "or torchvision weights ('imagenet' or an enum name) from the torch hub cache.",
+    )
+    input_size: int = Field(32, ge=16, le=512, description="Images are resized to this square size.")
+
+
+class PretrainConfig(Section):
+    out: str = Field("models/source", description="Where the source model and its metadata go.")
+    epochs: int = Field(6, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(0.05, gt=0, description="SGD learning rate (cosine schedule).")
+    weight_decay: float = Field(5e-4, ge=0)
+    augment: bool = Field(True, description="Random rotation, scale and shift while pretraining.")
+    seed: int = 0
+
+
+class SimilarityConfig(Section):
+    n_per_domain: int = Field(500, ge=10, description="Images per domain for PAD, MMD and Fréchet (fixed so values compare).")
+    max_labeled: int = Field(2000, ge=10, description="Cap on labeled target images for LogME and the probe.")
+    probe_folds: int = Field(5, ge=2)
+    batch_size: int = Field(256, ge=1)
+    cache_dir: str = Field(".cache/features", description="On-disk feature cache, keyed by content hashes.")
+    seed: int = 0
+
+
+class StrategyConfig(Section):
+    mode: Literal["rules", "race"] = "rules"
+    force: StrategyName | None = Field(None, description="Skip the selection and use this strategy.")
+    none_below_per_class: int = Field(
+        2, ge=1, description="Fewer labeled target images per class than this counts as 'none'.")
+    large_from_per_class: int = Field(100, ge=1, description="At least this many labeled per class counts as 'large'.")
+    similar_zero_shot: float = Field(
+        0.5, ge=0, le=1, description="Zero-shot source-head accuracy from which the target counts as similar.")
+    similar_logme_gain: float = Field(
+        0.15, description="Without a zero-shot score: LogME gain over random features from which it counts as similar.")
+    min_transfer_gain: float = Field(
+        0.05, description="Below this LogME gain over random features the backbone is not worth freezing.")
+    top_k: int = Field(3, ge=1, description="Candidates raced in race mode.")
+
+
 class Params(Section):
     data: DataConfig = DataConfig()
     validation: ValidationConfig = ValidationConfig()
     demo: DemoConfig = DemoConfig()
     reports: ReportsConfig = ReportsConfig()
+    backbone: BackboneConfig = BackboneConfig()
+    pretrain: PretrainConfig = PretrainConfig()
+    similarity: SimilarityConfig = SimilarityConfig()
+    strategy: StrategyConfig = StrategyConfig()
 
 
 def load_params(path: str | Path | None = DEFAULT_PARAMS_FILE, overrides: Iterable[str] = ()) -> Params:

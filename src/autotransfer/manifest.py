@@ -20,6 +20,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from autotransfer.images import inspect_image, sha256_file
+from autotransfer.progress import bar_disabled
 
 SPLITS = ("train", "val", "test")
 UNLABELED = "unlabeled"
@@ -59,7 +60,7 @@ def scan(domains: list[Domain], max_pixels: int, progress: bool | None = None) -
     rows = [
         _file_row(domain, split, label, path, max_pixels)
         for domain, split, label, path in tqdm(
-            planned, desc="scanning images", unit="img", disable=_no_bar(progress, len(planned))
+            planned, desc="scanning images", unit="img", disable=bar_disabled(progress, len(planned))
         )
     ]
     files = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
@@ -71,12 +72,6 @@ def scan(domains: list[Domain], max_pixels: int, progress: bool | None = None) -
     folders["n_files"] = [int(total.get(key, 0)) for key in keys]
     folders["n_readable"] = [int(readable.get(key, 0)) for key in keys]
     return Scan(files=files, folders=folders)
-
-
-def _no_bar(progress: bool | None, n: int) -> bool | None:
-    if progress is None:
-        return None if n > 2000 else True  # None: tqdm shows a bar only on a terminal
-    return not progress
 
 
 def _walk_domain(domain: Domain) -> tuple[list[tuple[Domain, str, str | None, Path]], list[dict]]:

@@ -19,9 +19,9 @@ class Stage:
 
 STAGES: tuple[Stage, ...] = (
     Stage("validate", "scan the source and target domains and check them with Great Expectations", True),
-    Stage("pretrain", "train the backbone on the source domain when no pretrained weights are given", False),
-    Stage("similarity", "measure how far the target is from the source on cached features", False),
-    Stage("plan", "rank the transfer strategies and choose one, with reasons", False),
+    Stage("pretrain", "train the backbone on the source domain when no pretrained weights are given", True),
+    Stage("similarity", "measure how far the target is from the source on cached features", True),
+    Stage("plan", "rank the transfer strategies and choose one, with reasons", True),
     Stage("train", "train the chosen strategy", False),
     Stage("evaluate", "score the model on the target test split", False),
     Stage("register", "register the model in MLflow and promote it if it beats the champion", False),
