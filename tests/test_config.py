@@ -91,3 +91,21 @@ def test_domain_is_a_name_under_root_or_a_path():
     assert resolve_domain(data, "digits") == Path("data/digits")
     assert resolve_domain(data, "/srv/images/cats") == Path("/srv/images/cats")
     assert resolve_domain(data, "other/folder") == Path("other/folder")
+
+
+def test_arch_names_match_the_backbone_registry():
+    from typing import get_args
+
+    from autotransfer.backbones import ARCHS
+    from autotransfer.config import ArchName
+
+    assert set(get_args(ArchName)) == set(ARCHS)
+
+
+def test_strategy_names_match_the_planner():
+    from typing import get_args
+
+    from autotransfer.config import StrategyName
+    from autotransfer.planning import STRATEGIES
+
+    assert set(get_args(StrategyName)) == set(STRATEGIES)

@@ -7,6 +7,8 @@ check against its formula.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from scipy import linalg
 
@@ -67,7 +69,10 @@ def frechet_distance(source: np.ndarray, target: np.ndarray) -> float:
     y = np.asarray(target, dtype=np.float64)
     mu = x.mean(0) - y.mean(0)
     s1, s2 = np.atleast_2d(np.cov(x, rowvar=False)), np.atleast_2d(np.cov(y, rowvar=False))
-    covmean = linalg.sqrtm(s1 @ s2)
+    with warnings.catch_warnings():
+        # Fewer samples than dimensions make Σ₁Σ₂ singular; its square root is still the right trace.
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(s1 @ s2)
     if np.iscomplexobj(covmean):
         covmean = covmean.real  # tiny imaginary parts from numerical error
     value = float(mu @ mu + np.trace(s1) + np.trace(s2) - 2.0 * np.trace(covmean))
