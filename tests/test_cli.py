@@ -54,5 +54,45 @@ def test_console_script_is_installed():
     exe = Path(sys.executable).with_name("autotransfer")
     result = subprocess.run([str(exe), "--help"], capture_output=True, text=True)
     assert result.returncode == 0
-    for command in ("demo-data", "validate"):
+    for command in ("demo-data", "validate", "pretrain", "similarity", "plan"):
         assert command in result.stdout
+
+
+def test_pipeline_stages_through_the_cli(data_root, tmp_path, capsys):
+    # given a params file for a tiny, fast pipeline on two small domains
+    import yaml
+
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({
+        "data": {"root": str(data_root), "source": "src", "target": "tgt"},
+        "backbone": {"arch": "small_cnn"},
+        "pretrain": {"out": str(tmp_path / "models/source"), "epochs": 1, "batch_size": 8},
+        "similarity": {"n_per_domain": 20, "probe_folds": 2, "cache_dir": str(tmp_path / "cache")},
+        "reports": {"dir": str(tmp_path / "reports")},
+    }))
+    # when each stage runs in order, then each succeeds and says what it found
+    def run(*args: str) -> int:
+        return main([*args, "--params", str(params), "--no-progress"])
+
+    assert run("validate") == 0
+    assert run("pretrain") == 0
+    assert "pretrained small_cnn on src" in capsys.readouterr().out
+    assert run("similarity") == 0
+    out = capsys.readouterr().out
+    assert "PAD" in out and "zero-shot source-head accuracy" in out and "logme" in out
+    assert run("plan") == 0
+    assert "strategy: " in capsys.readouterr().out
+    assert run("plan", "--force", "dann") == 0
+    assert capsys.readouterr().out.startswith("strategy: dann")
+    assert json.loads((tmp_path / "reports/plan.json").read_text())["forced"] is True
+
+
+def test_stage_without_its_inputs_exits_1_and_says_what_to_run(tmp_path, capsys):
+    code = main(["similarity", "-S", f"reports.dir={tmp_path}", "--no-progress"])
+    assert code == 1
+    assert "run `autotransfer validate` first" in capsys.readouterr().err
+
+
+def test_unknown_forced_strategy_is_a_config_error(capsys):
+    assert main(["plan", "--force", "magic"]) == 2
+    assert "strategy.force" in capsys.readouterr().err
