@@ -116,7 +116,9 @@ ARCHS: dict[str, Arch] = {
 
 
 class TransferModel(nn.Module):
-    def __init__(self, arch: str, num_classes: int, input_size: int) -> None:
+    """``head(neck(body(x)))``; ``neck`` is Identity unless a bottleneck is asked for (DANN)."""
+
+    def __init__(self, arch: str, num_classes: int, input_size: int, bottleneck: int = 0) -> None:
         super().__init__()
         if arch not in ARCHS:
             raise ValueError(f"backbone.arch: unknown architecture {arch!r} (known: {', '.join(sorted(ARCHS))})")
@@ -130,20 +132,34 @@ class TransferModel(nn.Module):
             self.body.eval()
             self.feature_dim = int(self.body(torch.zeros(1, 3, input_size, input_size)).shape[1])
             self.body.train(was_training)
+        self.bottleneck = bottleneck
+        self.neck: nn.Module = nn.Identity()
         self.head = nn.Linear(self.feature_dim, num_classes)
+        if bottleneck:
+            self.add_bottleneck(bottleneck)
+
+    @property
+    def num_classes(self) -> int:
+        return self.head.out_features
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
+        return self.neck(self.body(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x))
+        return self.head(self.neck(self.body(x)))
 
     def layer_groups(self) -> list[tuple[str, list[nn.Module]]]:
-        """Body groups from the stem to the last block, then the head."""
-        return ARCHS[self.arch].groups(self.body) + [("head", [self.head])]
+        """Body groups from the stem to the last block, then the head (with the neck, if any)."""
+        return ARCHS[self.arch].groups(self.body) + [("head", [self.neck, self.head])]
 
     def replace_head(self, num_classes: int) -> None:
-        self.head = nn.Linear(self.feature_dim, num_classes)
+        self.head = nn.Linear(self.bottleneck or self.feature_dim, num_classes)
+
+    def add_bottleneck(self, width: int) -> None:
+        """A new Linear-BN-ReLU between features and head (the head is re-created to match)."""
+        self.bottleneck = width
+        self.neck = nn.Sequential(nn.Linear(self.feature_dim, width), nn.BatchNorm1d(width), nn.ReLU(inplace=True))
+        self.head = nn.Linear(width, self.head.out_features)
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -209,9 +225,11 @@ def load_weights(model: TransferModel, spec: str | Path) -> LoadReport:
                 f"whose hub/checkpoints/ holds it."
             )
         state = read_state_dict(path)
+    neck_state: dict[str, torch.Tensor] = {}
     if any(key.startswith("body.") for key in state):  # a TransferModel checkpoint (e.g. models/source)
         body_state = {k[5:]: v for k, v in state.items() if k.startswith("body.")}
         head_state = {k[5:]: v for k, v in state.items() if k.startswith("head.")}
+        neck_state = {k[5:]: v for k, v in state.items() if k.startswith("neck.")}
     else:  # a torchvision state dict: drop its ImageNet classifier
         prefixes = ARCHS[model.arch].strip_prefixes
         body_state = {k: v for k, v in state.items() if not k.startswith(prefixes)}
@@ -222,7 +240,11 @@ def load_weights(model: TransferModel, spec: str | Path) -> LoadReport:
             f"backbone.weights={spec_text!r}: does not fit {model.arch}: {len(result.missing_keys)} parameters "
             f"missing, e.g. {result.missing_keys[:3]}"
         )
+    if neck_state and model.bottleneck:
+        model.neck.load_state_dict(neck_state)
     head_loaded = bool(head_state) and head_state["weight"].shape == model.head.weight.shape
-    if head_loaded:
+    if head_loaded and bool(neck_state) == bool(model.bottleneck):
         model.head.load_state_dict(head_state)
+    else:
+        head_loaded = False
     return LoadReport(spec_text, list(result.unexpected_keys), head_loaded)

@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", parents=[common], help="rank the strategies and choose one -> reports/plan.json")
     plan.add_argument("--force", help="use this strategy (overrides strategy.force)")
     plan.set_defaults(handler=cmd_plan)
+
+    train = sub.add_parser("train", parents=[common], help="train the planned strategy -> models/target/")
+    train.add_argument("--force", help="train this strategy instead of the plan's (overrides strategy.force)")
+    train.set_defaults(handler=cmd_train)
     return parser
 
 
@@ -60,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     from autotransfer.backbones import WeightsError
     from autotransfer.data import StageInputError
     from autotransfer.planning import PlanError
+    from autotransfer.training import TrainingError
 
     args = build_parser().parse_args(argv)
     try:
@@ -67,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"autotransfer: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (StageInputError, WeightsError, PlanError) as exc:
+    except (StageInputError, WeightsError, PlanError, TrainingError) as exc:
         print(f"autotransfer {args.command}: {exc}", file=sys.stderr)
         return EXIT_FAILED
 
@@ -155,6 +160,23 @@ def cmd_plan(args: argparse.Namespace) -> int:
     plan = make_plan(_params(args, *extra))
     print(f"strategy: {plan['chosen']} (runner-up: {plan['runner_up']}; ranking: {', '.join(plan['ranking'])})")
     print(plan["reason"])
+    return EXIT_OK
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from autotransfer.train_stage import train_stage
+
+    extra = [f"strategy.force={json.dumps(args.force)}"] if args.force else []
+    report = train_stage(_params(args, *extra), progress=_progress(args))
+    for row in report["race"]:
+        print(f"  race round {row['round']}: {row['candidate']} {row['budget_epochs']} epochs "
+              f"-> val {_fmt(row['val_accuracy'])} ({row['seconds']} s)")
+    if report.get("race_note"):
+        print(f"  {report['race_note']}")
+    resumed = f", resumed from epoch {report['resumed_from_epoch']}" if report["resumed_from_epoch"] else ""
+    print(f"trained {report['candidate']} ({report['mode']}): {report['epochs_run']} epochs{resumed}, "
+          f"best epoch {report['best_epoch']}, target val accuracy {_fmt(report['val_accuracy'])}, "
+          f"{report['seconds']} s ({report['images_per_second']} img/s)")
     return EXIT_OK
 
 

@@ -114,6 +114,48 @@ class StrategyConfig(Section):
     top_k: int = Field(3, ge=1, description="Candidates raced in race mode.")
 
 
+class AugmentConfig(Section):
+    geometric: bool = Field(True, description="Random rotation, scale and shift.")
+    color: bool = Field(True, description="Channel shuffle, per-channel inversion, brightness/contrast, grayscale.")
+
+
+class DannConfig(Section):
+    bottleneck: int = Field(256, ge=8, description="Width of the bottleneck layer between features and heads.")
+    domain_hidden: int = Field(1024, ge=8, description="Hidden width of the domain classifier.")
+    entropy_weight: float = Field(0.1, ge=0, description="Entropy minimisation on target predictions.")
+    domain_weight: float = Field(1.0, ge=0, description="Scale of the adversarial loss (0: source-only baseline).")
+    lr: float = Field(0.01, gt=0, description="SGD learning rate, annealed as lr·(1+10p)^-0.75.")
+
+
+class RaceConfig(Section):
+    budget_fraction: float = Field(0.25, gt=0, le=1, description="First-round budget, as a share of train.epochs.")
+    keep: float = Field(0.5, gt=0, lt=1, description="Share of candidates kept after each round (successive halving).")
+
+
+class TrainConfig(Section):
+    out: str = Field("models/target", description="Final model, metadata and checkpoints.")
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=1)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.01, gt=0, description="Learning rate of the head (and of every layer for scratch).")
+    weight_decay: float = Field(5e-4, ge=0, description="Not applied to biases and norm parameters.")
+    warmup: float = Field(0.1, ge=0, lt=1, description="Share of each schedule (or phase) spent warming up.")
+    schedule: Literal["cosine", "onecycle"] = "cosine"
+    backbone_lr_mult: float = Field(1.0, gt=0, description="Backbone LR = lr × this (finetune_all, finetune_top).")
+    layer_decay: float = Field(0.5, gt=0, le=1, description="Discriminative LRs: each group below the top × this.")
+    top_groups: int = Field(1, ge=1, description="finetune_top: how many of the last layer groups train.")
+    phase_epochs: int = Field(2, ge=1, description="progressive: epochs per unfreezing phase.")
+    lr_ratio: float = Field(2.6, ge=1, description="progressive: each newly unfrozen group's LR is the previous / this.")
+    patience: int = Field(5, ge=0, description="Early stopping: epochs without val improvement (0: off).")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = 0
+    augment: AugmentConfig = AugmentConfig()
+    augment_per_strategy: dict[StrategyName, AugmentConfig] = Field(
+        default_factory=dict, description="Per-strategy augmentation, e.g. {scratch: {color: false}}.")
+    dann: DannConfig = DannConfig()
+    race: RaceConfig = RaceConfig()
+
+
 class Params(Section):
     data: DataConfig = DataConfig()
     validation: ValidationConfig = ValidationConfig()
@@ -123,6 +165,7 @@ class Params(Section):
     pretrain: PretrainConfig = PretrainConfig()
     similarity: SimilarityConfig = SimilarityConfig()
     strategy: StrategyConfig = StrategyConfig()
+    train: TrainConfig = TrainConfig()
 
 
 def load_params(path: str | Path | None = DEFAULT_PARAMS_FILE, overrides: Iterable[str] = ()) -> Params:

@@ -1,0 +1,450 @@
+"""The training engine: one loop for every strategy, with checkpoints, resume and early stopping.
+
+``fit`` trains one candidate (a strategy and its key hyperparameter) for a number of
+epochs in ``out/``; read it top to bottom: set up the model and the phases, then per
+epoch (re)build the optimizer when a phase starts, run the steps, validate, checkpoint.
+
+Determinism: the data order, the augmentation draws and dropout are seeded from
+(seed, epoch), so a run killed after epoch k and started again continues exactly where an
+uninterrupted run would be: the checkpoint holds the model, the optimizer's param groups
+and state, the scheduler, the phase, the best weights and the history.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from autotransfer.augment import augment
+from autotransfer.backbones import TransferModel
+from autotransfer.config import AugmentConfig, Params, TrainConfig
+from autotransfer.data import ImageSet, Normalization, class_names, domain_rows, load_images, read_manifest
+from autotransfer.features import FeatureCache, state_hash
+from autotransfer.pretrain import DEFAULT_NORMALIZATION, load_backbone
+from autotransfer.recipes import Phase, apply_phase, param_groups, phases, set_train_mode
+
+log = logging.getLogger(__name__)
+CHECKPOINT = "checkpoint.pt"
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (non-finite loss, missing inputs); nothing final is written."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    strategy: str
+    backbone_lr_mult: float | None = None
+
+    @property
+    def label(self) -> str:
+        return self.strategy + (f"@{self.backbone_lr_mult:g}x" if self.backbone_lr_mult is not None else "")
+
+
+@dataclass
+class TrainData:
+    classes: tuple[str, ...]  # target classes
+    train: ImageSet  # labeled target train (after the label cap)
+    val: ImageSet  # labeled target val
+    unlabeled: ImageSet  # target images without labels (unlabeled/ and capped-away train)
+    source_train: ImageSet | None = None  # for dann
+    source_classes: tuple[str, ...] | None = None
+
+
+@dataclass
+class FitResult:
+    candidate: Candidate
+    model: TransferModel
+    normalization: Normalization
+    head_classes: tuple[str, ...]
+    history: list[dict[str, Any]]
+    best_epoch: int
+    val_accuracy: float | None
+    epochs_run: int
+    seconds: float
+    resumed_from: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- DANN pieces
+
+
+class GradientReversal(torch.autograd.Function):
+    """Identity forward; the gradient is multiplied by −λ on the way back (Ganin & Lempitsky)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, lam: float) -> torch.Tensor:
+        ctx.lam = lam
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return -ctx.lam * grad, None
+
+
+def grl(x: torch.Tensor, lam: float) -> torch.Tensor:
+    return GradientReversal.apply(x, lam)
+
+
+def dann_lambda(progress: float) -> float:
+    """λ = 2/(1+exp(−10p)) − 1, p the share of all training steps done."""
+    return 2.0 / (1.0 + math.exp(-10.0 * progress)) - 1.0
+
+
+class DomainClassifier(nn.Module):
+    def __init__(self, width: int, hidden: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(inplace=True), nn.Dropout(0.5),
+                                 nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(0.5),
+                                 nn.Linear(hidden, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(1)
+
+
+# ---------------------------------------------------------------- data and model
+
+
+def load_train_data(params: Params, strategy: str, progress: bool | None = None) -> TrainData:
+    manifest = read_manifest(params.reports.dir)
+    target, source, size = params.data.target, params.data.source, params.backbone.input_size
+    classes = class_names(manifest, target)
+    data = TrainData(
+        classes=classes,
+        train=load_images(domain_rows(manifest, target, ("train",)), classes, size, progress, "target train"),
+        val=load_images(domain_rows(manifest, target, ("val",)), classes, size, progress, "target val"),
+        unlabeled=load_images(domain_rows(manifest, target, ("unlabeled",)), classes, size, progress,
+                              "target unlabeled"),
+    )
+    if strategy == "dann":
+        data.source_classes = class_names(manifest, source)
+        data.source_train = load_images(domain_rows(manifest, source, ("train",)), data.source_classes, size,
+                                        progress, "source train")
+    return data
+
+
+def build_model(params: Params, candidate: Candidate, data: TrainData) -> tuple[TransferModel, Normalization,
+                                                                               tuple[str, ...]]:
+    """The model to train and the class names its head predicts."""
+    arch, size = params.backbone.arch, params.backbone.input_size
+    torch.manual_seed(params.train.seed)
+    if candidate.strategy == "scratch":
+        return TransferModel(arch, len(data.classes), size), DEFAULT_NORMALIZATION, data.classes
+    backbone = load_backbone(params, num_classes=len(data.classes))
+    model = backbone.model
+    if candidate.strategy in ("source_only", "dann"):
+        if backbone.source_classes is None or not set(data.classes) <= set(backbone.source_classes):
+            raise TrainingError(f"{candidate.strategy} needs the source model's head over the target's classes "
+                                f"(target classes {list(data.classes)}, source head {backbone.source_classes})")
+        head_classes = backbone.source_classes
+        if candidate.strategy == "dann":
+            head = model.head
+            model.add_bottleneck(params.train.dann.bottleneck)
+            model.head = nn.Linear(params.train.dann.bottleneck, head.out_features)
+        return model, backbone.normalization, head_classes
+    model.replace_head(len(data.classes))
+    return model, backbone.normalization, data.classes
+
+
+def augmentation_for(cfg: TrainConfig, strategy: str) -> AugmentConfig:
+    return cfg.augment_per_strategy.get(strategy, cfg.augment)
+
+
+def resolve_device(choice: str) -> torch.device:
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise TrainingError("train.device=cuda but no CUDA device is available")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+# ---------------------------------------------------------------- schedule and checkpoints
+
+
+def schedule(optimizer: torch.optim.Optimizer, total_steps: int, cfg: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up then cosine (or one-cycle's shape) over ``total_steps``: one per phase."""
+    warmup = max(1, int(cfg.warmup * total_steps)) if cfg.warmup > 0 else 0
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        if cfg.schedule == "onecycle":
+            return max(0.0, 1.0 - progress) ** 2  # one-cycle's annealing half
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def make_optimizer(groups: list[dict], cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups)
+    return torch.optim.SGD(groups, momentum=0.9, nesterov=True)
+
+
+def run_key(params: Params, candidate: Candidate, data: TrainData, epochs: int) -> str:
+    """What makes two runs "the same run": resume only a checkpoint with this key."""
+    parts = {"candidate": asdict(candidate), "train": params.train.model_dump(mode="json"), "epochs": epochs,
+             "backbone": params.backbone.model_dump(mode="json"), "pretrain": params.pretrain.model_dump(mode="json"),
+             "data": [s.content_hash() for s in (data.train, data.val, data.unlabeled) if s is not None]}
+    if data.source_train is not None:
+        parts["source"] = data.source_train.content_hash()
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def save_atomic(payload: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        torch.save(payload, tmp)
+        tmp.replace(path)  # the previous checkpoint stays intact until the new one is whole
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise TrainingError(f"cannot write checkpoint {path}: {exc}") from exc
+
+
+def load_checkpoint(path: Path, key: str) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated or corrupted: start over rather than use it
+        log.warning("checkpoint %s is unreadable (%s); starting from scratch", path, exc)
+        return None
+    if state.get("run_key") != key:
+        log.info("checkpoint %s belongs to another run (params or data changed); starting from scratch", path)
+        return None
+    return state
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def fit(params: Params, candidate: Candidate, data: TrainData, out: Path, epochs: int,
+        progress: bool | None = None, stop_after: int | None = None) -> FitResult:
+    """Train ``candidate`` for ``epochs`` (resuming ``out/checkpoint.pt`` when it is this run's).
+
+    ``stop_after`` ends early but keeps the schedule of the full ``epochs``, so a partial
+    run (a race round) is an exact prefix of the full one and the full run resumes it.
+    """
+    cfg = params.train
+    device = resolve_device(cfg.device)
+    model, normalization, head_classes = build_model(params, candidate, data)
+    strategy = candidate.strategy
+    if candidate.backbone_lr_mult is not None:
+        cfg = cfg.model_copy(update={"backbone_lr_mult": candidate.backbone_lr_mult})
+    head_lr = cfg.dann.lr if strategy == "dann" else cfg.lr
+    aug = augmentation_for(cfg, strategy)
+    domain = DomainClassifier(model.bottleneck, cfg.dann.domain_hidden) if strategy == "dann" else None
+    plan = phases(strategy, model, cfg, epochs)
+    key = run_key(params, candidate, data, epochs)
+    checkpoint_path = out / CHECKPOINT
+
+    # Linear probe: the backbone is frozen, so its features are computed once (cached on
+    # disk) and the head trains on them; no backbone forward per epoch.
+    probe_features = None
+    if strategy == "linear_probe":
+        cache = FeatureCache(params.similarity.cache_dir)
+        weights = state_hash(model.body)
+        probe_features = {name: torch.from_numpy(cache.features(model.body, params.backbone.arch, images,
+                                                                normalization, params.similarity.batch_size,
+                                                                weights, progress))
+                          for name, images in (("train", data.train), ("val", data.val))}
+
+    labeled, labels = supervised_pool(strategy, data, head_classes)
+    target_pool = torch.cat([data.unlabeled.images, data.train.images]) if strategy == "dann" else None
+    if strategy != "source_only" and len(labeled) == 0:
+        raise TrainingError(f"{strategy}: no labeled images to train on")
+    if target_pool is not None and len(target_pool) == 0:
+        raise TrainingError("dann: no target images (unlabeled or train) to adapt on")
+    batch = cfg.batch_size
+    steps_per_epoch = max(1, math.ceil(len(labeled) / batch)) if strategy != "source_only" else 0
+
+    model.to(device)
+    if domain is not None:
+        domain.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+
+    history: list[dict[str, Any]] = []
+    best = {"score": -math.inf, "epoch": 0, "state": None}
+    start_epoch = 0
+    state = load_checkpoint(checkpoint_path, key)
+    optimizer = scheduler = None
+    current_phase: Phase | None = None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        if domain is not None:
+            domain.load_state_dict(state["domain"])
+        history, start_epoch = list(state["history"]), int(state["epoch"])
+        best = {"score": state["best_score"], "epoch": state["best_epoch"], "state": state["best_state"]}
+    resumed_from = start_epoch
+    started = time.perf_counter()
+    total_steps = steps_per_epoch * epochs
+    bar = tqdm(total=total_steps, initial=start_epoch * steps_per_epoch, desc=f"train {candidate.label}",
+               unit="step", disable=None if progress is None else not progress)
+    patience_left = cfg.patience
+    last_epoch = 0 if strategy == "source_only" else min(epochs, stop_after or epochs)
+    for epoch in range(start_epoch, last_epoch):
+        phase = next(p for p in plan if p.start_epoch <= epoch < p.end_epoch)
+        frozen = apply_phase(model, phase)
+        if phase != current_phase:  # a new phase: new param groups, a fresh (re-warmed) schedule
+            groups = param_groups(strategy, model, phase, cfg, head_lr, [domain] if domain is not None else [])
+            optimizer = make_optimizer(groups, cfg)
+            scheduler = schedule(optimizer, steps_per_epoch * (phase.end_epoch - phase.start_epoch), cfg)
+            if state is not None and state["phase"] == phase.index:
+                optimizer.load_state_dict(state["optimizer"])
+                scheduler.load_state_dict(state["scheduler"])
+            current_phase = phase
+        set_train_mode(model, frozen)
+        torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout and anything else global
+        generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+        epoch_started = time.perf_counter()
+        losses, correct, seen, domain_correct, domain_seen = [], 0, 0, 0, 0
+        order = torch.randperm(len(labeled), generator=generator)
+        for step in range(steps_per_epoch):
+            index = order[step * batch: (step + 1) * batch]
+            y = labels[index].to(device)
+            if probe_features is not None:
+                logits = model.head(probe_features["train"][index].to(device))
+                loss = F.cross_entropy(logits, y)
+            else:
+                x = augment(labeled[index], generator, aug.geometric, aug.color)
+                if strategy == "dann":
+                    t_index = torch.randint(len(target_pool), (len(index),), generator=generator)
+                    xt = augment(target_pool[t_index], generator, aug.geometric, aug.color)
+                    both = normalization(torch.cat([x, xt]).to(device))
+                    p = (epoch * steps_per_epoch + step) / max(1, total_steps)
+                    for group in optimizer.param_groups:  # DANN's annealing: lr·(1+10p)^−0.75
+                        group["lr"] = group["initial_lr"] * (1 + 10 * p) ** -0.75
+                    with autocast(device):
+                        features = model.features(both)
+                        logits_all = model.head(features)
+                        logits = logits_all[: len(index)]
+                        d_logits = domain(grl(features, dann_lambda(p)))
+                    d_target = torch.cat([torch.zeros(len(index)), torch.ones(len(index))]).to(device)
+                    loss = (F.cross_entropy(logits.float(), y)
+                            + cfg.dann.domain_weight * F.binary_cross_entropy_with_logits(d_logits.float(), d_target)
+                            + cfg.dann.entropy_weight * entropy(logits_all[len(index):].float()))
+                    domain_correct += int(((d_logits > 0).float() == d_target).sum())
+                    domain_seen += len(d_target)
+                else:
+                    with autocast(device):
+                        logits = model(normalization(x.to(device)))
+                    loss = F.cross_entropy(logits.float(), y)
+            if not torch.isfinite(loss):
+                raise TrainingError(f"{candidate.label}: non-finite loss ({loss.item()}) at epoch {epoch + 1}, "
+                                    f"step {step + 1}; stopped, no model written")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if strategy != "dann":
+                scheduler.step()
+            losses.append(loss.item())
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+            bar.update(1)
+        seconds = time.perf_counter() - epoch_started
+        val_accuracy = evaluate_head(model, data.val, normalization, head_classes, data.classes, device,
+                                     probe_features["val"] if probe_features is not None else None)
+        record = {"epoch": epoch + 1, "phase": phase.index, "train_loss": float(np.mean(losses)),
+                  "train_accuracy": correct / max(1, seen), "val_accuracy": val_accuracy,
+                  "lr": max(g["lr"] for g in optimizer.param_groups), "seconds": round(seconds, 3),
+                  "images_per_second": round(seen / max(seconds, 1e-9), 1)}
+        if strategy == "dann":
+            record["domain_accuracy"] = domain_correct / max(1, domain_seen)
+            record["lambda"] = dann_lambda((epoch + 1) / epochs)
+        history.append(record)
+        bar.set_postfix(loss=f"{record['train_loss']:.3f}",
+                        val="n/a" if val_accuracy is None else f"{val_accuracy:.3f}")
+        # Model selection: the best labeled-val epoch when there is a labeled val split;
+        # otherwise (DANN without target labels) the last epoch: no label-free rule beat it here.
+        score = val_accuracy if val_accuracy is not None else epoch
+        if score > best["score"]:
+            best = {"score": score, "epoch": epoch + 1,
+                    "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+            patience_left = cfg.patience
+        else:
+            patience_left -= 1
+        stop = cfg.patience > 0 and patience_left <= 0
+        save_atomic({"run_key": key, "epoch": epoch + 1 if not stop else epochs, "phase": phase.index,
+                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "domain": domain.state_dict() if domain else {},
+                     "history": history, "best_score": best["score"], "best_epoch": best["epoch"],
+                     "best_state": best["state"]}, checkpoint_path)
+        if stop:
+            log.info("early stopping after epoch %d (best %d)", epoch + 1, best["epoch"])
+            break
+    bar.close()
+    if best["state"] is not None:
+        model.load_state_dict(best["state"])
+    model.cpu()
+    val_accuracy = evaluate_head(model, data.val, normalization, head_classes, data.classes, torch.device("cpu"),
+                                 probe_features["val"] if probe_features is not None else None)
+    return FitResult(candidate, model, normalization, head_classes, history, best["epoch"], val_accuracy,
+                     len(history), time.perf_counter() - started, resumed_from)
+
+
+def supervised_pool(strategy: str, data: TrainData, head_classes: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The labeled images a strategy learns from, with labels indexing ``head_classes``."""
+    if strategy != "dann":
+        return data.train.images, data.train.labels
+    # DANN: labeled source, plus the labeled target images when there are any, in the
+    # source head's class space.
+    assert data.source_train is not None
+    mapping = torch.tensor([head_classes.index(c) for c in data.classes], dtype=torch.long)
+    target_labels = mapping[data.train.labels] if len(data.train) else data.train.labels
+    return (torch.cat([data.source_train.images, data.train.images]),
+            torch.cat([data.source_train.labels, target_labels]))
+
+
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    if logits.numel() == 0:
+        return logits.sum()
+    p = logits.softmax(1)
+    return -(p * logits.log_softmax(1)).sum(1).mean()
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA, nothing on the CPU."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+
+
+@torch.no_grad()
+def predict_names(model: TransferModel, images: ImageSet, normalization: Normalization,
+                  head_classes: tuple[str, ...], device: torch.device, features: torch.Tensor | None = None,
+                  batch_size: int = 512) -> np.ndarray:
+    model.eval()
+    predicted = []
+    for start in range(0, len(images), batch_size):
+        if features is not None:
+            logits = model.head(model.neck(features[start: start + batch_size].to(device)))
+        else:
+            logits = model(normalization(images.images[start: start + batch_size].to(device)))
+        predicted.append(logits.argmax(1).cpu())
+    index = torch.cat(predicted).numpy() if predicted else np.zeros(0, dtype=np.int64)
+    return np.array(head_classes, dtype=object)[index]
+
+
+def evaluate_head(model: TransferModel, images: ImageSet, normalization: Normalization,
+                  head_classes: tuple[str, ...], classes: tuple[str, ...], device: torch.device,
+                  features: torch.Tensor | None = None) -> float | None:
+    """Accuracy on a labeled set, comparing class names (the head may predict source classes)."""
+    if len(images) == 0:
+        return None
+    predicted = predict_names(model, images, normalization, head_classes, device, features)
+    truth = np.array(classes, dtype=object)[images.labels.numpy()]
+    return float((predicted == truth).mean())

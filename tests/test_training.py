@@ -1,0 +1,269 @@
+"""The training engine on tiny real data: what trains, what stays frozen, resume, failures."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from autotransfer.recipes import apply_phase, param_groups, phases
+from autotransfer.training import (
+    Candidate, GradientReversal, TrainingError, dann_lambda, fit, grl, load_train_data,
+)
+from autotransfer.pretrain import pretrain
+from autotransfer.validation import validate
+from conftest import make_domain
+from stage_helpers import tiny_params
+
+
+@pytest.fixture
+def ready(data_root, tmp_path):
+    """Validated tiny domains and a pretrained small_cnn source model."""
+    params = tiny_params(data_root, tmp_path, train={"epochs": 3, "batch_size": 4, "patience": 0})
+    validate(params, progress=False)
+    pretrain(params, progress=False)
+    return params
+
+
+def source_body_state(params):
+    from autotransfer.pretrain import load_backbone
+
+    return {k: v.clone() for k, v in load_backbone(params, 2).model.body.state_dict().items()}
+
+
+def run(params, strategy, tmp_path, epochs=3, stop_after=None, **kw):
+    data = load_train_data(params, strategy, progress=False)
+    return fit(params, Candidate(strategy, **kw), data, tmp_path / "runs" / strategy, epochs, False, stop_after)
+
+
+def test_linear_probe_leaves_the_whole_body_bit_identical(ready, tmp_path):
+    before = source_body_state(ready)
+    result = run(ready, "linear_probe", tmp_path)
+    after = result.model.body.state_dict()
+    for key, value in before.items():
+        assert torch.equal(after[key], value), key  # weights and BatchNorm running stats
+
+
+def test_finetune_top_trains_only_the_top_group_and_frozen_bn_keeps_its_stats(ready, tmp_path):
+    before = source_body_state(ready)
+    result = run(ready, "finetune_top", tmp_path)
+    after = result.model.body.state_dict()
+    top = [k for k in before if k.startswith("fc.")]  # small_cnn's last group
+    frozen = [k for k in before if not k.startswith("fc.")]
+    assert any("running_mean" in k for k in frozen)
+    for key in frozen:
+        assert torch.equal(after[key], before[key]), key
+    assert any(not torch.equal(after[k], before[k]) for k in top)
+
+
+@pytest.mark.parametrize("strategy", ["linear_probe", "finetune_top", "progressive"])
+def test_optimizer_holds_no_frozen_parameter(ready, strategy):
+    from autotransfer.training import build_model
+
+    data = load_train_data(ready, strategy, progress=False)
+    model, _, _ = build_model(ready, Candidate(strategy), data)
+    for phase in phases(strategy, model, ready.train, 6):
+        apply_phase(model, phase)
+        groups = param_groups(strategy, model, phase, ready.train, 0.1)
+        in_optimizer = {id(p) for g in groups for p in g["params"]}
+        trainable = {id(p) for p in model.parameters() if p.requires_grad}
+        assert in_optimizer == trainable
+
+
+def test_no_weight_decay_on_biases_and_norm_parameters(ready):
+    from autotransfer.training import build_model
+
+    data = load_train_data(ready, "finetune_all", progress=False)
+    model, _, _ = build_model(ready, Candidate("finetune_all"), data)
+    [phase] = phases("finetune_all", model, ready.train, 3)
+    apply_phase(model, phase)
+    for group in param_groups("finetune_all", model, phase, ready.train, 0.1):
+        if group["weight_decay"]:
+            assert all(p.ndim > 1 for p in group["params"]), group["name"]
+        else:
+            assert all(p.ndim <= 1 for p in group["params"]), group["name"]
+
+
+def test_progressive_phases_add_groups_with_decreasing_lrs(ready):
+    from autotransfer.training import build_model
+
+    cfg = ready.train.model_copy(update={"phase_epochs": 1, "lr_ratio": 2.0})
+    data = load_train_data(ready, "progressive", progress=False)
+    model, _, _ = build_model(ready, Candidate("progressive"), data)
+    plan = phases("progressive", model, cfg, 5)
+    assert [p.trainable for p in plan[:4]] == [("head",), ("fc", "head"), ("conv2", "fc", "head"),
+                                               ("stem", "conv2", "fc", "head")]
+    assert plan[-1].end_epoch == 5
+    lrs = []
+    for phase in plan[:4]:
+        apply_phase(model, phase)
+        groups = {g["name"].split("/")[0]: g["lr"] for g in param_groups("progressive", model, phase, cfg, 0.08)}
+        lrs.append(groups)
+    assert lrs[3] == {"head": 0.08, "fc": 0.04, "conv2": 0.02, "stem": 0.01}
+    assert lrs[1] == {"head": 0.08, "fc": 0.04}
+
+
+def test_discriminative_lrs_for_finetune_all(ready):
+    from autotransfer.training import build_model
+
+    cfg = ready.train.model_copy(update={"backbone_lr_mult": 0.5, "layer_decay": 0.5})
+    data = load_train_data(ready, "finetune_all", progress=False)
+    model, _, _ = build_model(ready, Candidate("finetune_all"), data)
+    [phase] = phases("finetune_all", model, cfg, 3)
+    apply_phase(model, phase)
+    lrs = {g["name"].split("/")[0]: g["lr"] for g in param_groups("finetune_all", model, phase, cfg, 0.1)}
+    assert lrs == pytest.approx({"head": 0.1, "fc": 0.05, "conv2": 0.025, "stem": 0.0125})
+
+
+def test_gradient_reversal_is_identity_forward_and_minus_lambda_backward():
+    x = torch.randn(5, 3, requires_grad=True)
+    y = grl(x, 0.7)
+    assert torch.equal(y, x)
+    incoming = torch.randn(5, 3)
+    y.backward(incoming)
+    assert torch.allclose(x.grad, -0.7 * incoming)
+
+
+def test_lambda_schedule():
+    assert dann_lambda(0.0) == 0.0
+    assert dann_lambda(0.5) == pytest.approx(2 / (1 + math.exp(-5)) - 1)
+    assert dann_lambda(1.0) == pytest.approx(0.99991, abs=1e-5)
+
+
+def test_dann_trains_with_source_labels_and_logs_domain_accuracy(ready, tmp_path):
+    params = ready.model_copy(update={"data": ready.data.model_copy(update={"labeled_per_class": 0})})
+    validate(params, progress=False)
+    result = run(params, "dann", tmp_path, epochs=2)
+    assert result.head_classes == ("a", "b")
+    assert all(0 <= h["domain_accuracy"] <= 1 for h in result.history)
+    assert result.best_epoch == 2  # no labeled target val: the last epoch
+
+
+@pytest.mark.parametrize("strategy, stop", [("finetune_all", 1), ("progressive", 2)])
+def test_resume_after_epoch_k_ends_with_the_same_weights(ready, tmp_path, strategy, stop):
+    # given phase_epochs=3, so that stopping after epoch 2 is in the middle of phase 0->1
+    params = ready.model_copy(update={"train": ready.train.model_copy(update={"phase_epochs": 3})})
+    uninterrupted = run(params, strategy, tmp_path / "a", epochs=5)
+    # when a run stops after epoch k and is started again
+    partial = run(params, strategy, tmp_path / "b", epochs=5, stop_after=stop)
+    assert partial.epochs_run == stop
+    resumed = run(params, strategy, tmp_path / "b", epochs=5)
+    # then it resumed (not restarted) and ends bit-identical to the uninterrupted run
+    assert resumed.resumed_from == stop
+    for key, value in uninterrupted.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[key], value), key
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in uninterrupted.history]
+
+
+def test_changed_params_do_not_resume_a_foreign_checkpoint(ready, tmp_path):
+    run(ready, "scratch", tmp_path, epochs=3, stop_after=1)
+    other = ready.model_copy(update={"train": ready.train.model_copy(update={"lr": 0.02})})
+    assert run(other, "scratch", tmp_path, epochs=3).resumed_from == 0
+
+
+def test_corrupted_checkpoint_is_not_used(ready, tmp_path):
+    run(ready, "scratch", tmp_path, epochs=3, stop_after=1)
+    checkpoint = tmp_path / "runs/scratch/checkpoint.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:100])
+    assert run(ready, "scratch", tmp_path, epochs=3).resumed_from == 0
+
+
+def test_non_finite_loss_stops_with_the_step_and_writes_no_model(ready, tmp_path, monkeypatch):
+    from autotransfer import train_stage, training
+    from autotransfer.planning import make_plan
+    from autotransfer.similarity_stage import measure_similarity
+
+    measure_similarity(ready, progress=False)
+    make_plan(ready)
+
+    class NanFunctional:
+        def __getattr__(self, name):
+            return getattr(torch.nn.functional, name)
+
+        @staticmethod
+        def cross_entropy(*args, **kwargs):
+            return torch.nn.functional.cross_entropy(*args, **kwargs) * float("nan")
+
+    monkeypatch.setattr(training, "F", NanFunctional())
+    forced = ready.model_copy(update={"strategy": ready.strategy.model_copy(update={"force": "scratch"})})
+    with pytest.raises(TrainingError, match=r"non-finite loss \(nan\) at epoch 1, step 1"):
+        train_stage.train_stage(forced, progress=False)
+    assert not (Path(ready.train.out) / "model.safetensors").exists()
+
+
+def test_linear_probe_does_no_backbone_forward_once_the_cache_is_warm(ready, tmp_path, monkeypatch):
+    from autotransfer import training
+
+    run(ready, "linear_probe", tmp_path / "warm")  # fills the feature cache
+    calls = []
+    original = training.build_model
+
+    def counting_build(*args, **kwargs):
+        model, norm, classes = original(*args, **kwargs)
+        model.body.register_forward_hook(lambda *_: calls.append(1))
+        return model, norm, classes
+
+    monkeypatch.setattr(training, "build_model", counting_build)
+    run(ready, "linear_probe", tmp_path / "again")
+    assert calls == []
+
+
+def test_source_only_is_the_source_model_untrained(ready, tmp_path):
+    result = run(ready, "source_only", tmp_path)
+    assert result.epochs_run == 0 and result.history == []
+    assert result.val_accuracy is not None
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_rerun_resumes_to_the_same_result(data_root, tmp_path):
+    # given a run slow enough to kill mid-way (many tiny steps)
+    root = tmp_path / "big"
+    make_domain(root, "src", n_train=60, seed=1)
+    make_domain(root, "tgt", n_train=60, seed=2)
+    config = {
+        "data": {"root": str(root), "source": "src", "target": "tgt"},
+        "backbone": {"arch": "small_cnn"},
+        "pretrain": {"out": str(tmp_path / "models/source"), "epochs": 1, "batch_size": 8},
+        "similarity": {"n_per_domain": 20, "probe_folds": 2, "cache_dir": str(tmp_path / "cache")},
+        "reports": {"dir": str(tmp_path / "reports")},
+        "strategy": {"force": "progressive"},
+        "train": {"epochs": 6, "phase_epochs": 3, "batch_size": 2, "patience": 0,
+                  "out": str(tmp_path / "models/target")},
+    }
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(config))
+    exe = Path(sys.executable).with_name("autotransfer")
+    for stage in ("validate", "pretrain", "similarity", "plan"):
+        subprocess.run([str(exe), stage, "--params", str(params_file), "--no-progress"], check=True,
+                       capture_output=True)
+    reference_config = {**config, "train": {**config["train"], "out": str(tmp_path / "reference")}}
+    (tmp_path / "reference.yaml").write_text(yaml.safe_dump(reference_config))
+    subprocess.run([str(exe), "train", "--params", str(tmp_path / "reference.yaml"), "--no-progress"], check=True,
+                   capture_output=True)
+    # when the training process is SIGKILLed after its first checkpoint (mid phase 0)
+    process = subprocess.Popen([str(exe), "train", "--params", str(params_file), "--no-progress"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = tmp_path / "models/target/runs/progressive/checkpoint.pt"
+    deadline = time.time() + 120
+    while not checkpoint.exists() and time.time() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = torch.load(checkpoint, weights_only=True)["epoch"]
+    assert 1 <= killed_at < 6 and not (tmp_path / "models/target/model.safetensors").exists()
+    # and the same command runs again
+    out = subprocess.run([str(exe), "train", "--params", str(params_file), "--no-progress"], check=True,
+                         capture_output=True, text=True).stdout
+    # then it resumed and its model is byte-identical to the uninterrupted reference
+    assert f"resumed from epoch {killed_at}" in out
+    assert (tmp_path / "models/target/model.safetensors").read_bytes() == \
+        (tmp_path / "reference/model.safetensors").read_bytes()
