@@ -10,6 +10,7 @@ def tiny_params(root: Path, work: Path, **sections: dict) -> Params:
     base = {
         "backbone": {"arch": "small_cnn", "input_size": 32},
         "pretrain": {"out": str(work / "models/source"), "epochs": 2, "batch_size": 8},
+        "train": {"out": str(work / "models/target")},
         "reports": {"dir": str(work / "reports")},
         "similarity": {"n_per_domain": 20, "max_labeled": 100, "probe_folds": 2,
                        "cache_dir": str(work / "cache")},

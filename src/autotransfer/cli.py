@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", parents=[common], help="train the planned strategy -> models/target/")
     train.add_argument("--force", help="train this strategy instead of the plan's (overrides strategy.force)")
     train.set_defaults(handler=cmd_train)
+
+    evaluate = sub.add_parser("evaluate", parents=[common], help="score the model on the target test split")
+    evaluate.set_defaults(handler=cmd_evaluate)
     return parser
 
 
@@ -177,6 +180,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"trained {report['candidate']} ({report['mode']}): {report['epochs_run']} epochs{resumed}, "
           f"best epoch {report['best_epoch']}, target val accuracy {_fmt(report['val_accuracy'])}, "
           f"{report['seconds']} s ({report['images_per_second']} img/s)")
+    return EXIT_OK
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from autotransfer.evaluate import evaluate
+
+    metrics = evaluate(_params(args), progress=_progress(args))
+    print(f"{metrics['strategy']} on {metrics['target']} test ({metrics['n']} images): "
+          f"accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}")
+    print("plots: " + ", ".join(p for p in metrics["plots"].values() if p))
     return EXIT_OK
 
 

@@ -22,8 +22,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("pretrain", "train the backbone on the source domain when no pretrained weights are given", True),
     Stage("similarity", "measure how far the target is from the source on cached features", True),
     Stage("plan", "rank the transfer strategies and choose one, with reasons", True),
-    Stage("train", "train the chosen strategy", False),
-    Stage("evaluate", "score the model on the target test split", False),
+    Stage("train", "train the chosen strategy", True),
+    Stage("evaluate", "score the model on the target test split", True),
     Stage("register", "register the model in MLflow and promote it if it beats the champion", False),
 )
 

@@ -125,12 +125,14 @@ def race(params: Params, candidates: list[Candidate], data: TrainData, out: Path
                           "epochs_trained": result.epochs_run - trained[candidate.label],
                           "val_accuracy": result.val_accuracy, "seconds": round(time.perf_counter() - started, 2)})
             trained[candidate.label] = result.epochs_run
-        if len(alive) == 1 or budget >= epochs:
+        alive.sort(key=lambda c: scores[c.label], reverse=True)  # stable: ties keep the plan's order
+        if budget >= epochs:
             break
-        alive.sort(key=lambda c: scores[c.label], reverse=True)
         alive = alive[: max(1, math.ceil(len(alive) * params.train.race.keep))]
+        if len(alive) == 1:
+            break
         budget = min(epochs, budget * 2)
-    winner = max(alive, key=lambda c: scores[c.label])
+    winner = alive[0]
     started = time.perf_counter()
     result = _fit(params, winner, data, out, epochs, progress)
     table.append({"round": "final", "candidate": winner.label, "budget_epochs": epochs,
