@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from autotransfer.augment import geometric
 from autotransfer.backbones import IMAGENET_MEAN, IMAGENET_STD, TransferModel, WeightsError, load_weights
 from autotransfer.config import Params
 from autotransfer.data import ImageSet, Normalization, class_names, domain_rows, load_images, read_manifest
@@ -39,14 +40,6 @@ class Backbone:
     normalization: Normalization
     weights_id: str  # what the weights are, for cache keys and reports
     source_classes: tuple[str, ...] | None  # classes of a loaded source head, if any
-
-
-def augment_batch(images: torch.Tensor) -> torch.Tensor:
-    """Random rotation (±10°), scale (0.9-1.1) and shift (±10%), one draw per image."""
-    from torchvision.transforms import v2
-
-    affine = v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1))
-    return torch.stack([affine(image) for image in images])
 
 
 def accuracy(model: nn.Module, images: ImageSet, normalization: Normalization, batch_size: int = 512) -> float:
@@ -96,7 +89,7 @@ def pretrain(params: Params, progress: bool | None = None) -> dict[str, Any]:
             index = order[start: start + cfg.batch_size]
             batch = train.images[index]
             if cfg.augment:
-                batch = augment_batch(batch)
+                batch = geometric(batch, generator)
             loss = nn.functional.cross_entropy(model(normalization(batch)), train.labels[index])
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"pretrain: non-finite loss at epoch {epoch + 1}, step {bar.n + 1}")
