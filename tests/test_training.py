@@ -267,3 +267,17 @@ def test_sigkill_mid_run_then_rerun_resumes_to_the_same_result(data_root, tmp_pa
     assert f"resumed from epoch {killed_at}" in out
     assert (tmp_path / "models/target/model.safetensors").read_bytes() == \
         (tmp_path / "reference/model.safetensors").read_bytes()
+
+
+def test_a_changed_starting_model_does_not_resume_an_old_run(ready, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    # given a finished run from the current source model
+    run(ready, "finetune_all", tmp_path, epochs=2)
+    # when the source model's weights change while every param stays the same (new code, say)
+    weights = Path(ready.pretrain.out) / "model.safetensors"
+    state = load_file(str(weights))
+    state["body.conv1.0.weight"] = state["body.conv1.0.weight"] + 0.01
+    save_file(state, str(weights))
+    # then training starts afresh instead of resuming the stale checkpoint
+    assert run(ready, "finetune_all", tmp_path, epochs=2).resumed_from == 0

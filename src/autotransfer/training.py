@@ -195,9 +195,14 @@ def make_optimizer(groups: list[dict], cfg: TrainConfig) -> torch.optim.Optimize
     return torch.optim.SGD(groups, momentum=0.9, nesterov=True)
 
 
-def run_key(params: Params, candidate: Candidate, data: TrainData, epochs: int) -> str:
-    """What makes two runs "the same run": resume only a checkpoint with this key."""
+def run_key(params: Params, candidate: Candidate, data: TrainData, epochs: int, init_hash: str) -> str:
+    """What makes two runs "the same run": resume only a checkpoint with this key.
+
+    ``init_hash`` is the hash of the weights training starts from: a re-pretrained source
+    model with unchanged params must not resume a run that started from the old one.
+    """
     parts = {"candidate": asdict(candidate), "train": params.train.model_dump(mode="json"), "epochs": epochs,
+             "init": init_hash,
              "backbone": params.backbone.model_dump(mode="json"), "pretrain": params.pretrain.model_dump(mode="json"),
              "data": [s.content_hash() for s in (data.train, data.val, data.unlabeled) if s is not None]}
     if data.source_train is not None:
@@ -250,7 +255,7 @@ def fit(params: Params, candidate: Candidate, data: TrainData, out: Path, epochs
     aug = augmentation_for(cfg, strategy)
     domain = DomainClassifier(model.bottleneck, cfg.dann.domain_hidden) if strategy == "dann" else None
     plan = phases(strategy, model, cfg, epochs)
-    key = run_key(params, candidate, data, epochs)
+    key = run_key(params, candidate, data, epochs, state_hash(model))
     checkpoint_path = out / CHECKPOINT
 
     # Linear probe: the backbone is frozen, so its features are computed once (cached on
