@@ -1,14 +1,10 @@
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from autotransfer.cli import main
-from conftest import make_domain
 
 
 def test_validate_exit_0_on_valid_data(data_root, tmp_path, capsys):

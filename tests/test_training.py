@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -17,7 +15,7 @@ import yaml
 
 from autotransfer.recipes import apply_phase, param_groups, phases
 from autotransfer.training import (
-    Candidate, GradientReversal, TrainingError, dann_lambda, fit, grl, load_train_data,
+    Candidate, TrainingError, dann_lambda, fit, grl, load_train_data,
 )
 from autotransfer.pretrain import pretrain
 from autotransfer.validation import validate

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from autotransfer.validation import summary_lines, validate

@@ -23,6 +23,7 @@ from autotransfer.config import Params
 from autotransfer.data import (
     Normalization, StageInputError, class_names, domain_rows, load_images, read_manifest, sample_rows,
 )
+from autotransfer.files import write_json
 from autotransfer.training import predict_names
 
 REPORT_FILE = "metrics.json"
@@ -93,9 +94,7 @@ def evaluate(params: Params, progress: bool | None = None) -> dict[str, Any]:
         "training_curves": _curves_plot(reports / "train_history.csv", plots / "training_curves.png"),
         "feature_map": _feature_map(params, manifest, trained, plots / "feature_map.png", progress),
     }
-    tmp = reports / (REPORT_FILE + ".tmp")
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    tmp.replace(reports / REPORT_FILE)
+    write_json(reports / REPORT_FILE, metrics)
     return metrics
 
 

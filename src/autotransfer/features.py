@@ -20,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from autotransfer.data import ImageSet, Normalization
+from autotransfer.files import write_atomic
 from autotransfer.progress import bar_disabled
 
 log = logging.getLogger(__name__)
@@ -82,10 +83,8 @@ class FeatureCache:
         return features.numpy()
 
     def put(self, key: str, features: np.ndarray) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.path(key).with_suffix(".tmp")
-        save_file({"features": torch.from_numpy(np.ascontiguousarray(features))}, str(tmp), metadata={"key": key})
-        tmp.replace(self.path(key))
+        tensors = {"features": torch.from_numpy(np.ascontiguousarray(features))}
+        write_atomic(self.path(key), lambda tmp: save_file(tensors, str(tmp), metadata={"key": key}))
 
     def features(self, body: nn.Module, arch: str, images: ImageSet, normalization: Normalization,
                  batch_size: int = 256, weights_hash: str | None = None, progress: bool | None = None) -> np.ndarray:

@@ -24,6 +24,7 @@ from typing import Any
 
 from autotransfer.config import Params, StrategyConfig
 from autotransfer.data import StageInputError
+from autotransfer.files import write_json
 
 REPORT_FILE = "plan.json"
 STRATEGIES = ("linear_probe", "finetune_top", "progressive", "finetune_all", "scratch", "dann", "source_only")
@@ -223,10 +224,7 @@ def make_plan(params: Params) -> dict[str, Any]:
         plan["chosen"] = params.strategy.force
         plan["reason"] = (f"Forced by strategy.force={params.strategy.force!r} "
                           f"(the rules would have chosen {decision['chosen']}). " + plan["reason"])
-    out = reports / REPORT_FILE
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(plan, indent=2) + "\n")
-    tmp.replace(out)
+    write_json(reports / REPORT_FILE, plan)
     return plan
 
 

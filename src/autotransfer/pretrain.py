@@ -25,6 +25,7 @@ from autotransfer.augment import geometric
 from autotransfer.backbones import IMAGENET_MEAN, IMAGENET_STD, TransferModel, WeightsError, load_weights
 from autotransfer.config import Params
 from autotransfer.data import ImageSet, Normalization, class_names, domain_rows, load_images, read_manifest
+from autotransfer.files import write_atomic, write_json
 from autotransfer.optim import weight_decay_groups
 
 MODEL_FILE = "model.safetensors"
@@ -59,7 +60,7 @@ def pretrain(params: Params, progress: bool | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     if params.backbone.weights is not None:
         meta = {"skipped": True, "reason": f"backbone.weights is set ({params.backbone.weights})"}
-        _write_json(out / META_FILE, meta)
+        write_json(out / META_FILE, meta)
         return meta
 
     cfg, arch, size = params.pretrain, params.backbone.arch, params.backbone.input_size
@@ -104,9 +105,8 @@ def pretrain(params: Params, progress: bool | None = None) -> dict[str, Any]:
         bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", val=f"{history[-1]['val_accuracy']:.3f}")
     bar.close()
 
-    tmp = out / (MODEL_FILE + ".tmp")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    tmp.replace(out / MODEL_FILE)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    write_atomic(out / MODEL_FILE, lambda tmp: save_file(state, str(tmp)))
     meta = {
         "skipped": False,
         "arch": arch,
@@ -121,14 +121,8 @@ def pretrain(params: Params, progress: bool | None = None) -> dict[str, Any]:
         "history": history,
     }
     # No timings in the file: the same data and params must give the same bytes (DVC).
-    _write_json(out / META_FILE, meta)
+    write_json(out / META_FILE, meta)
     return {**meta, "seconds": round(time.perf_counter() - started, 1)}
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    tmp.replace(path)
 
 
 def load_backbone(params: Params, num_classes: int) -> Backbone:

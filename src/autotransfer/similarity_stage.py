@@ -10,7 +10,6 @@ every synthetic→real pair. The test split is never read here.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +22,7 @@ from autotransfer.backbones import TransferModel
 from autotransfer.config import Params
 from autotransfer.data import class_names, domain_rows, load_images, read_manifest, sample_rows
 from autotransfer.features import FeatureCache, state_hash
+from autotransfer.files import write_json
 from autotransfer.pretrain import load_backbone
 from autotransfer.similarity import frechet_distance, linear_probe_accuracy, logme, mmd2_rbf, proxy_a_distance
 
@@ -98,11 +98,7 @@ def measure_similarity(params: Params, progress: bool | None = None) -> dict[str
     report["cost"] = {"feature_seconds": round(extract_seconds, 3), "cache_hits": cache.hits,
                       "cache_misses": cache.misses}
 
-    out = Path(params.reports.dir) / REPORT_FILE
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    tmp.replace(out)
+    write_json(Path(params.reports.dir) / REPORT_FILE, report)
     return report
 
 

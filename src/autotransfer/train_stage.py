@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 
 from autotransfer.config import Params
 from autotransfer.data import StageInputError
+from autotransfer.files import write_atomic, write_json, write_text
 from autotransfer.training import Candidate, FitResult, TrainData, TrainingError, fit, load_train_data
 
 MODEL_FILE = "model.safetensors"
@@ -91,8 +92,8 @@ def train_stage(params: Params, progress: bool | None = None) -> dict[str, Any]:
         report["oracle_cost_epochs"] = full
     reports = Path(params.reports.dir)
     reports.mkdir(parents=True, exist_ok=True)
-    _write_text(reports / HISTORY_FILE, history_csv(result.history))
-    _write_text(reports / REPORT_FILE, json.dumps(report, indent=2) + "\n")
+    write_text(reports / HISTORY_FILE, history_csv(result.history))
+    write_json(reports / REPORT_FILE, report)
     return report
 
 
@@ -142,9 +143,8 @@ def race(params: Params, candidates: list[Candidate], data: TrainData, out: Path
 
 
 def write_model(result: FitResult, params: Params, data: TrainData, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / (MODEL_FILE + ".tmp")
-    save_file({k: v.contiguous() for k, v in result.model.state_dict().items()}, str(tmp))
+    state = {k: v.contiguous() for k, v in result.model.state_dict().items()}
+    write_atomic(out / MODEL_FILE, lambda tmp: save_file(state, str(tmp)))
     meta = {
         "arch": result.model.arch,
         "strategy": result.candidate.strategy,
@@ -160,8 +160,7 @@ def write_model(result: FitResult, params: Params, data: TrainData, out: Path) -
         "target": params.data.target,
         "train_data_hash": data.train.content_hash(),
     }
-    tmp.replace(out / MODEL_FILE)
-    _write_text(out / META_FILE, json.dumps(meta, indent=2) + "\n")
+    write_json(out / META_FILE, meta)
 
 
 def history_csv(history: list[dict[str, Any]]) -> str:
@@ -177,12 +176,6 @@ def history_csv(history: list[dict[str, Any]]) -> str:
 
 def _mean(values: list[float]) -> float | None:
     return round(sum(values) / len(values), 3) if values else None
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 __all__ = ["train_stage", "race", "TrainingError"]

@@ -33,6 +33,7 @@ from autotransfer.backbones import TransferModel
 from autotransfer.config import AugmentConfig, Params, TrainConfig
 from autotransfer.data import ImageSet, Normalization, class_names, domain_rows, load_images, read_manifest
 from autotransfer.features import FeatureCache, state_hash
+from autotransfer.files import write_atomic
 from autotransfer.pretrain import DEFAULT_NORMALIZATION, load_backbone
 from autotransfer.recipes import Phase, apply_phase, param_groups, phases, set_train_mode
 
@@ -211,13 +212,9 @@ def run_key(params: Params, candidate: Candidate, data: TrainData, epochs: int, 
 
 
 def save_atomic(payload: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        torch.save(payload, tmp)
-        tmp.replace(path)  # the previous checkpoint stays intact until the new one is whole
+    try:  # the previous checkpoint stays intact until the new one is whole
+        write_atomic(path, lambda tmp: torch.save(payload, tmp))
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise TrainingError(f"cannot write checkpoint {path}: {exc}") from exc
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from autotransfer.config import Params, resolve_domain
+from autotransfer.files import write_text
 from autotransfer.manifest import SPLITS, UNLABELED, Domain, Scan, assign_usage, scan
 
 REPORT_JSON = "validation.json"
@@ -76,17 +77,10 @@ def validate(params: Params, reports_dir: Path | None = None, progress: bool | N
     reports_dir.mkdir(parents=True, exist_ok=True)
     json_path = reports_dir / REPORT_JSON
     markdown_path = reports_dir / REPORT_MD
-    _write_text(json_path, json.dumps(report, indent=2, sort_keys=False) + "\n")
-    _write_text(markdown_path, render_markdown(report))
-    _write_text(reports_dir / MANIFEST_CSV, files.to_csv(index=False, lineterminator="\n"))
+    write_text(json_path, json.dumps(report, indent=2, sort_keys=False) + "\n")
+    write_text(markdown_path, render_markdown(report))
+    write_text(reports_dir / MANIFEST_CSV, files.to_csv(index=False, lineterminator="\n"))
     return ValidationResult(report["success"], report, json_path, markdown_path, files)
-
-
-def _write_text(path: Path, text: str) -> None:
-    # temp file + rename: a crash never leaves a half-written report behind
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def _tables(scanned: Scan) -> dict[str, pd.DataFrame]:
