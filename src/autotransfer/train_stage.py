@@ -40,13 +40,6 @@ def read_plan(params: Params) -> dict[str, Any]:
     return plan
 
 
-def candidate_for(plan: dict[str, Any], strategy: str) -> Candidate:
-    for entry in plan.get("candidates", []):
-        if entry["strategy"] == strategy:
-            return Candidate(**entry)
-    return Candidate(strategy)
-
-
 def train_stage(params: Params, progress: bool | None = None) -> dict[str, Any]:
     plan = read_plan(params)
     forced = params.strategy.force
@@ -61,13 +54,15 @@ def train_stage(params: Params, progress: bool | None = None) -> dict[str, Any]:
                                progress)
         if len(data.val) == 0:
             race_note = "race skipped: no labeled target val images to score candidates on; the rules' choice is trained"
-            result = _fit(params, candidate_for(plan, plan["chosen"]), data, out, epochs, progress)
+            result = _fit(params, Candidate(plan["chosen"]), data, out, epochs, progress)
         else:
             result, race_table = race(params, candidates, data, out, progress)
     else:
         strategy = forced or plan["chosen"]
         data = load_train_data(params, strategy, progress)
-        result = _fit(params, candidate_for(plan, strategy), data, out, epochs, progress)
+        # Rules or forced: the strategy with the hyperparameters of params.yaml (the plan's
+        # candidate variants are what race mode tries).
+        result = _fit(params, Candidate(strategy), data, out, epochs, progress)
 
     write_model(result, params, data, out)
     report = {

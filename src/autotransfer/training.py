@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from autotransfer.augment import augment
 from autotransfer.backbones import TransferModel
-from autotransfer.config import AugmentConfig, Params, TrainConfig
+from autotransfer.config import Params, TrainConfig
 from autotransfer.data import ImageSet, Normalization, class_names, domain_rows, load_images, read_manifest
 from autotransfer.features import FeatureCache, state_hash
 from autotransfer.files import write_atomic
@@ -63,6 +63,13 @@ class TrainData:
     unlabeled: ImageSet  # target images without labels (unlabeled/ and capped-away train)
     source_train: ImageSet | None = None  # for dann
     source_classes: tuple[str, ...] | None = None
+
+    @property
+    def has_colour(self) -> bool:
+        """Whether any image (not just its file mode) has channels that differ."""
+        sets = [self.train, self.val, self.unlabeled, self.source_train]
+        return any(s is not None and len(s) and bool((s.images[:, 0] != s.images[:, 1]).any()
+                                                    or (s.images[:, 1] != s.images[:, 2]).any()) for s in sets)
 
 
 @dataclass
@@ -160,8 +167,10 @@ def build_model(params: Params, candidate: Candidate, data: TrainData) -> tuple[
     return model, backbone.normalization, data.classes
 
 
-def augmentation_for(cfg: TrainConfig, strategy: str) -> AugmentConfig:
-    return cfg.augment_per_strategy.get(strategy, cfg.augment)
+def augmentation_for(cfg: TrainConfig, strategy: str, has_colour: bool) -> tuple[bool, bool]:
+    """(geometric, colour) for ``strategy``; colour "auto" follows the data."""
+    aug = cfg.augment_per_strategy.get(strategy, cfg.augment)
+    return aug.geometric, has_colour if aug.color == "auto" else bool(aug.color)
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -249,7 +258,7 @@ def fit(params: Params, candidate: Candidate, data: TrainData, out: Path, epochs
     if candidate.backbone_lr_mult is not None:
         cfg = cfg.model_copy(update={"backbone_lr_mult": candidate.backbone_lr_mult})
     head_lr = cfg.dann.lr if strategy == "dann" else cfg.lr
-    aug = augmentation_for(cfg, strategy)
+    use_geometric, use_colour = augmentation_for(cfg, strategy, data.has_colour)
     domain = DomainClassifier(model.bottleneck, cfg.dann.domain_hidden) if strategy == "dann" else None
     plan = phases(strategy, model, cfg, epochs)
     key = run_key(params, candidate, data, epochs, state_hash(model))
@@ -324,10 +333,10 @@ def fit(params: Params, candidate: Candidate, data: TrainData, out: Path, epochs
                 logits = model.head(probe_features["train"][index].to(device))
                 loss = F.cross_entropy(logits, y)
             else:
-                x = augment(labeled[index], generator, aug.geometric, aug.color)
+                x = augment(labeled[index], generator, use_geometric, use_colour)
                 if strategy == "dann":
                     t_index = torch.randint(len(target_pool), (len(index),), generator=generator)
-                    xt = augment(target_pool[t_index], generator, aug.geometric, aug.color)
+                    xt = augment(target_pool[t_index], generator, use_geometric, use_colour)
                     both = normalization(torch.cat([x, xt]).to(device))
                     p = (epoch * steps_per_epoch + step) / max(1, total_steps)
                     for group in optimizer.param_groups:  # DANN's annealing: lr·(1+10p)^−0.75

@@ -26,6 +26,7 @@ from autotransfer.files import write_text
 from autotransfer.manifest import SPLITS, UNLABELED, Domain, Scan, assign_usage, scan
 
 REPORT_JSON = "validation.json"
+GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
 REPORT_MD = "validation.md"
 MANIFEST_CSV = "manifest.csv"
 
@@ -290,6 +291,7 @@ def _report(params: Params, domains: list[Domain], files: pd.DataFrame, results:
                     split: int(((readable["domain"] == d.name) & (readable["split"] == split)).sum())
                     for split in (*SPLITS, UNLABELED)
                 },
+                "colour_images": int(((readable["domain"] == d.name) & ~readable["mode"].isin(GRAY_MODES)).sum()),
             }
             for d in domains
         },
