@@ -279,3 +279,17 @@ def test_a_changed_starting_model_does_not_resume_an_old_run(ready, tmp_path):
     save_file(state, str(weights))
     # then training starts afresh instead of resuming the stale checkpoint
     assert run(ready, "finetune_all", tmp_path, epochs=2).resumed_from == 0
+
+
+def test_colour_augmentation_auto_follows_the_data(ready):
+    from autotransfer.training import augmentation_for
+
+    gray = load_train_data(ready, "scratch", progress=False)
+    assert not gray.has_colour  # the tiny domains are saved as grayscale PNGs
+    cfg = ready.train
+    assert augmentation_for(cfg, "scratch", gray.has_colour) == (True, False)
+    assert augmentation_for(cfg, "scratch", True) == (True, True)
+    forced = cfg.model_copy(update={"augment_per_strategy": {
+        "scratch": cfg.augment.model_copy(update={"color": True, "geometric": False})}})
+    assert augmentation_for(forced, "scratch", False) == (False, True)
+    assert augmentation_for(forced, "finetune_all", False) == (True, False)
