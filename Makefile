@@ -32,11 +32,12 @@ validate: $(STAMP)
 
 # The main job: build the demo data, then run the pipeline's stages on it. Until the
 # Prefect retrain flow lands, DVC chains the stages (validate -> pretrain -> similarity ->
-# plan), skipping those whose inputs did not change.
+# plan -> train -> evaluate), skipping those whose inputs did not change.
 run: $(STAMP)
 	autotransfer demo-data
 	python -m dvc repro
-	@echo "reports: reports/validation.md, reports/similarity.json, reports/plan.json"
+	@echo
+	@autotransfer summary
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -50,7 +50,7 @@ def test_console_script_is_installed():
     exe = Path(sys.executable).with_name("autotransfer")
     result = subprocess.run([str(exe), "--help"], capture_output=True, text=True)
     assert result.returncode == 0
-    for command in ("demo-data", "validate", "pretrain", "similarity", "plan"):
+    for command in ("demo-data", "validate", "pretrain", "similarity", "plan", "train", "evaluate", "summary"):
         assert command in result.stdout
 
 
@@ -63,6 +63,7 @@ def test_pipeline_stages_through_the_cli(data_root, tmp_path, capsys):
         "data": {"root": str(data_root), "source": "src", "target": "tgt"},
         "backbone": {"arch": "small_cnn"},
         "pretrain": {"out": str(tmp_path / "models/source"), "epochs": 1, "batch_size": 8},
+        "train": {"out": str(tmp_path / "models/target"), "epochs": 2, "batch_size": 8},
         "similarity": {"n_per_domain": 20, "probe_folds": 2, "cache_dir": str(tmp_path / "cache")},
         "reports": {"dir": str(tmp_path / "reports")},
     }))
@@ -81,6 +82,14 @@ def test_pipeline_stages_through_the_cli(data_root, tmp_path, capsys):
     assert run("plan", "--force", "dann") == 0
     assert capsys.readouterr().out.startswith("strategy: dann")
     assert json.loads((tmp_path / "reports/plan.json").read_text())["forced"] is True
+    assert run("plan") == 0
+    capsys.readouterr()
+    assert run("train") == 0
+    assert "trained " in capsys.readouterr().out
+    assert run("evaluate") == 0
+    assert "test (4 images): accuracy" in capsys.readouterr().out
+    assert run("summary") == 0
+    assert "target test accuracy" in capsys.readouterr().out
 
 
 def test_stage_without_its_inputs_exits_1_and_says_what_to_run(tmp_path, capsys):
@@ -92,3 +101,8 @@ def test_stage_without_its_inputs_exits_1_and_says_what_to_run(tmp_path, capsys)
 def test_unknown_forced_strategy_is_a_config_error(capsys):
     assert main(["plan", "--force", "magic"]) == 2
     assert "strategy.force" in capsys.readouterr().err
+
+
+def test_summary_without_a_run_says_what_to_do(tmp_path, capsys):
+    assert main(["summary", "-S", f"reports.dir={tmp_path}"]) == 1
+    assert "make run" in capsys.readouterr().err

@@ -293,3 +293,11 @@ def test_colour_augmentation_auto_follows_the_data(ready):
         "scratch": cfg.augment.model_copy(update={"color": True, "geometric": False})}})
     assert augmentation_for(forced, "scratch", False) == (False, True)
     assert augmentation_for(forced, "finetune_all", False) == (True, False)
+
+
+def test_resume_keeps_the_early_stopping_state(ready, tmp_path):
+    params = ready.model_copy(update={"train": ready.train.model_copy(update={"patience": 1})})
+    uninterrupted = run(params, "scratch", tmp_path / "a", epochs=6)
+    run(params, "scratch", tmp_path / "b", epochs=6, stop_after=2)
+    resumed = run(params, "scratch", tmp_path / "b", epochs=6)
+    assert resumed.epochs_run == uninterrupted.epochs_run and resumed.best_epoch == uninterrupted.best_epoch

@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("evaluate", parents=[common], help="score the model on the target test split")
     evaluate.set_defaults(handler=cmd_evaluate)
+
+    summary = sub.add_parser("summary", parents=[common], help="what the last pipeline run decided and scored")
+    summary.set_defaults(handler=cmd_summary)
     return parser
 
 
@@ -190,6 +193,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"{metrics['strategy']} on {metrics['target']} test ({metrics['n']} images): "
           f"accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}")
     print("plots: " + ", ".join(p for p in metrics["plots"].values() if p))
+    return EXIT_OK
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from autotransfer.data import StageInputError
+
+    reports = Path(_params(args).reports.dir)
+    found = {name: json.loads((reports / f"{name}.json").read_text())
+             for name in ("plan", "train", "metrics") if (reports / f"{name}.json").exists()}
+    if "plan" not in found:
+        raise StageInputError(f"{reports / 'plan.json'}: not found; run `make run` (or `dvc repro`) first")
+    plan = found["plan"]
+    print(f"source {plan['source']} -> target {plan['target']}: strategy {plan['chosen']} "
+          f"(runner-up {plan['runner_up']})")
+    print(f"why: {plan['reason']}")
+    if "train" in found:
+        t = found["train"]
+        print(f"trained: {t['candidate']}, {t['epochs_run']} epochs, val accuracy {_fmt(t['val_accuracy'])}")
+    if "metrics" in found:
+        m = found["metrics"]
+        print(f"target test accuracy: {m['accuracy']:.3f} (macro-F1 {m['macro_f1']:.3f}, {m['n']} images)")
+    print(f"reports: {reports.as_posix()}/ (validation.md, similarity.json, plan.json, metrics.json, plots/)")
     return EXIT_OK
 
 

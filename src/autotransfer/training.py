@@ -302,12 +302,12 @@ def fit(params: Params, candidate: Candidate, data: TrainData, out: Path, epochs
             domain.load_state_dict(state["domain"])
         history, start_epoch = list(state["history"]), int(state["epoch"])
         best = {"score": state["best_score"], "epoch": state["best_epoch"], "state": state["best_state"]}
+    patience_left = state["patience_left"] if state is not None else cfg.patience
     resumed_from = start_epoch
     started = time.perf_counter()
     total_steps = steps_per_epoch * epochs
     bar = tqdm(total=total_steps, initial=start_epoch * steps_per_epoch, desc=f"train {candidate.label}",
                unit="step", disable=None if progress is None else not progress)
-    patience_left = cfg.patience
     last_epoch = 0 if strategy == "source_only" else min(epochs, stop_after or epochs)
     for epoch in range(start_epoch, last_epoch):
         phase = next(p for p in plan if p.start_epoch <= epoch < p.end_epoch)
@@ -395,6 +395,7 @@ def fit(params: Params, candidate: Candidate, data: TrainData, out: Path, epochs
                      "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "domain": domain.state_dict() if domain else {},
                      "history": history, "best_score": best["score"], "best_epoch": best["epoch"],
+                     "patience_left": patience_left,
                      "best_state": best["state"]}, checkpoint_path)
         if stop:
             log.info("early stopping after epoch %d (best %d)", epoch + 1, best["epoch"])
