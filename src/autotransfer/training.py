@@ -39,6 +39,7 @@ from autotransfer.recipes import Phase, apply_phase, param_groups, phases, set_t
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_FORMAT = 2  # bump when the checkpoint's contents change: older ones are not resumed
 
 
 class TrainingError(RuntimeError):
@@ -211,8 +212,8 @@ def run_key(params: Params, candidate: Candidate, data: TrainData, epochs: int, 
     ``init_hash`` is the hash of the weights training starts from: a re-pretrained source
     model with unchanged params must not resume a run that started from the old one.
     """
-    parts = {"candidate": asdict(candidate), "train": params.train.model_dump(mode="json"), "epochs": epochs,
-             "init": init_hash,
+    parts = {"format": CHECKPOINT_FORMAT, "candidate": asdict(candidate),
+             "train": params.train.model_dump(mode="json"), "epochs": epochs, "init": init_hash,
              "backbone": params.backbone.model_dump(mode="json"), "pretrain": params.pretrain.model_dump(mode="json"),
              "data": [s.content_hash() for s in (data.train, data.val, data.unlabeled) if s is not None]}
     if data.source_train is not None:
