@@ -136,7 +136,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         print(f"pretrain skipped: {meta['reason']}")
     else:
         print(f"pretrained {meta['arch']} on {meta['source_domain']} ({meta['train_images']} images, "
-              f"{meta['epochs']} epochs, {meta['seconds']} s): source val accuracy {meta['val_accuracy']:.3f}")
+              f"{meta['epochs']} epochs, {meta['seconds']} s): source val accuracy {_fmt(meta['val_accuracy'])}")
     return EXIT_OK
 
 

@@ -24,7 +24,7 @@ from autotransfer.data import (
     Normalization, StageInputError, class_names, domain_rows, load_images, read_manifest, sample_rows,
 )
 from autotransfer.files import write_json
-from autotransfer.training import predict_names
+from autotransfer.scoring import predict_names
 
 REPORT_FILE = "metrics.json"
 PLOTS = "plots"

@@ -24,9 +24,10 @@ from tqdm.auto import tqdm
 from autotransfer.augment import geometric
 from autotransfer.backbones import IMAGENET_MEAN, IMAGENET_STD, TransferModel, WeightsError, load_weights
 from autotransfer.config import Params
-from autotransfer.data import ImageSet, Normalization, class_names, domain_rows, load_images, read_manifest
+from autotransfer.data import Normalization, class_names, domain_rows, load_images, read_manifest
 from autotransfer.files import write_atomic, write_json
 from autotransfer.optim import weight_decay_groups
+from autotransfer.scoring import evaluate_head
 
 MODEL_FILE = "model.safetensors"
 META_FILE = "meta.json"
@@ -41,18 +42,6 @@ class Backbone:
     normalization: Normalization
     weights_id: str  # what the weights are, for cache keys and reports
     source_classes: tuple[str, ...] | None  # classes of a loaded source head, if any
-
-
-def accuracy(model: nn.Module, images: ImageSet, normalization: Normalization, batch_size: int = 512) -> float:
-    if len(images) == 0:
-        return float("nan")
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for start in range(0, len(images), batch_size):
-            logits = model(normalization(images.images[start: start + batch_size]))
-            correct += int((logits.argmax(1) == images.labels[start: start + batch_size]).sum())
-    return correct / len(images)
 
 
 def pretrain(params: Params, progress: bool | None = None) -> dict[str, Any]:
@@ -101,7 +90,8 @@ def pretrain(params: Params, progress: bool | None = None) -> dict[str, Any]:
             losses.append(loss.item())
             bar.update(1)
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)),
-                        "val_accuracy": accuracy(model, val, normalization)})
+                        "val_accuracy": evaluate_head(model, val, normalization, classes, classes,
+                                                      torch.device("cpu"))})
         bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", val=f"{history[-1]['val_accuracy']:.3f}")
     bar.close()
 

@@ -24,6 +24,7 @@ from autotransfer.data import class_names, domain_rows, load_images, read_manife
 from autotransfer.features import FeatureCache, state_hash
 from autotransfer.files import write_json
 from autotransfer.pretrain import load_backbone
+from autotransfer.scoring import evaluate_head
 from autotransfer.similarity import frechet_distance, linear_probe_accuracy, logme, mmd2_rbf, proxy_a_distance
 
 REPORT_FILE = "similarity.json"
@@ -121,9 +122,6 @@ def _zero_shot(backbone, labeled, target_classes, features, weights_hash) -> dic
         return {"value": None, "reason": "no labeled target images"}
     started = time.perf_counter()
     feats = torch.from_numpy(features(backbone.model.body, labeled, weights_hash))
-    with torch.no_grad():
-        predicted = backbone.model.head(feats).argmax(1).numpy()
-    predicted_names = np.array(backbone.source_classes)[predicted]
-    true_names = np.array(target_classes)[labeled.labels.numpy()]
-    return {"value": float((predicted_names == true_names).mean()), "n": len(labeled),
-            "seconds": round(time.perf_counter() - started, 3)}
+    value = evaluate_head(backbone.model, labeled, backbone.normalization, backbone.source_classes,
+                          target_classes, torch.device("cpu"), features=feats)
+    return {"value": value, "n": len(labeled), "seconds": round(time.perf_counter() - started, 3)}

@@ -36,6 +36,7 @@ from autotransfer.features import FeatureCache, state_hash
 from autotransfer.files import write_atomic
 from autotransfer.pretrain import DEFAULT_NORMALIZATION, load_backbone
 from autotransfer.recipes import Phase, apply_phase, param_groups, phases, set_train_mode
+from autotransfer.scoring import evaluate_head
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
@@ -434,30 +435,3 @@ def entropy(logits: torch.Tensor) -> torch.Tensor:
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     """bf16 autocast on CUDA, nothing on the CPU."""
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-
-
-@torch.no_grad()
-def predict_names(model: TransferModel, images: ImageSet, normalization: Normalization,
-                  head_classes: tuple[str, ...], device: torch.device, features: torch.Tensor | None = None,
-                  batch_size: int = 512) -> np.ndarray:
-    model.eval()
-    predicted = []
-    for start in range(0, len(images), batch_size):
-        if features is not None:
-            logits = model.head(model.neck(features[start: start + batch_size].to(device)))
-        else:
-            logits = model(normalization(images.images[start: start + batch_size].to(device)))
-        predicted.append(logits.argmax(1).cpu())
-    index = torch.cat(predicted).numpy() if predicted else np.zeros(0, dtype=np.int64)
-    return np.array(head_classes, dtype=object)[index]
-
-
-def evaluate_head(model: TransferModel, images: ImageSet, normalization: Normalization,
-                  head_classes: tuple[str, ...], classes: tuple[str, ...], device: torch.device,
-                  features: torch.Tensor | None = None) -> float | None:
-    """Accuracy on a labeled set, comparing class names (the head may predict source classes)."""
-    if len(images) == 0:
-        return None
-    predicted = predict_names(model, images, normalization, head_classes, device, features)
-    truth = np.array(classes, dtype=object)[images.labels.numpy()]
-    return float((predicted == truth).mean())
