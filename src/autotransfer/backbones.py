@@ -138,10 +138,6 @@ class TransferModel(nn.Module):
         if bottleneck:
             self.add_bottleneck(bottleneck)
 
-    @property
-    def num_classes(self) -> int:
-        return self.head.out_features
-
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.neck(self.body(x))
 

@@ -87,6 +87,11 @@ def _params(args: argparse.Namespace, *extra: str) -> Params:
     return load_params(args.params, [*args.overrides, *extra])
 
 
+def _force(args: argparse.Namespace) -> list[str]:
+    """``--force X`` as the override it stands for (JSON-quoted, so any name stays a string)."""
+    return [f"strategy.force={json.dumps(args.force)}"] if args.force else []
+
+
 def _progress(args: argparse.Namespace) -> bool | None:
     return False if args.no_progress else None
 
@@ -124,9 +129,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK if result.success else EXIT_FAILED
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from autotransfer.pretrain import pretrain
@@ -162,8 +164,7 @@ def cmd_similarity(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     from autotransfer.planning import make_plan
 
-    extra = [f"strategy.force={json.dumps(args.force)}"] if args.force else []
-    plan = make_plan(_params(args, *extra))
+    plan = make_plan(_params(args, *_force(args)))
     print(f"strategy: {plan['chosen']} (runner-up: {plan['runner_up']}; ranking: {', '.join(plan['ranking'])})")
     print(plan["reason"])
     return EXIT_OK
@@ -172,8 +173,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from autotransfer.train_stage import train_stage
 
-    extra = [f"strategy.force={json.dumps(args.force)}"] if args.force else []
-    report = train_stage(_params(args, *extra), progress=_progress(args))
+    report = train_stage(_params(args, *_force(args)), progress=_progress(args))
     for row in report["race"]:
         print(f"  race round {row['round']}: {row['candidate']} {row['budget_epochs']} epochs "
               f"-> val {_fmt(row['val_accuracy'])} ({row['seconds']} s)")
@@ -220,3 +220,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -37,11 +37,6 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def subset(self, index: np.ndarray | list[int]) -> ImageSet:
-        index = np.asarray(index, dtype=np.int64)
-        return ImageSet(self.images[index], self.labels[index], self.classes,
-                        tuple(self.hashes[i] for i in index), tuple(self.paths[i] for i in index))
-
     def content_hash(self) -> str:
         return hashlib.sha256("\n".join(self.hashes).encode()).hexdigest()
 

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
 from autotransfer.data import ImageSet, Normalization
-from autotransfer.files import write_atomic
+from autotransfer.files import write_safetensors
 from autotransfer.progress import bar_disabled
 
 log = logging.getLogger(__name__)
@@ -83,8 +83,7 @@ class FeatureCache:
         return features.numpy()
 
     def put(self, key: str, features: np.ndarray) -> None:
-        tensors = {"features": torch.from_numpy(np.ascontiguousarray(features))}
-        write_atomic(self.path(key), lambda tmp: save_file(tensors, str(tmp), metadata={"key": key}))
+        write_safetensors(self.path(key), {"features": torch.from_numpy(features)}, metadata={"key": key})
 
     def features(self, body: nn.Module, arch: str, images: ImageSet, normalization: Normalization,
                  batch_size: int = 256, weights_hash: str | None = None, progress: bool | None = None) -> np.ndarray:

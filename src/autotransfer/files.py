@@ -25,6 +25,13 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
+def write_safetensors(path: Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+    from safetensors.torch import save_file
+
+    contiguous = {name: tensor.contiguous() for name, tensor in tensors.items()}
+    write_atomic(path, lambda tmp: save_file(contiguous, str(tmp), metadata=metadata))
+
+
 def write_text(path: Path, text: str) -> None:
     write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -25,7 +24,7 @@ from autotransfer.augment import geometric
 from autotransfer.backbones import IMAGENET_MEAN, IMAGENET_STD, TransferModel, WeightsError, load_weights
 from autotransfer.config import Params
 from autotransfer.data import Normalization, class_names, domain_rows, load_images, read_manifest
-from autotransfer.files import write_atomic, write_json
+from autotransfer.files import write_json, write_safetensors
 from autotransfer.optim import weight_decay_groups
 from autotransfer.scoring import evaluate_head
 
@@ -95,8 +94,7 @@ def pretrain(params: Params, progress: bool | None = None) -> dict[str, Any]:
         bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", val=f"{history[-1]['val_accuracy']:.3f}")
     bar.close()
 
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    write_atomic(out / MODEL_FILE, lambda tmp: save_file(state, str(tmp)))
+    write_safetensors(out / MODEL_FILE, model.state_dict())
     meta = {
         "skipped": False,
         "arch": arch,

@@ -16,11 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import save_file
-
 from autotransfer.config import Params
 from autotransfer.data import StageInputError
-from autotransfer.files import write_atomic, write_json, write_text
+from autotransfer.files import write_json, write_safetensors, write_text
 from autotransfer.training import Candidate, FitResult, TrainData, TrainingError, fit, load_train_data
 
 MODEL_FILE = "model.safetensors"
@@ -138,8 +136,7 @@ def race(params: Params, candidates: list[Candidate], data: TrainData, out: Path
 
 
 def write_model(result: FitResult, params: Params, data: TrainData, out: Path) -> None:
-    state = {k: v.contiguous() for k, v in result.model.state_dict().items()}
-    write_atomic(out / MODEL_FILE, lambda tmp: save_file(state, str(tmp)))
+    write_safetensors(out / MODEL_FILE, result.model.state_dict())
     meta = {
         "arch": result.model.arch,
         "strategy": result.candidate.strategy,

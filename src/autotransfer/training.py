@@ -161,9 +161,7 @@ def build_model(params: Params, candidate: Candidate, data: TrainData) -> tuple[
                                 f"(target classes {list(data.classes)}, source head {backbone.source_classes})")
         head_classes = backbone.source_classes
         if candidate.strategy == "dann":
-            head = model.head
-            model.add_bottleneck(params.train.dann.bottleneck)
-            model.head = nn.Linear(params.train.dann.bottleneck, head.out_features)
+            model.add_bottleneck(params.train.dann.bottleneck)  # a new head over the source classes
         return model, backbone.normalization, head_classes
     model.replace_head(len(data.classes))
     return model, backbone.normalization, data.classes
