@@ -61,6 +61,24 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", parents=[common], help="score the model on the target test split")
     evaluate.set_defaults(handler=cmd_evaluate)
 
+    register = sub.add_parser("register", parents=[common],
+                              help="log the run to MLflow, register the model, promote it if it beats the champion")
+    register.set_defaults(handler=cmd_register)
+
+    promote = sub.add_parser("promote", parents=[common], help="make a registered version the champion (by hand)")
+    promote.add_argument("--version", required=True, help="model version number")
+    promote.set_defaults(handler=cmd_promote)
+
+    rollback = sub.add_parser("rollback", parents=[common], help="give champion back to the version it replaced")
+    rollback.set_defaults(handler=cmd_rollback)
+
+    predict = sub.add_parser("predict", parents=[common], help="label image files with a model")
+    predict.add_argument("--model", help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/… or a model folder "
+                                         "(default: models:/<registry.model_name>@champion)")
+    predict.add_argument("--json", action="store_true", help="one JSON object per image")
+    predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    predict.set_defaults(handler=cmd_predict)
+
     summary = sub.add_parser("summary", parents=[common], help="what the last pipeline run decided and scored")
     summary.set_defaults(handler=cmd_summary)
     return parser
@@ -70,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     from autotransfer.backbones import WeightsError
     from autotransfer.data import StageInputError
     from autotransfer.planning import PlanError
+    from autotransfer.predict import ImageDecodeError
+    from autotransfer.registry import RegistryError
     from autotransfer.training import TrainingError
 
     args = build_parser().parse_args(argv)
@@ -78,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"autotransfer: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (StageInputError, WeightsError, PlanError, TrainingError) as exc:
+    except (StageInputError, WeightsError, PlanError, TrainingError, RegistryError, ImageDecodeError) as exc:
         print(f"autotransfer {args.command}: {exc}", file=sys.stderr)
         return EXIT_FAILED
 
@@ -196,12 +216,60 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_register(args: argparse.Namespace) -> int:
+    from autotransfer.registry import register
+
+    report = register(_params(args))
+    again = " (already registered)" if report["already_registered"] else ""
+    print(f"{report['model_name']} version {report['version']}{again} at {report['tracking_uri']}: "
+          f"{report['decision']}; champion is now v{report['champion']}")
+    print(report["reason"])
+    return EXIT_OK
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from autotransfer.registry import promote
+
+    report = promote(_params(args), args.version)
+    print(f"{report['model_name']}: champion is v{report['champion']} ({report['reason']})")
+    return EXIT_OK
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from autotransfer.registry import rollback
+
+    report = rollback(_params(args))
+    print(f"{report['model_name']}: champion is v{report['champion']} ({report['reason']})")
+    return EXIT_OK
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from autotransfer.data import StageInputError
+    from autotransfer.images import inspect_image
+    from autotransfer.registry import load_predictor
+
+    params = _params(args)
+    for path in args.images:  # refuse bad files up front, by name, before loading any model
+        if not path.is_file():
+            raise StageInputError(f"{path}: no such file")
+        info = inspect_image(path, params.validation.max_pixels)
+        if not info.readable:
+            raise StageInputError(f"{path}: {info.error}")
+    model = args.model or f"models:/{params.registry.model_name}@champion"
+    for path, (label, probability) in zip(args.images, load_predictor(model, params)(args.images)):
+        if args.json:
+            print(json.dumps({"image": str(path), "label": label, "probability": round(probability, 6)}))
+        else:
+            print(f"{path}\t{label}\t{probability:.4f}")
+    return EXIT_OK
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     from autotransfer.data import StageInputError
 
     reports = Path(_params(args).reports.dir)
     found = {name: json.loads((reports / f"{name}.json").read_text())
-             for name in ("plan", "train", "metrics") if (reports / f"{name}.json").exists()}
+             for name in ("plan", "train", "metrics", "registration") if (reports / f"{name}.json").exists()}
     if "plan" not in found:
         raise StageInputError(f"{reports / 'plan.json'}: not found; run `make run` (or `dvc repro`) first")
     plan = found["plan"]
@@ -214,7 +282,14 @@ def cmd_summary(args: argparse.Namespace) -> int:
     if "metrics" in found:
         m = found["metrics"]
         print(f"target test accuracy: {m['accuracy']:.3f} (macro-F1 {m['macro_f1']:.3f}, {m['n']} images)")
-    print(f"reports: {reports.as_posix()}/ (validation.md, similarity.json, plan.json, metrics.json, plots/)")
+    if "registration" in found:
+        r = found["registration"]
+        print(f"registry: {r['model_name']} v{r['version']} {r['decision']} ({r['reason']}); "
+              f"champion is v{r['champion']}")
+        if r["tracking_uri"].startswith("sqlite:///"):
+            print(f"  browse: mlflow ui --backend-store-uri {r['tracking_uri']} --host 127.0.0.1")
+    print(f"reports: {reports.as_posix()}/ (validation.md, similarity.json, plan.json, metrics.json, plots/, "
+          "registration.json)")
     return EXIT_OK
 
 

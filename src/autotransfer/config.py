@@ -159,6 +159,21 @@ class TrainConfig(Section):
     race: RaceConfig = RaceConfig()
 
 
+class RegistryConfig(Section):
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI. null: $MLFLOW_TRACKING_URI if set, else sqlite:///mlflow/mlflow.db "
+        "with artifacts in mlflow/artifacts.")
+    experiment: str = Field("autotransfer", min_length=1, description="MLflow experiment of the pipeline runs.")
+    model_name: str = Field("autotransfer", min_length=1, description="Registered model the runs become versions of.")
+    metric: Literal["accuracy", "macro_f1"] = Field(
+        "accuracy", description="Test-split metric that decides promotion.")
+    min_delta: float = Field(
+        0.005, ge=0, le=1, description="A challenger becomes champion only when it beats the champion, re-scored "
+        "on the same test split, by at least this much.")
+    request_retries: int = Field(2, ge=0, le=10, description="HTTP retries of each call to a tracking server.")
+    request_timeout: float = Field(30, gt=0, description="Seconds before one call to a tracking server gives up.")
+
+
 class Params(Section):
     data: DataConfig = DataConfig()
     validation: ValidationConfig = ValidationConfig()
@@ -169,6 +184,7 @@ class Params(Section):
     similarity: SimilarityConfig = SimilarityConfig()
     strategy: StrategyConfig = StrategyConfig()
     train: TrainConfig = TrainConfig()
+    registry: RegistryConfig = RegistryConfig()
 
 
 def load_params(path: str | Path | None = DEFAULT_PARAMS_FILE, overrides: Iterable[str] = ()) -> Params:

@@ -86,6 +86,18 @@ def load_images(rows: pd.DataFrame, classes: tuple[str, ...], size: int, progres
                     tuple(classes), tuple(rows["sha256"].tolist()), tuple(paths))
 
 
+def data_hash(manifest: pd.DataFrame) -> str:
+    """Hash of what a run trains and scores on: every used file's content, domain, split, label and usage.
+
+    Unlike data.dvc it cannot be stale (validate hashes the files it scans), and it ignores
+    files the run does not use.
+    """
+    used = manifest[manifest["usage"] != "unused"]
+    rows = used[["domain", "split", "label", "usage", "sha256"]].astype("string").fillna("")
+    lines = sorted("\t".join(row) for row in rows.itertuples(index=False, name=None))
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
 def sample_rows(rows: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     """At most ``n`` rows, drawn without replacement, in a seeded and order-independent way."""
     rows = rows.sort_values("path")

@@ -24,6 +24,7 @@ from autotransfer.data import (
     Normalization, StageInputError, class_names, domain_rows, load_images, read_manifest, sample_rows,
 )
 from autotransfer.files import write_json
+from autotransfer.images import sha256_file
 from autotransfer.scoring import predict_names
 
 REPORT_FILE = "metrics.json"
@@ -84,6 +85,7 @@ def evaluate(params: Params, progress: bool | None = None) -> dict[str, Any]:
         "strategy": trained.meta["strategy"],
         "candidate": trained.meta.get("candidate"),
         "test_set_hash": test.content_hash(),
+        "model_sha256": sha256_file(Path(params.train.out) / "model.safetensors"),
         **classification_metrics(truth, predicted, classes),
     }
     reports = Path(params.reports.dir)

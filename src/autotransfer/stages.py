@@ -14,19 +14,18 @@ from dataclasses import dataclass
 class Stage:
     name: str
     summary: str
-    implemented: bool
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("validate", "scan the source and target domains and check them with Great Expectations", True),
-    Stage("pretrain", "train the backbone on the source domain when no pretrained weights are given", True),
-    Stage("similarity", "measure how far the target is from the source on cached features", True),
-    Stage("plan", "rank the transfer strategies and choose one, with reasons", True),
-    Stage("train", "train the chosen strategy", True),
-    Stage("evaluate", "score the model on the target test split", True),
-    Stage("register", "register the model in MLflow and promote it if it beats the champion", False),
+    Stage("validate", "scan the source and target domains and check them with Great Expectations"),
+    Stage("pretrain", "train the backbone on the source domain when no pretrained weights are given"),
+    Stage("similarity", "measure how far the target is from the source on cached features"),
+    Stage("plan", "rank the transfer strategies and choose one, with reasons"),
+    Stage("train", "train the chosen strategy"),
+    Stage("evaluate", "score the model on the target test split"),
+    Stage("register", "register the model in MLflow and promote it if it beats the champion"),
 )
 
 
-def implemented_stages() -> list[str]:
-    return [stage.name for stage in STAGES if stage.implemented]
+def stage_names() -> list[str]:
+    return [stage.name for stage in STAGES]
