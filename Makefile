@@ -30,12 +30,12 @@ demo-data: $(STAMP)
 validate: $(STAMP)
 	autotransfer validate
 
-# The main job: build the demo data, then run the pipeline's stages on it. Until the
-# Prefect retrain flow lands, DVC chains the stages (validate -> pretrain -> similarity ->
-# plan -> train -> evaluate), skipping those whose inputs did not change.
+# The main job: build the demo data, then run the Prefect retrain flow on it (validate ->
+# pretrain -> similarity -> plan -> train -> evaluate -> register). Unchanged stages are
+# cache hits; unchanged data and params since the champion skip retraining altogether.
 run: $(STAMP)
 	autotransfer demo-data
-	python -m dvc repro
+	autotransfer run
 	@echo
 	@autotransfer summary
 

@@ -80,3 +80,12 @@ def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("demo") / "data"
     build_demo_data(DemoConfig(), out=out, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """A throwaway Prefect server and database for the session's flow runs (~10 s to start)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield

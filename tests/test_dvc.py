@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -63,6 +64,27 @@ def test_committed_lock_matches_the_code_and_params():
     assert not stale, "dvc.lock is stale; run `dvc repro` and commit dvc.lock: " + "; ".join(stale)
 
 
+SMALL = {  # the demo pipeline shrunk to seconds: same stages, smaller model and budget
+    "backbone": {"arch": "small_cnn"},
+    "pretrain": {"epochs": 1},
+    "similarity": {"n_per_domain": 50, "max_labeled": 200},
+    "train": {"epochs": 2},
+    "data": {"labeled_per_class": 20},
+}
+
+
+def shrink_params(clone: Path) -> None:
+    params = yaml.safe_load((clone / "params.yaml").read_text())
+    for section, values in SMALL.items():
+        params[section].update(values)
+    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "small params"], clone)
+
+
+def ran_stages(output: str) -> list[str]:
+    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")]
+
+
 @pytest.mark.slow
 def test_fresh_clone_rebuilds_the_data_byte_for_byte_and_reproduces(clone: Path):
     committed = (clone / "data.dvc").read_text()
@@ -75,13 +97,30 @@ def test_fresh_clone_rebuilds_the_data_byte_for_byte_and_reproduces(clone: Path)
     assert sh(["git", "diff", "--stat"], clone).stdout == ""
     status = sh([sys.executable, "-m", "dvc", "status", "data.dvc"], clone).stdout
     assert "up to date" in status, status
-    # and `dvc repro` runs the pipeline through the CLI, after which nothing is left to do
-    sh([sys.executable, "-m", "dvc", "repro"], clone)
-    for report in ("validation.json", "similarity.json", "plan.json"):
-        assert (clone / "reports" / report).exists()
+    # and `dvc repro` runs every stage through the CLI, registering in the clone's mlflow/
+    shrink_params(clone)
+    first = sh([sys.executable, "-m", "dvc", "repro"], clone).stdout
+    assert ran_stages(first) == list(yaml.safe_load((clone / "dvc.yaml").read_text())["stages"])
+    assert (clone / "mlflow" / "mlflow.db").exists()
+    assert json.loads((clone / "reports" / "registration.json").read_text())["champion"] == "1"
+    # after which nothing is left to do
     assert "up to date" in sh([sys.executable, "-m", "dvc", "status"], clone).stdout
-    again = sh([sys.executable, "-m", "dvc", "repro"], clone).stdout
-    assert "Running stage" not in again
+    assert ran_stages(sh([sys.executable, "-m", "dvc", "repro"], clone).stdout) == []
+    # a train.* param reruns train and what follows it, nothing before
+    params = yaml.safe_load((clone / "params.yaml").read_text())
+    params["train"]["seed"] = 1
+    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    rerun = sh([sys.executable, "-m", "dvc", "repro"], clone).stdout
+    assert ran_stages(rerun) == ["train", "evaluate", "register"]
+    # metrics are DVC metrics
+    assert "accuracy" in sh([sys.executable, "-m", "dvc", "metrics", "show"], clone).stdout
+    # and an experiment with a changed param runs in the same clone
+    sh(["git", "config", "user.email", "t@t"], clone)  # `dvc exp run` commits
+    sh(["git", "config", "user.name", "t"], clone)
+    sh(["git", "commit", "-qam", "train seed 1"], clone)
+    exp = sh([sys.executable, "-m", "dvc", "exp", "run", "-S", "train.epochs=1"], clone).stdout
+    assert ran_stages(exp) == ["train", "evaluate", "register"]
+    assert "train.epochs" in sh([sys.executable, "-m", "dvc", "exp", "show", "--no-pager"], clone).stdout
 
 
 @pytest.mark.slow

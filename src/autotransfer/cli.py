@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     predict.set_defaults(handler=cmd_predict)
 
+    run = sub.add_parser("run", parents=[common], help="run the Prefect retrain flow: every stage, then register")
+    run.add_argument("--force", action="store_true", help="retrain even if data and params equal the champion's")
+    run.set_defaults(handler=cmd_run)
+
     summary = sub.add_parser("summary", parents=[common], help="what the last pipeline run decided and scored")
     summary.set_defaults(handler=cmd_summary)
     return parser
@@ -261,6 +265,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print(json.dumps({"image": str(path), "label": label, "probability": round(probability, 6)}))
         else:
             print(f"{path}\t{label}\t{probability:.4f}")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    # The flow lives in flows/ (Prefect stays out of the library); imported only for this command.
+    from flows.retrain import retrain
+    from tasks.stages import ValidationFailed
+
+    _params(args)  # a configuration error is reported before Prefect starts
+    started = time.perf_counter()
+    try:
+        result = retrain(params_file=str(args.params), overrides=list(args.overrides), force=args.force)
+    except ValidationFailed as exc:
+        print(f"autotransfer run: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"retrain flow finished in {time.perf_counter() - started:.1f} s"
+          + (f": {result['reason']}" if result["skipped"] else ""))
     return EXIT_OK
 
 

@@ -187,6 +187,21 @@ class Params(Section):
     registry: RegistryConfig = RegistryConfig()
 
 
+# The sections that decide what model a run trains (not where files go, nor how it is registered).
+MODEL_SECTIONS = ("data", "backbone", "pretrain", "similarity", "strategy", "train")
+
+
+def model_params_hash(params: Params) -> str:
+    import hashlib
+    import json
+
+    raw = params.model_dump(mode="json")
+    for section, key in (("pretrain", "out"), ("train", "out"), ("similarity", "cache_dir"), ("data", "root")):
+        raw[section].pop(key)  # paths: the same run elsewhere trains the same model
+    payload = json.dumps({name: raw[name] for name in MODEL_SECTIONS}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
 def load_params(path: str | Path | None = DEFAULT_PARAMS_FILE, overrides: Iterable[str] = ()) -> Params:
     """Read ``path`` (a missing default file means all defaults), apply ``key=value`` overrides."""
     raw: dict[str, Any] = {}

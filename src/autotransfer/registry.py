@@ -42,7 +42,7 @@ from mlflow.models.signature import ModelSignature
 from mlflow.types.schema import ColSpec, Schema
 
 import autotransfer
-from autotransfer.config import Params, RegistryConfig
+from autotransfer.config import Params, RegistryConfig, model_params_hash
 from autotransfer.data import StageInputError, class_names, data_hash, domain_rows, read_manifest
 from autotransfer.evaluate import REPORT_FILE as METRICS_FILE
 from autotransfer.evaluate import classification_metrics, load_trained_model
@@ -239,6 +239,9 @@ def register(params: Params) -> dict[str, Any]:
         if version is None:
             version = _log_and_register(params, client, uri, inputs)
         number = str(version.version)
+        if already:  # the same weights again: record that they stand for today's data and params
+            _set_version_tags(client, config.model_name, number, {
+                "data_hash": inputs.data_hash, "params_hash": model_params_hash(params)})
         client.set_registered_model_alias(config.model_name, CHALLENGER, number)
         champion = _alias_version(client, config.model_name, CHAMPION)
         champion_number = str(champion.version) if champion is not None else None
@@ -310,6 +313,7 @@ def _log_and_register(params: Params, client: MlflowClient, uri: str, inputs: Ru
         "source": params.data.source,
         "target": params.data.target,
         "data_hash": inputs.data_hash,
+        "params_hash": model_params_hash(params),
         "dvc_data_md5": _dvc_md5(params.data.root),
         "git_commit": _git_commit(),
         "test_set_hash": inputs.metrics["test_set_hash"],

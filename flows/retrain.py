@@ -1,0 +1,104 @@
+"""The main job: validate -> pretrain -> similarity -> plan -> train -> evaluate -> register.
+
+Run it with ``autotransfer run`` (or ``python -m flows.retrain``); schedule it with
+``flows/deploy.py``. Each stage is a task of ``tasks.stages`` calling the library's stage
+function; the stage order is ``autotransfer.stages.STAGES``, as in dvc.yaml.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from autotransfer.config import DEFAULT_PARAMS_FILE, Params, load_params, model_params_hash
+from autotransfer.data import data_hash, read_manifest
+from autotransfer.stages import outputs_match, stage_key, stage_names
+from tasks.stages import CODE_VERSION, STAGE_TASKS, champion
+
+FLOW_STAGES = stage_names()
+
+
+def run_stage(name: str, params: Params) -> dict[str, Any]:
+    """The stage's task; a cached result stands in only while its outputs on disk are intact."""
+    intact = outputs_match(name, params, stage_key(name, params, CODE_VERSION))
+    task = STAGE_TASKS[name].with_options(refresh_cache=not intact) if name != "register" else STAGE_TASKS[name]
+    return task(params.model_dump(mode="json"))
+
+
+@flow(name="retrain", description=__doc__.splitlines()[0])
+def retrain(params_file: str = str(DEFAULT_PARAMS_FILE), overrides: list[str] | None = None,
+            force: bool = False) -> dict[str, Any]:
+    """Retrain on the current data, register the model, promote it if it wins.
+
+    params_file: the params YAML (missing default file: all defaults).
+    overrides: ``section.key=value`` strings applied on top, e.g. ``["data.target=digits-m"]``.
+    force: retrain even when the data and params equal the champion's.
+    """
+    logger = get_run_logger()
+    params = load_params(params_file, overrides or [])
+    results: dict[str, Any] = {"validate": run_stage("validate", params)}
+    unchanged = _unchanged_since_champion(params)
+    if unchanged and not force:
+        logger.info(unchanged)
+        _decision_report(params, results, skipped=unchanged)
+        return {"skipped": True, "reason": unchanged, **results}
+    for name in FLOW_STAGES[1:]:
+        results[name] = run_stage(name, params)
+    _decision_report(params, results)
+    results["dvc"] = _record_in_dvc(params_file, overrides)
+    logger.info(results["dvc"])
+    return {"skipped": False, **results}
+
+
+def _unchanged_since_champion(params: Params) -> str | None:
+    current = champion(params.model_dump(mode="json"))
+    if current is None:
+        return None
+    data = data_hash(read_manifest(params.reports.dir))
+    if current.get("data_hash") == data and current.get("params_hash") == model_params_hash(params):
+        return (f"data ({data[:12]}) and model params unchanged since champion v{current['version']} was trained: "
+                "not retraining (pass force=True, or `autotransfer run --force`, to retrain anyway)")
+    return None
+
+
+def _record_in_dvc(params_file: str, overrides: list[str] | None) -> str:
+    from autotransfer.dvc_data import commit_pipeline
+
+    if overrides or Path(params_file).resolve() != DEFAULT_PARAMS_FILE.resolve():
+        return "run with other params than params.yaml: not recorded in dvc.lock"
+    try:
+        return commit_pipeline(FLOW_STAGES)
+    except RuntimeError as exc:  # the run itself succeeded; DVC bookkeeping is best effort
+        return f"not recorded in DVC: {exc}"
+
+
+def _decision_report(params: Params, results: dict[str, Any], skipped: str | None = None) -> None:
+    lines = [f"# retrain: {params.data.source} -> {params.data.target}", ""]
+    if skipped:
+        lines += [f"**Skipped:** {skipped}"]
+    else:
+        plan, train, metrics, reg = (results[k] for k in ("plan", "train", "evaluate", "register"))
+        lines += [
+            f"**Strategy:** {plan['chosen']} (runner-up {plan['runner_up']})", "", f"**Why:** {plan['reason']}", "",
+            f"**Trained:** {train['candidate']}, {train['epochs_run']} epochs, val accuracy {train['val_accuracy']}",
+            "", f"**Target test:** accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} "
+            f"({metrics['n']} images)", "",
+            f"**Registry:** version {reg['version']} {reg['decision']}: {reg['reason']}. "
+            f"Champion: v{reg['champion']} ({reg['tracking_uri']})",
+        ]
+        create_table_artifact(key="retrain-metrics", description="target test metrics of this run", table=[
+            {"metric": "accuracy", "value": metrics["accuracy"]},
+            {"metric": "macro_f1", "value": metrics["macro_f1"]},
+            {"metric": "challenger_score", "value": reg["challenger_score"]},
+            {"metric": "champion_score", "value": reg["champion_score"]},
+        ])
+    create_markdown_artifact(key="retrain-decision", markdown="\n".join(lines) + "\n",
+                             description="what this retraining run decided, and why")
+
+
+if __name__ == "__main__":
+    retrain(params_file=sys.argv[1] if len(sys.argv) > 1 else str(DEFAULT_PARAMS_FILE))
