@@ -14,7 +14,7 @@ export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 PYTEST_ARGS ?=
 
-.PHONY: install run test demo-data validate clean
+.PHONY: install run serve test demo-data validate clean
 
 install: $(STAMP)
 
@@ -38,6 +38,11 @@ run: $(STAMP)
 	autotransfer run
 	@echo
 	@autotransfer summary
+
+# Nightly retraining: a Prefect server on 127.0.0.1:4200 (started unless one answers), the
+# `retrain/nightly` deployment on the process pool, and a worker running in the foreground.
+serve: $(STAMP)
+	python -m flows.deploy --serve
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -6,10 +6,8 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +22,7 @@ from autotransfer.promotion import decide
 from autotransfer.registry import RegistryError, load_predictor, promote, register, rollback
 from autotransfer.scoring import predict_names
 from registry_helpers import demo_params, run_pipeline, variant
+from servers import free_port, stop, wait_http
 
 pytestmark = pytest.mark.slow
 
@@ -37,35 +36,6 @@ def trained(demo_root, tmp_path_factory):
 
 def store_of(params) -> MlflowClient:
     return MlflowClient(params.registry.tracking_uri)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_http(url: str, process: subprocess.Popen, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"{process.args} exited with {process.returncode}")
-        try:
-            if requests.get(url, timeout=2).ok:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"{url} did not come up in {timeout} s")
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 # --------------------------------------------------------------------------- decisions
