@@ -114,6 +114,8 @@ def test_rerunning_register_adds_no_duplicate_version(trained, tmp_path):
     assert again["already_registered"] and again["version"] == first["version"] == "1"
     assert len(store_of(params).search_model_versions("name = 'autotransfer'")) == 1
     assert again["reason"] == "version 1 is already the champion"
+    # and the champion's record of how it won is not overwritten
+    assert "first model" in store_of(params).get_model_version("autotransfer", "1").tags["reason"]
 
 
 def test_metrics_of_another_model_are_refused(trained, tmp_path):

@@ -309,6 +309,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
               f"champion is v{r['champion']}")
         if r["tracking_uri"].startswith("sqlite:///"):
             print(f"  browse: mlflow ui --backend-store-uri {r['tracking_uri']} --host 127.0.0.1")
+    print("  flow runs: prefect server start --host 127.0.0.1, then http://127.0.0.1:4200")
     print(f"reports: {reports.as_posix()}/ (validation.md, similarity.json, plan.json, metrics.json, plots/, "
           "registration.json)")
     return EXIT_OK

@@ -268,7 +268,8 @@ def register(params: Params) -> dict[str, Any]:
         }
         if promote:
             record["previous_champion"] = champion_number or ""
-        _set_version_tags(client, config.model_name, number, record)
+        if champion_number != number:  # the champion keeps the record of how it won
+            _set_version_tags(client, config.model_name, number, record)
         if promote:
             client.set_registered_model_alias(config.model_name, CHAMPION, number)  # the one atomic switch
         champion_now = _alias_version(client, config.model_name, CHAMPION)
