@@ -8,25 +8,61 @@ function; the stage order is ``autotransfer.stages.STAGES``, as in dvc.yaml.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger
+from filelock import FileLock, Timeout
+from prefect import Task, flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from autotransfer.config import DEFAULT_PARAMS_FILE, Params, load_params, model_params_hash
+from autotransfer.config import DEFAULT_PARAMS_FILE, Params, load_params
 from autotransfer.data import data_hash, read_manifest
 from autotransfer.stages import outputs_match, stage_key, stage_names
-from tasks.stages import CODE_VERSION, STAGE_TASKS, champion
+from tasks.stages import CODE_VERSION, STAGE_TASKS, already_trained
 
 FLOW_STAGES = stage_names()
 
 
+LOCK_FILE = ".retrain.lock"
+LOCK_WAIT_S = 6 * 3600
+
+
+def _with_service_retries(task: Task, params: Params) -> Task:
+    """Tasks that talk to the registry retry with exponential backoff (registry.task_retries, retry_delay)."""
+    config = params.registry
+    return task.with_options(retries=config.task_retries,
+                             retry_delay_seconds=[config.retry_delay * 2 ** i for i in range(config.task_retries)])
+
+
 def run_stage(name: str, params: Params) -> dict[str, Any]:
     """The stage's task; a cached result stands in only while its outputs on disk are intact."""
-    intact = outputs_match(name, params, stage_key(name, params, CODE_VERSION))
-    task = STAGE_TASKS[name].with_options(refresh_cache=not intact) if name != "register" else STAGE_TASKS[name]
+    if name == "register":
+        task = _with_service_retries(STAGE_TASKS[name], params)
+    else:
+        intact = outputs_match(name, params, stage_key(name, params, CODE_VERSION))
+        task = STAGE_TASKS[name].with_options(refresh_cache=not intact)
     return task(params.model_dump(mode="json"))
+
+
+@contextmanager
+def exclusive_outputs(params: Params) -> Iterator[None]:
+    """One retrain run at a time per output folder: a second one waits, then sees what the first did."""
+    lock = FileLock(str(Path(params.reports.dir) / LOCK_FILE))
+    Path(params.reports.dir).mkdir(parents=True, exist_ok=True)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        get_run_logger().info("another retrain run is using %s; waiting for it to finish", params.reports.dir)
+        try:
+            lock.acquire(timeout=LOCK_WAIT_S)
+        except Timeout:
+            raise RuntimeError(f"another retrain run held {lock.lock_file} for {LOCK_WAIT_S} s") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 @flow(name="retrain", description=__doc__.splitlines()[0])
@@ -36,33 +72,38 @@ def retrain(params_file: str = str(DEFAULT_PARAMS_FILE), overrides: list[str] | 
 
     params_file: the params YAML (missing default file: all defaults).
     overrides: ``section.key=value`` strings applied on top, e.g. ``["data.target=digits-m"]``.
-    force: retrain even when the data and params equal the champion's.
+    force: retrain even when a registered version was trained on this data with these params.
     """
     logger = get_run_logger()
     params = load_params(params_file, overrides or [])
-    results: dict[str, Any] = {"validate": run_stage("validate", params)}
-    unchanged = _unchanged_since_champion(params)
-    if unchanged and not force:
-        logger.info(unchanged)
-        _decision_report(params, results, skipped=unchanged)
-        return {"skipped": True, "reason": unchanged, **results}
-    for name in FLOW_STAGES[1:]:
-        results[name] = run_stage(name, params)
-    _decision_report(params, results)
-    results["dvc"] = _record_in_dvc(params_file, overrides)
-    logger.info(results["dvc"])
-    return {"skipped": False, **results}
+    with exclusive_outputs(params):
+        results: dict[str, Any] = {"validate": run_stage("validate", params)}
+        unchanged = _unchanged_since_registered(params)
+        if unchanged and not force:
+            logger.info(unchanged)
+            _decision_report(params, results, skipped=unchanged)
+            return {"skipped": True, "reason": unchanged, **results}
+        for name in FLOW_STAGES[1:]:
+            results[name] = run_stage(name, params)
+        _decision_report(params, results)
+        results["dvc"] = _record_in_dvc(params_file, overrides)
+        logger.info(results["dvc"])
+        return {"skipped": False, **results}
 
 
-def _unchanged_since_champion(params: Params) -> str | None:
-    current = champion(params.model_dump(mode="json"))
-    if current is None:
-        return None
+def _unchanged_since_registered(params: Params) -> str | None:
     data = data_hash(read_manifest(params.reports.dir))
-    if current.get("data_hash") == data and current.get("params_hash") == model_params_hash(params):
-        return (f"data ({data[:12]}) and model params unchanged since champion v{current['version']} was trained: "
-                "not retraining (pass force=True, or `autotransfer run --force`, to retrain anyway)")
-    return None
+    state = _with_service_retries(already_trained, params)(params.model_dump(mode="json"), data, return_state=True)
+    if state.is_failed():  # the training need not wait for the registry: register retries on its own
+        get_run_logger().warning("cannot read the registry (%s); retraining, since nothing says this data and "
+                                 "these params were trained before", state.message)
+        return None
+    found = state.result()
+    if found is None:
+        return None
+    return (f"data ({data[:12]}) and model params unchanged since v{found['version']} was trained and "
+            f"{found['decision'] or 'registered'} (champion: v{found['champion']}): not retraining "
+            "(pass force=True, or `autotransfer run --force`, to retrain anyway)")
 
 
 def _record_in_dvc(params_file: str, overrides: list[str] | None) -> str:

@@ -17,7 +17,6 @@ from typing import Any
 from prefect import Task, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.tasks import exponential_backoff
 
 from autotransfer.config import Params
 from autotransfer.stages import code_version, stage_key, write_stamp
@@ -109,7 +108,8 @@ def evaluate(params: dict[str, Any]) -> dict[str, Any]:
                                  "strategy": metrics["strategy"]})
 
 
-@task(name="register", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=5))
+# Retries: the flow sets them from registry.task_retries / registry.retry_delay.
+@task(name="register", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[10, 20])
 def register(params: dict[str, Any]) -> dict[str, Any]:
     from autotransfer.registry import register as run
 
@@ -119,12 +119,12 @@ def register(params: dict[str, Any]) -> dict[str, Any]:
     return _done("register", p, {key: report[key] for key in keys})
 
 
-@task(name="champion", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=5))
-def champion(params: dict[str, Any]) -> dict[str, str] | None:
-    """The current champion's version and tags, to tell whether anything changed since it was trained."""
-    from autotransfer.registry import champion_tags
+@task(name="already-trained", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[10, 20])
+def already_trained(params: dict[str, Any], data_hash: str) -> dict[str, str] | None:
+    """The registered version already trained on this data with these params, if any."""
+    from autotransfer.registry import already_trained as find
 
-    return champion_tags(_params(params))
+    return find(_params(params), data_hash)
 
 
 STAGE_TASKS: dict[str, Task] = {t.name: t for t in (validate, pretrain, similarity, plan, train, evaluate, register)}

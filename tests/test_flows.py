@@ -56,7 +56,7 @@ def test_full_run_registers_an_unchanged_rerun_skips_changed_params_retrain(demo
     mtime = model.stat().st_mtime_ns
     # when it runs again with the same data and params, it says so and does not retrain
     second = retrain(params_file=file)
-    assert second["skipped"] and "unchanged since champion v1" in second["reason"]
+    assert second["skipped"] and "unchanged since v1 was trained and promoted" in second["reason"]
     assert model.stat().st_mtime_ns == mtime and len(versions(params)) == 1
     # forced, the unchanged stages are cache hits (no retraining) and no duplicate version appears
     forced = retrain(params_file=file, force=True)

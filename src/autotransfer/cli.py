@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.set_defaults(handler=cmd_predict)
 
     run = sub.add_parser("run", parents=[common], help="run the Prefect retrain flow: every stage, then register")
-    run.add_argument("--force", action="store_true", help="retrain even if data and params equal the champion's")
+    run.add_argument("--force", action="store_true", help="retrain even if this data and these params were trained and registered before")
     run.set_defaults(handler=cmd_run)
 
     summary = sub.add_parser("summary", parents=[common], help="what the last pipeline run decided and scored")

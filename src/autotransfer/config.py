@@ -10,12 +10,24 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
+
+
+def _no_parent_steps(value: str) -> str:
+    """Outputs stay where the user pointed: a ``..`` step could walk a relative path out of the project."""
+    if not value.strip():
+        raise ValueError("an output path may not be empty")
+    if ".." in Path(value).parts:
+        raise ValueError(f"'..' is not allowed in an output path (got {value!r}); give a plain or absolute path")
+    return value
+
+
+OutputPath = Annotated[str, AfterValidator(_no_parent_steps)]
 
 
 class ConfigError(ValueError):
@@ -53,14 +65,14 @@ class ValidationConfig(Section):
 
 
 class DemoConfig(Section):
-    out: str = Field("data", description="Where `autotransfer demo-data` writes the demo domains.")
+    out: OutputPath = Field("data", description="Where `autotransfer demo-data` writes the demo domains.")
     image_size: int = Field(32, ge=8, le=256, description="Side of the demo images, in pixels.")
     synth_per_class: int = Field(300, ge=10, description="Rendered synth-digits images per class.")
     seed: int = 0
 
 
 class ReportsConfig(Section):
-    dir: str = Field("reports", description="Where stages write their reports.")
+    dir: OutputPath = Field("reports", description="Where stages write their reports.")
 
 
 # The names of src/autotransfer/backbones.py's registry (kept here so that loading params
@@ -81,7 +93,7 @@ class BackboneConfig(Section):
 
 
 class PretrainConfig(Section):
-    out: str = Field("models/source", description="Where the source model and its metadata go.")
+    out: OutputPath = Field("models/source", description="Where the source model and its metadata go.")
     epochs: int = Field(6, ge=1)
     batch_size: int = Field(64, ge=1)
     lr: float = Field(0.05, gt=0, description="SGD learning rate (cosine schedule).")
@@ -95,7 +107,7 @@ class SimilarityConfig(Section):
     max_labeled: int = Field(2000, ge=10, description="Cap on labeled target images for LogME and the probe.")
     probe_folds: int = Field(5, ge=2)
     batch_size: int = Field(256, ge=1)
-    cache_dir: str = Field(".cache/features", description="On-disk feature cache, keyed by content hashes.")
+    cache_dir: OutputPath = Field(".cache/features", description="On-disk feature cache, keyed by content hashes.")
     seed: int = 0
 
 
@@ -136,7 +148,7 @@ class RaceConfig(Section):
 
 
 class TrainConfig(Section):
-    out: str = Field("models/target", description="Final model, metadata and checkpoints.")
+    out: OutputPath = Field("models/target", description="Final model, metadata and checkpoints.")
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(64, ge=1)
     optimizer: Literal["sgd", "adamw"] = "sgd"
@@ -172,6 +184,9 @@ class RegistryConfig(Section):
         "on the same test split, by at least this much.")
     request_retries: int = Field(2, ge=0, le=10, description="HTTP retries of each call to a tracking server.")
     request_timeout: float = Field(30, gt=0, description="Seconds before one call to a tracking server gives up.")
+    task_retries: int = Field(2, ge=0, le=10, description="Prefect retries of the register task.")
+    retry_delay: float = Field(
+        10, ge=0, description="Seconds before the register task's first retry; doubled for each next one.")
 
 
 class Params(Section):

@@ -410,11 +410,25 @@ def _people_report(uri: str, config: RegistryConfig, champion: str, before: str 
             "reason": reason}
 
 
-def champion_tags(params: Params) -> dict[str, str] | None:
-    """The current champion's version and tags (None when there is none): what a flow compares its data with."""
-    with connect(params.registry, exclusive=False) as (_, client):
-        champion = _alias_version(client, params.registry.model_name, CHAMPION)
-        return None if champion is None else {"version": str(champion.version), **champion.tags}
+def already_trained(params: Params, data: str) -> dict[str, str] | None:
+    """The registered version trained on exactly this data with these model params, if any.
+
+    What a scheduled run checks before retraining: the same inputs were already trained,
+    scored and decided on (promoted or kept), so doing it again would change nothing.
+    """
+    config = params.registry
+    wanted = model_params_hash(params)
+    with connect(config, exclusive=False) as (_, client):
+        if not _registered_model_exists(client, config.model_name):
+            return None
+        champion = _alias_version(client, config.model_name, CHAMPION)
+        matches = [v for v in client.search_model_versions(f"name = '{_quote(config.model_name)}'")
+                   if v.tags.get("data_hash") == data and v.tags.get("params_hash") == wanted]
+        if not matches:
+            return None
+        best = max(matches, key=lambda v: int(v.version))
+        return {"version": str(best.version), "decision": best.tags.get("decision", ""),
+                "champion": str(champion.version) if champion is not None else ""}
 
 
 # --------------------------------------------------------------------------- predict
