@@ -68,3 +68,13 @@ def test_ci_runs_the_readme_test_command():
     assert "make test" in ci
     assert "make test" in (REPO / "README.md").read_text()
     assert "make run" in (REPO / "README.md").read_text()
+
+
+def test_reliability_table_links_only_tests_that_exist():
+    import re
+
+    text = (REPO / "RELIABILITY.md").read_text()
+    links = re.findall(r"\[(test_\w+)\]\((tests/\w+\.py)\)", text)
+    assert len(links) >= 40
+    for name, path in links:
+        assert f"def {name}(" in (REPO / path).read_text(), f"{path} has no {name}"
