@@ -14,7 +14,7 @@ export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 PYTEST_ARGS ?=
 
-.PHONY: install run serve test demo-data validate clean
+.PHONY: install run serve bench bench-full test demo-data validate clean
 
 install: $(STAMP)
 
@@ -43,6 +43,22 @@ run: $(STAMP)
 # `retrain/nightly` deployment on the process pool, and a worker running in the foreground.
 serve: $(STAMP)
 	python -m flows.deploy --serve
+
+# Benchmarks (measurements, not tests): results in bench/results/, summary in BENCHMARKS.md.
+bench: $(STAMP)
+	cd bench && python efficiency.py --repeats 3 --epochs 1
+	cd bench && python probe_cache.py --repeats 3 --pretrain-epochs 2
+	cd bench && python orchestration.py --repeats 3
+	cd bench && python similarity_cost.py --sizes 1000 2000 5000 --repeats 3
+	cd bench && python report.py
+
+bench-full: $(STAMP)
+	cd bench && python efficiency.py --repeats 5 --epochs 2
+	cd bench && python probe_cache.py --repeats 3
+	cd bench && python orchestration.py --repeats 3 --demo
+	cd bench && python similarity_cost.py --repeats 3
+	cd bench && python dann.py --seeds 0 1 2 --steps 2000
+	cd bench && python report.py
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

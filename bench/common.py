@@ -1,0 +1,64 @@
+"""Shared pieces of the benchmarks: where the demo data is, repeats, how results are saved."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+WORK = RESULTS / "tmp"  # git-ignored scratch space
+
+
+def demo_root() -> Path:
+    """The demo domains: data/ when `make run` built it, else a private copy built once here."""
+    if (REPO / "data" / "digits" / "test").is_dir():
+        return REPO / "data"
+    out = WORK / "data"
+    if not (out / "digits" / "test").is_dir():
+        from autotransfer.config import DemoConfig
+        from autotransfer.demo_data import build_demo_data
+
+        build_demo_data(DemoConfig(), out=out, progress=False)
+    return out
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    started = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - started, value
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {"mean": float(statistics.mean(values)), "std": float(statistics.stdev(values)) if len(values) > 1 else 0.0,
+            "min": float(min(values)), "max": float(max(values)), "n": len(values)}
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def save(name: str, payload: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"benchmark": name, "machine": machine(), "command": " ".join(sys.argv),
+                                **payload}, indent=2) + "\n")
+    print(f"wrote {path.relative_to(REPO)}")
+    return path

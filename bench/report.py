@@ -1,0 +1,159 @@
+"""Regenerate BENCHMARKS.md (tables, verdicts, a plot) from bench/results/*.json.
+
+    python bench/report.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from common import REPO, RESULTS
+
+OUT = REPO / "BENCHMARKS.md"
+
+
+def load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def verdict(met: bool, text: str) -> str:
+    return f"**Verdict: {'met' if met else 'not met'}**: {text}"
+
+
+def header(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    where = f"GPU {m['gpu']}" if m.get("gpu") else f"CPU, {m['cpus']} cores, {m['torch_threads']} torch threads"
+    return f"_Measured {m['date']} on {where}; torch {m['torch']}. Command: `{result['command']}`._"
+
+
+def efficiency(r: dict[str, Any]) -> list[str]:
+    m, s = r["median"], r["setup"]
+    return [
+        "## 1. Trainer efficiency (ours vs a bare PyTorch loop)", "", header(r), "",
+        f"{s['arch']} at {s['input_size']} px, batch {s['batch']}, {s['steps']} steps over {s['images']} images, "
+        f"{s['device']}; median of {len(r['repeats'])} alternating repeats.", "",
+        "| | images/s | ratio to bare |", "|---|---|---|",
+        f"| bare loop (preloaded tensors, nothing else) | {m['bare_ips']:.0f} | 1.00 |",
+        f"| ours, inside the step loop | {m['ours_step_ips']:.0f} | {m['ratio_step']:.3f} |",
+        f"| ours, end to end (+ val pass and checkpoint per epoch) | {m['ours_end_to_end_ips']:.0f} | "
+        f"{m['ratio_end_to_end']:.3f} |",
+        f"| ours with augmentation on (geometric + colour) | {m['ours_with_augmentation_ips']:.0f} | "
+        f"{m['ours_with_augmentation_ips'] / m['bare_ips']:.3f} |", "",
+        verdict(m["ratio_step"] >= 0.90, f"step-loop throughput ratio {m['ratio_step']:.3f} (target ≥ 0.90); "
+                f"end to end {m['ratio_end_to_end']:.3f}. No GPU was available for the GPU figure."), "",
+    ]
+
+
+def probe_cache(r: dict[str, Any]) -> list[str]:
+    m, s = r["median"], r["setup"]
+    met = m["speedup_cold"] >= 10 and m["accuracy_gap_pts"] <= 0.5
+    return [
+        "## 2. Linear-probe feature cache", "", header(r), "",
+        f"resnet18 source backbone (pretrained {s['pretrain_epochs']} epochs on synth-digits), head trained "
+        f"{s['epochs']} epochs on {s['train_images']} digits images, scored on {s['test_images']} test images; "
+        f"median of {len(r['repeats'])} repeats.", "",
+        "| variant | seconds | speed-up | test accuracy |", "|---|---|---|---|",
+        f"| recompute the frozen backbone every epoch | {m['recompute_s']:.1f} | 1.0× | {m['accuracy_recompute']:.4f} |",
+        f"| cached, cold (one extraction included) | {m['cached_cold_s']:.1f} | {m['speedup_cold']:.1f}× | "
+        f"{m['accuracy_cached']:.4f} |",
+        f"| cached, warm (features already on disk) | {m['cached_warm_s']:.1f} | {m['speedup_warm']:.1f}× | "
+        f"{m['accuracy_cached']:.4f} |", "",
+        verdict(met, f"{m['speedup_cold']:.1f}× cold, {m['speedup_warm']:.1f}× warm (target ≥ 10×), accuracy gap "
+                     f"{m['accuracy_gap_pts']:.2f} pt (target ≤ 0.5)."), "",
+    ]
+
+
+def orchestration(r: dict[str, Any]) -> list[str]:
+    m = r["median"]
+    return [
+        "## 3. Orchestration overhead (Prefect flow vs direct calls)", "", header(r), "",
+        f"Params: {r['setup']['params']}; fresh output folders per run; median of {len(r['repeats'])} repeats.", "",
+        "| | seconds |", "|---|---|",
+        f"| stage functions called directly | {m['direct_s']:.1f} |",
+        f"| the `retrain` flow (tasks, caching keys, stamps, artifacts, registry lookup) | {m['flow_s']:.1f} |",
+        f"| overhead | {m['overhead_s']:+.1f} ({100 * m['overhead_share']:.1f} % of the flow) |",
+        f"| Prefect temporary server start, once per process | {m['server_start_s']:.1f} |", "",
+        verdict(m["overhead_share"] <= 0.15, f"{100 * m['overhead_share']:.1f} % of the run (target ≤ 15 %); "
+                f"with the server's cold start counted: "
+                f"{100 * (m['overhead_s'] + m['server_start_s']) / (m['flow_s'] + m['server_start_s']):.1f} %."), "",
+    ]
+
+
+def dann(r: dict[str, Any]) -> list[str]:
+    rows = ["## 4. DANN gap closure", "", f"_small_cnn, {r['steps']} optimizer steps, seeds {r['seeds']}; "
+            f"`python bench/dann.py --seeds {' '.join(map(str, r['seeds']))} --steps {r['steps']}`._", "",
+            "| pair | source only | dann | train on target | gap closure |", "|---|---|---|---|---|"]
+    closures = []
+    for pair, v in r["pairs"].items():
+        closures.append(v["gap_closure"]["mean"])
+        cell = lambda k: f"{v[k]['mean']:.3f} ± {v[k]['stdev']:.3f}"  # noqa: E731
+        rows.append(f"| {pair} | {cell('source_only')} | {cell('dann')} | {cell('target')} | "
+                    f"{v['gap_closure']['mean']:.2f} ± {v['gap_closure']['stdev']:.2f} |")
+    rows += ["", verdict(all(c >= 0.6 for c in closures),
+                         "mean gap closure " + ", ".join(f"{c:.2f}" for c in closures) + " (target ≥ 0.6 on both "
+                         "pairs). Colour augmentation already lifts source-only to ~0.85 on digits-m, so the gap "
+                         "left to adapt is ~9 points; see the training issue for the tuning tried."), ""]
+    return rows
+
+
+def similarity_cost(r: dict[str, Any]) -> list[str]:
+    names = ["pad", "mmd2_rbf", "frechet", "logme", "linear_probe"]
+    fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
+    rows = ["## 6. Similarity cost vs samples", "", header(r), "",
+            f"Random {r['setup']['dim']}-d features, 10 classes; seconds (median). MMD² is quadratic and measured "
+            f"up to n = {r['setup']['mmd_max']}; the stage caps its inputs, so its cost does not grow with the "
+            "dataset (last row).", "", "| n | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for row in [*r["rows"], r["stage_caps"]]:
+        rows.append(f"| {row['n']} | " + " | ".join(fmt(row[k]) for k in names) + " |")
+    plot = _similarity_plot(r, names)
+    rows += ["", f"![similarity cost]({plot})", "",
+             "Growth: PAD, Fréchet, LogME and the probe grow about linearly in n (Fréchet and LogME are "
+             "dominated by d = 512 at these sizes); MMD² quadratically, which is why the stage samples "
+             "`similarity.n_per_domain` images per domain.", ""]
+    return rows
+
+
+def _similarity_plot(r: dict[str, Any], names: list[str]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name in names:
+        points = [(row["n"], row[name]) for row in r["rows"] if row[name] is not None]
+        ax.plot(*zip(*points), marker="o", label=name)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("samples n")
+    ax.set_ylabel("seconds")
+    ax.legend()
+    fig.tight_layout()
+    path = RESULTS / "similarity_cost.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path.relative_to(REPO).as_posix()
+
+
+def main() -> None:
+    lines = ["# Benchmarks", "",
+             "Measurements, not tests: each ratio is measured side by side in one run and repeated. Regenerate "
+             "with `make bench` (quick: one seed, reduced sizes, ≤ 20 min on 2 cores) or `make bench-full`; "
+             "this file is written by `bench/report.py` from `bench/results/*.json`.", ""]
+    sections = [("efficiency", efficiency), ("probe_cache", probe_cache), ("orchestration", orchestration),
+                ("dann-2000", dann), ("similarity_cost", similarity_cost)]
+    for name, render in sections:
+        result = load(name)
+        lines += render(result) if result else [f"## {name}", "", "_Not measured yet._", ""]
+    lines += ["## 5. Strategy selection regret", "", "_Not measured yet: needs the scenario suite "
+              "(oracle vs `rules` vs `race`, 3 seeds); see the benchmarks issue._", "",
+              "## 7. Peers side by side (fastai, Lightning)", "", "_Not measured yet; see the benchmarks issue._", ""]
+    OUT.write_text("\n".join(lines))
+    print(f"wrote {OUT.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()
