@@ -45,7 +45,7 @@ def bare_loop(data, params, steps: int) -> float:
     cfg = params.train
     torch.manual_seed(cfg.seed)
     model = TransferModel(params.backbone.arch, len(data.classes), params.backbone.input_size).train()
-    optimizer = torch.optim.SGD(weight_decay_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=0.9,
+    optimizer = torch.optim.SGD(weight_decay_groups([model], cfg.weight_decay, lr=cfg.lr), momentum=0.9,
                                 nesterov=True)
     images, labels = data.train.images, data.train.labels
     generator = torch.Generator().manual_seed(0)
