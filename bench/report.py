@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,9 @@ def orchestration(r: dict[str, Any]) -> list[str]:
         "| | seconds |", "|---|---|",
         f"| stage functions called directly | {m['direct_s']:.1f} |",
         f"| the `retrain` flow (tasks, caching keys, stamps, artifacts, registry lookup) | {m['flow_s']:.1f} |",
-        f"| overhead | {m['overhead_s']:+.1f} ({100 * m['overhead_share']:.1f} % of the flow) |",
+        f"| overhead: difference of the medians | {m['overhead_s']:+.1f} ({100 * m['overhead_share']:.1f} % of the "
+        f"flow) |",
+        f"| overhead, per repeat (min … max) | {m['overhead_range_s'][0]:+.1f} … {m['overhead_range_s'][1]:+.1f} |",
         f"| Prefect temporary server start, once per process | {m['server_start_s']:.1f} |", "",
         verdict(m["overhead_share"] <= 0.15, f"{100 * m['overhead_share']:.1f} % of the run (target ≤ 15 %); "
                 f"with the server's cold start counted: "
@@ -109,10 +112,18 @@ def similarity_cost(r: dict[str, Any]) -> list[str]:
     for row in [*r["rows"], r["stage_caps"]]:
         rows.append(f"| {row['n']} | " + " | ".join(fmt(row[k]) for k in names) + " |")
     plot = _similarity_plot(r, names)
+    first, last = r["rows"][0], r["rows"][-1]
+    exponents = []
+    for name in names:
+        pair = [row for row in r["rows"] if row[name] is not None]
+        if len(pair) >= 2 and pair[0][name] > 0:
+            a, b = pair[0], pair[-1]
+            exponents.append(f"{name} n^{math.log(b[name] / a[name]) / math.log(b['n'] / a['n']):.2f}")
     rows += ["", f"![similarity cost]({plot})", "",
-             "Growth: PAD, Fréchet, LogME and the probe grow about linearly in n (Fréchet and LogME are "
-             "dominated by d = 512 at these sizes); MMD² quadratically, which is why the stage samples "
-             "`similarity.n_per_domain` images per domain.", ""]
+             f"Growth between n = {first['n']} and {last['n']} (fitted exponent): " + ", ".join(exponents) + ". "
+             "Only MMD² grows faster than linearly (its n×n kernel), which is why the stage samples "
+             "`similarity.n_per_domain` images per domain and caps LogME and the probe at `similarity.max_labeled`.",
+             ""]
     return rows
 
 
@@ -143,14 +154,18 @@ def main() -> None:
              "Measurements, not tests: each ratio is measured side by side in one run and repeated. Regenerate "
              "with `make bench` (quick: one seed, reduced sizes, ≤ 20 min on 2 cores) or `make bench-full`; "
              "this file is written by `bench/report.py` from `bench/results/*.json`.", ""]
+    not_yet = {
+        "strategy_selection": ["## 5. Strategy selection regret", "", "_Not measured yet: needs the scenario suite "
+                               "(oracle vs `rules` vs `race`, 3 seeds); see the benchmarks issue._", ""],
+        "peers": ["## 7. Peers side by side (fastai, Lightning)", "", "_Not measured yet; see the benchmarks "
+                  "issue._", ""],
+    }
     sections = [("efficiency", efficiency), ("probe_cache", probe_cache), ("orchestration", orchestration),
-                ("dann-2000", dann), ("similarity_cost", similarity_cost)]
+                ("dann-2000", dann), ("strategy_selection", None), ("similarity_cost", similarity_cost),
+                ("peers", None)]
     for name, render in sections:
-        result = load(name)
-        lines += render(result) if result else [f"## {name}", "", "_Not measured yet._", ""]
-    lines += ["## 5. Strategy selection regret", "", "_Not measured yet: needs the scenario suite "
-              "(oracle vs `rules` vs `race`, 3 seeds); see the benchmarks issue._", "",
-              "## 7. Peers side by side (fastai, Lightning)", "", "_Not measured yet; see the benchmarks issue._", ""]
+        result = load(name) if render else None
+        lines += render(result) if result else not_yet.get(name, [f"## {name}", "", "_Not measured yet._", ""])
     OUT.write_text("\n".join(lines))
     print(f"wrote {OUT.relative_to(REPO)}")
 
