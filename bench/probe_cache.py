@@ -91,7 +91,7 @@ def main() -> None:
             cold_s = time.perf_counter() - started
             shutil.rmtree(Path(tmp) / "cold")
             started = time.perf_counter()
-            warm = fit(cold_params, Candidate("linear_probe"), data, Path(tmp) / "warm", args.epochs, progress=False)
+            fit(cold_params, Candidate("linear_probe"), data, Path(tmp) / "warm", args.epochs, progress=False)
             warm_s = time.perf_counter() - started
         started = time.perf_counter()
         naive = recompute_every_epoch(params, data, args.epochs)

@@ -1,0 +1,148 @@
+"""Strategy selection: the oracle (every candidate to the full budget) vs `rules` vs `race`.
+
+Scenarios are built from the demo domains: a similar target (synth-digits -> digits) and a
+shifted one (digits -> digits-m), with 3, 10 or all labels per class, or none. The label
+cap covers train and val together (`data.labeled_per_class`): the race scores its
+candidates on the val images the scenario grants, nothing more; only the test split is
+scored here. For each scenario and seed: every candidate of the plan trained to the full
+budget (the oracle, test accuracy and seconds each), the rules' pick (the plan's choice
+with params.yaml's hyperparameters: its oracle entry), and the race (its own run).
+Regret = best oracle accuracy − the pick's, in points; compute = seconds / oracle seconds.
+
+    python bench/strategy_selection.py [--seeds 0 1 2] [--scenarios all] [--arch resnet18]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from autotransfer.config import load_params
+from autotransfer.data import class_names, domain_rows, load_images, read_manifest
+from autotransfer.evaluate import load_trained_model
+from autotransfer.planning import make_plan
+from autotransfer.pretrain import pretrain
+from autotransfer.scoring import predict_names
+from autotransfer.similarity_stage import measure_similarity
+from autotransfer.train_stage import train_stage
+from autotransfer.validation import validate
+from common import WORK, demo_root, save
+
+SCENARIOS = {
+    "similar, 3/class": ("synth-digits", "digits", 3),
+    "similar, 10/class": ("synth-digits", "digits", 10),
+    "similar, all labels": ("synth-digits", "digits", None),
+    "shifted, 3/class (label-scarce)": ("digits", "digits-m", 3),
+    "shifted, 10/class": ("digits", "digits-m", 10),
+    "shifted, all labels": ("digits", "digits-m", None),
+    "shifted, no labels": ("digits", "digits-m", 0),
+}
+QUICK = ["similar, 10/class", "shifted, 3/class (label-scarce)", "shifted, all labels"]
+
+
+def test_accuracy(params) -> float:
+    trained = load_trained_model(params.train.out)
+    manifest = read_manifest(params.reports.dir)
+    classes = class_names(manifest, params.data.target)
+    test = load_images(domain_rows(manifest, params.data.target, ("test",)), classes, trained.model.input_size)
+    predicted = predict_names(trained.model, test, trained.normalization, trained.head_classes, torch.device("cpu"))
+    truth = np.array(classes, dtype=object)[test.labels.numpy()]
+    return float((predicted == truth).mean())
+
+
+def run_scenario(name: str, seed: int, arch: str, work: Path) -> dict:
+    source, target, labels = SCENARIOS[name]
+    folder = work / f"{name.split(',')[0]}-{labels}-{seed}".replace(" ", "_")
+    base = [f"data.root={demo_root()}", f"data.source={source}", f"data.target={target}",
+            f"data.labeled_per_class={'null' if labels is None else labels}", f"data.seed={seed}",
+            f"backbone.arch={arch}", f"pretrain.out={work}/source-{source}-{arch}-{seed}", f"pretrain.seed={seed}",
+            f"train.seed={seed}", f"reports.dir={folder}/reports", f"similarity.cache_dir={work}/cache",
+            "train.device=cpu"]
+    params = load_params(None, base)
+    validate(params, progress=False)
+    if not (Path(params.pretrain.out) / "model.safetensors").exists():  # one source model per source and seed
+        pretrain(params, progress=False)
+    measure_similarity(params, progress=False)
+    plan = make_plan(params)
+    oracle = {}
+    for candidate in plan["candidates"]:
+        label = candidate["strategy"] + (f"@{candidate['backbone_lr_mult']:g}x"
+                                         if candidate.get("backbone_lr_mult") is not None else "")
+        extra = [f"strategy.force={candidate['strategy']}", f"train.out={folder}/oracle/{label}"]
+        if candidate.get("backbone_lr_mult") is not None:
+            extra.append(f"train.backbone_lr_mult={candidate['backbone_lr_mult']}")
+        p = load_params(None, [*base, *extra])
+        started = time.perf_counter()
+        train_stage(p, progress=False)
+        oracle[label] = {"accuracy": test_accuracy(p), "seconds": time.perf_counter() - started}
+    best = max(v["accuracy"] for v in oracle.values())
+    oracle_s = sum(v["seconds"] for v in oracle.values())
+    default_mult = params.train.backbone_lr_mult
+    rules_label = next((k for k in oracle if k == plan["chosen"] or k == f"{plan['chosen']}@{default_mult:g}x"),
+                       None)
+    rules = {"pick": plan["chosen"], "accuracy": oracle[rules_label]["accuracy"] if rules_label else None,
+             "seconds": oracle[rules_label]["seconds"] if rules_label else None}
+    p = load_params(None, [*base, "strategy.mode=race", f"train.out={folder}/race"])
+    started = time.perf_counter()
+    report = train_stage(p, progress=False)
+    race = {"pick": report["candidate"], "accuracy": test_accuracy(p), "seconds": time.perf_counter() - started,
+            "table": report["race"], "note": report.get("race_note")}
+    for pick in (rules, race):
+        pick["regret_pts"] = None if pick["accuracy"] is None else 100 * (best - pick["accuracy"])
+        pick["compute_share"] = None if pick["seconds"] is None else pick["seconds"] / oracle_s
+    print(f"{name} seed {seed}: best {best:.4f} ({max(oracle, key=lambda k: oracle[k]['accuracy'])}); "
+          f"rules {rules['pick']} regret {rules['regret_pts']}; race {race['pick']} regret {race['regret_pts']:.2f} "
+          f"at {race['compute_share']:.2f} of the oracle's compute")
+    return {"oracle": oracle, "best": best, "oracle_seconds": oracle_s, "rules": rules, "race": race,
+            "plan_reason": plan["reason"]}
+
+
+def summarise(runs: list[dict]) -> dict:
+    def stats(values):
+        values = [v for v in values if v is not None]
+        if not values:
+            return None
+        return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                "max": max(values), "n": len(values)}
+
+    labels = sorted({k for r in runs for k in r["oracle"]})
+    return {"oracle": {k: stats([r["oracle"][k]["accuracy"] for r in runs if k in r["oracle"]]) for k in labels},
+            "rules_regret_pts": stats([r["rules"]["regret_pts"] for r in runs]),
+            "race_regret_pts": stats([r["race"]["regret_pts"] for r in runs]),
+            "race_compute_share": stats([r["race"]["compute_share"] for r in runs]),
+            "rules_picks": [r["rules"]["pick"] for r in runs], "race_picks": [r["race"]["pick"] for r in runs]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), help=f"names, or 'quick': {QUICK}")
+    parser.add_argument("--arch", default="resnet18")
+    args = parser.parse_args()
+    names = QUICK if args.scenarios == ["quick"] else args.scenarios
+    work = WORK / "strategy_selection"
+    results = {}
+    for name in names:
+        runs = [run_scenario(name, seed, args.arch, work) for seed in args.seeds]
+        results[name] = {"runs": runs, "summary": summarise(runs)}
+    regrets = [r["race"]["regret_pts"] for v in results.values() for r in v["runs"]]
+    shares = [r["race"]["compute_share"] for v in results.values() for r in v["runs"]]
+    rules = [r["rules"]["regret_pts"] for v in results.values() for r in v["runs"] if r["rules"]["regret_pts"] is not None]
+    save("strategy_selection", {"setup": {"arch": args.arch, "seeds": args.seeds, "scenarios": names},
+                                "scenarios": results,
+                                "overall": {"race_mean_regret_pts": statistics.mean(regrets),
+                                            "race_worst_regret_pts": max(regrets),
+                                            "race_mean_compute_share": statistics.mean(shares),
+                                            "rules_mean_regret_pts": statistics.mean(rules) if rules else None,
+                                            "rules_worst_regret_pts": max(rules) if rules else None},
+                                "target": {"race_mean_regret_pts": 1.0, "race_worst_regret_pts": 3.0,
+                                           "race_compute_share": 0.40}})
+
+
+if __name__ == "__main__":
+    main()
