@@ -101,6 +101,32 @@ def dann(r: dict[str, Any]) -> list[str]:
     return rows
 
 
+def strategy_selection(r: dict[str, Any]) -> list[str]:
+    o, t = r["overall"], r["target"]
+    rows = ["## 5. Strategy selection: oracle vs `rules` vs `race`", "", header(r), "",
+            f"{r['setup']['arch']}, seeds {r['setup']['seeds']}; test accuracy (mean ± std over seeds) of every "
+            "candidate trained to the full budget (the oracle), each mode's pick and its regret (best − picked, "
+            "points), and the race's compute as a share of the oracle's. The label cap covers train and val.", ""]
+    for name, v in r["scenarios"].items():
+        summary = v["summary"]
+        rows += [f"**{name}**", "", "| candidate | test accuracy |", "|---|---|"]
+        for label, stats in sorted(summary["oracle"].items(), key=lambda kv: -kv[1]["mean"]):
+            rows.append(f"| {label} | {stats['mean']:.4f} ± {stats['std']:.4f} |")
+        rr, ra, share = summary["rules_regret_pts"], summary["race_regret_pts"], summary["race_compute_share"]
+        fmt = lambda s: "n/a" if s is None else f"{s['mean']:.2f} ± {s['std']:.2f} (worst {s['max']:.2f})"  # noqa: E731
+        rows += ["", f"rules picked {', '.join(summary['rules_picks'])}: regret {fmt(rr)} pts; "
+                     f"race picked {', '.join(summary['race_picks'])}: regret {fmt(ra)} pts at "
+                     f"{fmt(share)} of the oracle's compute.", ""]
+    met = (o["race_mean_regret_pts"] <= t["race_mean_regret_pts"] and o["race_worst_regret_pts"]
+           <= t["race_worst_regret_pts"] and o["race_mean_compute_share"] <= t["race_compute_share"])
+    rules = ("n/a" if o["rules_mean_regret_pts"] is None
+             else f"{o['rules_mean_regret_pts']:.2f} mean, {o['rules_worst_regret_pts']:.2f} worst")
+    rows += [verdict(met, f"race regret {o['race_mean_regret_pts']:.2f} mean / {o['race_worst_regret_pts']:.2f} worst "
+                          f"pts (targets ≤ 1 / ≤ 3) at {100 * o['race_mean_compute_share']:.0f} % of the oracle's "
+                          f"compute (target ≤ 40 %); rules regret {rules} pts (reported as is)."), ""]
+    return rows
+
+
 def similarity_cost(r: dict[str, Any]) -> list[str]:
     names = ["pad", "mmd2_rbf", "frechet", "logme", "linear_probe"]
     fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
@@ -160,7 +186,7 @@ def main() -> None:
                   "issue._", ""],
     }
     sections = [("efficiency", efficiency), ("probe_cache", probe_cache), ("orchestration", orchestration),
-                ("dann-2000", dann), ("strategy_selection", None), ("similarity_cost", similarity_cost),
+                ("dann-2000", dann), ("strategy_selection", strategy_selection), ("similarity_cost", similarity_cost),
                 ("peers", None)]
     for name, render in sections:
         result = load(name) if render else None

@@ -288,7 +288,11 @@ def test_colour_augmentation_auto_follows_the_data(ready):
     assert not gray.has_colour  # the tiny domains are saved as grayscale PNGs
     cfg = ready.train
     assert augmentation_for(cfg, "scratch", gray.has_colour) == (True, False)
-    assert augmentation_for(cfg, "scratch", True) == (True, True)
+    assert augmentation_for(cfg, "dann", gray.has_colour) == (True, False)
+    # colour data: on where a model crosses domains, off where it learns the target's own labels
+    assert augmentation_for(cfg, "dann", True) == (True, True)
+    assert augmentation_for(cfg, "scratch", True) == (True, False)
+    assert augmentation_for(cfg, "finetune_all", True) == (True, False)
     forced = cfg.model_copy(update={"augment_per_strategy": {
         "scratch": cfg.augment.model_copy(update={"color": True, "geometric": False})}})
     assert augmentation_for(forced, "scratch", False) == (False, True)

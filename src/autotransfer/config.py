@@ -130,8 +130,8 @@ class AugmentConfig(Section):
     geometric: bool = Field(True, description="Random rotation, scale and shift.")
     color: bool | Literal["auto"] = Field(
         "auto", description="Channel shuffle, per-channel inversion, brightness/contrast, grayscale. "
-        "auto: on when either domain holds colour images (measured here: it lifts digits -> digits-m, "
-        "and costs 7 points on the grayscale digits).")
+        "auto: on for dann (and source_only) when either domain holds colour images (it lifts digits -> "
+        "digits-m), off for strategies trained on target labels (it held resnet18 scratch at 0.14 on digits-m).")
 
 
 class DannConfig(Section):

@@ -13,6 +13,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,7 @@ def stage_key(name: str, params: Params, code_version: str) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+@lru_cache(maxsize=1)
 def code_version() -> str:
     """Hash of the library's source: a code change invalidates every cached stage (as dvc.yaml's src deps do)."""
     package = Path(__file__).parent
