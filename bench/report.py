@@ -191,6 +191,9 @@ def main() -> None:
     for name, render in sections:
         result = load(name) if render else None
         lines += render(result) if result else not_yet.get(name, [f"## {name}", "", "_Not measured yet._", ""])
+        notes = RESULTS / f"{name}.notes.md"  # hand-written reading of the numbers, kept next to them
+        if result and notes.exists():
+            lines += [notes.read_text().strip(), ""]
     OUT.write_text("\n".join(lines))
     print(f"wrote {OUT.relative_to(REPO)}")
 
