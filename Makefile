@@ -50,6 +50,7 @@ bench: $(STAMP)
 	cd bench && python probe_cache.py --repeats 3 --pretrain-epochs 2
 	cd bench && python orchestration.py --repeats 3
 	cd bench && python similarity_cost.py --sizes 1000 2000 5000 --repeats 3
+	cd bench && python strategy_selection.py --seeds 0 --scenarios quick
 	cd bench && python report.py
 
 bench-full: $(STAMP)
@@ -57,6 +58,7 @@ bench-full: $(STAMP)
 	cd bench && python probe_cache.py --repeats 3
 	cd bench && python orchestration.py --repeats 3 --demo
 	cd bench && python similarity_cost.py --repeats 3
+	cd bench && python strategy_selection.py --seeds 0 1 2
 	cd bench && python dann.py --seeds 0 1 2 --steps 2000
 	cd bench && python report.py
 
