@@ -38,12 +38,12 @@ def _with_service_retries(task: Task, params: Params) -> Task:
 
 def run_stage(name: str, params: Params) -> dict[str, Any]:
     """The stage's task; a cached result stands in only while its outputs on disk are intact."""
+    raw = params.model_dump(mode="json")
     if name == "register":
-        task = _with_service_retries(STAGE_TASKS[name], params)
-    else:
-        intact = outputs_match(name, params, stage_key(name, params, CODE_VERSION))
-        task = STAGE_TASKS[name].with_options(refresh_cache=not intact)
-    return task(params.model_dump(mode="json"))
+        return _with_service_retries(STAGE_TASKS[name], params)(raw)
+    key = stage_key(name, params, CODE_VERSION)
+    task = STAGE_TASKS[name].with_options(refresh_cache=not outputs_match(name, params, key))
+    return task(raw, key)
 
 
 @contextmanager

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from autotransfer.config import Params, resolve_domain
+from autotransfer.images import sha256_file
 
 Paths = Callable[[Params], list[Path]]
 
@@ -89,9 +90,7 @@ def content_hash(paths: list[Path]) -> str:
                 digest.update(b"<missing>")
                 continue
             digest.update(file.relative_to(path).as_posix().encode() if path.is_dir() else b"")
-            with open(file, "rb") as handle:
-                while block := handle.read(1 << 20):
-                    digest.update(block)
+            digest.update(sha256_file(file).encode())
     return digest.hexdigest()
 
 
