@@ -266,3 +266,11 @@ def test_mlflow_models_serve_answers_invocations_with_labels_for_raw_images(trai
         assert bad.status_code >= 400 and "image 0" in bad.text
     finally:
         stop(process)
+
+
+def test_registering_leaves_no_tracking_uri_behind_in_the_environment(trained, tmp_path, monkeypatch):
+    # given no $MLFLOW_TRACKING_URI, a registration to a store chosen by params
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    register(variant(trained, tmp_path / "a"))
+    # then the next process (or the next params with tracking_uri null) does not inherit that store
+    assert "MLFLOW_TRACKING_URI" not in os.environ

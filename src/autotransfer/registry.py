@@ -121,22 +121,43 @@ def connect(config: RegistryConfig, exclusive: bool = True) -> Iterator[tuple[st
     once collide ("duplicate column name").
     """
     uri = tracking_uri(config)
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(config.request_retries)
-    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(int(config.request_timeout))
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     database = _sqlite_path(uri)
     if database is not None:
         database.parent.mkdir(parents=True, exist_ok=True)
     elif uri.startswith(("http://", "https://")):
         _check_reachable(uri, config)
-    with registry_lock(uri) if exclusive or database is not None else nullcontext():
-        mlflow.set_tracking_uri(uri)
+    with _mlflow_environment(uri, config), \
+            registry_lock(uri) if exclusive or database is not None else nullcontext():
         try:
             yield uri, MlflowClient(tracking_uri=uri, registry_uri=uri)
         except MlflowException as exc:
             raise RegistryError(f"MLflow at {uri}: {exc.message}") from exc
         except OSError as exc:  # requests' ConnectionError is an OSError
             raise RegistryError(f"MLflow at {uri}: {type(exc).__name__}: {exc}") from exc
+
+
+@contextmanager
+def _mlflow_environment(uri: str, config: RegistryConfig) -> Iterator[None]:
+    """MLflow reads these from the environment (and ``set_tracking_uri`` writes one there).
+
+    Restored afterwards: otherwise this store's URI would outlive the call, be taken for
+    the user's $MLFLOW_TRACKING_URI by the next ``tracking_uri()`` and be inherited by every
+    subprocess (a `dvc repro` after a flow that used another store registered there).
+    """
+    settings = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(config.request_retries),
+                "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(config.request_timeout)),
+                "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")}
+    before = {key: os.environ.get(key) for key in settings}
+    os.environ.update(settings)
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _check_reachable(uri: str, config: RegistryConfig) -> None:
