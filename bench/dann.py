@@ -36,7 +36,8 @@ PAIRS = {"digits->digits-m": ("digits", "digits-m"), "synth-digits->digits": ("s
 
 
 def run_pair(name: str, source: str, target: str, seed: int, steps: int, arch: str, work: Path,
-             data_root: Path, pretrain_epochs: int) -> dict:
+             data_root: Path, pretrain_epochs: int, dann_overrides: list[str] = (),
+             only: list[str] | None = None) -> dict:
     base = [f"data.root={data_root}", f"data.source={source}", f"data.target={target}",
             f"backbone.arch={arch}", f"pretrain.epochs={pretrain_epochs}", f"pretrain.seed={seed}",
             f"pretrain.out={work}/models/source", "train.patience=0", f"train.seed={seed}",
@@ -45,10 +46,12 @@ def run_pair(name: str, source: str, target: str, seed: int, steps: int, arch: s
     variants = {
         "source_only": ["data.labeled_per_class=0", "strategy.force=dann", "train.dann.domain_weight=0",
                         "train.dann.entropy_weight=0"],
-        "dann": ["data.labeled_per_class=0", "strategy.force=dann"],
+        "dann": ["data.labeled_per_class=0", "strategy.force=dann", *dann_overrides],
         "target": ["strategy.force=finetune_all", "train.backbone_lr_mult=1.0", "train.lr=0.01"],
     }
     for variant, extra in variants.items():
+        if only and variant not in only:
+            continue
         reports = work / variant / "reports"
         params = load_params(None, [*base, *extra, f"reports.dir={reports}", f"train.out={work}/{variant}/model"])
         validate(params, progress=False)
@@ -68,6 +71,8 @@ def run_pair(name: str, source: str, target: str, seed: int, steps: int, arch: s
                             "seconds": round(time.perf_counter() - started, 1),
                             "images_per_second": report["images_per_second"]}
         print(f"{name} seed {seed} {variant}: {metrics['accuracy']:.3f} ({results[variant]['seconds']} s)", flush=True)
+    if only:
+        return results
     so, da, tg = (results[k]["accuracy"] for k in ("source_only", "dann", "target"))
     results["gap_closure"] = (da - so) / (tg - so) if tg != so else None
     return results
@@ -81,15 +86,22 @@ def main() -> None:
     parser.add_argument("--pretrain-epochs", type=int, default=10)
     parser.add_argument("--pairs", nargs="+", default=list(PAIRS))
     parser.add_argument("--data", type=Path, default=REPO / "data")
+    parser.add_argument("--dann-set", nargs="*", default=[], help="extra overrides for the dann runs")
+    parser.add_argument("--only", nargs="*", help="run only these variants (no summary)")
+    parser.add_argument("--work", type=Path, default=REPO / "bench/results/tmp")
     parser.add_argument("--out", type=Path, default=REPO / "bench/results/dann.json")
     args = parser.parse_args()
-    summary = {"steps": args.steps, "arch": args.arch, "seeds": args.seeds, "pairs": {}}
+    summary = {"steps": args.steps, "arch": args.arch, "seeds": args.seeds, "dann_overrides": args.dann_set,
+               "pairs": {}}
     for name in args.pairs:
         source, target = PAIRS[name]
         runs = {seed: run_pair(name, source, target, seed, args.steps, args.arch,
-                               REPO / "bench/results/tmp" / name / f"seed{seed}", args.data, args.pretrain_epochs)
+                               args.work / name / f"seed{seed}", args.data, args.pretrain_epochs, args.dann_set, args.only)
                 for seed in args.seeds}
         entry = {"runs": runs}
+        if args.only:
+            summary["pairs"][name] = entry
+            continue
         for key in ("source_only", "dann", "target"):
             values = [r[key]["accuracy"] for r in runs.values()]
             entry[key] = {"mean": statistics.mean(values), "stdev": statistics.pstdev(values)}

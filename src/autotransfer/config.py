@@ -140,6 +140,10 @@ class DannConfig(Section):
     entropy_weight: float = Field(0.1, ge=0, description="Entropy minimisation on target predictions.")
     domain_weight: float = Field(1.0, ge=0, description="Scale of the adversarial loss (0: source-only baseline).")
     lr: float = Field(0.01, gt=0, description="SGD learning rate, annealed as lr·(1+10p)^-0.75.")
+    pseudo_label_weight: float = Field(
+        0.0, ge=0, description="Consistency on unlabeled target images (FixMatch-style): the model's confident "
+        "prediction on the plain image is the label for an augmented view of it (0: off).")
+    pseudo_label_threshold: float = Field(0.95, gt=0, le=1, description="Confidence a pseudo-label needs.")
 
 
 class RaceConfig(Section):
@@ -167,6 +171,8 @@ class TrainConfig(Section):
     augment: AugmentConfig = AugmentConfig()
     augment_per_strategy: dict[StrategyName, AugmentConfig] = Field(
         default_factory=dict, description="Per-strategy augmentation, e.g. {scratch: {color: false}}.")
+    distributed: int = Field(1, ge=1, description="Processes for data-parallel training (torch DDP under "
+                             "torchrun: gloo on CPU, NCCL on CUDA); 1 trains in the calling process.")
     dann: DannConfig = DannConfig()
     race: RaceConfig = RaceConfig()
 

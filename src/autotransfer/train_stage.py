@@ -18,6 +18,7 @@ from typing import Any
 
 from autotransfer.config import Params
 from autotransfer.data import StageInputError
+from autotransfer.distributed import current_world, launch
 from autotransfer.files import write_json, write_safetensors, write_text
 from autotransfer.training import Candidate, FitResult, TrainData, TrainingError, fit, load_train_data
 
@@ -40,6 +41,9 @@ def read_plan(params: Params) -> dict[str, Any]:
 
 def train_stage(params: Params, progress: bool | None = None) -> dict[str, Any]:
     plan = read_plan(params)
+    world = current_world()
+    if params.train.distributed > 1 and not world.distributed:
+        return launch(params, params.train.distributed)  # torchrun runs this function on each rank
     forced = params.strategy.force
     out = Path(params.train.out)
     epochs = params.train.epochs
@@ -62,7 +66,6 @@ def train_stage(params: Params, progress: bool | None = None) -> dict[str, Any]:
         # candidate variants are what race mode tries).
         result = _fit(params, Candidate(strategy), data, out, epochs, progress)
 
-    write_model(result, params, data, out)
     report = {
         "strategy": result.candidate.strategy,
         "candidate": result.candidate.label,
@@ -83,10 +86,14 @@ def train_stage(params: Params, progress: bool | None = None) -> dict[str, Any]:
         full = len({row["candidate"] for row in race_table}) * epochs
         report["race_cost_epochs"] = sum(row["epochs_trained"] for row in race_table)
         report["oracle_cost_epochs"] = full
-    reports = Path(params.reports.dir)
-    reports.mkdir(parents=True, exist_ok=True)
-    write_text(reports / HISTORY_FILE, history_csv(result.history))
-    write_json(reports / REPORT_FILE, report)
+    if world.distributed:
+        report["processes"] = world.size
+    if world.is_main:  # every rank holds the same model; one writes it
+        write_model(result, params, data, out)
+        reports = Path(params.reports.dir)
+        reports.mkdir(parents=True, exist_ok=True)
+        write_text(reports / HISTORY_FILE, history_csv(result.history))
+        write_json(reports / REPORT_FILE, report)
     return report
 
 

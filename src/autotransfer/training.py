@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from autotransfer.augment import augment
 from autotransfer.backbones import TransferModel
 from autotransfer.config import Params, TrainConfig
+from autotransfer.distributed import World, all_finite, current_world, main_first, sync_buffers, wrap
 from autotransfer.data import ImageSet, Normalization, class_names, domain_rows, load_images, read_manifest
 from autotransfer.features import FeatureCache, state_hash
 from autotransfer.files import write_atomic
@@ -126,6 +127,18 @@ class DomainClassifier(nn.Module):
         return self.net(x).squeeze(1)
 
 
+class DannForward(nn.Module):
+    """One forward of DANN (features → class logits, and → GRL → domain logits), so DDP can wrap it."""
+
+    def __init__(self, model: TransferModel, domain: DomainClassifier) -> None:
+        super().__init__()
+        self.model, self.domain = model, domain
+
+    def forward(self, x: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.model.features(x)
+        return self.model.head(features), self.domain(grl(features, lam))
+
+
 # ---------------------------------------------------------------- data and model
 
 
@@ -185,11 +198,11 @@ def augmentation_for(cfg: TrainConfig, strategy: str, has_colour: bool) -> tuple
     return aug.geometric, colour
 
 
-def resolve_device(choice: str) -> torch.device:
+def resolve_device(choice: str, world: World = World()) -> torch.device:
     if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise TrainingError("train.device=cuda but no CUDA device is available")
-        return torch.device("cuda")
+        return torch.device("cuda", world.rank % torch.cuda.device_count()) if world.distributed else torch.device("cuda")
     return torch.device("cpu")
 
 
@@ -293,7 +306,8 @@ def fit(params: Params, candidate: Candidate, data: TrainData, out: Path, epochs
     run (a race round) is an exact prefix of the full one and the full run resumes it.
     """
     cfg = params.train
-    device = resolve_device(cfg.device)
+    world = current_world()
+    device = resolve_device(cfg.device, world)
     model, normalization, head_classes = build_model(params, candidate, data)
     strategy = candidate.strategy
     if candidate.backbone_lr_mult is not None:
@@ -311,10 +325,11 @@ def fit(params: Params, candidate: Candidate, data: TrainData, out: Path, epochs
     if strategy == "linear_probe":
         cache = FeatureCache(params.similarity.cache_dir)
         weights = state_hash(model.body)
-        probe_features = {name: torch.from_numpy(cache.features(model.body, params.backbone.arch, images,
-                                                                normalization, params.similarity.batch_size,
-                                                                weights, progress))
-                          for name, images in (("train", data.train), ("val", data.val))}
+        with main_first(world):  # rank 0 fills the on-disk cache, the others read it
+            probe_features = {name: torch.from_numpy(cache.features(model.body, params.backbone.arch, images,
+                                                                    normalization, params.similarity.batch_size,
+                                                                    weights, progress))
+                              for name, images in (("train", data.train), ("val", data.val))}
 
     labeled, labels = supervised_pool(strategy, data, head_classes)
     target_pool = torch.cat([data.unlabeled.images, data.train.images]) if strategy == "dann" else None
@@ -349,7 +364,7 @@ def fit(params: Params, candidate: Candidate, data: TrainData, out: Path, epochs
     started = time.perf_counter()
     total_steps = steps_per_epoch * epochs
     bar = tqdm(total=total_steps, initial=start_epoch * steps_per_epoch, desc=f"train {candidate.label}",
-               unit="step", disable=None if progress is None else not progress)
+               unit="step", disable=not world.is_main or (None if progress is None else not progress))
     last_epoch = 0 if strategy == "source_only" else min(epochs, stop_after or epochs)
     for epoch in range(start_epoch, last_epoch):
         phase = next(p for p in plan if p.start_epoch <= epoch < p.end_epoch)
@@ -357,6 +372,10 @@ def fit(params: Params, candidate: Candidate, data: TrainData, out: Path, epochs
         if phase != current_phase:  # a new phase: new param groups, a fresh (re-warmed) schedule
             groups = param_groups(strategy, model, phase, cfg, head_lr, [domain] if domain is not None else [])
             optimizer = make_optimizer(groups, cfg)
+            # What each step calls: DDP (re-wrapped per phase: the trainable set changed)
+            # around the model, its head (linear probe) or model + domain classifier (DANN).
+            net = wrap(model.head if probe_features is not None
+                       else DannForward(model, domain) if domain is not None else model, world, device)
             scheduler = schedule(optimizer, steps_per_epoch * (phase.end_epoch - phase.start_epoch), cfg)
             if state is not None and state["phase"] == phase.index:
                 optimizer.load_state_dict(state["optimizer"])
@@ -365,40 +384,49 @@ def fit(params: Params, candidate: Candidate, data: TrainData, out: Path, epochs
         set_train_mode(model, frozen)
         torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout and anything else global
         generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+        # Every rank draws the same order and takes its share of each global batch; its own
+        # augmentation draws (one process: the same generator, as always).
+        draws = generator if not world.distributed else torch.Generator().manual_seed(
+            cfg.seed * 1_000_003 + epoch + 7919 * (world.rank + 1))
         epoch_started = time.perf_counter()
         losses, correct, seen, domain_correct, domain_seen = [], 0, 0, 0, 0
         order = torch.randperm(len(labeled), generator=generator)
         for step in range(steps_per_epoch):
             index = order[step * batch: (step + 1) * batch]
+            if len(index) < world.size:  # a last batch too small to give every rank an image
+                index = torch.cat([index, order[: world.size - len(index)]])
+            index = index[world.rank::world.size]
             y = labels[index].to(device)
             if probe_features is not None:
-                logits = model.head(probe_features["train"][index].to(device))
+                logits = net(probe_features["train"][index].to(device))
                 loss = F.cross_entropy(logits, y)
             else:
-                x = augment(labeled[index], generator, use_geometric, use_colour)
+                x = augment(labeled[index], draws, use_geometric, use_colour)
                 if strategy == "dann":
-                    t_index = torch.randint(len(target_pool), (len(index),), generator=generator)
-                    xt = augment(target_pool[t_index], generator, use_geometric, use_colour)
+                    t_index = torch.randint(len(target_pool), (len(index),), generator=draws)
+                    xt = augment(target_pool[t_index], draws, use_geometric, use_colour)
                     both = normalization(torch.cat([x, xt]).to(device))
                     p = (epoch * steps_per_epoch + step) / max(1, total_steps)
                     for group in optimizer.param_groups:  # DANN's annealing: lr·(1+10p)^−0.75
                         group["lr"] = group["initial_lr"] * (1 + 10 * p) ** -0.75
                     with autocast(device):
-                        features = model.features(both)
-                        logits_all = model.head(features)
+                        logits_all, d_logits = net(both, dann_lambda(p))
                         logits = logits_all[: len(index)]
-                        d_logits = domain(grl(features, dann_lambda(p)))
                     d_target = torch.cat([torch.zeros(len(index)), torch.ones(len(index))]).to(device)
                     loss = (F.cross_entropy(logits.float(), y)
                             + cfg.dann.domain_weight * F.binary_cross_entropy_with_logits(d_logits.float(), d_target)
                             + cfg.dann.entropy_weight * entropy(logits_all[len(index):].float()))
+                    if cfg.dann.pseudo_label_weight > 0:
+                        plain = normalization(target_pool[t_index].to(device))
+                        loss = loss + cfg.dann.pseudo_label_weight * consistency(
+                            model, plain, logits_all[len(index):].float(), cfg.dann.pseudo_label_threshold, frozen)
                     domain_correct += int(((d_logits > 0).float() == d_target).sum())
                     domain_seen += len(d_target)
                 else:
                     with autocast(device):
-                        logits = model(normalization(x.to(device)))
+                        logits = net(normalization(x.to(device)))
                     loss = F.cross_entropy(logits.float(), y)
-            if not torch.isfinite(loss):
+            if not all_finite(loss.detach(), world):
                 raise TrainingError(f"{candidate.label}: non-finite loss ({loss.item()}) at epoch {epoch + 1}, "
                                     f"step {step + 1}; stopped, no model written")
             optimizer.zero_grad(set_to_none=True)
@@ -411,12 +439,13 @@ def fit(params: Params, candidate: Candidate, data: TrainData, out: Path, epochs
             seen += len(y)
             bar.update(1)
         seconds = time.perf_counter() - epoch_started
+        sync_buffers(model, world)
         val_accuracy = evaluate_head(model, data.val, normalization, head_classes, data.classes, device,
                                      probe_features["val"] if probe_features is not None else None)
         record = {"epoch": epoch + 1, "phase": phase.index, "train_loss": float(np.mean(losses)),
                   "train_accuracy": correct / max(1, seen), "val_accuracy": val_accuracy,
                   "lr": max(g["lr"] for g in optimizer.param_groups), "seconds": round(seconds, 3),
-                  "images_per_second": round(seen / max(seconds, 1e-9), 1)}
+                  "images_per_second": round(seen * world.size / max(seconds, 1e-9), 1)}
         if strategy == "dann":
             record["domain_accuracy"] = domain_correct / max(1, domain_seen)
             record["lambda"] = dann_lambda((epoch + 1) / epochs)
@@ -432,12 +461,13 @@ def fit(params: Params, candidate: Candidate, data: TrainData, out: Path, epochs
         else:
             patience_left -= 1
         stop = cfg.patience > 0 and patience_left <= 0
-        save_atomic({"run_key": key, "epoch": epoch + 1 if not stop else epochs, "phase": phase.index,
-                     "model": state_subset(model, changing), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "domain": domain.state_dict() if domain else {},
-                     "history": history, "best_score": best["score"], "best_epoch": best["epoch"],
-                     "patience_left": patience_left,
-                     "best_state": best["state"]}, checkpoint_path)
+        if world.is_main:  # the ranks' weights are equal; one writer
+            save_atomic({"run_key": key, "epoch": epoch + 1 if not stop else epochs, "phase": phase.index,
+                         "model": state_subset(model, changing), "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(), "domain": domain.state_dict() if domain else {},
+                         "history": history, "best_score": best["score"], "best_epoch": best["epoch"],
+                         "patience_left": patience_left,
+                         "best_state": best["state"]}, checkpoint_path)
         if stop:
             log.info("early stopping after epoch %d (best %d)", epoch + 1, best["epoch"])
             break
@@ -462,6 +492,22 @@ def supervised_pool(strategy: str, data: TrainData, head_classes: tuple[str, ...
     target_labels = mapping[data.train.labels] if len(data.train) else data.train.labels
     return (torch.cat([data.source_train.images, data.train.images]),
             torch.cat([data.source_train.labels, target_labels]))
+
+
+def consistency(model: TransferModel, plain: torch.Tensor, augmented_logits: torch.Tensor, threshold: float,
+                frozen: list[nn.Module]) -> torch.Tensor:
+    """Cross-entropy of the augmented view against the confident predictions on the plain images.
+
+    The pseudo-labels come from eval mode (no gradient, BatchNorm running statistics left
+    as they are), so they are the model's own current guesses, not a moving target.
+    """
+    model.eval()
+    with torch.no_grad(), autocast(plain.device):
+        probabilities = model(plain).float().softmax(1)
+    set_train_mode(model, frozen)
+    confidence, pseudo = probabilities.max(1)
+    mask = (confidence >= threshold).float()
+    return (F.cross_entropy(augmented_logits, pseudo, reduction="none") * mask).mean()
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
