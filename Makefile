@@ -14,7 +14,7 @@ export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 PYTEST_ARGS ?=
 
-.PHONY: install run serve bench bench-full test demo-data validate clean
+.PHONY: install run serve stack-up stack-down bench bench-full test demo-data validate clean
 
 install: $(STAMP)
 
@@ -43,6 +43,15 @@ run: $(STAMP)
 # `retrain/nightly` deployment on the process pool, and a worker running in the foreground.
 serve: $(STAMP)
 	python -m flows.deploy --serve
+
+# The team stack on loopback (README "Running as a team"): PostgreSQL, an S3 server (moto),
+# MLflow server (PostgreSQL + S3 artifacts), Prefect server (PostgreSQL), a process worker,
+# and the DVC remote `team` in .dvc/config.local. State and logs in .stack/.
+stack-up: $(STAMP)
+	autotransfer stack up
+
+stack-down: $(STAMP)
+	autotransfer stack down
 
 # Benchmarks (measurements, not tests): results in bench/results/, summary in BENCHMARKS.md.
 bench: $(STAMP)

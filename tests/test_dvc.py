@@ -86,7 +86,8 @@ def ran_stages(output: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_fresh_clone_rebuilds_the_data_byte_for_byte_and_reproduces(clone: Path):
+@pytest.mark.scaleout
+def test_fresh_clone_rebuilds_the_data_byte_for_byte_and_reproduces(clone: Path, team, tmp_path: Path):
     committed = (clone / "data.dvc").read_text()
     # given a fresh clone (no data, empty DVC cache)
     assert not (clone / "data").exists()
@@ -106,6 +107,23 @@ def test_fresh_clone_rebuilds_the_data_byte_for_byte_and_reproduces(clone: Path)
     # after which nothing is left to do
     assert "up to date" in sh([sys.executable, "-m", "dvc", "status"], clone).stdout
     assert ran_stages(sh([sys.executable, "-m", "dvc", "repro"], clone).stdout) == []
+    # the team's S3 remote (keys only in the git-ignored .dvc/config.local) takes a push ...
+    sh(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "reproduced"], clone)
+    team.configure_dvc_remote(clone)
+    assert team.secret_key not in (clone / ".dvc/config").read_text()
+    assert team.secret_key in (clone / ".dvc/config.local").read_text()
+    assert sh(["git", "status", "--porcelain"], clone).stdout == ""
+    sh([sys.executable, "-m", "dvc", "push"], clone)
+    # ... and a fresh clone (no data, empty cache) pulls data/ byte for byte, already reproduced
+    fresh = tmp_path / "fresh"
+    sh(["git", "clone", "-q", str(clone), str(fresh)], tmp_path)
+    team.configure_dvc_remote(fresh)
+    sh([sys.executable, "-m", "dvc", "pull"], fresh)
+    pushed = {p.relative_to(clone): p.read_bytes() for p in sorted((clone / "data").rglob("*")) if p.is_file()}
+    pulled = {p.relative_to(fresh): p.read_bytes() for p in sorted((fresh / "data").rglob("*")) if p.is_file()}
+    assert len(pushed) > 1000 and pulled == pushed
+    assert "up to date" in sh([sys.executable, "-m", "dvc", "status"], fresh).stdout
+    assert ran_stages(sh([sys.executable, "-m", "dvc", "repro"], fresh).stdout) == []
     # a train.* param reruns train and what follows it, nothing before
     params = yaml.safe_load((clone / "params.yaml").read_text())
     params["train"]["seed"] = 1

@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", parents=[common], help="train the planned strategy -> models/target/")
     train.add_argument("--force", help="train this strategy instead of the plan's (overrides strategy.force)")
+    train.add_argument("--nproc", type=int, help="data-parallel processes (torch DDP via torchrun; "
+                       "overrides train.distributed)")
     train.set_defaults(handler=cmd_train)
 
     evaluate = sub.add_parser("evaluate", parents=[common], help="score the model on the target test split")
@@ -85,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     summary = sub.add_parser("summary", parents=[common], help="what the last pipeline run decided and scored")
     summary.set_defaults(handler=cmd_summary)
+
+    stack = sub.add_parser("stack", help="start/stop the team stack on loopback: PostgreSQL, S3, MLflow and "
+                           "Prefect servers, a worker (make stack-up / stack-down)")
+    stack.add_argument("action", choices=["up", "down", "status"])
+    stack.add_argument("--root", type=Path, default=Path(".stack"), help="state, data and logs (default .stack/)")
+    stack.add_argument("--no-worker", action="store_true", help="up: no Prefect worker")
+    stack.set_defaults(handler=cmd_stack)
     return parser
 
 
@@ -105,6 +114,40 @@ def main(argv: list[str] | None = None) -> int:
     except (StageInputError, WeightsError, PlanError, TrainingError, RegistryError, ImageDecodeError) as exc:
         print(f"autotransfer {args.command}: {exc}", file=sys.stderr)
         return EXIT_FAILED
+
+
+def cmd_stack(args: argparse.Namespace) -> int:
+    from autotransfer.stack import Stack, StackError, describe
+
+    root = args.root.resolve()
+    exists = (root / "state.json").exists()
+    try:
+        if args.action == "up":
+            stack = Stack.load(root) if exists else Stack(root)
+            if exists and any(stack.pids.values()):
+                print(f"a stack is already up (state in {root}); `autotransfer stack down` first", file=sys.stderr)
+                return EXIT_FAILED
+            started = time.perf_counter()
+            stack.up(repo=Path.cwd(), worker=not args.no_worker)
+            print(describe(stack))
+            print(f"up in {time.perf_counter() - started:.1f} s; stop with `make stack-down`")
+        elif args.action == "down":
+            if not exists:
+                print(f"no stack in {root}")
+                return EXIT_OK
+            stopped = Stack.load(root).down()
+            print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+        else:
+            if not exists:
+                print(f"no stack in {root}")
+                return EXIT_FAILED
+            stack = Stack.load(root)
+            print(describe(stack))
+            print(f"processes: {stack.pids or 'none'}")
+    except StackError as exc:
+        print(f"autotransfer stack {args.action}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def _params(args: argparse.Namespace, *extra: str) -> Params:
@@ -197,7 +240,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from autotransfer.train_stage import train_stage
 
-    report = train_stage(_params(args, *_force(args)), progress=_progress(args))
+    nproc = [f"train.distributed={args.nproc}"] if args.nproc else []
+    report = train_stage(_params(args, *_force(args), *nproc), progress=_progress(args))
     for row in report["race"]:
         print(f"  race round {row['round']}: {row['candidate']} {row['budget_epochs']} epochs "
               f"-> val {_fmt(row['val_accuracy'])} ({row['seconds']} s)")
@@ -206,7 +250,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     resumed = f", resumed from epoch {report['resumed_from_epoch']}" if report["resumed_from_epoch"] else ""
     print(f"trained {report['candidate']} ({report['mode']}): {report['epochs_run']} epochs{resumed}, "
           f"best epoch {report['best_epoch']}, target val accuracy {_fmt(report['val_accuracy'])}, "
-          f"{report['seconds']} s ({report['images_per_second']} img/s)")
+          f"{report['seconds']} s ({report['images_per_second']} img/s"
+          + (f", {report['processes']} processes)" if report.get("processes") else ")"))
     return EXIT_OK
 
 

@@ -1,0 +1,133 @@
+"""Team-scale engines on 127.0.0.1: MLflow on PostgreSQL + S3, Prefect on PostgreSQL with a worker.
+
+The stack is conftest's session fixture ``team`` (autotransfer.stack: what `make stack-up`
+starts), stopped at the end of the session even when a test fails. The DVC remote on the
+same S3 server: test_dvc; 2-process DDP training: test_distributed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from autotransfer.registry import register
+from autotransfer.stack import MLFLOW_BUCKET, POOL, Stack, StackError, free_port, postgres_bin
+from registry_helpers import demo_params, run_pipeline
+from test_flows import params_file
+
+pytestmark = [pytest.mark.slow, pytest.mark.scaleout]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def psql(stack: Stack, database: str, query: str) -> list[tuple]:
+    import psycopg
+
+    with psycopg.connect(f"{stack.postgres_url}/{database}") as connection:
+        return connection.execute(query).fetchall()
+
+
+def s3_keys(stack: Stack, bucket: str) -> list[str]:
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=stack.s3_endpoint, aws_access_key_id=stack.access_key,
+                      aws_secret_access_key=stack.secret_key, region_name="us-east-1")
+    return [item["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+            for item in page.get("Contents", [])]
+
+
+def client_env(stack: Stack) -> dict[str, str]:
+    """What a team member's shell has: the tracking URI, and no S3 credentials at all."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_S3"))}
+    return {**env, "MLFLOW_TRACKING_URI": stack.mlflow_uri}
+
+
+def test_mlflow_on_postgres_and_s3_registers_promotes_and_serves_the_champion(team, demo_root, tmp_path,
+                                                                             monkeypatch):
+    for name in [k for k in os.environ if k.startswith(("AWS_", "MLFLOW_S3"))]:
+        monkeypatch.delenv(name)  # the client never holds S3 credentials
+    # given a trained pipeline whose registry is the team's MLflow server
+    params = run_pipeline(demo_params(demo_root, tmp_path / "work", store=team.mlflow_uri))
+    # when it registers
+    decision = register(params)
+    # then the version is the champion, recorded in PostgreSQL, its files in the S3 bucket
+    assert decision["champion"] == str(decision["version"]) and decision["decision"] == "promoted"
+    assert psql(team, "mlflow", "select name, version from model_versions") == [("autotransfer", 1)]
+    keys = s3_keys(team, MLFLOW_BUCKET)
+    assert any(k.endswith("model.safetensors") for k in keys) and any(k.endswith("MLmodel") for k in keys)
+    champion = MlflowClient(team.mlflow_uri).get_model_version_by_alias("autotransfer", "champion")
+    assert str(champion.version) == str(decision["version"])
+    # and `predict` loads models:/autotransfer@champion back through the server, without S3 keys
+    image = next((demo_root / "digits/test/7").glob("*.png"))
+    out = subprocess.run([str(Path(sys.executable).with_name("autotransfer")), "predict", "--json", str(image)],
+                         cwd=tmp_path, env=client_env(team), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    [prediction] = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert prediction["label"] == "7", prediction
+
+
+def test_prefect_on_postgres_runs_the_nightly_deployment_on_a_worker(team, demo_root, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows import deploy as deploy_module
+
+    assert POOL == deploy_module.POOL
+    params = demo_params(demo_root, tmp_path / "work", store=team.mlflow_uri)
+    file = params_file(params, tmp_path / "params.yaml")
+    with temporary_settings({PREFECT_API_URL: team.prefect_api}):
+        # given the deployment on the team's server, with its cron
+        deployment_id = deploy_module.deploy(parameters={"params_file": file, "force": False})
+        with get_client(sync_client=True) as client:
+            deployment = client.read_deployment(deployment_id)
+            [schedule] = deployment.schedules
+            assert deployment.work_pool_name == POOL
+            assert schedule.schedule.cron == deploy_module.CRON and schedule.schedule.timezone == "UTC"
+        # when a run is triggered, the stack's worker picks it up
+        flow_run = run_deployment(f"retrain/{deploy_module.DEPLOYMENT}", timeout=0)
+        deadline = time.monotonic() + 400
+        with get_client(sync_client=True) as client:
+            while True:
+                state = client.read_flow_run(flow_run.id).state
+                if state is not None and state.is_final():
+                    break
+                assert time.monotonic() < deadline, f"flow run still {state}"
+                time.sleep(2)
+    # then it completed, the run lives in PostgreSQL and its model in the team's registry
+    assert state.is_completed(), state
+    assert psql(team, "prefect", f"select state_type from flow_run where id = '{flow_run.id}'") == [("COMPLETED",)]
+    versions = MlflowClient(team.mlflow_uri).search_model_versions("name = 'autotransfer'")
+    assert any(v.tags.get("data_hash") for v in versions)
+
+
+def test_stack_down_stops_every_server(tmp_path):
+    try:
+        postgres_bin("initdb")
+    except StackError as exc:
+        pytest.skip(str(exc))
+    root = Path(tempfile.mkdtemp(prefix="autotransfer-stack-"))
+    root.chmod(0o755)
+    stack = Stack(root, ports={name: free_port() for name in ("postgres", "s3", "mlflow", "prefect")})
+    # given a stack without MLflow/Prefect (the quick part)
+    try:
+        stack.start_postgres()
+        stack.start_s3()
+        pids = dict(stack.pids)
+    finally:
+        # when it goes down
+        stopped = stack.down()
+    # then both servers are gone and the state says nothing runs
+    assert set(stopped) == {"postgres", "s3"}
+    for pid in pids.values():
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+    assert Stack.load(root).pids == {}
+    with pytest.raises(Exception):
+        psql(stack, "postgres", "select 1")
