@@ -31,8 +31,8 @@ from tqdm.auto import tqdm
 from autotransfer.augment import augment
 from autotransfer.backbones import TransferModel
 from autotransfer.config import Params, TrainConfig
-from autotransfer.distributed import World, all_finite, current_world, main_first, sync_buffers, wrap
 from autotransfer.data import ImageSet, Normalization, class_names, domain_rows, load_images, read_manifest
+from autotransfer.distributed import World, all_finite, current_world, main_first, sync_buffers, wrap
 from autotransfer.features import FeatureCache, state_hash
 from autotransfer.files import write_atomic
 from autotransfer.pretrain import DEFAULT_NORMALIZATION, load_backbone
