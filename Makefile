@@ -72,7 +72,7 @@ bench-full: $(STAMP)
 	cd bench && python report.py
 
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --durations=15 $(PYTEST_ARGS)
 
 clean:
 	rm -rf reports models .pytest_cache

@@ -52,7 +52,7 @@ def deploy(project: Path = PROJECT, parameters: dict[str, Any] | None = None, cr
     source = retrain.from_source(source=str(project), entrypoint=ENTRYPOINT)
     return source.deploy(name=name, work_pool_name=pool, schedules=[Cron(cron, timezone=timezone)],
                          parameters=parameters or {"params_file": "params.yaml", "force": False},
-                         build=False, push=False, print_next_steps=False)
+                         build=False, push=False, print_next_steps=False, ignore_warnings=True)
 
 
 def _healthy(api: str) -> bool:
