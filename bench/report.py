@@ -186,7 +186,7 @@ def main() -> None:
                   "issue._", ""],
     }
     sections = [("efficiency", efficiency), ("probe_cache", probe_cache), ("orchestration", orchestration),
-                ("dann-2000", dann), ("strategy_selection", strategy_selection), ("similarity_cost", similarity_cost),
+                ("dann", dann), ("strategy_selection", strategy_selection), ("similarity_cost", similarity_cost),
                 ("peers", None)]
     for name, render in sections:
         result = load(name) if render else None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -354,7 +355,13 @@ def cmd_summary(args: argparse.Namespace) -> int:
               f"champion is v{r['champion']}")
         if r["tracking_uri"].startswith("sqlite:///"):
             print(f"  browse: mlflow ui --backend-store-uri {r['tracking_uri']} --host 127.0.0.1")
-    print("  flow runs: prefect server start --host 127.0.0.1, then http://127.0.0.1:4200")
+        else:
+            print(f"  browse: {r['tracking_uri']}")
+    api = os.environ.get("PREFECT_API_URL")
+    if api:
+        print(f"  flow runs: {api.removesuffix('/api')}")
+    else:
+        print("  flow runs: prefect server start --host 127.0.0.1, then http://127.0.0.1:4200")
     print(f"reports: {reports.as_posix()}/ (validation.md, similarity.json, plan.json, metrics.json, plots/, "
           "registration.json)")
     return EXIT_OK
