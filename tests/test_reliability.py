@@ -206,7 +206,7 @@ def test_every_server_command_binds_to_loopback():
                 assert "127.0.0.1" in line, f"{name}: {line}"
     assert found >= 3
     # and the commands the tests and `make serve` run pass --host 127.0.0.1 explicitly
-    for path in (REPO / "flows/deploy.py", REPO / "tests/test_registry.py", REPO / "tests/test_schedule.py"):
+    for path in (REPO / "flows/deploy.py", REPO / "tests/test_registry.py", REPO / "src/autotransfer/stack.py"):
         assert '"--host"' in path.read_text(), path
 
 
