@@ -37,16 +37,17 @@ PAIRS = {"digits->digits-m": ("digits", "digits-m"), "synth-digits->digits": ("s
 
 def run_pair(name: str, source: str, target: str, seed: int, steps: int, arch: str, work: Path,
              data_root: Path, pretrain_epochs: int, dann_overrides: list[str] = (),
-             only: list[str] | None = None) -> dict:
+             only: list[str] | None = None, recipe_overrides: list[str] = ()) -> dict:
     base = [f"data.root={data_root}", f"data.source={source}", f"data.target={target}",
             f"backbone.arch={arch}", f"pretrain.epochs={pretrain_epochs}", f"pretrain.seed={seed}",
             f"pretrain.out={work}/models/source", "train.patience=0", f"train.seed={seed}",
             f"similarity.cache_dir={work}/cache", "similarity.n_per_domain=200"]
     results = {}
     variants = {
-        "source_only": ["data.labeled_per_class=0", "strategy.force=dann", "train.dann.domain_weight=0",
-                        "train.dann.entropy_weight=0"],
-        "dann": ["data.labeled_per_class=0", "strategy.force=dann", *dann_overrides],
+        "source_only": ["data.labeled_per_class=0", "strategy.force=dann", *recipe_overrides,
+                        "train.dann.domain_weight=0", "train.dann.entropy_weight=0",
+                        "train.dann.pseudo_label_weight=0"],
+        "dann": ["data.labeled_per_class=0", "strategy.force=dann", *recipe_overrides, *dann_overrides],
         "target": ["strategy.force=finetune_all", "train.backbone_lr_mult=1.0", "train.lr=0.01"],
     }
     for variant, extra in variants.items():
@@ -87,16 +88,20 @@ def main() -> None:
     parser.add_argument("--pairs", nargs="+", default=list(PAIRS))
     parser.add_argument("--data", type=Path, default=REPO / "data")
     parser.add_argument("--dann-set", nargs="*", default=[], help="extra overrides for the dann runs")
+    parser.add_argument("--recipe-set", nargs="*", default=[],
+                        help="overrides for both source_only and dann (they share the recipe)")
     parser.add_argument("--only", nargs="*", help="run only these variants (no summary)")
     parser.add_argument("--work", type=Path, default=REPO / "bench/results/tmp")
     parser.add_argument("--out", type=Path, default=REPO / "bench/results/dann.json")
     args = parser.parse_args()
     summary = {"steps": args.steps, "arch": args.arch, "seeds": args.seeds, "dann_overrides": args.dann_set,
+               "recipe_overrides": args.recipe_set,
                "pairs": {}}
     for name in args.pairs:
         source, target = PAIRS[name]
         runs = {seed: run_pair(name, source, target, seed, args.steps, args.arch,
-                               args.work / name / f"seed{seed}", args.data, args.pretrain_epochs, args.dann_set, args.only)
+                               args.work / name / f"seed{seed}", args.data, args.pretrain_epochs, args.dann_set, args.only,
+                               args.recipe_set)
                 for seed in args.seeds}
         entry = {"runs": runs}
         if args.only:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import shutil
 import socket
 from pathlib import Path
 
@@ -116,6 +117,7 @@ def team():
         stack.down()
         left = [name for name, pid in pids.items() if _running(pid)]
         assert not left, f"left running after stack.down(): {left}"
+        shutil.rmtree(root, ignore_errors=True)  # the cluster, the S3 server's state, logs
 
 
 def _running(pid: int) -> bool:

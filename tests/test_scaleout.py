@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -129,5 +130,6 @@ def test_stack_down_stops_every_server(tmp_path):
     for pid in pids.values():
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
     assert Stack.load(root).pids == {}
+    shutil.rmtree(root, ignore_errors=True)
     with pytest.raises(Exception):
         psql(stack, "postgres", "select 1")
