@@ -14,7 +14,7 @@ export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 PYTEST_ARGS ?=
 
-.PHONY: install run serve stack-up stack-down bench bench-full test demo-data validate clean
+.PHONY: install run serve stack-up stack-down bench bench-peers bench-full test demo-data validate clean
 
 install: $(STAMP)
 
@@ -62,13 +62,28 @@ bench: $(STAMP)
 	cd bench && python strategy_selection.py --seeds 0 --scenarios quick
 	cd bench && python report.py
 
-bench-full: $(STAMP)
+# Peers (fastai, Lightning) are bench-only: a venv that sees .venv and adds them, never a
+# dependency of the project.
+PEERS := .venv-peers
+$(PEERS)/.installed: $(STAMP)
+	@test -x $(PEERS)/bin/python || $(PYTHON) -m venv $(PEERS)
+	echo "import site; site.addsitedir('$(CURDIR)/$(VENV)/lib/python3.11/site-packages')" \
+		> $(PEERS)/lib/python3.11/site-packages/autotransfer-venv.pth
+	$(PEERS)/bin/python -m pip install --quiet "fastai==2.8.12" "lightning==2.6.6"
+	@touch $@
+
+bench-peers: $(PEERS)/.installed
+	cd bench && ../$(PEERS)/bin/python peers.py --seeds 0 1 2 --scenarios quick
+	cd bench && python report.py
+
+bench-full: $(STAMP) $(PEERS)/.installed
 	cd bench && python efficiency.py --repeats 5 --epochs 2
 	cd bench && python probe_cache.py --repeats 3
 	cd bench && python orchestration.py --repeats 3 --demo
 	cd bench && python similarity_cost.py --repeats 3
 	cd bench && python strategy_selection.py --seeds 0 1 2
 	cd bench && python dann.py --seeds 0 1 2 --steps 2000
+	cd bench && ../$(PEERS)/bin/python peers.py --seeds 0 1 2 --scenarios all
 	cd bench && python report.py
 
 test: $(STAMP)

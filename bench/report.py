@@ -101,6 +101,33 @@ def dann(r: dict[str, Any]) -> list[str]:
     return rows
 
 
+def peers(r: dict[str, Any]) -> list[str]:
+    setup = r["setup"]
+    rows = ["## 7. Peers side by side (fastai, Lightning)", "", header(r), "",
+            f"_resnet18 pretrained on the source domain, {setup['epochs']} epochs each, the scenario's labels "
+            f"(val included), seeds {setup['seeds']}; fastai {setup['fastai']} `vision_learner` + `fine_tune`, "
+            f"Lightning {setup['lightning']} `BackboneFinetuning()` defaults; autotransfer = the `rules` pick, "
+            "its seconds include similarity and planning. Run with `make bench-peers`._", "",
+            "| scenario | autotransfer (pick) | fastai | Lightning | seconds: ours / fastai / Lightning |",
+            "|---|---|---|---|---|"]
+    accurate, fast = [], []
+    for name, v in r["scenarios"].items():
+        s = v["summary"]
+        cell = lambda who: f"{s[who]['accuracy_mean']:.3f} ± {s[who]['accuracy_std']:.3f}"  # noqa: E731
+        picks = sorted({run["autotransfer"]["pick"] for run in v["runs"]})
+        rows.append(f"| {name} | {cell('autotransfer')} ({', '.join(picks)}) | {cell('fastai')} | "
+                    f"{cell('lightning')} | {s['autotransfer']['seconds_mean']:.0f} / {s['fastai']['seconds_mean']:.0f}"
+                    f" / {s['lightning']['seconds_mean']:.0f} |")
+        best_peer = max(s[p]["accuracy_mean"] for p in ("fastai", "lightning"))
+        accurate.append(s["autotransfer"]["accuracy_mean"] - best_peer)
+        fast.append(s["autotransfer"]["seconds_mean"] <= min(s[p]["seconds_mean"] for p in ("fastai", "lightning")))
+    met = all(d >= 0 for d in accurate) and all(fast)
+    rows += ["", verdict(met, "automatic pick minus the best peer, per scenario: "
+                         + ", ".join(f"{100 * d:+.1f} pts" for d in accurate)
+                         + f"; no slower than either peer in {sum(fast)}/{len(fast)} scenarios."), ""]
+    return rows
+
+
 def strategy_selection(r: dict[str, Any]) -> list[str]:
     o, t = r["overall"], r["target"]
     rows = ["## 5. Strategy selection: oracle vs `rules` vs `race`", "", header(r), "",
@@ -187,7 +214,7 @@ def main() -> None:
     }
     sections = [("efficiency", efficiency), ("probe_cache", probe_cache), ("orchestration", orchestration),
                 ("dann", dann), ("strategy_selection", strategy_selection), ("similarity_cost", similarity_cost),
-                ("peers", None)]
+                ("peers", peers)]
     for name, render in sections:
         result = load(name) if render else None
         lines += render(result) if result else not_yet.get(name, [f"## {name}", "", "_Not measured yet._", ""])
