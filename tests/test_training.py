@@ -122,6 +122,23 @@ def test_discriminative_lrs_for_finetune_all(ready):
     assert lrs == pytest.approx({"head": 0.1, "fc": 0.05, "conv2": 0.025, "stem": 0.0125})
 
 
+def test_dann_uses_its_own_layer_decay(ready):
+    from autotransfer.training import build_model
+
+    # given train.layer_decay 0.5 (finetune_all's) and dann.layer_decay 0.8
+    cfg = ready.train.model_copy(update={"layer_decay": 0.5, "dann": ready.train.dann.model_copy(
+        update={"layer_decay": 0.8})})
+    data = load_train_data(ready, "finetune_all", progress=False)
+    model, _, _ = build_model(ready, Candidate("finetune_all"), data)
+    [phase] = phases("finetune_all", model, cfg, 3)
+    apply_phase(model, phase)
+    # then dann's body groups decay by 0.8 per group, finetune_all's by 0.5
+    dann = {g["name"].split("/")[0]: g["lr"] for g in param_groups("dann", model, phase, cfg, 0.1)}
+    assert dann == pytest.approx({"head": 0.1, "fc": 0.1, "conv2": 0.08, "stem": 0.064})
+    finetune = {g["name"].split("/")[0]: g["lr"] for g in param_groups("finetune_all", model, phase, cfg, 0.1)}
+    assert finetune["stem"] == pytest.approx(0.025)
+
+
 def test_gradient_reversal_is_identity_forward_and_minus_lambda_backward():
     x = torch.randn(5, 3, requires_grad=True)
     y = grl(x, 0.7)

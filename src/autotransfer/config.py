@@ -139,7 +139,11 @@ class DannConfig(Section):
     domain_hidden: int = Field(1024, ge=8, description="Hidden width of the domain classifier.")
     entropy_weight: float = Field(0.1, ge=0, description="Entropy minimisation on target predictions.")
     domain_weight: float = Field(1.0, ge=0, description="Scale of the adversarial loss (0: source-only baseline).")
-    lr: float = Field(0.01, gt=0, description="SGD learning rate, annealed as lr·(1+10p)^-0.75.")
+    lr: float = Field(0.03, gt=0, description="SGD learning rate, annealed as lr·(1+10p)^-0.75.")
+    layer_decay: float = Field(
+        1.0, gt=0, le=1, description="DANN's own discriminative-LR factor per body group below the top: the "
+        "adversarial loss must move the lower layers too (1.0 with lr 0.03 closed 0.36 / 0.69 of the gap on "
+        "the two demo pairs vs 0.21 / 0.50 with train.layer_decay 0.5 and lr 0.01).")
     pseudo_label_weight: float = Field(
         0.0, ge=0, description="Consistency on unlabeled target images (FixMatch-style): the model's confident "
         "prediction on the plain image is the label for an augmented view of it (0: off).")

@@ -76,7 +76,7 @@ def param_groups(strategy: str, model: TransferModel, phase: Phase, cfg: TrainCo
 
     - scratch: every group at ``head_lr``;
     - finetune_all / finetune_top / dann: discriminative LRs, the top body group at
-      ``head_lr × backbone_lr_mult``, each group below × ``layer_decay``;
+      ``head_lr × backbone_lr_mult``, each group below × ``layer_decay`` (dann: ``dann.layer_decay``);
     - progressive: the k-th unfrozen group (counted from the top) at ``head_lr / lr_ratio^k``
       (ULMFiT's 2.6).
     ``extra`` modules (e.g. DANN's domain classifier) train at ``head_lr``.
@@ -90,7 +90,8 @@ def param_groups(strategy: str, model: TransferModel, phase: Phase, cfg: TrainCo
         elif strategy == "progressive":
             lr = head_lr / cfg.lr_ratio ** (depth + 1)
         else:
-            lr = head_lr * cfg.backbone_lr_mult * cfg.layer_decay**depth
+            decay = cfg.dann.layer_decay if strategy == "dann" else cfg.layer_decay
+            lr = head_lr * cfg.backbone_lr_mult * decay**depth
         out += _named(weight_decay_groups(modules, cfg.weight_decay, lr=lr), name)
     head = [m for name, modules in groups if name == "head" for m in modules] + list(extra)
     out += _named(weight_decay_groups(head, cfg.weight_decay, lr=head_lr), "head")
