@@ -142,7 +142,7 @@ class DannConfig(Section):
     lr: float = Field(0.03, gt=0, description="SGD learning rate, annealed as lr·(1+10p)^-0.75.")
     layer_decay: float = Field(
         1.0, gt=0, le=1, description="DANN's own discriminative-LR factor per body group below the top: the "
-        "adversarial loss must move the lower layers too (1.0 with lr 0.03 closed 0.36 / 0.69 of the gap on "
+        "adversarial loss must move the lower layers too (1.0 with lr 0.03 closed 0.36 / 0.68 of the gap on "
         "the two demo pairs vs 0.21 / 0.50 with train.layer_decay 0.5 and lr 0.01).")
     pseudo_label_weight: float = Field(
         0.0, ge=0, description="Consistency on unlabeled target images (FixMatch-style): the model's confident "
