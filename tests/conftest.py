@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from autotransfer.config import Params, params_from_dict
+from servers import running
 
 _real_connect = socket.socket.connect
 
@@ -115,14 +116,8 @@ def team():
     finally:
         pids = dict(stack.pids)
         stack.down()
-        left = [name for name, pid in pids.items() if _running(pid)]
+        left = [name for name, pid in pids.items() if running(pid)]
         assert not left, f"left running after stack.down(): {left}"
         shutil.rmtree(root, ignore_errors=True)  # the cluster, the S3 server's state, logs
 
 
-def _running(pid: int) -> bool:
-    status = Path(f"/proc/{pid}/status")
-    try:
-        return "zombie" not in status.read_text()
-    except OSError:
-        return False

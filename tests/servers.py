@@ -2,31 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
-import time
+from pathlib import Path
 
-import requests
+from autotransfer.stack import free_port, wait_http
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_http(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"{process.args} exited with {process.returncode}")
-        try:
-            if requests.get(url, timeout=2).ok:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"{url} did not come up in {timeout} s")
+__all__ = ["free_port", "running", "stop", "wait_http"]
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -36,3 +17,11 @@ def stop(process: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (an unreaped child has stopped running)."""
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False

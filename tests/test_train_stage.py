@@ -11,6 +11,7 @@ from autotransfer.planning import make_plan
 from autotransfer.pretrain import pretrain
 from autotransfer.similarity_stage import measure_similarity
 from autotransfer.train_stage import train_stage
+from autotransfer.training import load_train_data
 from autotransfer.validation import validate
 from stage_helpers import tiny_params
 
@@ -48,7 +49,7 @@ def test_rerun_resumes_the_finished_run_instead_of_retraining(ready):
 def test_race_trains_the_top_candidates_on_a_short_budget_then_the_winner_to_the_end(data_root, tmp_path):
     params = planned(tiny_params(data_root, tmp_path, strategy={"mode": "race", "top_k": 3},
                                  train={"epochs": 4, "batch_size": 4, "patience": 0,
-                                        "race": {"budget_fraction": 0.25, "keep": 0.5}}))
+                                        "race": {"budget_fraction": 0.25, "keep": 0.5, "min_round_steps": 1}}))
     report = train_stage(params, progress=False)
     rounds = [row for row in report["race"] if row["round"] != "final"]
     assert {row["budget_epochs"] for row in rounds} == {1, 2}
@@ -60,6 +61,21 @@ def test_race_trains_the_top_candidates_on_a_short_budget_then_the_winner_to_the
     assert final["epochs_trained"] == 4 - 2
     assert report["race_cost_epochs"] < report["oracle_cost_epochs"]
     assert report["race_cost_epochs"] == sum(r["epochs_trained"] for r in report["race"])
+
+
+def test_race_rounds_last_at_least_min_round_steps(data_root, tmp_path):
+    # given 8 epochs, a 1/8 first round, but a floor of 3 epochs' worth of steps
+    params = planned(tiny_params(data_root, tmp_path, strategy={"mode": "race", "top_k": 2},
+                                 train={"epochs": 8, "batch_size": 4, "patience": 0,
+                                        "race": {"budget_fraction": 0.125, "keep": 0.5}}))
+    steps_per_epoch = -(-len(load_train_data(params, "", progress=False).train) // 4)
+    floored = params.model_copy(update={"train": params.train.model_copy(update={"race": params.train.race.model_copy(
+        update={"min_round_steps": 3 * steps_per_epoch})})})
+    # when the race runs
+    report = train_stage(floored, progress=False)
+    # then its first round is 3 epochs, not 1
+    first = [row for row in report["race"] if row["round"] == 1]
+    assert len(first) == 2 and {row["budget_epochs"] for row in first} == {3}
 
 
 def test_forced_strategy_is_trained(ready):

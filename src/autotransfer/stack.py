@@ -43,6 +43,22 @@ class StackError(RuntimeError):
     pass
 
 
+def wait_http(url: str, process: subprocess.Popen, timeout: float = 120, name: str | None = None) -> None:
+    """Wait until ``url`` answers 2xx; fail at once if ``process`` exits, else after ``timeout``."""
+    name = name or str(process.args)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise StackError(f"{name} exited with status {process.returncode}")
+        try:
+            if requests.get(url, timeout=2).ok:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.3)
+    raise StackError(f"{name} did not answer {url} within {timeout:.0f} s")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((HOST, 0))
@@ -106,8 +122,9 @@ class Stack:
     def save(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         data = {**asdict(self), "root": str(self.root)}
-        self.state_file.write_text(json.dumps(data, indent=2) + "\n")
-        os.chmod(self.state_file, 0o600)  # holds the S3 secret
+        # Created 0600, never readable by others even for a moment: it holds the S3 secret.
+        with os.fdopen(os.open(self.state_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
+            file.write(json.dumps(data, indent=2) + "\n")
         exports = "".join(f"export {k}={v}\n" for k, v in self.client_env.items())
         (self.root / "env").write_text(exports)
 
@@ -127,17 +144,7 @@ class Stack:
                                        start_new_session=True, cwd=self.root)
         self.pids[name] = process.pid
         self.save()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise StackError(f"{name} exited with status {process.returncode}; see {self.root}/logs/{name}.log")
-            try:
-                if requests.get(health, timeout=2).ok:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.3)
-        raise StackError(f"{name} did not answer {health} within {timeout:.0f} s; see {self.root}/logs/{name}.log")
+        wait_http(health, process, timeout, f"{name} (see {self.root}/logs/{name}.log)")
 
     def _base_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_", "PREFECT_API"))}

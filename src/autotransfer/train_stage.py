@@ -109,8 +109,9 @@ def race(params: Params, candidates: list[Candidate], data: TrainData, out: Path
     Every round trains under the full run's schedule and stops early, so the winner's
     checkpoint is an exact prefix of its full run and is resumed, not retrained.
     """
-    epochs = params.train.epochs
-    budget = max(1, round(epochs * params.train.race.budget_fraction))
+    epochs, cfg = params.train.epochs, params.train.race
+    steps_per_epoch = max(1, math.ceil(len(data.train) / params.train.batch_size))
+    budget = min(epochs, max(math.ceil(epochs * cfg.budget_fraction), math.ceil(cfg.min_round_steps / steps_per_epoch)))
     alive = list(candidates)
     table: list[dict[str, Any]] = []
     trained = {c.label: 0 for c in candidates}
@@ -129,7 +130,7 @@ def race(params: Params, candidates: list[Candidate], data: TrainData, out: Path
         alive.sort(key=lambda c: scores[c.label], reverse=True)  # stable: ties keep the plan's order
         if budget >= epochs:
             break
-        alive = alive[: max(1, math.ceil(len(alive) * params.train.race.keep))]
+        alive = alive[: max(1, math.ceil(len(alive) * cfg.keep))]
         if len(alive) == 1:
             break
         budget = min(epochs, budget * 2)
