@@ -82,7 +82,7 @@ bench-full: $(STAMP) $(PEERS)/.installed
 	cd bench && python orchestration.py --repeats 3 --demo
 	cd bench && python similarity_cost.py --repeats 3
 	cd bench && python strategy_selection.py --seeds 0 1 2
-	cd bench && python dann.py --seeds 0 1 2 --steps 2000
+	cd bench && python dann.py --seeds 0 1 2 --steps 800
 	cd bench && ../$(PEERS)/bin/python peers.py --seeds 0 1 2 --scenarios all
 	cd bench && python report.py
 
