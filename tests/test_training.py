@@ -15,7 +15,7 @@ import yaml
 
 from autotransfer.recipes import apply_phase, param_groups, phases
 from autotransfer.training import (
-    Candidate, TrainingError, dann_lambda, fit, grl, load_train_data,
+    Candidate, TrainingError, class_confusion, dann_lambda, fit, grl, load_train_data,
 )
 from autotransfer.pretrain import pretrain
 from autotransfer.validation import validate
@@ -152,6 +152,32 @@ def test_lambda_schedule():
     assert dann_lambda(0.0) == 0.0
     assert dann_lambda(0.5) == pytest.approx(2 / (1 + math.exp(-5)) - 1)
     assert dann_lambda(1.0) == pytest.approx(0.99991, abs=1e-5)
+
+
+def test_class_confusion_is_zero_for_confident_distinct_predictions_and_high_for_hedged_ones():
+    # given a batch whose images each sit firmly in one class, and one spread over all classes
+    confident = 50.0 * torch.eye(4)
+    hedged = torch.zeros(4, 4)
+    # then only the hedged batch is confused: 1 - 1/C of each row lies off the diagonal, over C
+    assert class_confusion(confident).item() == pytest.approx(0.0, abs=1e-6)
+    assert class_confusion(hedged).item() == pytest.approx((1 - 1 / 4) * 4 / 4)
+    # and a gradient step makes a nearly hedged batch less confused (an empty batch costs nothing)
+    logits = (0.5 * torch.randn(16, 4, generator=torch.Generator().manual_seed(0))).requires_grad_()
+    before = class_confusion(logits)
+    before.backward()
+    after = class_confusion(logits.detach() - 1.0 * logits.grad)
+    assert after.item() < before.item()
+    assert class_confusion(torch.zeros(0, 4)).item() == 0.0
+
+
+def test_dann_with_class_confusion_trains_and_differs(ready, tmp_path):
+    params = ready.model_copy(update={"data": ready.data.model_copy(update={"labeled_per_class": 0})})
+    validate(params, progress=False)
+    plain = run(params, "dann", tmp_path / "plain", epochs=1)
+    mcc = params.model_copy(update={"train": params.train.model_copy(update={
+        "dann": params.train.dann.model_copy(update={"mcc_weight": 1.0})})})
+    confused = run(mcc, "dann", tmp_path / "mcc", epochs=1)
+    assert confused.history[0]["train_loss"] != plain.history[0]["train_loss"]
 
 
 def test_dann_trains_with_source_labels_and_logs_domain_accuracy(ready, tmp_path):

@@ -150,6 +150,8 @@ class DannConfig(Section):
         1.0, gt=0, le=1, description="DANN's own discriminative-LR factor per body group below the top: the "
         "adversarial loss must move the lower layers too (1.0 with lr 0.03 closed 0.36 / 0.68 of the gap on "
         "the two demo pairs vs 0.21 / 0.50 with train.layer_decay 0.5 and lr 0.01).")
+    mcc_weight: float = Field(
+        0.0, ge=0, description="Minimum Class Confusion on target predictions (Jin et al. 2020; 0: off).")
     pseudo_label_weight: float = Field(
         0.0, ge=0, description="Consistency on unlabeled target images (FixMatch-style): the model's confident "
         "prediction on the plain image is the label for an augmented view of it (0: off).")

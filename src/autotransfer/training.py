@@ -416,6 +416,8 @@ def fit(params: Params, candidate: Candidate, data: TrainData, out: Path, epochs
                     loss = (F.cross_entropy(logits.float(), y)
                             + cfg.dann.domain_weight * F.binary_cross_entropy_with_logits(d_logits.float(), d_target)
                             + cfg.dann.entropy_weight * entropy(logits_all[len(index):].float()))
+                    if cfg.dann.mcc_weight > 0:
+                        loss = loss + cfg.dann.mcc_weight * class_confusion(logits_all[len(index):].float())
                     if cfg.dann.pseudo_label_weight > 0:
                         plain = normalization(target_pool[t_index].to(device))
                         loss = loss + cfg.dann.pseudo_label_weight * consistency(
@@ -508,6 +510,23 @@ def consistency(model: TransferModel, plain: torch.Tensor, augmented_logits: tor
     confidence, pseudo = probabilities.max(1)
     mask = (confidence >= threshold).float()
     return (F.cross_entropy(augmented_logits, pseudo, reduction="none") * mask).mean()
+
+
+def class_confusion(logits: torch.Tensor, temperature: float = 2.5) -> torch.Tensor:
+    """Minimum Class Confusion (Jin et al., ECCV 2020) on a batch of target predictions.
+
+    The between-class share of the batch's class-correlation matrix, rows normalised, with
+    confident (low-entropy) images weighted up; 0 when no image is shared between classes.
+    The temperature is the paper's default.
+    """
+    if logits.shape[0] == 0:
+        return logits.sum()
+    p = (logits / temperature).softmax(1)
+    certainty = 1 + torch.exp(-(-(p * p.clamp_min(1e-12).log()).sum(1)))
+    weights = (len(p) * certainty / certainty.sum()).detach().unsqueeze(1)
+    correlation = (p * weights).T @ p
+    correlation = correlation / correlation.sum(1, keepdim=True).clamp_min(1e-12)
+    return (correlation.sum() - correlation.trace()) / p.shape[1]
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
