@@ -62,6 +62,17 @@ def test_logme_equals_the_direct_log_evidence_at_its_fixed_point(n, d):
     assert result["logme"] == pytest.approx(np.mean([e["evidence"] for e in result["per_class"]]) / n)
 
 
+def test_logme_with_fewer_images_than_dimensions_stays_finite():
+    # given 3 labeled images per class and 512-d features (the label-scarce case: y lies in F's span)
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10), 3)
+    wide = rng.normal(size=(30, 512))
+    for features in (wide, 1e3 * wide, np.repeat(wide[:10], 3, axis=0)):  # incl. large and repeated features
+        result = logme(features, labels)
+        # then the score is a number, not a ZeroDivisionError
+        assert np.isfinite(result["logme"]) and all(np.isfinite(c["alpha"]) for c in result["per_class"])
+
+
 def test_logme_fixed_point_maximises_the_evidence():
     # the returned α, β are a stationary point: nudging them lowers the evidence
     rng = np.random.default_rng(4)

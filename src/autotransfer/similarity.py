@@ -79,6 +79,9 @@ def frechet_distance(source: np.ndarray, target: np.ndarray) -> float:
     return max(value, 0.0)
 
 
+EVIDENCE_EPS = 1e-5
+
+
 def logme(features: np.ndarray, labels: np.ndarray, max_iter: int = 100, tol: float = 1e-6) -> dict:
     """LogME (You et al., ICML 2021): mean over classes of the maximised log-evidence / N.
 
@@ -106,7 +109,12 @@ def logme(features: np.ndarray, labels: np.ndarray, max_iter: int = 100, tol: fl
             gamma = float((sigma / (sigma + t)).sum())
             m2 = float((sigma * x2 / (sigma + t) ** 2).sum())  # ‖m‖²
             res2 = float((x2 * (t / (sigma + t)) ** 2).sum() + outside)  # ‖y − Fm‖²
-            alpha, beta = gamma / m2, (n - gamma) / res2
+            # ε as in the reference implementation: with fewer images than feature dimensions y
+            # lies in F's span, ‖y − Fm‖² → 0 as α/β → 0, and the unguarded iteration divides by zero.
+            new_alpha, new_beta = gamma / (m2 + EVIDENCE_EPS), (n - gamma) / (res2 + EVIDENCE_EPS)
+            if new_beta <= 0 or not np.isfinite(new_alpha / new_beta):
+                break  # γ reached N in float64: keep the last finite point
+            alpha, beta = new_alpha, new_beta
             if abs(alpha / beta - t) / t < tol:
                 break
         t = alpha / beta
