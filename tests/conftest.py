@@ -119,5 +119,3 @@ def team():
         left = [name for name, pid in pids.items() if running(pid)]
         assert not left, f"left running after stack.down(): {left}"
         shutil.rmtree(root, ignore_errors=True)  # the cluster, the S3 server's state, logs
-
-
