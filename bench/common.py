@@ -55,6 +55,24 @@ def machine() -> dict[str, Any]:
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
+def merged(name: str, scenarios: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """``--merge``: these scenarios' fresh results laid over the saved file's others.
+
+    Returns the scenarios in their saved order (unseen ones last) and the provenance: which
+    command and date measured which scenarios, so the report can say so.
+    """
+    path = RESULTS / f"{name}.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    history = old.get("provenance") or [{"command": old.get("command"), "date": old.get("machine", {}).get("date"),
+                                          "scenarios": list(old.get("scenarios", {}))}]
+    history = [{**h, "scenarios": [s for s in h["scenarios"] if s not in scenarios]} for h in history]
+    history = [h for h in history if h["scenarios"]]
+    history.append({"command": " ".join(sys.argv), "date": machine()["date"], "scenarios": list(scenarios)})
+    combined = {k: scenarios.get(k, v) for k, v in old.get("scenarios", {}).items()}
+    combined.update({k: v for k, v in scenarios.items() if k not in combined})
+    return combined, history
+
+
 def save(name: str, payload: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"

@@ -39,7 +39,7 @@ from autotransfer.pretrain import load_backbone, pretrain
 from autotransfer.similarity_stage import measure_similarity
 from autotransfer.train_stage import train_stage
 from autotransfer.validation import validate
-from common import WORK, demo_root, save
+from common import WORK, demo_root, merged, save
 from strategy_selection import QUICK, SCENARIOS, test_accuracy
 
 warnings.filterwarnings("ignore")
@@ -172,6 +172,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--scenarios", nargs="+", default=["quick"], help=f"names, 'quick' ({QUICK}) or 'all'")
+    parser.add_argument("--merge", action="store_true", help="keep the saved file's other scenarios")
     args = parser.parse_args()
     names = QUICK if args.scenarios == ["quick"] else list(SCENARIOS) if args.scenarios == ["all"] else args.scenarios
     names = [n for n in names if SCENARIOS[n][2] != 0]  # peers need target labels
@@ -195,11 +196,15 @@ def main() -> None:
             summary[who] = {"accuracy_mean": statistics.mean(acc), "accuracy_std": statistics.pstdev(acc),
                             "seconds_mean": statistics.mean(sec)}
         results[name] = {"runs": runs, "summary": summary}
+    provenance = None
+    if args.merge:
+        results, provenance = merged("peers", results)
     met = all(v["summary"]["autotransfer"]["accuracy_mean"] >= max(v["summary"][p]["accuracy_mean"]
                                                                   for p in ("fastai", "lightning"))
               for v in results.values())
-    save("peers", {"setup": {"seeds": args.seeds, "scenarios": names, "epochs": 10, "arch": "resnet18",
+    save("peers", {"setup": {"seeds": args.seeds, "scenarios": list(results), "epochs": 10, "arch": "resnet18",
                              "fastai": _version("fastai"), "lightning": _version("lightning")},
+                   "provenance": provenance,
                    "scenarios": results, "accuracy_target_met": met})
 
 

@@ -26,7 +26,10 @@ def verdict(met: bool, text: str) -> str:
 def header(result: dict[str, Any]) -> str:
     m = result["machine"]
     where = f"GPU {m['gpu']}" if m.get("gpu") else f"CPU, {m['cpus']} cores, {m['torch_threads']} torch threads"
-    return f"_Measured {m['date']} on {where}; torch {m['torch']}. Command: `{result['command']}`._"
+    line = f"_Measured {m['date']} on {where}; torch {m['torch']}. Command: `{result['command']}`._"
+    if result.get("provenance"):  # some scenarios rerun with --merge
+        line += "".join(f"\n\n_{', '.join(h['scenarios'])}: `{h['command']}`, {h['date']}._" for h in result["provenance"])
+    return line
 
 
 def efficiency(r: dict[str, Any]) -> list[str]:

@@ -9,7 +9,7 @@ budget (the oracle, test accuracy and seconds each), the rules' pick (the plan's
 with params.yaml's hyperparameters: its oracle entry), and the race (its own run).
 Regret = best oracle accuracy − the pick's, in points; compute = seconds / oracle seconds.
 
-    python bench/strategy_selection.py [--seeds 0 1 2] [--scenarios all] [--arch resnet18]
+    python bench/strategy_selection.py [--seeds 0 1 2] [--scenarios all] [--arch resnet18] [--merge]
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from autotransfer.scoring import predict_names
 from autotransfer.similarity_stage import measure_similarity
 from autotransfer.train_stage import train_stage
 from autotransfer.validation import validate
-from common import WORK, demo_root, save
+from common import WORK, demo_root, merged, save
 
 SCENARIOS = {
     "similar, 3/class": ("synth-digits", "digits", 3),
@@ -123,6 +123,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), help=f"names, or 'quick': {QUICK}")
     parser.add_argument("--arch", default="resnet18")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the saved file's other scenarios (rerun some after a change that only affects them)")
     args = parser.parse_args()
     names = QUICK if args.scenarios == ["quick"] else args.scenarios
     work = WORK / "strategy_selection"
@@ -130,10 +132,14 @@ def main() -> None:
     for name in names:
         runs = [run_scenario(name, seed, args.arch, work) for seed in args.seeds]
         results[name] = {"runs": runs, "summary": summarise(runs)}
+    provenance = None
+    if args.merge:
+        results, provenance = merged("strategy_selection", results)
     regrets = [r["race"]["regret_pts"] for v in results.values() for r in v["runs"]]
     shares = [r["race"]["compute_share"] for v in results.values() for r in v["runs"]]
     rules = [r["rules"]["regret_pts"] for v in results.values() for r in v["runs"] if r["rules"]["regret_pts"] is not None]
-    save("strategy_selection", {"setup": {"arch": args.arch, "seeds": args.seeds, "scenarios": names},
+    save("strategy_selection", {"setup": {"arch": args.arch, "seeds": args.seeds, "scenarios": list(results)},
+                                "provenance": provenance,
                                 "scenarios": results,
                                 "overall": {"race_mean_regret_pts": statistics.mean(regrets),
                                             "race_worst_regret_pts": max(regrets),

@@ -13,7 +13,7 @@ from stage_helpers import tiny_params
 CFG = StrategyConfig()
 
 
-def inputs(per_class=10, zero_shot=0.8, logme_gain=0.3, unlabeled=500, shared=True, head=True, probe_gain=0.1):
+def inputs(per_class=30, zero_shot=0.8, logme_gain=0.3, unlabeled=500, shared=True, head=True, probe_gain=0.1):
     return PlanInputs(labeled_per_class={str(c): per_class for c in range(10)}, unlabeled_target=unlabeled,
                       target_classes_in_source=shared, source_head=head, zero_shot=zero_shot,
                       probe_gain=probe_gain, logme_gain=logme_gain, pad=1.9, mmd2=0.1)
@@ -21,8 +21,8 @@ def inputs(per_class=10, zero_shot=0.8, logme_gain=0.3, unlabeled=500, shared=Tr
 
 # Every cell of DESIGN.md §6's table.
 @pytest.mark.parametrize("case, expected, cell", [
-    (inputs(per_class=10, zero_shot=0.8), "linear_probe", ("small", "similar")),
-    (inputs(per_class=10, zero_shot=0.2), "progressive", ("small", "different")),
+    (inputs(per_class=30, zero_shot=0.8), "linear_probe", ("small", "similar")),
+    (inputs(per_class=30, zero_shot=0.2), "progressive", ("small", "different")),
     (inputs(per_class=500, zero_shot=0.8), "finetune_all", ("large", "similar")),
     (inputs(per_class=500, zero_shot=0.2), "finetune_all", ("large", "different")),
     (inputs(per_class=500, zero_shot=0.2, logme_gain=0.0), "scratch", ("large", "different")),
@@ -37,13 +37,13 @@ def test_every_cell_of_the_strategy_table(case, expected, cell):
 
 
 def test_thresholds_come_from_params():
-    case = inputs(per_class=10, zero_shot=0.8)
+    case = inputs(per_class=30, zero_shot=0.8)
     assert decide(case, CFG.model_copy(update={"large_from_per_class": 10}))["chosen"] == "finetune_all"
     assert decide(case, CFG.model_copy(update={"similar_zero_shot": 0.9}))["chosen"] == "progressive"
 
 
 def test_every_comparison_is_recorded_with_its_threshold():
-    plan = decide(inputs(per_class=10, zero_shot=0.8), CFG)
+    plan = decide(inputs(per_class=30, zero_shot=0.8), CFG)
     keys = {c["threshold_key"] for c in plan["comparisons"]}
     assert {"strategy.none_below_per_class", "strategy.large_from_per_class", "strategy.similar_zero_shot",
             "strategy.min_transfer_gain"} <= keys
@@ -52,14 +52,14 @@ def test_every_comparison_is_recorded_with_its_threshold():
 
 
 def test_a_backbone_no_better_than_random_is_not_frozen():
-    plan = decide(inputs(per_class=10, zero_shot=0.8, logme_gain=0.01), CFG)
+    plan = decide(inputs(per_class=30, zero_shot=0.8, logme_gain=0.01), CFG)
     assert plan["chosen"] not in ("linear_probe", "finetune_top")
     assert plan["ranking"].index("linear_probe") > plan["ranking"].index("progressive")
 
 
 def test_without_zero_shot_the_logme_gain_decides_similarity():
-    similar = decide(inputs(per_class=10, zero_shot=None, logme_gain=0.3), CFG)
-    different = decide(inputs(per_class=10, zero_shot=None, logme_gain=0.1), CFG)
+    similar = decide(inputs(per_class=30, zero_shot=None, logme_gain=0.3), CFG)
+    different = decide(inputs(per_class=30, zero_shot=None, logme_gain=0.1), CFG)
     assert similar["cell"]["similarity_basis"] == "LogME transfer gain"
     assert (similar["chosen"], different["chosen"]) == ("linear_probe", "progressive")
 
@@ -82,7 +82,7 @@ def test_scarce_labels_with_many_unlabeled_images_rank_dann_first():
     # but not with too few unlabeled images, without shared classes, or with enough labels
     assert decide(inputs(per_class=3, zero_shot=0.2, unlabeled=50), CFG)["chosen"] == "progressive"
     assert decide(inputs(per_class=3, zero_shot=None, shared=False, unlabeled=1000), CFG)["chosen"] == "linear_probe"
-    assert decide(inputs(per_class=5, zero_shot=0.2, unlabeled=1000), CFG)["chosen"] == "progressive"
+    assert decide(inputs(per_class=20, zero_shot=0.2, unlabeled=1000), CFG)["chosen"] == "progressive"
     assert decide(inputs(per_class=3, zero_shot=0.2, unlabeled=1000),
                   CFG.model_copy(update={"dann_below_per_class": 0}))["chosen"] == "progressive"
 
