@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -67,7 +68,7 @@ def merged(name: str, scenarios: dict[str, Any]) -> tuple[dict[str, Any], list[d
                                           "scenarios": list(old.get("scenarios", {}))}]
     history = [{**h, "scenarios": [s for s in h["scenarios"] if s not in scenarios]} for h in history]
     history = [h for h in history if h["scenarios"]]
-    history.append({"command": " ".join(sys.argv), "date": machine()["date"], "scenarios": list(scenarios)})
+    history.append({"command": shlex.join(sys.argv), "date": machine()["date"], "scenarios": list(scenarios)})
     combined = {k: scenarios.get(k, v) for k, v in old.get("scenarios", {}).items()}
     combined.update({k: v for k, v in scenarios.items() if k not in combined})
     return combined, history
@@ -76,7 +77,7 @@ def merged(name: str, scenarios: dict[str, Any]) -> tuple[dict[str, Any], list[d
 def save(name: str, payload: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps({"benchmark": name, "machine": machine(), "command": " ".join(sys.argv),
+    path.write_text(json.dumps({"benchmark": name, "machine": machine(), "command": shlex.join(sys.argv),
                                 **payload}, indent=2) + "\n")
     print(f"wrote {path.relative_to(REPO)}")
     return path

@@ -2,8 +2,10 @@
 
 For each (source, target) pair and seed, three runs with the *same* augmentation, budget
 (optimizer steps) and starting point (the source model pretrained on the source domain):
-- source_only: the DANN recipe with the adversarial and entropy terms off;
-- dann: the full recipe (GRL, domain classifier, entropy minimisation, annealed SGD);
+- source_only: the DANN recipe with every target term off (adversarial, entropy, class
+  confusion, pseudo-labels): same augmentation, optimizer and schedule;
+- dann: the full recipe (GRL, domain classifier, entropy minimisation, minimum class
+  confusion, late pseudo-labels, annealed SGD);
 - target: supervised on the labeled target train split (the upper bound).
 The target's labels are never seen by source_only and dann; all are scored on the
 target test split. Gap closure = (dann − source_only) / (target − source_only).
@@ -45,7 +47,7 @@ def run_pair(name: str, source: str, target: str, seed: int, steps: int, arch: s
     results = {}
     variants = {
         "source_only": ["data.labeled_per_class=0", "strategy.force=dann", *recipe_overrides,
-                        "train.dann.domain_weight=0", "train.dann.entropy_weight=0",
+                        "train.dann.domain_weight=0", "train.dann.entropy_weight=0", "train.dann.mcc_weight=0",
                         "train.dann.pseudo_label_weight=0"],
         "dann": ["data.labeled_per_class=0", "strategy.force=dann", *recipe_overrides, *dann_overrides],
         "target": ["strategy.force=finetune_all", "train.backbone_lr_mult=1.0", "train.lr=0.01"],

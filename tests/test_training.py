@@ -170,14 +170,32 @@ def test_class_confusion_is_zero_for_confident_distinct_predictions_and_high_for
     assert class_confusion(torch.zeros(0, 4)).item() == 0.0
 
 
-def test_dann_with_class_confusion_trains_and_differs(ready, tmp_path):
+def test_dann_class_confusion_is_on_by_default_and_can_be_turned_off(ready, tmp_path):
     params = ready.model_copy(update={"data": ready.data.model_copy(update={"labeled_per_class": 0})})
     validate(params, progress=False)
-    plain = run(params, "dann", tmp_path / "plain", epochs=1)
-    mcc = params.model_copy(update={"train": params.train.model_copy(update={
-        "dann": params.train.dann.model_copy(update={"mcc_weight": 1.0})})})
-    confused = run(mcc, "dann", tmp_path / "mcc", epochs=1)
+    assert params.train.dann.mcc_weight == 1.0
+    confused = run(params, "dann", tmp_path / "mcc", epochs=1)
+    off = params.model_copy(update={"train": params.train.model_copy(update={
+        "dann": params.train.dann.model_copy(update={"mcc_weight": 0.0})})})
+    plain = run(off, "dann", tmp_path / "plain", epochs=1)
     assert confused.history[0]["train_loss"] != plain.history[0]["train_loss"]
+
+
+def test_pseudo_labels_wait_for_their_share_of_the_run(ready, tmp_path):
+    params = ready.model_copy(update={"data": ready.data.model_copy(update={"labeled_per_class": 0})})
+    validate(params, progress=False)
+
+    def dann_with(tag, **dann):
+        changed = params.model_copy(update={"train": params.train.model_copy(update={
+            "dann": params.train.dann.model_copy(update=dann)})})
+        return [h["train_loss"] for h in run(changed, "dann", tmp_path / tag, epochs=2).history]
+
+    # given the pseudo-label term on from the start, from 99 % of the run (never, in 2 short epochs), or off
+    off = dann_with("off", pseudo_label_weight=0.0, pseudo_label_threshold=0.01)
+    late = dann_with("late", pseudo_label_weight=1.0, pseudo_label_threshold=0.01, pseudo_label_from=0.99)
+    early = dann_with("early", pseudo_label_weight=1.0, pseudo_label_threshold=0.01)
+    # then a term that has not started changes nothing, and one that has changes the loss
+    assert late == off and early != off
 
 
 def test_dann_trains_with_source_labels_and_logs_domain_accuracy(ready, tmp_path):

@@ -152,11 +152,16 @@ class DannConfig(Section):
         "adversarial loss must move the lower layers too (1.0 with lr 0.03 closed 0.36 / 0.68 of the gap on "
         "the two demo pairs vs 0.21 / 0.50 with train.layer_decay 0.5 and lr 0.01).")
     mcc_weight: float = Field(
-        0.0, ge=0, description="Minimum Class Confusion on target predictions (Jin et al. 2020; 0: off).")
+        1.0, ge=0, description="Minimum Class Confusion on target predictions (Jin et al. 2020; 0: off).")
     pseudo_label_weight: float = Field(
-        0.0, ge=0, description="Consistency on unlabeled target images (FixMatch-style): the model's confident "
-        "prediction on the plain image is the label for an augmented view of it (0: off).")
+        1.0, ge=0, description="Consistency on unlabeled target images (FixMatch-style): the model's confident "
+        "prediction on the plain image, under the target batch's own BatchNorm statistics, is the label for an "
+        "augmented view of it (0: off). With mcc_weight 1 it took DANN's gap closure (3 seeds, 800 steps) from "
+        "0.35 to 0.95 on digits -> digits-m and from 0.61 to 0.81 on synth-digits -> digits.")
     pseudo_label_threshold: float = Field(0.95, gt=0, le=1, description="Confidence a pseudo-label needs.")
+    pseudo_label_from: float = Field(
+        0.0, ge=0, lt=1, description="Share of the run after which the pseudo-label term is on: early "
+        "pseudo-labels are the source model's mistakes, and training on them entrenches them.")
 
 
 class RaceConfig(Section):
