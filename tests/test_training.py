@@ -198,6 +198,26 @@ def test_pseudo_labels_wait_for_their_share_of_the_run(ready, tmp_path):
     assert late == off and early != off
 
 
+def test_pseudo_labels_from_batch_statistics_leave_the_running_ones_and_take_single_images():
+    from autotransfer.backbones import TransferModel
+    from autotransfer.training import consistency
+
+    # given a model in train mode and its BatchNorm running statistics
+    torch.manual_seed(0)
+    model = TransferModel("small_cnn", 3, 32, bottleneck=16)  # BatchNorm2d in the body, BatchNorm1d in the neck
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for batch in (4, 1):  # a batch, and a single image (no batch statistics: running ones are used)
+        images = torch.randn(batch, 3, 32, 32)
+        # when pseudo-labels are made for it
+        loss = consistency(model, images, torch.randn(batch, 3), threshold=0.0, frozen=[])
+        # then the loss is finite, the model is back in train mode and no buffer moved
+        assert torch.isfinite(loss) and model.training
+        assert all(m.training for m in model.modules())
+        for key, value in model.state_dict().items():
+            assert torch.equal(value, before[key]), key
+
+
 def test_dann_trains_with_source_labels_and_logs_domain_accuracy(ready, tmp_path):
     params = ready.model_copy(update={"data": ready.data.model_copy(update={"labeled_per_class": 0})})
     validate(params, progress=False)

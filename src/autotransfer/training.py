@@ -506,6 +506,10 @@ def consistency(model: TransferModel, plain: torch.Tensor, augmented_logits: tor
     gradient, dropout off and the running statistics left untouched.
     """
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    if len(plain) < 2:  # one image has no batch statistics: fall back to the running ones
+        for module in norms:
+            module.eval()
+        norms = []
     saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in norms]
     for module in model.modules():
         if isinstance(module, nn.modules.dropout._DropoutNd):
