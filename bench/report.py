@@ -19,8 +19,12 @@ def load(name: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def status(met: bool) -> str:
+    return "met" if met else "not met"
+
+
 def verdict(met: bool, text: str) -> str:
-    return f"**Verdict: {'met' if met else 'not met'}**: {text}"
+    return f"**Verdict: {status(met)}**: {text}"
 
 
 def header(result: dict[str, Any]) -> str:
@@ -124,10 +128,10 @@ def peers(r: dict[str, Any]) -> list[str]:
         best_peer = max(s[p]["accuracy_mean"] for p in ("fastai", "lightning"))
         accurate.append(s["autotransfer"]["accuracy_mean"] - best_peer)
         fast.append(s["autotransfer"]["seconds_mean"] <= min(s[p]["seconds_mean"] for p in ("fastai", "lightning")))
-    met = all(d >= 0 for d in accurate) and all(fast)
-    rows += ["", verdict(met, f"accuracy {'met' if all(d >= 0 for d in accurate) else 'not met'}: automatic pick "
+    as_accurate = all(d >= 0 for d in accurate)
+    rows += ["", verdict(as_accurate and all(fast), f"accuracy {status(as_accurate)}: automatic pick "
                          "minus the best peer, per scenario: " + ", ".join(f"{100 * d:+.1f} pts" for d in accurate)
-                         + f"; time {'met' if all(fast) else 'not met'}: no slower than the faster peer in "
+                         + f"; time {status(all(fast))}: no slower than the faster peer in "
                          f"{sum(fast)}/{len(fast)} scenarios."), ""]
     return rows
 
@@ -152,13 +156,12 @@ def strategy_selection(r: dict[str, Any]) -> list[str]:
            <= t["race_worst_regret_pts"] and o["race_mean_compute_share"] <= t["race_compute_share"])
     rules = ("n/a" if o["rules_mean_regret_pts"] is None
              else f"{o['rules_mean_regret_pts']:.2f} mean, {o['rules_worst_regret_pts']:.2f} worst")
-    part = lambda ok: "met" if ok else "not met"  # noqa: E731
     rows += [verdict(met, f"race mean regret {o['race_mean_regret_pts']:.2f} pts "
-                          f"({part(o['race_mean_regret_pts'] <= t['race_mean_regret_pts'])}, ≤ 1), worst "
+                          f"({status(o['race_mean_regret_pts'] <= t['race_mean_regret_pts'])}, ≤ 1), worst "
                           f"{o['race_worst_regret_pts']:.2f} pts "
-                          f"({part(o['race_worst_regret_pts'] <= t['race_worst_regret_pts'])}, ≤ 3), at "
+                          f"({status(o['race_worst_regret_pts'] <= t['race_worst_regret_pts'])}, ≤ 3), at "
                           f"{100 * o['race_mean_compute_share']:.0f} % of the oracle's compute "
-                          f"({part(o['race_mean_compute_share'] <= t['race_compute_share'])}, ≤ 40 %); "
+                          f"({status(o['race_mean_compute_share'] <= t['race_compute_share'])}, ≤ 40 %); "
                           f"rules regret {rules} pts (reported as is)."), ""]
     return rows
 
