@@ -5,7 +5,7 @@ For each (source, target) pair and seed, three runs with the *same* augmentation
 - source_only: the DANN recipe with every target term off (adversarial, entropy, class
   confusion, pseudo-labels): same augmentation, optimizer and schedule;
 - dann: the full recipe (GRL, domain classifier, entropy minimisation, minimum class
-  confusion, late pseudo-labels, annealed SGD);
+  confusion, pseudo-labels from the target batch, annealed SGD);
 - target: supervised on the labeled target train split (the upper bound).
 The target's labels are never seen by source_only and dann; all are scored on the
 target test split. Gap closure = (dann − source_only) / (target − source_only).
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
 import statistics
 import sys
 import time
@@ -33,6 +34,7 @@ from autotransfer.pretrain import pretrain  # noqa: E402
 from autotransfer.similarity_stage import measure_similarity  # noqa: E402
 from autotransfer.train_stage import train_stage  # noqa: E402
 from autotransfer.validation import validate  # noqa: E402
+from common import machine  # noqa: E402
 
 PAIRS = {"digits->digits-m": ("digits", "digits-m"), "synth-digits->digits": ("synth-digits", "digits")}
 
@@ -111,15 +113,21 @@ def main() -> None:
             continue
         for key in ("source_only", "dann", "target"):
             values = [r[key]["accuracy"] for r in runs.values()]
-            entry[key] = {"mean": statistics.mean(values), "stdev": statistics.pstdev(values)}
+            entry[key] = {"mean": statistics.mean(values), "stdev": sample_std(values)}
         closures = [r["gap_closure"] for r in runs.values() if r["gap_closure"] is not None]
         entry["gap_closure"] = {"mean": statistics.mean(closures) if closures else None,
-                                "stdev": statistics.pstdev(closures) if closures else None, "values": closures}
+                                "stdev": sample_std(closures) if closures else None, "values": closures}
         summary["pairs"][name] = entry
         print(f"{name}: source_only {entry['source_only']['mean']:.3f}, dann {entry['dann']['mean']:.3f}, "
               f"target {entry['target']['mean']:.3f}, gap closure {entry['gap_closure']['mean']}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(summary, indent=2) + "\n")
+    record = {"benchmark": "dann", "machine": machine(), "command": shlex.join(sys.argv), **summary}
+    args.out.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def sample_std(values: list[float]) -> float:
+    """The seed spread as every other benchmark reports it (sample standard deviation)."""
+    return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Regenerate BENCHMARKS.md (tables, verdicts, a plot) from bench/results/*.json.
+"""Regenerate BENCHMARKS.md (tables, verdicts, plots) from bench/results/*.json.
 
     python bench/report.py
 """
@@ -38,6 +38,7 @@ def header(result: dict[str, Any]) -> str:
 
 def efficiency(r: dict[str, Any]) -> list[str]:
     m, s = r["median"], r["setup"]
+    ratios = [row["ratio_step"] for row in r["repeats"]]
     return [
         "## 1. Trainer efficiency (ours vs a bare PyTorch loop)", "", header(r), "",
         f"{s['arch']} at {s['input_size']} px, batch {s['batch']}, {s['steps']} steps over {s['images']} images, "
@@ -49,8 +50,9 @@ def efficiency(r: dict[str, Any]) -> list[str]:
         f"{m['ratio_end_to_end']:.3f} |",
         f"| ours with augmentation on (geometric + colour) | {m['ours_with_augmentation_ips']:.0f} | "
         f"{m['ours_with_augmentation_ips'] / m['bare_ips']:.3f} |", "",
-        verdict(m["ratio_step"] >= 0.90, f"step-loop throughput ratio {m['ratio_step']:.3f} (target ≥ 0.90); "
-                f"end to end {m['ratio_end_to_end']:.3f}. No GPU was available for the GPU figure."), "",
+        verdict(m["ratio_step"] >= 0.90, f"step-loop throughput ratio {m['ratio_step']:.3f} (target ≥ 0.90; "
+                f"per repeat {min(ratios):.3f} … {max(ratios):.3f}); end to end {m['ratio_end_to_end']:.3f}. "
+                + ("" if r["machine"].get("gpu") else "No GPU was available for the GPU figure.")), "",
     ]
 
 
@@ -92,16 +94,22 @@ def orchestration(r: dict[str, Any]) -> list[str]:
 
 
 def dann(r: dict[str, Any]) -> list[str]:
-    rows = ["## 4. DANN gap closure", "", f"_small_cnn, {r['steps']} optimizer steps, seeds {r['seeds']}; "
-            f"`python bench/dann.py --seeds {' '.join(map(str, r['seeds']))} --steps {r['steps']}`._", "",
-            "| pair | source only | dann | train on target | gap closure |", "|---|---|---|---|---|"]
+    where = (header(r) if "machine" in r else f"_`python bench/dann.py --seeds {' '.join(map(str, r['seeds']))} "
+             f"--steps {r['steps']}`._")
+    rows = ["## 4. DANN gap closure", "", where, "",
+            f"{r['arch']}, {r['steps']} optimizer steps, seeds {r['seeds']}: target test accuracy, mean ± std over "
+            "seeds (per seed in brackets); the target's labels are used only by the upper bound.", "",
+            "| pair | source only | dann | train on target (upper bound) | gap closure |", "|---|---|---|---|---|"]
     closures = {}
     for pair, v in r["pairs"].items():
         closures[pair] = v["gap_closure"]["mean"]
-        cell = lambda k: f"{v[k]['mean']:.3f} ± {v[k]['stdev']:.3f}"  # noqa: E731
-        rows.append(f"| {pair} | {cell('source_only')} | {cell('dann')} | {cell('target')} | "
-                    f"{v['gap_closure']['mean']:.2f} ± {v['gap_closure']['stdev']:.2f} |")
-    per_pair = "; ".join(f"{pair} {c:.2f} ({'met' if c >= 0.6 else f'{0.6 - c:.2f} short'})"
+        seeds = lambda k: " / ".join(f"{run[k]['accuracy']:.3f}" for run in v["runs"].values())  # noqa: E731
+        cell = lambda k: f"{v[k]['mean']:.3f} ± {v[k]['stdev']:.3f} ({seeds(k)})"  # noqa: E731
+        per_seed = " / ".join(f"{c:.2f}" for c in v["gap_closure"]["values"])
+        rows.append(f"| {pair.replace('->', ' → ')} | {cell('source_only')} | {cell('dann')} | {cell('target')} | "
+                    f"{v['gap_closure']['mean']:.2f} ± {v['gap_closure']['stdev']:.2f} ({per_seed}) |")
+    rows += ["", f"![DANN gap closure]({_dann_plot(r)})"]
+    per_pair = "; ".join(f"{pair.replace('->', ' → ')} {c:.2f} ({'met' if c >= 0.6 else f'{0.6 - c:.2f} short'})"
                          for pair, c in closures.items())
     rows += ["", verdict(all(c >= 0.6 for c in closures.values()),
                          f"mean gap closure per pair (target ≥ 0.6 on both): {per_pair}."), ""]
@@ -129,7 +137,7 @@ def peers(r: dict[str, Any]) -> list[str]:
         accurate.append(s["autotransfer"]["accuracy_mean"] - best_peer)
         fast.append(s["autotransfer"]["seconds_mean"] <= min(s[p]["seconds_mean"] for p in ("fastai", "lightning")))
     as_accurate = all(d >= 0 for d in accurate)
-    rows += ["", verdict(as_accurate and all(fast), f"accuracy {status(as_accurate)}: automatic pick "
+    rows += ["", f"![peers]({_peers_plot(r)})", "", verdict(as_accurate and all(fast), f"accuracy {status(as_accurate)}: automatic pick "
                          "minus the best peer, per scenario: " + ", ".join(f"{100 * d:+.1f} pts" for d in accurate)
                          + f"; time {status(all(fast))}: no slower than the faster peer in "
                          f"{sum(fast)}/{len(fast)} scenarios."), ""]
@@ -141,7 +149,17 @@ def strategy_selection(r: dict[str, Any]) -> list[str]:
     rows = ["## 5. Strategy selection: oracle vs `rules` vs `race`", "", header(r), "",
             f"{r['setup']['arch']}, seeds {r['setup']['seeds']}; test accuracy (mean ± std over seeds) of every "
             "candidate trained to the full budget (the oracle), each mode's pick and its regret (best − picked, "
-            "points), and the race's compute as a share of the oracle's. The label cap covers train and val.", ""]
+            "points), and the race's compute as a share of the oracle's. The label cap covers train and val.", "",
+            "| scenario | best in the oracle | rules: pick, regret (worst) | race: pick, regret (worst) | "
+            "race compute (worst) |", "|---|---|---|---|---|"]
+    for name, v in r["scenarios"].items():
+        summary = v["summary"]
+        best = sorted({_best(run) for run in v["runs"]})
+        brief = lambda x: "n/a" if x is None else f"{x['mean']:.2f} ({x['max']:.2f})"  # noqa: E731
+        rows.append(f"| {name} | {', '.join(best)} | {_picks(summary['rules_picks'])}, "
+                    f"{brief(summary['rules_regret_pts'])} | {_picks(summary['race_picks'])}, "
+                    f"{brief(summary['race_regret_pts'])} | {brief(summary['race_compute_share'])} |")
+    rows += ["", f"![strategy selection]({_selection_plot(r)})", ""]
     for name, v in r["scenarios"].items():
         summary = v["summary"]
         rows += [f"**{name}**", "", "| candidate | test accuracy |", "|---|---|"]
@@ -196,13 +214,93 @@ def similarity_cost(r: dict[str, Any]) -> list[str]:
     return rows
 
 
-def _similarity_plot(r: dict[str, Any], names: list[str]) -> str:
+def _best(run: dict[str, Any]) -> str:
+    return max(run["oracle"], key=lambda label: run["oracle"][label]["accuracy"])
+
+
+def _picks(picks: list[str]) -> str:
+    """"dann ×3" for three seeds agreeing, else each seed's pick in order."""
+    return f"{picks[0]} ×{len(picks)}" if len(set(picks)) == 1 else " / ".join(picks)
+
+
+def _figure(ncols: int = 1, width: float = 6) -> tuple[Any, Any]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    return plt.subplots(1, ncols, figsize=(width, 4), squeeze=False)
+
+
+def _save(fig: Any, name: str) -> str:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path = RESULTS / f"{name}.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path.relative_to(REPO).as_posix()
+
+
+def _bars(ax: Any, groups: list[str], series: dict[str, list[list[float]]]) -> None:
+    """Grouped bars of the seed means, each seed a dot on its bar."""
+    width = 0.8 / len(series)
+    for i, (label, per_group) in enumerate(series.items()):
+        xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
+        ax.bar(xs, [sum(v) / len(v) for v in per_group], width, label=label)
+        for x, values in zip(xs, per_group):
+            ax.plot([x] * len(values), values, "k.", markersize=4)
+    ax.set_xticks(range(len(groups)), groups, rotation=20, ha="right", fontsize=8)
+
+
+def _dann_plot(r: dict[str, Any]) -> str:
+    fig, axes = _figure()
+    pairs = list(r["pairs"])
+    _bars(axes[0][0], [p.replace("->", " → ") for p in pairs],
+          {k: [[run[k]["accuracy"] for run in r["pairs"][p]["runs"].values()] for p in pairs]
+           for k in ("source_only", "dann", "target")})
+    axes[0][0].set_ylabel("target test accuracy")
+    axes[0][0].set_ylim(0, 1)
+    axes[0][0].legend(fontsize=8, loc="lower center")
+    return _save(fig, "dann")
+
+
+def _selection_plot(r: dict[str, Any]) -> str:
+    fig, axes = _figure(2, 11)
+    regret, compute = axes[0]
+    names = list(r["scenarios"])
+    runs = [r["scenarios"][n]["runs"] for n in names]
+    _bars(regret, names, {"rules": [[run["rules"]["regret_pts"] or 0.0 for run in rs] for rs in runs],
+                          "race": [[run["race"]["regret_pts"] for run in rs] for rs in runs]})
+    regret.axhline(r["target"]["race_worst_regret_pts"], color="grey", linestyle="--", linewidth=1)
+    regret.set_ylabel("regret (points, best − picked)")
+    regret.legend(fontsize=8)
+    _bars(compute, names, {"race": [[run["race"]["compute_share"] for run in rs] for rs in runs]})
+    compute.axhline(r["target"]["race_compute_share"], color="grey", linestyle="--", linewidth=1)
+    compute.set_ylabel("race seconds / oracle seconds")
+    return _save(fig, "strategy_selection")
+
+
+def _peers_plot(r: dict[str, Any]) -> str:
+    fig, axes = _figure(2, 11)
+    accuracy, seconds = axes[0]
+    names = list(r["scenarios"])
+    who = ("autotransfer", "fastai", "lightning")
+    _bars(accuracy, names, {w: [[run[w]["accuracy"] for run in r["scenarios"][n]["runs"]] for n in names]
+                            for w in who})
+    accuracy.set_ylabel("target test accuracy")
+    accuracy.set_ylim(0, 1)
+    accuracy.legend(fontsize=8)
+    _bars(seconds, names, {w: [[run[w]["seconds"] for run in r["scenarios"][n]["runs"]] for n in names]
+                           for w in who})
+    seconds.set_yscale("log")
+    seconds.set_ylabel("seconds")
+    return _save(fig, "peers")
+
+
+def _similarity_plot(r: dict[str, Any], names: list[str]) -> str:
+    fig, axes = _figure()
+    ax = axes[0][0]
     for name in names:
         points = [(row["n"], row[name]) for row in r["rows"] if row[name] is not None]
         ax.plot(*zip(*points), marker="o", label=name)
@@ -211,11 +309,7 @@ def _similarity_plot(r: dict[str, Any], names: list[str]) -> str:
     ax.set_xlabel("samples n")
     ax.set_ylabel("seconds")
     ax.legend()
-    fig.tight_layout()
-    path = RESULTS / "similarity_cost.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path.relative_to(REPO).as_posix()
+    return _save(fig, "similarity_cost")
 
 
 def main() -> None:
