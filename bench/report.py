@@ -122,17 +122,16 @@ def peers(r: dict[str, Any]) -> list[str]:
             f"_resnet18 pretrained on the source domain, {setup['epochs']} epochs each, the scenario's labels "
             f"(val included), seeds {setup['seeds']}; fastai {setup['fastai']} `vision_learner` + `fine_tune`, "
             f"Lightning {setup['lightning']} `BackboneFinetuning()` defaults; autotransfer = the `rules` pick, "
-            "its seconds include similarity and planning. Run with `make bench-peers`._", "",
+            "its seconds include similarity and planning. `make bench-peers` runs the quick scenarios._", "",
             "| scenario | autotransfer (pick) | fastai | Lightning | seconds: ours / fastai / Lightning |",
             "|---|---|---|---|---|"]
-    accurate, fast = [], []
+    accurate, fast, who = [], [], ("autotransfer", "fastai", "lightning")
     for name, v in r["scenarios"].items():
         s = v["summary"]
         cell = lambda who: f"{s[who]['accuracy_mean']:.3f} ± {s[who]['accuracy_std']:.3f}"  # noqa: E731
         picks = sorted({run["autotransfer"]["pick"] for run in v["runs"]})
         rows.append(f"| {name} | {cell('autotransfer')} ({', '.join(picks)}) | {cell('fastai')} | "
-                    f"{cell('lightning')} | {s['autotransfer']['seconds_mean']:.0f} / {s['fastai']['seconds_mean']:.0f}"
-                    f" / {s['lightning']['seconds_mean']:.0f} |")
+                    f"{cell('lightning')} | {' / '.join(_seconds(s[w]['seconds_mean']) for w in who)} |")
         best_peer = max(s[p]["accuracy_mean"] for p in ("fastai", "lightning"))
         accurate.append(s["autotransfer"]["accuracy_mean"] - best_peer)
         fast.append(s["autotransfer"]["seconds_mean"] <= min(s[p]["seconds_mean"] for p in ("fastai", "lightning")))
@@ -212,6 +211,10 @@ def similarity_cost(r: dict[str, Any]) -> list[str]:
                          f"MMD² costs {r['stage_caps']['mmd2_rbf']:.3f} s at the stage's cap whatever the dataset size "
                          "(target: linear or capped growth)."), ""]
     return rows
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f}" if value >= 10 else f"{value:.1f}"
 
 
 def _best(run: dict[str, Any]) -> str:
@@ -312,6 +315,17 @@ def _similarity_plot(r: dict[str, Any], names: list[str]) -> str:
     return _save(fig, "similarity_cost")
 
 
+def verdicts(body: list[str]) -> list[str]:
+    """One row per section: its heading and its verdict line, so the file opens with the outcome."""
+    rows, section = ["| section | verdict |", "|---|---|"], None
+    for line in body:
+        if line.startswith("## "):
+            section = line[3:]
+        elif line.startswith("**Verdict: ") and section:
+            rows.append(f"| {section} | {line.replace('**Verdict: ', '**', 1)} |")
+    return [*rows, ""] if len(rows) > 2 else []
+
+
 def main() -> None:
     lines = ["# Benchmarks", "",
              "Measurements, not tests: each ratio is measured side by side in one run and repeated. Regenerate "
@@ -329,13 +343,15 @@ def main() -> None:
     sections = [("efficiency", efficiency), ("probe_cache", probe_cache), ("orchestration", orchestration),
                 ("dann", dann), ("strategy_selection", strategy_selection), ("similarity_cost", similarity_cost),
                 ("peers", peers)]
+    body: list[str] = []
     for name, render in sections:
         result = load(name) if render else None
-        lines += render(result) if result else not_yet.get(name, [f"## {name}", "", "_Not measured yet._", ""])
+        body += render(result) if result else not_yet.get(name, [f"## {name}", "", "_Not measured yet._", ""])
         notes = RESULTS / f"{name}.notes.md"  # hand-written reading of the numbers, kept next to them
         if result and notes.exists():
-            lines += [notes.read_text().strip(), ""]
-    OUT.write_text("\n".join(lines))
+            body += [notes.read_text().strip(), ""]
+    lines += verdicts(body)
+    OUT.write_text("\n".join(lines + body))
     print(f"wrote {OUT.relative_to(REPO)}")
 
 
