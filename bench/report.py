@@ -12,6 +12,7 @@ from typing import Any
 from common import REPO, RESULTS
 
 OUT = REPO / "BENCHMARKS.md"
+CONTENDERS = ("autotransfer", "fastai", "lightning")  # peers.json's keys per run
 
 
 def load(name: str) -> dict[str, Any] | None:
@@ -125,18 +126,19 @@ def peers(r: dict[str, Any]) -> list[str]:
             "its seconds include similarity and planning. `make bench-peers` runs the quick scenarios._", "",
             "| scenario | autotransfer (pick) | fastai | Lightning | seconds: ours / fastai / Lightning |",
             "|---|---|---|---|---|"]
-    accurate, fast, who = [], [], ("autotransfer", "fastai", "lightning")
+    accurate, fast = [], []
     for name, v in r["scenarios"].items():
         s = v["summary"]
-        cell = lambda who: f"{s[who]['accuracy_mean']:.3f} ± {s[who]['accuracy_std']:.3f}"  # noqa: E731
+        cell = lambda w: f"{s[w]['accuracy_mean']:.3f} ± {s[w]['accuracy_std']:.3f}"  # noqa: E731
         picks = sorted({run["autotransfer"]["pick"] for run in v["runs"]})
         rows.append(f"| {name} | {cell('autotransfer')} ({', '.join(picks)}) | {cell('fastai')} | "
-                    f"{cell('lightning')} | {' / '.join(_seconds(s[w]['seconds_mean']) for w in who)} |")
+                    f"{cell('lightning')} | {' / '.join(_seconds(s[w]['seconds_mean']) for w in CONTENDERS)} |")
         best_peer = max(s[p]["accuracy_mean"] for p in ("fastai", "lightning"))
         accurate.append(s["autotransfer"]["accuracy_mean"] - best_peer)
         fast.append(s["autotransfer"]["seconds_mean"] <= min(s[p]["seconds_mean"] for p in ("fastai", "lightning")))
     as_accurate = all(d >= 0 for d in accurate)
-    rows += ["", f"![peers]({_peers_plot(r)})", "", verdict(as_accurate and all(fast), f"accuracy {status(as_accurate)}: automatic pick "
+    rows += ["", f"![peers]({_peers_plot(r)})", "",
+             verdict(as_accurate and all(fast), f"accuracy {status(as_accurate)}: automatic pick "
                          "minus the best peer, per scenario: " + ", ".join(f"{100 * d:+.1f} pts" for d in accurate)
                          + f"; time {status(all(fast))}: no slower than the faster peer in "
                          f"{sum(fast)}/{len(fast)} scenarios."), ""]
@@ -273,6 +275,7 @@ def _selection_plot(r: dict[str, Any]) -> str:
     regret, compute = axes[0]
     names = list(r["scenarios"])
     runs = [r["scenarios"][n]["runs"] for n in names]
+    # A scenario where the rules pick nothing trainable has no rules regret: drawn as 0.
     _bars(regret, names, {"rules": [[run["rules"]["regret_pts"] or 0.0 for run in rs] for rs in runs],
                           "race": [[run["race"]["regret_pts"] for run in rs] for rs in runs]})
     regret.axhline(r["target"]["race_worst_regret_pts"], color="grey", linestyle="--", linewidth=1)
@@ -288,14 +291,13 @@ def _peers_plot(r: dict[str, Any]) -> str:
     fig, axes = _figure(2, 11)
     accuracy, seconds = axes[0]
     names = list(r["scenarios"])
-    who = ("autotransfer", "fastai", "lightning")
     _bars(accuracy, names, {w: [[run[w]["accuracy"] for run in r["scenarios"][n]["runs"]] for n in names]
-                            for w in who})
+                            for w in CONTENDERS})
     accuracy.set_ylabel("target test accuracy")
     accuracy.set_ylim(0, 1)
     accuracy.legend(fontsize=8)
     _bars(seconds, names, {w: [[run[w]["seconds"] for run in r["scenarios"][n]["runs"]] for n in names]
-                           for w in who})
+                           for w in CONTENDERS})
     seconds.set_yscale("log")
     seconds.set_ylabel("seconds")
     return _save(fig, "peers")
