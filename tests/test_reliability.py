@@ -296,13 +296,15 @@ def test_sigkilled_flow_resumes_from_its_checkpoint_and_registers_once(demo_root
                          train={"epochs": 6, "batch_size": 8, "patience": 0})
     file = write_params(params, tmp_path / "params.yaml")
     run = [str(BIN / "autotransfer"), "run", "--params", str(file)]
-    process = subprocess.Popen(run, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # its own process group: the flow starts a temporary Prefect server, which must die with it
+    process = subprocess.Popen(run, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
     checkpoint = Path(params.train.out) / "runs/finetune_all/checkpoint.pt"
     deadline = time.monotonic() + 300
     while not checkpoint.exists():
         assert process.poll() is None and time.monotonic() < deadline, "the flow ended before a checkpoint"
         time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
+    os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     killed_at = torch.load(checkpoint, weights_only=True)["epoch"]
     assert killed_at < 6 and not (Path(params.train.out) / "model.safetensors").exists()
