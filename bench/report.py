@@ -206,7 +206,7 @@ def similarity_cost(r: dict[str, Any]) -> list[str]:
     capped = r["stage_caps"]["mmd2_rbf"] <= first["mmd2_rbf"]
     linear = all(v <= 1.1 for k, v in slopes.items() if k != "mmd2_rbf")
     rows += ["", f"![similarity cost]({plot})", "",
-             f"Growth between n = {first['n']} and {last['n']} (fitted exponent): " + ", ".join(exponents) + ". "
+             f"Growth between n = {first['n']} and {last['n']} (MMD² to {r['setup']['mmd_max']}; fitted exponent): " + ", ".join(exponents) + ". "
              "Only MMD² grows faster than linearly (its n×n kernel), which is why the stage samples "
              "`similarity.n_per_domain` images per domain and caps LogME and the probe at `similarity.max_labeled`.",
              "", verdict(linear and capped, "every metric but MMD² grows at most linearly (exponent ≤ 1.1), and "
