@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from common import REPO, RESULTS
@@ -328,14 +329,36 @@ def verdicts(body: list[str]) -> list[str]:
     return [*rows, ""] if len(rows) > 2 else []
 
 
+def notes(name: str, dates: dict[str, str]) -> list[str]:
+    """A hand-written notes file, unless the numbers it was written for have been re-measured since.
+
+    A section's notes open with ``<!-- measured: DATE -->`` (its JSON's ``machine.date``);
+    the overview opens with ``<!-- run: START END -->`` and holds while every table falls in
+    that window. A quick ``make bench`` over a full run thus drops the readings it would
+    contradict instead of printing them under other numbers.
+    """
+    path = RESULTS / f"{name}.notes.md"
+    if not path.exists():
+        return []
+    text = path.read_text().strip()
+    stamp = re.match(r"<!-- (?:measured: (\S+)|run: (\S+) (\S+)) -->\s*", text)
+    if not stamp:
+        return [text, ""]
+    measured, start, end = stamp.groups()
+    stale = ([name] if dates.get(name) != measured else []) if measured else \
+        [n for n, d in dates.items() if not start <= d <= end]
+    if stale:
+        when = measured or f"{start} to {end}"
+        return [f"_Hand-written notes left out: they describe the run of {when}, and {', '.join(stale)} "
+                f"{'was' if len(stale) == 1 else 'were'} measured again since._", ""]
+    return [text[stamp.end():], ""]
+
+
 def main() -> None:
     lines = ["# Benchmarks", "",
              "Measurements, not tests: each ratio is measured side by side in one run and repeated. Regenerate "
              "with `make bench` (quick: one seed, reduced sizes, ≤ 20 min on 2 cores) or `make bench-full`; "
              "this file is written by `bench/report.py` from `bench/results/*.json`.", ""]
-    overview = RESULTS / "overview.notes.md"
-    if overview.exists():
-        lines += [overview.read_text().strip(), ""]
     not_yet = {
         "strategy_selection": ["## 5. Strategy selection regret", "", "_Not measured yet: needs the scenario suite "
                                "(oracle vs `rules` vs `race`, 3 seeds); see the benchmarks issue._", ""],
@@ -345,14 +368,15 @@ def main() -> None:
     sections = [("efficiency", efficiency), ("probe_cache", probe_cache), ("orchestration", orchestration),
                 ("dann", dann), ("strategy_selection", strategy_selection), ("similarity_cost", similarity_cost),
                 ("peers", peers)]
+    results = {name: load(name) for name, _ in sections}
+    dates = {name: r["machine"]["date"] for name, r in results.items() if r and "machine" in r}
     body: list[str] = []
     for name, render in sections:
-        result = load(name) if render else None
+        result = results[name]
         body += render(result) if result else not_yet.get(name, [f"## {name}", "", "_Not measured yet._", ""])
-        notes = RESULTS / f"{name}.notes.md"  # hand-written reading of the numbers, kept next to them
-        if result and notes.exists():
-            body += [notes.read_text().strip(), ""]
-    lines += verdicts(body)
+        if result:  # the hand-written reading of the numbers, kept next to them
+            body += notes(name, dates)
+    lines += notes("overview", dates) + verdicts(body)
     OUT.write_text("\n".join(lines + body))
     print(f"wrote {OUT.relative_to(REPO)}")
 
