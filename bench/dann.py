@@ -34,7 +34,7 @@ from autotransfer.pretrain import pretrain  # noqa: E402
 from autotransfer.similarity_stage import measure_similarity  # noqa: E402
 from autotransfer.train_stage import train_stage  # noqa: E402
 from autotransfer.validation import validate  # noqa: E402
-from common import machine  # noqa: E402
+from common import machine, spread  # noqa: E402
 
 PAIRS = {"digits->digits-m": ("digits", "digits-m"), "synth-digits->digits": ("synth-digits", "digits")}
 
@@ -113,21 +113,16 @@ def main() -> None:
             continue
         for key in ("source_only", "dann", "target"):
             values = [r[key]["accuracy"] for r in runs.values()]
-            entry[key] = {"mean": statistics.mean(values), "stdev": sample_std(values)}
+            entry[key] = {"mean": statistics.mean(values), "stdev": spread(values)["std"]}
         closures = [r["gap_closure"] for r in runs.values() if r["gap_closure"] is not None]
         entry["gap_closure"] = {"mean": statistics.mean(closures) if closures else None,
-                                "stdev": sample_std(closures) if closures else None, "values": closures}
+                                "stdev": spread(closures)["std"] if closures else None, "values": closures}
         summary["pairs"][name] = entry
         print(f"{name}: source_only {entry['source_only']['mean']:.3f}, dann {entry['dann']['mean']:.3f}, "
               f"target {entry['target']['mean']:.3f}, gap closure {entry['gap_closure']['mean']}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     record = {"benchmark": "dann", "machine": machine(), "command": shlex.join(sys.argv), **summary}
     args.out.write_text(json.dumps(record, indent=2) + "\n")
-
-
-def sample_std(values: list[float]) -> float:
-    """The seed spread as every other benchmark reports it (sample standard deviation)."""
-    return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 if __name__ == "__main__":

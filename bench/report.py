@@ -96,9 +96,7 @@ def orchestration(r: dict[str, Any]) -> list[str]:
 
 
 def dann(r: dict[str, Any]) -> list[str]:
-    where = (header(r) if "machine" in r else f"_`python bench/dann.py --seeds {' '.join(map(str, r['seeds']))} "
-             f"--steps {r['steps']}`._")
-    rows = ["## 4. DANN gap closure", "", where, "",
+    rows = ["## 4. DANN gap closure", "", header(r), "",
             f"{r['arch']}, {r['steps']} optimizer steps, seeds {r['seeds']}: target test accuracy, mean ± std over "
             "seeds (per seed in brackets); the target's labels are used only by the upper bound.", "",
             "| pair | source only | dann | train on target (upper bound) | gap closure |", "|---|---|---|---|---|"]
@@ -369,7 +367,7 @@ def main() -> None:
                 ("dann", dann), ("strategy_selection", strategy_selection), ("similarity_cost", similarity_cost),
                 ("peers", peers)]
     results = {name: load(name) for name, _ in sections}
-    dates = {name: r["machine"]["date"] for name, r in results.items() if r and "machine" in r}
+    dates = {name: r["machine"]["date"] for name, r in results.items() if r}
     body: list[str] = []
     for name, render in sections:
         result = results[name]

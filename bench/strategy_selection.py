@@ -31,7 +31,7 @@ from autotransfer.scoring import predict_names
 from autotransfer.similarity_stage import measure_similarity
 from autotransfer.train_stage import train_stage
 from autotransfer.validation import validate
-from common import WORK, demo_root, merged, save
+from common import WORK, demo_root, merged, save, spread
 
 SCENARIOS = {
     "similar, 3/class": ("synth-digits", "digits", 3),
@@ -105,10 +105,7 @@ def run_scenario(name: str, seed: int, arch: str, work: Path) -> dict:
 def summarise(runs: list[dict]) -> dict:
     def stats(values):
         values = [v for v in values if v is not None]
-        if not values:
-            return None
-        return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-                "max": max(values), "n": len(values)}
+        return spread(values) if values else None
 
     labels = sorted({k for r in runs for k in r["oracle"]})
     return {"oracle": {k: stats([r["oracle"][k]["accuracy"] for r in runs if k in r["oracle"]]) for k in labels},
