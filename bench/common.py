@@ -26,7 +26,7 @@ def demo_root() -> Path:
     out = WORK / "data"
     if not (out / "digits" / "test").is_dir():
         from autotransfer.config import DemoConfig
-        from autotransfer.demo_data import build_demo_data
+        from autotransfer.io.demo_data import build_demo_data
 
         build_demo_data(DemoConfig(), out=out, progress=False)
     return out

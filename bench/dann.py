@@ -28,12 +28,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from autotransfer.config import load_params  # noqa: E402
-from autotransfer.evaluate import evaluate  # noqa: E402
-from autotransfer.planning import make_plan  # noqa: E402
-from autotransfer.pretrain import pretrain  # noqa: E402
-from autotransfer.similarity_stage import measure_similarity  # noqa: E402
-from autotransfer.train_stage import train_stage  # noqa: E402
-from autotransfer.validation import validate  # noqa: E402
+from autotransfer.stages.evaluate import evaluate  # noqa: E402
+from autotransfer.stages.plan import make_plan  # noqa: E402
+from autotransfer.stages.pretrain import pretrain  # noqa: E402
+from autotransfer.stages.similarity import measure_similarity  # noqa: E402
+from autotransfer.stages.train import train_stage  # noqa: E402
+from autotransfer.stages.validate import validate  # noqa: E402
 from common import machine, spread  # noqa: E402
 
 PAIRS = {"digits->digits-m": ("digits", "digits-m"), "synth-digits->digits": ("synth-digits", "digits")}

@@ -2,7 +2,7 @@
 
 Same model (resnet18 at 32 px, fresh init: the `scratch` strategy), same data (the digits
 target train split, decoded uint8 tensors), same batch, optimizer (SGD, Nesterov
-momentum 0.9, weight decay) and number of steps. Ours runs `autotransfer.training.fit`
+momentum 0.9, weight decay) and number of steps. Ours runs `autotransfer.engine.loop.fit`
 as the pipeline does (progress bar and history on, a checkpoint and a validation pass
 per epoch); the bare loop normalises each batch, steps, and does nothing else.
 Throughput = training images per second inside the step loop (ours reports it per
@@ -23,12 +23,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from autotransfer.backbones import TransferModel
+from autotransfer.models.backbones import TransferModel
 from autotransfer.config import load_params
-from autotransfer.optim import weight_decay_groups
-from autotransfer.pretrain import DEFAULT_NORMALIZATION
-from autotransfer.training import Candidate, fit, load_train_data
-from autotransfer.validation import validate
+from autotransfer.transfer.optim import weight_decay_groups
+from autotransfer.models.weights import DEFAULT_NORMALIZATION
+from autotransfer.engine.loop import Candidate, fit, load_train_data
+from autotransfer.stages.validate import validate
 from common import WORK, demo_root, median, save
 
 

@@ -20,13 +20,13 @@ import yaml
 from prefect import flow
 
 from autotransfer.config import load_params
-from autotransfer.evaluate import evaluate
-from autotransfer.planning import make_plan
-from autotransfer.pretrain import pretrain
-from autotransfer.registry import register
-from autotransfer.similarity_stage import measure_similarity
-from autotransfer.train_stage import train_stage
-from autotransfer.validation import validate
+from autotransfer.stages.evaluate import evaluate
+from autotransfer.stages.plan import make_plan
+from autotransfer.stages.pretrain import pretrain
+from autotransfer.registry.store import register
+from autotransfer.stages.similarity import measure_similarity
+from autotransfer.stages.train import train_stage
+from autotransfer.stages.validate import validate
 from common import WORK, demo_root, median, save
 
 SMALL = ["backbone.arch=small_cnn", "pretrain.epochs=2", "train.epochs=4", "similarity.n_per_domain=200"]

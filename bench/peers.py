@@ -31,14 +31,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from autotransfer.augment import augment
+from autotransfer.transfer.augment import augment
 from autotransfer.config import load_params
-from autotransfer.data import class_names, domain_rows, load_images, read_manifest
-from autotransfer.planning import make_plan
-from autotransfer.pretrain import load_backbone, pretrain
-from autotransfer.similarity_stage import measure_similarity
-from autotransfer.train_stage import train_stage
-from autotransfer.validation import validate
+from autotransfer.io.data import class_names, domain_rows, load_images, read_manifest
+from autotransfer.stages.plan import make_plan
+from autotransfer.models.weights import load_backbone
+from autotransfer.stages.pretrain import pretrain
+from autotransfer.stages.similarity import measure_similarity
+from autotransfer.stages.train import train_stage
+from autotransfer.stages.validate import validate
 from common import WORK, demo_root, merged, save
 from strategy_selection import QUICK, SCENARIOS, test_accuracy
 

@@ -23,12 +23,12 @@ import torch
 import torch.nn.functional as F
 
 from autotransfer.config import load_params
-from autotransfer.data import domain_rows, load_images, read_manifest
-from autotransfer.pretrain import pretrain
-from autotransfer.recipes import apply_phase, param_groups, phases, set_train_mode
-from autotransfer.scoring import evaluate_head
-from autotransfer.training import Candidate, build_model, fit, load_train_data, make_optimizer, schedule
-from autotransfer.validation import validate
+from autotransfer.io.data import domain_rows, load_images, read_manifest
+from autotransfer.stages.pretrain import pretrain
+from autotransfer.transfer.strategies import apply_phase, param_groups, phases, set_train_mode
+from autotransfer.analysis.metrics import evaluate_head
+from autotransfer.engine.loop import Candidate, build_model, fit, load_train_data, make_optimizer, schedule
+from autotransfer.stages.validate import validate
 from common import WORK, demo_root, median, save
 
 

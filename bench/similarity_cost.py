@@ -17,7 +17,7 @@ import argparse
 import numpy as np
 
 from autotransfer.config import SimilarityConfig
-from autotransfer.similarity import frechet_distance, linear_probe_accuracy, logme, mmd2_rbf, proxy_a_distance
+from autotransfer.analysis.similarity import frechet_distance, linear_probe_accuracy, logme, mmd2_rbf, proxy_a_distance
 from common import median, save, timed
 
 DIM = 512

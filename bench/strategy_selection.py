@@ -23,14 +23,14 @@ import numpy as np
 import torch
 
 from autotransfer.config import load_params
-from autotransfer.data import class_names, domain_rows, load_images, read_manifest
-from autotransfer.evaluate import load_trained_model
-from autotransfer.planning import make_plan
-from autotransfer.pretrain import pretrain
-from autotransfer.scoring import predict_names
-from autotransfer.similarity_stage import measure_similarity
-from autotransfer.train_stage import train_stage
-from autotransfer.validation import validate
+from autotransfer.io.data import class_names, domain_rows, load_images, read_manifest
+from autotransfer.models.weights import load_trained_model
+from autotransfer.stages.plan import make_plan
+from autotransfer.stages.pretrain import pretrain
+from autotransfer.analysis.metrics import predict_names
+from autotransfer.stages.similarity import measure_similarity
+from autotransfer.stages.train import train_stage
+from autotransfer.stages.validate import validate
 from common import WORK, demo_root, merged, save, spread
 
 SCENARIOS = {

@@ -2,7 +2,7 @@
 
 Run it with ``autotransfer run`` (or ``python -m flows.retrain``); schedule it with
 ``flows/deploy.py``. Each stage is a task of ``tasks.stages`` calling the library's stage
-function; the stage order is ``autotransfer.stages.STAGES``, as in dvc.yaml.
+function; the stage order is ``autotransfer.stages.pipeline.STAGES``, as in dvc.yaml.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from filelock import FileLock, Timeout
 from prefect import Task, flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from autotransfer.artifacts import MetricsReport, PlanReport, RegistrationReport, TrainReport
 from autotransfer.config import DEFAULT_PARAMS_FILE, Params, load_params
-from autotransfer.data import data_hash, read_manifest
-from autotransfer.stages import outputs_match, stage_key, stage_names
-from tasks.stages import CODE_VERSION, STAGE_TASKS, already_trained
+from autotransfer.io.data import data_hash, read_manifest
+from autotransfer.stages.pipeline import outputs_match, stage_key, stage_names
+from tasks.stages import STAGE_TASKS, ValidationFailed, already_trained
 
 FLOW_STAGES = stage_names()
 
@@ -29,7 +30,7 @@ LOCK_FILE = ".retrain.lock"
 LOCK_WAIT_S = 6 * 3600
 
 
-def _with_service_retries(task: Task, params: Params) -> Task:
+def _with_service_retries(task: Task[Any, Any], params: Params) -> Task[Any, Any]:
     """Tasks that talk to the registry retry with exponential backoff (registry.task_retries, retry_delay)."""
     config = params.registry
     return task.with_options(retries=config.task_retries,
@@ -41,7 +42,7 @@ def run_stage(name: str, params: Params) -> dict[str, Any]:
     raw = params.model_dump(mode="json")
     if name == "register":
         return _with_service_retries(STAGE_TASKS[name], params)(raw)
-    key = stage_key(name, params, CODE_VERSION)
+    key = stage_key(name, params)
     task = STAGE_TASKS[name].with_options(refresh_cache=not outputs_match(name, params, key))
     return task(raw, key)
 
@@ -107,7 +108,7 @@ def _unchanged_since_registered(params: Params) -> str | None:
 
 
 def _record_in_dvc(params_file: str, overrides: list[str] | None) -> str:
-    from autotransfer.dvc_data import commit_pipeline
+    from autotransfer.ops.dvc import commit_pipeline
 
     if overrides or Path(params_file).resolve() != DEFAULT_PARAMS_FILE.resolve():
         return "run with other params than params.yaml: not recorded in dvc.lock"
@@ -122,24 +123,51 @@ def _decision_report(params: Params, results: dict[str, Any], skipped: str | Non
     if skipped:
         lines += [f"**Skipped:** {skipped}"]
     else:
-        plan, train, metrics, reg = (results[k] for k in ("plan", "train", "evaluate", "register"))
-        lines += [
-            f"**Strategy:** {plan['chosen']} (runner-up {plan['runner_up']})", "", f"**Why:** {plan['reason']}", "",
-            f"**Trained:** {train['candidate']}, {train['epochs_run']} epochs, val accuracy {train['val_accuracy']}",
-            "", f"**Target test:** accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} "
-            f"({metrics['n']} images)", "",
-            f"**Registry:** version {reg['version']} {reg['decision']}: {reg['reason']}. "
-            f"Champion: v{reg['champion']} ({reg['tracking_uri']})",
-        ]
+        plan = PlanReport.model_validate(results["plan"])
+        train = TrainReport.model_validate(results["train"])
+        metrics = MetricsReport.model_validate(results["evaluate"])
+        reg = RegistrationReport.model_validate(results["register"])
+        lines += ["**Plan:** " + plan.summary().replace("\n", "\n\n**Why:** "), "",
+                  "**Trained:** " + train.summary().splitlines()[-1], "",
+                  "**Target test:** " + metrics.summary().splitlines()[0], "",
+                  "**Registry:** " + reg.summary().replace("\n", ": ")]
         create_table_artifact(key="retrain-metrics", description="target test metrics of this run", table=[
-            {"metric": "accuracy", "value": metrics["accuracy"]},
-            {"metric": "macro_f1", "value": metrics["macro_f1"]},
-            {"metric": "challenger_score", "value": reg["challenger_score"]},
-            {"metric": "champion_score", "value": reg["champion_score"]},
+            {"metric": "accuracy", "value": metrics.accuracy},
+            {"metric": "macro_f1", "value": metrics.macro_f1},
+            {"metric": "challenger_score", "value": reg.challenger_score},
+            {"metric": "champion_score", "value": reg.champion_score},
         ])
     create_markdown_artifact(key="retrain-decision", markdown="\n".join(lines) + "\n",
                              description="what this retraining run decided, and why")
 
 
+def main(argv: list[str] | None = None) -> int:
+    """``python -m flows.retrain`` (what ``autotransfer run`` becomes): exit 0, 1 (validation failed), 2 (config)."""
+    import argparse
+    import time
+
+    from autotransfer.errors import AutotransferError, ConfigError, ImageDecodeError
+
+    parser = argparse.ArgumentParser(prog="autotransfer run", description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default=str(DEFAULT_PARAMS_FILE), help="params file (default: params.yaml)")
+    parser.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a parameter (repeatable)")
+    parser.add_argument("--force", action="store_true",
+                        help="retrain even if this data and these params were trained and registered before")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    try:
+        result = retrain(params_file=args.params, overrides=args.overrides, force=args.force)
+    except ConfigError as exc:
+        print(f"autotransfer: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except (ValidationFailed, AutotransferError, ImageDecodeError) as exc:
+        print(f"autotransfer run: {exc}", file=sys.stderr)
+        return 1
+    print(f"retrain flow finished in {time.perf_counter() - started:.1f} s"
+          + (f": {result['reason']}" if result["skipped"] else ""))
+    return 0
+
+
 if __name__ == "__main__":
-    retrain(params_file=sys.argv[1] if len(sys.argv) > 1 else str(DEFAULT_PARAMS_FILE))
+    sys.exit(main())

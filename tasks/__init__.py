@@ -1,1 +1,1 @@
-"""Prefect tasks: one thin wrapper per pipeline stage of ``autotransfer.stages``, nothing else."""
+"""Prefect tasks: one thin wrapper per pipeline stage of ``autotransfer.stages.pipeline``, nothing else."""

@@ -77,7 +77,7 @@ def params_for(root: Path, **sections: dict) -> Params:
 def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real demo data, built once per session (~5 s)."""
     from autotransfer.config import DemoConfig
-    from autotransfer.demo_data import build_demo_data
+    from autotransfer.io.demo_data import build_demo_data
 
     out = tmp_path_factory.mktemp("demo") / "data"
     build_demo_data(DemoConfig(), out=out, progress=False)
@@ -99,7 +99,7 @@ def team():
     import tempfile
     import time
 
-    from autotransfer.stack import Stack, StackError, free_port, postgres_bin
+    from autotransfer.ops.stack import Stack, StackError, free_port, postgres_bin
 
     try:
         postgres_bin("initdb")

@@ -8,12 +8,12 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 from autotransfer.config import Params
-from autotransfer.evaluate import evaluate
-from autotransfer.planning import make_plan
-from autotransfer.pretrain import pretrain
-from autotransfer.similarity_stage import measure_similarity
-from autotransfer.train_stage import train_stage
-from autotransfer.validation import validate
+from autotransfer.stages.evaluate import evaluate
+from autotransfer.stages.plan import make_plan
+from autotransfer.stages.pretrain import pretrain
+from autotransfer.stages.similarity import measure_similarity
+from autotransfer.stages.train import train_stage
+from autotransfer.stages.validate import validate
 from stage_helpers import tiny_params
 
 

@@ -96,7 +96,7 @@ def test_domain_is_a_name_under_root_or_a_path():
 def test_arch_names_match_the_backbone_registry():
     from typing import get_args
 
-    from autotransfer.backbones import ARCHS
+    from autotransfer.models.backbones import ARCHS
     from autotransfer.config import ArchName
 
     assert set(get_args(ArchName)) == set(ARCHS)
@@ -106,6 +106,6 @@ def test_strategy_names_match_the_planner():
     from typing import get_args
 
     from autotransfer.config import StrategyName
-    from autotransfer.planning import STRATEGIES
+    from autotransfer.analysis.planning import STRATEGIES
 
     assert set(get_args(StrategyName)) == set(STRATEGIES)

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from autotransfer.stages import STAGES, stage_names
+from autotransfer.stages.pipeline import STAGES, stage_names
 from flows.retrain import FLOW_STAGES, retrain
 from registry_helpers import demo_params
 from tasks.stages import STAGE_TASKS, ValidationFailed

@@ -1,4 +1,4 @@
-"""The house rules of DESIGN.md §1 that a test can check."""
+"""The house rules of docs/architecture.md that a test can check."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from autotransfer.stages import stage_names
+from autotransfer.stages.pipeline import stage_names
 
 REPO = Path(__file__).resolve().parents[1]
 

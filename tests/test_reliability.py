@@ -26,8 +26,8 @@ from PIL import Image
 
 from autotransfer.cli import main
 from autotransfer.config import ConfigError, Params, params_from_dict
-from autotransfer.registry import RegistryError
-from autotransfer.training import TrainingError
+from autotransfer.registry.store import RegistryError
+from autotransfer.errors import TrainingError
 from conftest import make_domain, write_image
 from flows.retrain import retrain
 from registry_helpers import demo_params
@@ -237,11 +237,11 @@ def test_params_fuzz_gives_a_config_error_naming_the_key_never_a_deep_traceback(
 def test_full_disk_while_checkpointing_is_a_clear_error_and_the_previous_checkpoint_survives(
         data_root, tmp_path, monkeypatch):
     from autotransfer import training
-    from autotransfer.planning import make_plan
-    from autotransfer.pretrain import pretrain
-    from autotransfer.similarity_stage import measure_similarity
-    from autotransfer.train_stage import train_stage
-    from autotransfer.validation import validate
+    from autotransfer.stages.plan import make_plan
+    from autotransfer.stages.pretrain import pretrain
+    from autotransfer.stages.similarity import measure_similarity
+    from autotransfer.stages.train import train_stage
+    from autotransfer.stages.validate import validate
 
     params = tiny_params(data_root, tmp_path, train={"epochs": 3, "batch_size": 4, "patience": 0},
                          strategy={"force": "scratch"})
@@ -269,11 +269,11 @@ def test_full_disk_while_checkpointing_is_a_clear_error_and_the_previous_checkpo
 
 
 def test_exploding_gradients_stop_with_the_step_number(data_root, tmp_path):
-    from autotransfer.planning import make_plan
-    from autotransfer.pretrain import pretrain
-    from autotransfer.similarity_stage import measure_similarity
-    from autotransfer.train_stage import train_stage
-    from autotransfer.validation import validate
+    from autotransfer.stages.plan import make_plan
+    from autotransfer.stages.pretrain import pretrain
+    from autotransfer.stages.similarity import measure_similarity
+    from autotransfer.stages.train import train_stage
+    from autotransfer.stages.validate import validate
 
     params = tiny_params(data_root, tmp_path, train={"epochs": 3, "batch_size": 4, "lr": 1e30, "warmup": 0},
                          strategy={"force": "scratch"})

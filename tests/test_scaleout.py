@@ -1,6 +1,6 @@
 """Team-scale engines on 127.0.0.1: MLflow on PostgreSQL + S3, Prefect on PostgreSQL with a worker.
 
-The stack is conftest's session fixture ``team`` (autotransfer.stack: what `make stack-up`
+The stack is conftest's session fixture ``team`` (autotransfer.ops.stack: what `make stack-up`
 starts), stopped at the end of the session even when a test fails. The DVC remote on the
 same S3 server: test_dvc; 2-process DDP training: test_distributed.
 """
@@ -20,11 +20,11 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from autotransfer.data import domain_rows, load_images, read_manifest
-from autotransfer.evaluate import load_trained_model
-from autotransfer.registry import register
-from autotransfer.scoring import predict_names
-from autotransfer.stack import MLFLOW_BUCKET, POOL, Stack, StackError, free_port, postgres_bin
+from autotransfer.io.data import domain_rows, load_images, read_manifest
+from autotransfer.models.weights import load_trained_model
+from autotransfer.registry.store import register
+from autotransfer.analysis.metrics import predict_names
+from autotransfer.ops.stack import MLFLOW_BUCKET, POOL, Stack, StackError, free_port, postgres_bin
 from registry_helpers import demo_params, run_pipeline
 from servers import running
 from test_flows import params_file
@@ -62,7 +62,7 @@ def test_mlflow_on_postgres_and_s3_registers_promotes_and_serves_the_champion(te
     # given a trained pipeline whose registry is the team's MLflow server
     params = run_pipeline(demo_params(demo_root, tmp_path / "work", store=team.mlflow_uri))
     # when it registers
-    decision = register(params)
+    decision = register(params).to_json()
     # then the version is the champion, recorded in PostgreSQL, its files in the S3 bucket
     assert decision["champion"] == str(decision["version"]) and decision["decision"] == "promoted"
     assert psql(team, "mlflow", "select name, version from model_versions") == [("autotransfer", 1)]

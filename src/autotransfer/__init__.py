@@ -3,7 +3,7 @@
 The library is pure Python + torch; Prefect lives in ``tasks/`` and ``flows/`` only.
 """
 
-from autotransfer.telemetry import disable_telemetry
+from autotransfer.ops.telemetry import disable_telemetry
 
 disable_telemetry()
 

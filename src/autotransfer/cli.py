@@ -13,7 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from autotransfer.config import DEFAULT_PARAMS_FILE, ConfigError, Params, load_params
+from autotransfer.config import DEFAULT_PARAMS_FILE, Params, load_params
+from autotransfer.errors import AutotransferError, ConfigError, ImageDecodeError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -99,26 +100,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from autotransfer.backbones import WeightsError
-    from autotransfer.data import StageInputError
-    from autotransfer.planning import PlanError
-    from autotransfer.predict import ImageDecodeError
-    from autotransfer.registry import RegistryError
-    from autotransfer.training import TrainingError
-
     args = build_parser().parse_args(argv)
     try:
-        return args.handler(args)
+        code: int = args.handler(args)
+        return code
     except ConfigError as exc:
         print(f"autotransfer: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (StageInputError, WeightsError, PlanError, TrainingError, RegistryError, ImageDecodeError) as exc:
+    except (AutotransferError, ImageDecodeError) as exc:
         print(f"autotransfer {args.command}: {exc}", file=sys.stderr)
         return EXIT_FAILED
 
 
 def cmd_stack(args: argparse.Namespace) -> int:
-    from autotransfer.stack import Stack, StackError, describe
+    from autotransfer.ops.stack import Stack, StackError, describe  # no torch, no mlflow
 
     root = args.root.resolve()
     exists = (root / "state.json").exists()
@@ -165,8 +160,8 @@ def _progress(args: argparse.Namespace) -> bool | None:
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
-    from autotransfer.demo_data import build_demo_data
-    from autotransfer.dvc_data import commit_data
+    from autotransfer.io.demo_data import build_demo_data
+    from autotransfer.ops.dvc import commit_data
 
     params = _params(args)
     out = Path(args.out or params.demo.out)
@@ -185,7 +180,7 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from autotransfer.validation import summary_lines, validate
+    from autotransfer.stages.validate import summary_lines, validate
 
     params = _params(args, *([f"data.root={json.dumps(args.data)}"] if args.data else []))
     started = time.perf_counter()
@@ -199,86 +194,51 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from autotransfer.pretrain import pretrain
+    from autotransfer.stages.pretrain import pretrain
 
-    meta = pretrain(_params(args), progress=_progress(args))
-    if meta["skipped"]:
-        print(f"pretrain skipped: {meta['reason']}")
-    else:
-        print(f"pretrained {meta['arch']} on {meta['source_domain']} ({meta['train_images']} images, "
-              f"{meta['epochs']} epochs, {meta['seconds']} s): source val accuracy {_fmt(meta['val_accuracy'])}")
+    meta, seconds = pretrain(_params(args), progress=_progress(args))
+    print(f"{meta.summary()} ({seconds:.1f} s)")
     return EXIT_OK
 
 
 def cmd_similarity(args: argparse.Namespace) -> int:
-    from autotransfer.similarity_stage import measure_similarity
+    from autotransfer.stages.similarity import measure_similarity
 
-    report = measure_similarity(_params(args), progress=_progress(args))
-    domain, transfer, zero = report["domain"], report["transferability"], report["zero_shot"]
-    print(f"{report['source']} -> {report['target']} ({report['backbone']['arch']}, {report['backbone']['weights']})")
-    print(f"  PAD {domain['pad']['pad']:.3f} at {domain['pad']['n_per_domain']} images per domain; "
-          f"MMD² {domain['mmd2_rbf']['mmd2']:.4f}; Fréchet {domain['frechet']['value']:.2f}")
-    print(f"  zero-shot source-head accuracy: {_fmt(zero.get('value'))}" + (
-        f" ({zero['reason']})" if zero.get("value") is None else f" on {zero['n']} labeled target images"))
-    for name, entry in transfer.items():
-        if entry.get("pretrained") is None:
-            print(f"  {name}: n/a ({entry.get('reason')})")
-        else:
-            print(f"  {name}: {entry['pretrained']:.3f} pretrained vs {entry['random_init']:.3f} random init "
-                  f"(gain {entry['gain']:+.3f}, n={entry['n']})")
+    print(measure_similarity(_params(args), progress=_progress(args)).summary())
     return EXIT_OK
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from autotransfer.planning import make_plan
+    from autotransfer.stages.plan import make_plan
 
-    plan = make_plan(_params(args, *_force(args)))
-    print(f"strategy: {plan['chosen']} (runner-up: {plan['runner_up']}; ranking: {', '.join(plan['ranking'])})")
-    print(plan["reason"])
+    print(make_plan(_params(args, *_force(args))).summary())
     return EXIT_OK
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from autotransfer.train_stage import train_stage
+    from autotransfer.stages.train import train_stage
 
     nproc = [f"train.distributed={args.nproc}"] if args.nproc else []
-    report = train_stage(_params(args, *_force(args), *nproc), progress=_progress(args))
-    for row in report["race"]:
-        print(f"  race round {row['round']}: {row['candidate']} {row['budget_epochs']} epochs "
-              f"-> val {_fmt(row['val_accuracy'])} ({row['seconds']} s)")
-    if report.get("race_note"):
-        print(f"  {report['race_note']}")
-    resumed = f", resumed from epoch {report['resumed_from_epoch']}" if report["resumed_from_epoch"] else ""
-    print(f"trained {report['candidate']} ({report['mode']}): {report['epochs_run']} epochs{resumed}, "
-          f"best epoch {report['best_epoch']}, target val accuracy {_fmt(report['val_accuracy'])}, "
-          f"{report['seconds']} s ({report['images_per_second']} img/s"
-          + (f", {report['processes']} processes)" if report.get("processes") else ")"))
+    print(train_stage(_params(args, *_force(args), *nproc), progress=_progress(args)).summary())
     return EXIT_OK
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from autotransfer.evaluate import evaluate
+    from autotransfer.stages.evaluate import evaluate
 
-    metrics = evaluate(_params(args), progress=_progress(args))
-    print(f"{metrics['strategy']} on {metrics['target']} test ({metrics['n']} images): "
-          f"accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}")
-    print("plots: " + ", ".join(p for p in metrics["plots"].values() if p))
+    print(evaluate(_params(args), progress=_progress(args)).summary())
     return EXIT_OK
 
 
 def cmd_register(args: argparse.Namespace) -> int:
-    from autotransfer.registry import register
+    from autotransfer.stages.register import register
 
-    report = register(_params(args))
-    again = " (already registered)" if report["already_registered"] else ""
-    print(f"{report['model_name']} version {report['version']}{again} at {report['tracking_uri']}: "
-          f"{report['decision']}; champion is now v{report['champion']}")
-    print(report["reason"])
+    print(register(_params(args)).summary())
     return EXIT_OK
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from autotransfer.registry import promote
+    from autotransfer.registry.store import promote
 
     report = promote(_params(args), args.version)
     print(f"{report['model_name']}: champion is v{report['champion']} ({report['reason']})")
@@ -286,7 +246,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from autotransfer.registry import rollback
+    from autotransfer.registry.store import rollback
 
     report = rollback(_params(args))
     print(f"{report['model_name']}: champion is v{report['champion']} ({report['reason']})")
@@ -294,9 +254,9 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from autotransfer.data import StageInputError
-    from autotransfer.images import inspect_image
-    from autotransfer.registry import load_predictor
+    from autotransfer.errors import StageInputError
+    from autotransfer.io.images import inspect_image
+    from autotransfer.registry.store import load_predictor
 
     params = _params(args)
     for path in args.images:  # refuse bad files up front, by name, before loading any model
@@ -315,48 +275,38 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    # The flow lives in flows/ (Prefect stays out of the library); imported only for this command.
-    from flows.retrain import retrain
-    from tasks.stages import ValidationFailed
-
+    """The flow lives in flows/ (Prefect stays out of the library): this process becomes it."""
     _params(args)  # a configuration error is reported before Prefect starts
-    started = time.perf_counter()
-    try:
-        result = retrain(params_file=str(args.params), overrides=list(args.overrides), force=args.force)
-    except ValidationFailed as exc:
-        print(f"autotransfer run: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    print(f"retrain flow finished in {time.perf_counter() - started:.1f} s"
-          + (f": {result['reason']}" if result["skipped"] else ""))
-    return EXIT_OK
+    command = [sys.executable, "-m", "flows.retrain", "--params", str(args.params)]
+    command += [f"--set={override}" for override in args.overrides] + (["--force"] if args.force else [])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, command)
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from autotransfer.data import StageInputError
+    from autotransfer.artifacts import (
+        METRICS_JSON, PLAN_JSON, REGISTRATION_JSON, TRAIN_JSON, MetricsReport, PlanReport, RegistrationReport,
+        TrainReport, read_report,
+    )
 
     reports = Path(_params(args).reports.dir)
-    found = {name: json.loads((reports / f"{name}.json").read_text())
-             for name in ("plan", "train", "metrics", "registration") if (reports / f"{name}.json").exists()}
-    if "plan" not in found:
-        raise StageInputError(f"{reports / 'plan.json'}: not found; run `make run` (or `dvc repro`) first")
-    plan = found["plan"]
-    print(f"source {plan['source']} -> target {plan['target']}: strategy {plan['chosen']} "
-          f"(runner-up {plan['runner_up']})")
-    print(f"why: {plan['reason']}")
-    if "train" in found:
-        t = found["train"]
-        print(f"trained: {t['candidate']}, {t['epochs_run']} epochs, val accuracy {_fmt(t['val_accuracy'])}")
-    if "metrics" in found:
-        m = found["metrics"]
-        print(f"target test accuracy: {m['accuracy']:.3f} (macro-F1 {m['macro_f1']:.3f}, {m['n']} images)")
-    if "registration" in found:
-        r = found["registration"]
-        print(f"registry: {r['model_name']} v{r['version']} {r['decision']} ({r['reason']}); "
-              f"champion is v{r['champion']}")
-        if r["tracking_uri"].startswith("sqlite:///"):
-            print(f"  browse: mlflow ui --backend-store-uri {r['tracking_uri']} --host 127.0.0.1")
+    plan = read_report(reports / PLAN_JSON, PlanReport, "plan")
+    print(f"source {plan.source} -> target {plan.target}: strategy {plan.chosen} (runner-up {plan.runner_up})")
+    print(f"why: {plan.reason}")
+    if (reports / TRAIN_JSON).exists():
+        t = read_report(reports / TRAIN_JSON, TrainReport, "train")
+        print(f"trained: {t.candidate}, {t.epochs_run} epochs, val accuracy {_fmt(t.val_accuracy)}")
+    if (reports / METRICS_JSON).exists():
+        m = read_report(reports / METRICS_JSON, MetricsReport, "evaluate")
+        print(f"target test accuracy: {_fmt(m.accuracy)} (macro-F1 {_fmt(m.macro_f1)}, {m.n} images)")
+    if (reports / REGISTRATION_JSON).exists():
+        r = read_report(reports / REGISTRATION_JSON, RegistrationReport, "register")
+        print(f"registry: {r.model_name} v{r.version} {r.decision} ({r.reason}); champion is v{r.champion}")
+        if r.tracking_uri.startswith("sqlite:///"):
+            print(f"  browse: mlflow ui --backend-store-uri {r.tracking_uri} --host 127.0.0.1")
         else:
-            print(f"  browse: {r['tracking_uri']}")
+            print(f"  browse: {r.tracking_uri}")
     api = os.environ.get("PREFECT_API_URL")
     if api:
         print(f"  flow runs: {api.removesuffix('/api')}")

@@ -15,6 +15,10 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from autotransfer.errors import ConfigError
+
+__all__ = ["ConfigError", "Params", "load_params", "params_from_dict", "resolve_domain"]
+
 DEFAULT_PARAMS_FILE = Path("params.yaml")
 
 
@@ -28,10 +32,6 @@ def _no_parent_steps(value: str) -> str:
 
 
 OutputPath = Annotated[str, AfterValidator(_no_parent_steps)]
-
-
-class ConfigError(ValueError):
-    """A params file or override that does not fit the schema; the message names the key."""
 
 
 class Section(BaseModel):
@@ -75,8 +75,8 @@ class ReportsConfig(Section):
     dir: OutputPath = Field("reports", description="Where stages write their reports.")
 
 
-# The names of src/autotransfer/backbones.py's registry (kept here so that loading params
-# does not import torch; a test checks the two agree).
+# The names of models/backbones.py's ARCHS and transfer/strategies.py's STRATEGIES (kept
+# here so that loading params does not import torch; a test checks they agree).
 ArchName = Literal["small_cnn", "resnet18", "resnet34", "resnet50", "mobilenet_v3_small",
                    "mobilenet_v3_large", "efficientnet_b0", "vit_b_16"]
 StrategyName = Literal["linear_probe", "finetune_top", "progressive", "finetune_all", "scratch", "dann", "source_only"]

@@ -1,0 +1,1 @@
+"""Measurements and decisions without side effects: similarity, the plan's rules, metrics."""

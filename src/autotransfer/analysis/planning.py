@@ -1,0 +1,181 @@
+"""The plan's rules: rank the transfer strategies and choose one, saying why (docs/strategies.md).
+
+The table is the prior::
+
+                      similar to source      different from source
+    small labeled     linear_probe           progressive
+    large labeled     finetune_all           finetune_all or scratch
+    none, source lab. source_only            dann
+
+"Small", "large" and "none" compare the labeled target images per class (the smallest
+class) with thresholds; "similar" rests on task-aware signals (zero-shot source-head
+accuracy, else the probe-accuracy gain over random features), never on PAD alone, which
+saturates for every synthetic→real pair. A backbone whose features barely beat random
+ones is not frozen. ``decide`` is a pure function of the measured inputs and the
+``strategy`` params; ``stages.plan`` reads the reports and writes ``reports/plan.json``.
+The evidence behind each cell and adjustment is in docs/strategies.md and BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from autotransfer.config import StrategyConfig
+from autotransfer.errors import PlanError
+
+STRATEGIES = ("linear_probe", "finetune_top", "progressive", "finetune_all", "scratch", "dann", "source_only")
+
+# The table's cells, each a full preference order; inapplicable strategies are dropped later.
+PREFERENCES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("small", "similar"): ("linear_probe", "finetune_top", "progressive", "finetune_all", "dann", "scratch",
+                           "source_only"),
+    ("small", "different"): ("progressive", "finetune_all", "finetune_top", "dann", "linear_probe", "scratch",
+                             "source_only"),
+    ("large", "similar"): ("finetune_all", "progressive", "finetune_top", "linear_probe", "scratch", "dann",
+                           "source_only"),
+    ("large", "different"): ("finetune_all", "scratch", "progressive", "finetune_top", "dann", "linear_probe",
+                             "source_only"),
+    ("none", "similar"): ("source_only", "dann"),
+    ("none", "different"): ("dann", "source_only"),
+}
+FROZEN = ("linear_probe", "finetune_top", "source_only")
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    labeled_per_class: dict[str, int]  # target classes -> labeled images (train + val, after the cap)
+    unlabeled_target: int
+    target_classes_in_source: bool
+    source_head: bool  # the backbone comes with a head trained on the source's classes
+    zero_shot: float | None
+    probe_gain: float | None
+    logme_gain: float | None
+    pad: float | None
+    mmd2: float | None
+
+    @property
+    def min_labeled(self) -> int:
+        return min(self.labeled_per_class.values(), default=0)
+
+
+def decide(inputs: PlanInputs, cfg: StrategyConfig) -> dict[str, Any]:
+    comparisons: list[dict[str, Any]] = []
+
+    def compare(signal: str, value: float | None, key: str, threshold: float, op: str, meaning: str) -> bool:
+        outcome = value is not None and (value >= threshold if op == ">=" else value < threshold)
+        comparisons.append({"signal": signal, "value": value, "threshold_key": f"strategy.{key}",
+                            "threshold": threshold, "test": f"{op} {threshold}", "outcome": outcome,
+                            "meaning": meaning if outcome else f"not {meaning}"})
+        return outcome
+
+    labeled = inputs.min_labeled
+    if compare("labeled target images per class (smallest class)", labeled, "none_below_per_class",
+               cfg.none_below_per_class, "<", "no usable labels"):
+        amount = "none"
+    elif compare("labeled target images per class (smallest class)", labeled, "large_from_per_class",
+                 cfg.large_from_per_class, ">=", "large"):
+        amount = "large"
+    else:
+        amount = "small"
+
+    if inputs.zero_shot is not None:
+        similar = compare("zero-shot source-head accuracy on the labeled target", inputs.zero_shot,
+                          "similar_zero_shot", cfg.similar_zero_shot, ">=", "similar")
+        basis = "zero-shot source-head accuracy"
+    elif inputs.logme_gain is not None:
+        similar = compare("LogME gain of pretrained over random features", inputs.logme_gain,
+                          "similar_logme_gain", cfg.similar_logme_gain, ">=", "similar")
+        basis = "LogME transfer gain"
+    else:
+        similar, basis = False, "no task-aware signal without target labels: assumed different"
+    # LogME, not probe accuracy: with many labels a probe on random conv features is already
+    # strong (0.965 on the demo digits), so the probe gain vanishes while LogME's does not.
+    weak_backbone = inputs.logme_gain is not None and compare(
+        "LogME gain of pretrained over random features", inputs.logme_gain, "min_transfer_gain",
+        cfg.min_transfer_gain, "<", "barely better than random features")
+    cell = (amount, "similar" if similar else "different")
+
+    excluded: dict[str, str] = {}
+    if amount == "none":
+        for name in ("linear_probe", "finetune_top", "progressive", "finetune_all", "scratch"):
+            excluded[name] = f"needs labeled target images ({labeled} per class)"
+    if not inputs.target_classes_in_source:
+        excluded["source_only"] = excluded["dann"] = "the target has classes the source does not"
+    elif not inputs.source_head:
+        excluded["source_only"] = "no source head (backbone.weights is not the pretrain stage's model)"
+    if inputs.unlabeled_target == 0 and "dann" not in excluded:
+        excluded["dann"] = "no unlabeled target images to adapt on"
+
+    order = list(PREFERENCES[cell])
+    adjustments = []
+    if weak_backbone:
+        # Frozen features that barely beat random ones cap accuracy: train the backbone instead.
+        order = [s for s in order if s not in FROZEN] + [s for s in order if s in FROZEN]
+        adjustments.append("frozen strategies moved last: the backbone barely beats random features")
+        if amount == "large" and "scratch" in order:
+            order.remove("scratch")
+            order.insert(0, "scratch")
+            adjustments.append("scratch first: with many labels and no transfer gain, pretraining adds nothing")
+    if (amount == "small" and "dann" not in excluded and labeled < cfg.dann_below_per_class
+            and inputs.unlabeled_target >= cfg.dann_min_unlabeled):
+        # A few labels teach the model little; labeled source plus many unlabeled target images
+        # teach it more (docs/strategies.md gives the evidence).
+        order.remove("dann")
+        order.insert(0, "dann")
+        adjustments.append(f"dann first: fewer than {cfg.dann_below_per_class} labels per class "
+                           f"(strategy.dann_below_per_class) and {inputs.unlabeled_target} unlabeled target images")
+    ranking = [s for s in order if s not in excluded]
+    if not ranking:
+        raise PlanError("no strategy applies: " + "; ".join(f"{k}: {v}" for k, v in excluded.items()))
+
+    return {
+        "cell": {"labeled": amount, "similarity": cell[1], "similarity_basis": basis},
+        "ranking": ranking,
+        "chosen": ranking[0],
+        "runner_up": ranking[1] if len(ranking) > 1 else None,
+        "candidates": candidates(ranking, similar),
+        "excluded": excluded,
+        "adjustments": adjustments,
+        "comparisons": comparisons,
+    }
+
+
+def candidates(ranking: list[str], similar: bool) -> list[dict[str, Any]]:
+    """Strategies with their key hyperparameter, in rank order (race mode tries the top few).
+
+    The backbone LR multiplier moved finetune_all by 10 points (docs/strategies.md), so both
+    values are candidates, the one the prior favours first.
+    """
+    out: list[dict[str, Any]] = []
+    for strategy in ranking:
+        if strategy == "finetune_all":
+            mults = (0.1, 1.0) if similar else (1.0, 0.1)
+            out += [{"strategy": strategy, "backbone_lr_mult": m} for m in mults]
+        else:
+            out.append({"strategy": strategy})
+    return out
+
+
+def explain(plan: dict[str, Any], inputs: PlanInputs, target: str) -> str:
+    amount, similarity = plan["cell"]["labeled"], plan["cell"]["similarity"]
+    parts = [f"The target {target!r} has {inputs.min_labeled} labeled images in its smallest class "
+             f"({amount})"]
+    if inputs.zero_shot is not None:
+        parts.append(f"the source head scores {inputs.zero_shot:.2f} on it zero-shot")
+    if inputs.logme_gain is not None:
+        parts.append(f"pretrained features beat random ones by {inputs.logme_gain:+.2f} LogME"
+                     + (f" and {inputs.probe_gain:+.2f} probe accuracy" if inputs.probe_gain is not None else ""))
+    relation = "similar to" if similarity == "similar" else "different from"
+    text = "; ".join(parts) + f", so it counts as {relation} the source ({plan['cell']['similarity_basis']})."
+    if inputs.pad is not None:
+        text += (f" PAD is {inputs.pad:.2f}: the domains are "
+                 f"{'easily' if inputs.pad > 1.5 else 'hardly' if inputs.pad < 0.5 else 'partly'} told apart, "
+                 "which alone does not decide (docs/strategies.md, 'Similarity').")
+    text += f" The strategy table (docs/strategies.md) gives {PREFERENCES[(amount, similarity)][0]} for {amount} labeled data and a {similarity} target"
+    if plan["adjustments"]:
+        text += "; " + "; ".join(plan["adjustments"])
+    text += f". Chosen: {plan['chosen']}"
+    if plan["runner_up"]:
+        text += f", runner-up: {plan['runner_up']}"
+    return text + "."

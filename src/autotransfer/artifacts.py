@@ -1,0 +1,418 @@
+"""Every file a stage writes for another to read: its name, and a pydantic model of its contents.
+
+Reports are written and read only through these models (``io.files.write_report`` /
+``read_report``),
+so a stage that renames or drops a field fails where it writes, and a reader of an old or
+hand-edited file gets an error that names the file and the field, never a silent None.
+Each report has a ``summary()``: the one text the CLI prints, the Prefect task logs and the
+flow's decision artifact shows.
+
+Field order is the order of the keys in the JSON files: dumps keep it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from autotransfer.errors import StageInputError
+
+# reports/ (params.reports.dir)
+VALIDATION_JSON = "validation.json"
+VALIDATION_MD = "validation.md"
+MANIFEST_CSV = "manifest.csv"
+SIMILARITY_JSON = "similarity.json"
+PLAN_JSON = "plan.json"
+TRAIN_JSON = "train.json"
+TRAIN_HISTORY_CSV = "train_history.csv"
+METRICS_JSON = "metrics.json"
+PLOTS_DIR = "plots"
+REGISTRATION_JSON = "registration.json"
+# models/source (params.pretrain.out) and models/target (params.train.out)
+MODEL_FILE = "model.safetensors"
+META_FILE = "meta.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+RUNS_DIR = "runs"  # models/target/runs/<candidate>/checkpoint.pt
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+class Report(BaseModel):
+    """A stage's JSON output. Unknown fields are refused: a renamed field is an error, not a None."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def summary(self) -> str:
+        raise NotImplementedError
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class Part(BaseModel):
+    """A nested part of a report."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Open(BaseModel):
+    """A nested part whose keys vary (e.g. one per measure): declared fields are required, others kept."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+R = TypeVar("R", bound=Report)
+
+
+def read_report(path: Path, model: type[R], made_by: str) -> R:
+    """``path`` parsed as ``model``; missing or malformed is a StageInputError naming the file and the field."""
+    if not path.exists():
+        raise StageInputError(f"{path}: not found; run `autotransfer {made_by}` first")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise StageInputError(f"{path}: not readable JSON ({exc}); rerun `autotransfer {made_by}`") from None
+    return parse_report(raw, model, str(path), made_by)
+
+
+def parse_report(raw: Any, model: type[R], where: str, made_by: str) -> R:
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
+                             for err in exc.errors()[:5])
+        raise StageInputError(f"{where}: does not match what `autotransfer {made_by}` writes ({problems}); "
+                              f"rerun `autotransfer {made_by}`") from None
+
+
+# ------------------------------------------------------------------ validate
+
+
+class DomainSummary(Part):
+    name: str
+    path: str
+    classes: list[str]
+    images: dict[str, int]
+    colour_images: int
+
+
+class FileCounts(Part):
+    total: int
+    readable: int
+    unreadable: int
+    modes: dict[str, int]
+    converted_to_rgb: int
+    formats: dict[str, int]
+    duplicates_within_a_split: int
+
+
+class TargetUsage(Part):
+    labeled_per_class_cap: int | None
+    labeled_per_class: dict[str, int]
+    unlabeled: int
+    test: int
+
+
+class CheckResult(Open):
+    id: str
+    description: str
+    severity: str
+    success: bool
+    unexpected_count: int
+    offending: list[dict[str, Any]]
+
+
+class ValidationReport(Report):
+    success: bool
+    failed_checks: list[str]
+    warnings: list[str]
+    domains: dict[str, DomainSummary]  # "source", "target"
+    files: FileCounts
+    target_usage: TargetUsage
+    checks: list[CheckResult]
+
+    def summary(self) -> str:
+        return (f"validation {'passed' if self.success else 'FAILED'}: {self.files.readable}/{self.files.total} "
+                f"files readable, {sum(c.success for c in self.checks)}/{len(self.checks)} checks passed")
+
+
+# ------------------------------------------------------------------ pretrain
+
+
+class NormalizationSpec(Part):
+    mean: list[float]
+    std: list[float]
+
+
+class PretrainSkipped(Report):
+    skipped: bool
+    reason: str
+
+    def summary(self) -> str:
+        return f"pretrain skipped: {self.reason}"
+
+
+class SourceEpoch(Part):
+    epoch: int
+    loss: float
+    val_accuracy: float | None
+
+
+class SourceModelMeta(Report):
+    """models/source/meta.json. No timings: the same data and params must give the same bytes (DVC)."""
+
+    skipped: bool
+    arch: str
+    classes: list[str]
+    input_size: int
+    normalization: NormalizationSpec
+    source_domain: str
+    data_hash: str
+    epochs: int
+    train_images: int
+    val_accuracy: float | None
+    history: list[SourceEpoch]
+
+    def summary(self) -> str:
+        return (f"pretrained {self.arch} on {self.source_domain} ({self.train_images} images, {self.epochs} epochs): "
+                f"source val accuracy {_fmt(self.val_accuracy)}")
+
+
+def read_source_meta(path: Path) -> PretrainSkipped | SourceModelMeta:
+    if not path.exists():
+        raise StageInputError(f"{path}: not found; run `autotransfer pretrain` first")
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(raw, dict) and raw.get("skipped") is True:
+        return parse_report(raw, PretrainSkipped, str(path), "pretrain")
+    return parse_report(raw, SourceModelMeta, str(path), "pretrain")
+
+
+# ------------------------------------------------------------------ similarity
+
+
+class BackboneInfo(Part):
+    arch: str
+    weights: str
+    input_size: int
+    feature_dim: int
+    source_head_classes: list[str] | None
+
+
+class Measure(Open):
+    seconds: float
+
+
+class DomainDistances(Part):
+    pad: Measure
+    mmd2_rbf: Measure
+    frechet: Measure
+
+
+class Transfer(Open):
+    """pretrained / random_init / gain / n / seconds, or value None and a reason."""
+
+
+class ZeroShot(Open):
+    value: float | None
+
+
+class SimilarityReport(Report):
+    source: str
+    target: str
+    backbone: BackboneInfo
+    samples: dict[str, Any]
+    domain: DomainDistances
+    transferability: dict[str, Transfer]  # "logme", "probe_accuracy"
+    zero_shot: ZeroShot
+    cost: dict[str, float | int]
+
+    def extra(self, part: Open, key: str) -> Any:
+        return (part.model_extra or {}).get(key)
+
+    @property
+    def pad(self) -> float:
+        return float(self.extra(self.domain.pad, "pad"))
+
+    def summary(self) -> str:
+        d = self.domain
+        lines = [f"{self.source} -> {self.target} ({self.backbone.arch}, {self.backbone.weights})",
+                 f"  PAD {self.pad:.3f} at {self.extra(d.pad, 'n_per_domain')} images per domain; "
+                 f"MMD² {self.extra(d.mmd2_rbf, 'mmd2'):.4f}; Fréchet {self.extra(d.frechet, 'value'):.2f}"]
+        zero = self.zero_shot
+        lines.append(f"  zero-shot source-head accuracy: {_fmt(zero.value)}" + (
+            f" ({self.extra(zero, 'reason')})" if zero.value is None
+            else f" on {self.extra(zero, 'n')} labeled target images"))
+        for name, entry in self.transferability.items():
+            e = entry.model_extra or {}
+            if e.get("pretrained") is None:
+                lines.append(f"  {name}: n/a ({e.get('reason')})")
+            else:
+                lines.append(f"  {name}: {e['pretrained']:.3f} pretrained vs {e['random_init']:.3f} random init "
+                             f"(gain {e['gain']:+.3f}, n={e['n']})")
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ plan
+
+
+class PlanCell(Part):
+    labeled: str
+    similarity: str
+    similarity_basis: str
+
+
+class CandidateSpec(Part):
+    strategy: str
+    backbone_lr_mult: float | None = None
+
+
+class PlanReport(Report):
+    mode: str
+    target: str
+    source: str
+    forced: bool
+    cell: PlanCell
+    ranking: list[str]
+    chosen: str
+    runner_up: str | None
+    candidates: list[CandidateSpec]
+    excluded: dict[str, str]
+    adjustments: list[str]
+    comparisons: list[dict[str, Any]]
+    inputs: dict[str, Any]
+    reason: str
+    rules_choice: str | None = None  # what the rules chose when strategy.force overrode them
+
+    def summary(self) -> str:
+        return (f"strategy: {self.chosen} (runner-up: {self.runner_up}; ranking: {', '.join(self.ranking)})\n"
+                f"{self.reason}")
+
+
+# ------------------------------------------------------------------ train
+
+
+class RaceRow(Part):
+    round: int | str
+    candidate: str
+    budget_epochs: int
+    epochs_trained: int
+    val_accuracy: float | None
+    seconds: float
+
+
+class TrainReport(Report):
+    strategy: str
+    candidate: str
+    backbone_lr_mult: float | None
+    mode: str
+    plan_choice: str
+    epochs_run: int
+    best_epoch: int
+    resumed_from_epoch: int
+    val_accuracy: float | None
+    seconds: float
+    seconds_per_epoch: float | None
+    images_per_second: float | None
+    race: list[RaceRow]
+    race_note: str | None
+    race_cost_epochs: int | None = None
+    oracle_cost_epochs: int | None = None
+    processes: int | None = None
+
+    def summary(self) -> str:
+        lines = [f"  race round {row.round}: {row.candidate} {row.budget_epochs} epochs "
+                 f"-> val {_fmt(row.val_accuracy)} ({row.seconds} s)" for row in self.race]
+        if self.race_note:
+            lines.append(f"  {self.race_note}")
+        resumed = f", resumed from epoch {self.resumed_from_epoch}" if self.resumed_from_epoch else ""
+        lines.append(f"trained {self.candidate} ({self.mode}): {self.epochs_run} epochs{resumed}, "
+                     f"best epoch {self.best_epoch}, target val accuracy {_fmt(self.val_accuracy)}, "
+                     f"{self.seconds} s ({self.images_per_second} img/s"
+                     + (f", {self.processes} processes)" if self.processes else ")"))
+        return "\n".join(lines)
+
+
+class TargetModelMeta(Report):
+    """models/target/meta.json: what a trained model needs to be loaded and fed."""
+
+    arch: str
+    strategy: str
+    candidate: str
+    head_classes: list[str]
+    target_classes: list[str]
+    input_size: int
+    bottleneck: int = 0
+    normalization: NormalizationSpec
+    best_epoch: int
+    epochs_run: int
+    val_accuracy: float | None
+    target: str
+    train_data_hash: str
+
+
+# ------------------------------------------------------------------ evaluate
+
+
+class ClassScores(Part):
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+class Plots(Part):
+    confusion_matrix: str
+    training_curves: str | None
+    feature_map: str | None
+
+
+class MetricsReport(Report):
+    target: str
+    strategy: str
+    candidate: str | None
+    test_set_hash: str
+    model_sha256: str
+    accuracy: float | None
+    macro_f1: float | None
+    n: int
+    per_class: dict[str, ClassScores]
+    plots: Plots
+
+    def summary(self) -> str:
+        return (f"{self.strategy} on {self.target} test ({self.n} images): accuracy {_fmt(self.accuracy)}, "
+                f"macro-F1 {_fmt(self.macro_f1)}\nplots: "
+                + ", ".join(p for p in self.plots.model_dump().values() if p))
+
+
+# ------------------------------------------------------------------ register
+
+
+class RegistrationReport(Report):
+    tracking_uri: str
+    model_name: str
+    version: str
+    model_uri: str
+    run_id: str
+    already_registered: bool
+    decision: str
+    reason: str
+    metric: str
+    test_set_hash: str
+    min_delta: float
+    challenger_score: float
+    champion_before: str | None
+    champion_score: float | None
+    champion: str | None
+    model_sha256: str
+    data_hash: str
+    seconds: float
+
+    def summary(self) -> str:
+        again = " (already registered)" if self.already_registered else ""
+        return (f"{self.model_name} version {self.version}{again} at {self.tracking_uri}: "
+                f"{self.decision}; champion is now v{self.champion}\n{self.reason}")

@@ -1,0 +1,1 @@
+"""The generic training loop, its checkpoints, DDP helpers and the race between candidates."""

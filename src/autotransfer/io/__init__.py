@@ -1,0 +1,1 @@
+"""Files in, tensors out: image decoding, the manifest, atomic writes, the demo data."""

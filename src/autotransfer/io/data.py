@@ -1,0 +1,163 @@
+"""From the manifest to tensors: decoded once, kept in memory as uint8, normalised per batch.
+
+The stages after ``validate`` read ``reports/manifest.csv`` (written by validate, with a
+``usage`` column that already applies the label cap), so that every stage sees the same
+files, and only readable ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from autotransfer.artifacts import MANIFEST_CSV
+from autotransfer.config import Params
+from autotransfer.errors import StageInputError
+from autotransfer.io.images import load_rgb
+from autotransfer.io.progress import bar_disabled
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    images: torch.Tensor  # uint8, (N, 3, S, S)
+    labels: torch.Tensor  # int64, (N,); -1 where there is no label
+    classes: tuple[str, ...]
+    hashes: tuple[str, ...]  # sha256 of each file: what caches are keyed on
+    paths: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def content_hash(self) -> str:
+        return hashlib.sha256("\n".join(self.hashes).encode()).hexdigest()
+
+    @classmethod
+    def empty(cls, size: int, classes: tuple[str, ...] = ()) -> ImageSet:
+        return cls(torch.zeros((0, 3, size, size), dtype=torch.uint8), torch.zeros(0, dtype=torch.long),
+                   classes, (), ())
+
+
+@dataclass(frozen=True)
+class Normalization:
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 (N,3,H,W) to normalised float32."""
+        mean = torch.tensor(self.mean, device=batch.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=batch.device).view(1, 3, 1, 1)
+        return (batch.float() / 255.0 - mean) / std
+
+    def describe(self) -> str:
+        return f"mean={list(self.mean)},std={list(self.std)}"
+
+    def to_spec(self) -> dict[str, list[float]]:
+        return {"mean": list(self.mean), "std": list(self.std)}
+
+
+@dataclass
+class TrainData:
+    """What one training run reads: the labeled and unlabeled target, and the labeled source if asked for."""
+
+    classes: tuple[str, ...]  # target classes
+    train: ImageSet  # labeled target train (after the label cap)
+    val: ImageSet  # labeled target val
+    unlabeled: ImageSet  # target images without labels (unlabeled/ and capped-away train)
+    source_train: ImageSet | None = None
+    source_classes: tuple[str, ...] | None = None
+
+    @property
+    def has_colour(self) -> bool:
+        """Whether any image (not just its file mode) has channels that differ."""
+        sets = [self.train, self.val, self.unlabeled, self.source_train]
+        return any(s is not None and len(s) and bool((s.images[:, 0] != s.images[:, 1]).any()
+                                                    or (s.images[:, 1] != s.images[:, 2]).any()) for s in sets)
+
+
+def load_train_data(params: Params, with_source: bool, progress: bool | None = None) -> TrainData:
+    """The target's train/val/unlabeled images (and the source's labeled train when ``with_source``)."""
+    manifest = read_manifest(params.reports.dir)
+    target, source, size = params.data.target, params.data.source, params.backbone.input_size
+    classes = class_names(manifest, target)
+    data = TrainData(
+        classes=classes,
+        train=load_images(domain_rows(manifest, target, ("train",)), classes, size, progress, "target train"),
+        val=load_images(domain_rows(manifest, target, ("val",)), classes, size, progress, "target val"),
+        unlabeled=load_images(domain_rows(manifest, target, ("unlabeled",)), classes, size, progress,
+                              "target unlabeled"),
+    )
+    if with_source:
+        data.source_classes = class_names(manifest, source)
+        data.source_train = load_images(domain_rows(manifest, source, ("train",)), data.source_classes, size,
+                                        progress, "source train")
+    return data
+
+
+def read_manifest(reports_dir: str | Path) -> pd.DataFrame:
+    path = Path(reports_dir) / MANIFEST_CSV
+    if not path.exists():
+        raise StageInputError(f"{path}: not found; run `autotransfer validate` first")
+    manifest = pd.read_csv(path, dtype={"label": "string", "sha256": "string", "path": "string"},
+                           keep_default_na=False, na_values={"label": [""]})
+    if "usage" not in manifest.columns:
+        raise StageInputError(f"{path}: has no 'usage' column; rerun `autotransfer validate`")
+    return manifest
+
+
+def load_images(rows: pd.DataFrame, classes: tuple[str, ...], size: int, progress: bool | None = None,
+                desc: str = "loading images") -> ImageSet:
+    """Decode ``rows`` (manifest rows) to a uint8 tensor at ``size``x``size``; labels index ``classes``."""
+    index = {name: i for i, name in enumerate(classes)}
+    images = np.empty((len(rows), size, size, 3), dtype=np.uint8)
+    labels = np.full(len(rows), -1, dtype=np.int64)
+    paths = rows["path"].tolist()
+    items = list(zip(paths, rows["label"]))
+    for i, (path, label) in enumerate(tqdm(items, desc=desc, unit="img", disable=bar_disabled(progress, len(items)))):
+        image = load_rgb(Path(path))
+        if image.size != (size, size):
+            image = image.resize((size, size), resample=Image.Resampling.BILINEAR)
+        images[i] = np.asarray(image)
+        if isinstance(label, str) and label in index:
+            labels[i] = index[label]
+    return ImageSet(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels),
+                    tuple(classes), tuple(rows["sha256"].tolist()), tuple(paths))
+
+
+def data_hash(manifest: pd.DataFrame) -> str:
+    """Hash of what a run trains and scores on: every used file's content, domain, split, label and usage.
+
+    Unlike data.dvc it cannot be stale (validate hashes the files it scans), and it ignores
+    files the run does not use.
+    """
+    used = manifest[manifest["usage"] != "unused"]
+    rows = used[["domain", "split", "label", "usage", "sha256"]].astype("string").fillna("")
+    lines = sorted("\t".join(row) for row in rows.itertuples(index=False, name=None))
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def sample_rows(rows: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """At most ``n`` rows, drawn without replacement, in a seeded and order-independent way."""
+    rows = rows.sort_values("path")
+    if len(rows) <= n:
+        return rows
+    return rows.iloc[np.sort(np.random.default_rng(seed).permutation(len(rows))[:n])]
+
+
+def domain_rows(manifest: pd.DataFrame, domain: str, usages: tuple[str, ...]) -> pd.DataFrame:
+    return manifest[(manifest["domain"] == domain) & manifest["usage"].isin(usages)]
+
+
+def class_names(manifest: pd.DataFrame, domain: str) -> tuple[str, ...]:
+    labels = manifest.loc[(manifest["domain"] == domain) & (manifest["split"] == "train"), "label"].dropna()
+    return tuple(sorted(labels.unique(), key=_natural))
+
+
+def _natural(name: str) -> tuple[int, int, str]:
+    return (0, int(name), name) if name.isdigit() else (1, 0, name)

@@ -1,0 +1,48 @@
+"""Atomic writes: a temp file next to the target, then a rename.
+
+A crash, a full disk or a kill never leaves a half-written report, model or checkpoint
+behind: readers see the previous version or the new one, whole.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from autotransfer.artifacts import Report
+
+
+def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` then rename ``tmp`` over ``path``; on failure remove ``tmp`` and re-raise."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        write(tmp)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_safetensors(path: Path, tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> None:
+    from safetensors.torch import save_file
+
+    contiguous = {name: tensor.contiguous() for name, tensor in tensors.items()}
+    write_atomic(path, lambda tmp: save_file(contiguous, str(tmp), metadata=metadata))
+
+
+def write_text(path: Path, text: str) -> None:
+    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_json(path: Path, payload: Any) -> None:
+    write_text(path, json.dumps(payload, indent=2) + "\n")
+
+
+def write_report(path: Path, report: Report) -> None:
+    """A stage's report (``artifacts``), as JSON with its fields in declaration order."""
+    write_json(path, report.to_json())

@@ -1,0 +1,111 @@
+"""Reading images defensively: every failure becomes a message, never a crash or a hang."""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+from PIL import Image
+
+# Images above this many pixels are refused before decoding (decompression bombs): the
+# default of validation.max_pixels, and what a served model accepts from anybody.
+MAX_PIXELS = 4096 * 4096
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    width: int | None
+    height: int | None
+    mode: str | None
+    format: str | None
+    error: str | None
+
+    @property
+    def readable(self) -> bool:
+        return self.error is None
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class PixelLimitExceeded(Exception):
+    """The header announces more pixels than allowed; nothing was decoded."""
+
+    def __init__(self, image: Image.Image, max_pixels: int) -> None:
+        self.width, self.height = image.size
+        self.mode, self.format, self.max_pixels = image.mode, image.format, max_pixels
+        super().__init__(f"{self.width}x{self.height} = {self.width * self.height} pixels > {max_pixels}")
+
+
+@contextmanager
+def open_limited(source: Path | IO[bytes], max_pixels: int) -> Iterator[Image.Image]:
+    """``Image.open`` that refuses a decompression bomb from its header, before decoding anything."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(source) as image:
+            if image.size[0] * image.size[1] > max_pixels:
+                raise PixelLimitExceeded(image, max_pixels)
+            yield image
+
+
+def inspect_image(path: Path, max_pixels: int) -> ImageInfo:
+    """Open and fully decode ``path``; the header is checked against ``max_pixels`` first.
+
+    Decoding everything (not just the header) is what catches truncated files; the pixel
+    check before decoding is what keeps a decompression bomb from eating the memory.
+    """
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        return ImageInfo(None, None, None, None, f"not an image file (extension {path.suffix or 'none'!r})")
+    if path.stat().st_size == 0:
+        return ImageInfo(None, None, None, None, "empty file (0 bytes)")
+    width = height = None
+    mode = fmt = None
+    try:
+        with open_limited(path, max_pixels) as image:
+            width, height = image.size
+            mode, fmt = image.mode, image.format
+            image.load()
+    except PixelLimitExceeded as exc:
+        return ImageInfo(exc.width, exc.height, exc.mode, exc.format,
+                         f"decompression bomb refused: {exc.width}x{exc.height} = {exc.width * exc.height} pixels "
+                         f"> validation.max_pixels = {max_pixels}")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        return ImageInfo(width, height, mode, fmt, f"decompression bomb refused: {exc}")
+    except Exception as exc:  # any decoder failure is a property of the file, not a bug here
+        return ImageInfo(width, height, mode, fmt, f"unreadable image: {type(exc).__name__}: {exc}")
+    return ImageInfo(width, height, mode, fmt, None)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB: 16-bit and float images are rescaled, alpha is dropped on black."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or array.max(initial=0) > 255 else 255.0
+        scaled = np.clip(np.rint(array / top * 255.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(scaled, mode="L").convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def load_rgb(path: Path) -> Image.Image:
+    with Image.open(path) as image:
+        image.load()
+        return to_rgb(image)

@@ -1,0 +1,176 @@
+"""Scan domain folders into a manifest: one row per file, one row per (split, class) folder.
+
+Layout of a domain (docs/data.md)::
+
+    <domain>/{train,val,test}/<class>/<image>
+    <domain>/unlabeled/<image>            (optional)
+
+Scanning reads every file but never changes anything on disk, and a bad file becomes a
+row with ``readable=False`` and an ``error`` message rather than an exception.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from autotransfer.io.images import inspect_image, sha256_file
+from autotransfer.io.progress import bar_disabled
+
+SPLITS = ("train", "val", "test")
+UNLABELED = "unlabeled"
+ROLES = ("source", "target")
+
+MANIFEST_COLUMNS = [
+    "path", "domain", "role", "split", "label", "width", "height",
+    "mode", "format", "bytes", "sha256", "readable", "error",
+]
+FOLDER_COLUMNS = ["folder", "domain", "role", "split", "label", "exists", "n_files", "n_readable"]
+
+
+@dataclass(frozen=True)
+class Domain:
+    name: str
+    role: str
+    path: Path
+    # Symlinks must resolve inside this folder: data/ for the built-in domains, the
+    # domain folder itself for a user's own folder elsewhere.
+    root: Path
+
+
+@dataclass(frozen=True)
+class Scan:
+    files: pd.DataFrame
+    folders: pd.DataFrame
+
+
+def scan(domains: list[Domain], max_pixels: int, progress: bool | None = None) -> Scan:
+    planned: list[tuple[Domain, str, str | None, Path]] = []
+    folder_rows: list[dict] = []
+    for domain in domains:
+        domain_planned, domain_folders = _walk_domain(domain)
+        planned += domain_planned
+        folder_rows += domain_folders
+
+    rows = [
+        _file_row(domain, split, label, path, max_pixels)
+        for domain, split, label, path in tqdm(
+            planned, desc="scanning images", unit="img", disable=bar_disabled(progress, len(planned))
+        )
+    ]
+    files = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    files = files.astype({"width": "Int64", "height": "Int64", "bytes": "Int64", "readable": bool})
+    folders = pd.DataFrame(folder_rows, columns=FOLDER_COLUMNS)
+    readable = files[files["readable"]].groupby(["domain", "split", "label"]).size()
+    total = files.groupby(["domain", "split", "label"]).size()
+    keys = list(zip(folders["domain"], folders["split"], folders["label"]))
+    folders["n_files"] = [int(total.get(key, 0)) for key in keys]
+    folders["n_readable"] = [int(readable.get(key, 0)) for key in keys]
+    return Scan(files=files, folders=folders)
+
+
+def _walk_domain(domain: Domain) -> tuple[list[tuple[Domain, str, str | None, Path]], list[dict]]:
+    planned: list[tuple[Domain, str, str | None, Path]] = []
+    folders: list[dict] = []
+    classes_by_split: dict[str, set[str]] = {}
+
+    def folder_row(path: Path, split: str, label: str | None, exists: bool) -> dict:
+        return {"folder": path.as_posix(), "domain": domain.name, "role": domain.role, "split": split,
+                "label": label, "exists": exists, "n_files": 0, "n_readable": 0}
+
+    for split in SPLITS:
+        split_dir = domain.path / split
+        if not split_dir.is_dir():
+            folders.append(folder_row(split_dir, split, None, False))
+            continue
+        folders.append(folder_row(split_dir, split, None, True))
+        classes_by_split[split] = set()
+        for entry in sorted(split_dir.iterdir()):
+            if entry.is_dir() and not _escapes(entry, domain.root):
+                classes_by_split[split].add(entry.name)
+                folders.append(folder_row(entry, split, entry.name, True))
+                planned += [(domain, split, entry.name, f) for f in _files_under(entry, domain.root)]
+            else:
+                # A stray file next to the class folders, or a link leading out of the data.
+                planned.append((domain, split, None, entry))
+
+    # A class known in one split but absent from another still gets a folder row, so that
+    # "class in val/test but not in train" shows up as a missing (empty) train folder.
+    all_classes = set().union(*classes_by_split.values()) if classes_by_split else set()
+    for split, present in classes_by_split.items():
+        for label in sorted(all_classes - present):
+            folders.append(folder_row(domain.path / split / label, split, label, False))
+
+    unlabeled_dir = domain.path / UNLABELED
+    if unlabeled_dir.is_dir():
+        planned += [(domain, UNLABELED, None, f) for f in _files_under(unlabeled_dir, domain.root)]
+    return planned, folders
+
+
+def _files_under(folder: Path, root: Path) -> list[Path]:
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(folder):  # does not follow directory links
+        base = Path(dirpath)
+        dirnames.sort()
+        for name in dirnames:
+            if (base / name).is_symlink():
+                found.append(base / name)  # reported as a row (escaping or not a file)
+        found += [base / name for name in sorted(filenames)]
+    return found
+
+
+def _escapes(path: Path, root: Path) -> bool:
+    # resolve() follows every link on the way, so a linked split or class folder counts too.
+    return not path.resolve().is_relative_to(root.resolve())
+
+
+def _file_row(domain: Domain, split: str, label: str | None, path: Path, max_pixels: int) -> dict:
+    row = {"path": path.as_posix(), "domain": domain.name, "role": domain.role, "split": split,
+           "label": label, "width": None, "height": None, "mode": None, "format": None,
+           "bytes": None, "sha256": None, "readable": False, "error": None}
+    if _escapes(path, domain.root):
+        row["error"] = (f"link leads outside the data root {domain.root.as_posix()!r} "
+                        f"(to {path.resolve().as_posix()!r}): refused")
+        return row
+    if label is None and split != UNLABELED:
+        row["error"] = f"not inside a class folder of {split}/"
+        return row
+    if not path.is_file():
+        row["error"] = "not a regular file"
+        return row
+    row["bytes"] = path.stat().st_size
+    row["sha256"] = sha256_file(path)
+    info = inspect_image(path, max_pixels)
+    row.update(width=info.width, height=info.height, mode=info.mode, format=info.format,
+               readable=info.readable, error=info.error)
+    return row
+
+
+def assign_usage(files: pd.DataFrame, target: str, labeled_per_class: int | None, seed: int) -> pd.Series:
+    """What each file is used for: ``train``, ``val``, ``test``, ``unlabeled`` or ``unused``.
+
+    The cap on labeled target images covers train and val together and is split between
+    them in proportion to their sizes; the capped-away target train images become
+    unlabeled (usable by DANN, never by a supervised loss). The test split is only ever
+    used for scoring and is never capped. Unreadable files are ``unused``.
+    """
+    usage = files["split"].where(files["readable"], "unused").copy()
+    if labeled_per_class is None:
+        return usage
+    is_target = (files["domain"] == target) & files["readable"]
+    for index, label in enumerate(sorted(files.loc[is_target & files["split"].isin(["train", "val"]), "label"].unique())):
+        rng = np.random.default_rng([seed, index])
+        train = files.index[is_target & (files["split"] == "train") & (files["label"] == label)]
+        val = files.index[is_target & (files["split"] == "val") & (files["label"] == label)]
+        train = train[rng.permutation(len(train))]
+        val = val[rng.permutation(len(val))]
+        n_val = min(len(val), labeled_per_class * len(val) // max(1, len(train) + len(val)))
+        n_train = min(len(train), labeled_per_class - n_val)
+        usage.loc[train[n_train:]] = UNLABELED
+        usage.loc[val[n_val:]] = UNLABELED
+    return usage

@@ -1,0 +1,1 @@
+"""Architectures, their layer groups, all weight loading, cached frozen features."""

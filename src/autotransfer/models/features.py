@@ -1,0 +1,99 @@
+"""Frozen-backbone features with an on-disk cache keyed by content hashes.
+
+The key is the hash of (architecture, the body's weights, the transform, every image
+file's sha256 in order): any change to any of them is a miss; a rename of the files is
+not. Entries are safetensors files (no pickle) written atomically; an entry that fails to
+load or does not match its key is recomputed, never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from autotransfer.io.data import ImageSet, Normalization
+from autotransfer.io.files import write_safetensors
+from autotransfer.io.progress import bar_disabled
+
+log = logging.getLogger(__name__)
+
+
+def state_hash(module: nn.Module) -> str:
+    """sha256 of a module's parameters and buffers (names, dtypes, shapes, values)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous().reshape(-1)  # 0-d buffers (num_batches_tracked) too
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def cache_key(arch: str, weights_hash: str, normalization: Normalization, images: ImageSet) -> str:
+    size = tuple(images.images.shape[-2:])
+    description = json.dumps({"arch": arch, "weights": weights_hash, "size": size,
+                              "transform": normalization.describe(), "images": images.content_hash()})
+    return hashlib.sha256(description.encode()).hexdigest()
+
+
+@torch.no_grad()
+def compute_features(body: nn.Module, images: ImageSet, normalization: Normalization, batch_size: int = 256,
+                     device: str = "cpu", progress: bool | None = None) -> np.ndarray:
+    was_training = body.training
+    body.eval()  # BatchNorm with running statistics, no dropout: features of a frozen backbone
+    chunks = []
+    starts = range(0, len(images), batch_size)
+    for start in tqdm(starts, desc="features", unit="batch", disable=bar_disabled(progress, len(images))):
+        batch = normalization(images.images[start: start + batch_size].to(device))
+        chunks.append(body(batch).float().cpu())
+    body.train(was_training)
+    if not chunks:
+        return np.zeros((0, 0), dtype=np.float32)
+    return torch.cat(chunks).numpy()
+
+
+class FeatureCache:
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.hits = 0
+        self.misses = 0
+
+    def path(self, key: str) -> Path:
+        return self.folder / f"{key}.safetensors"
+
+    def get(self, key: str, n: int) -> np.ndarray | None:
+        path = self.path(key)
+        if not path.exists():
+            return None
+        try:
+            features = load_file(str(path))["features"]
+            if features.shape[0] != n:
+                raise ValueError(f"holds {features.shape[0]} rows, expected {n}")
+        except Exception as exc:  # truncated, corrupted or foreign: recompute, never use
+            log.warning("feature cache entry %s is unusable (%s); recomputing", path, exc)
+            path.unlink(missing_ok=True)
+            return None
+        return features.numpy()
+
+    def put(self, key: str, features: np.ndarray) -> None:
+        write_safetensors(self.path(key), {"features": torch.from_numpy(features)}, metadata={"key": key})
+
+    def features(self, body: nn.Module, arch: str, images: ImageSet, normalization: Normalization,
+                 batch_size: int = 256, weights_hash: str | None = None, progress: bool | None = None) -> np.ndarray:
+        """Cached features of ``images`` under ``body``; computed (and stored) only on a miss."""
+        key = cache_key(arch, weights_hash or state_hash(body), normalization, images)
+        cached = self.get(key, len(images))
+        if cached is not None:
+            self.hits += 1
+            return cached
+        self.misses += 1
+        features = compute_features(body, images, normalization, batch_size, progress=progress)
+        self.put(key, features)
+        return features

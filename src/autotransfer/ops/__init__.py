@@ -1,0 +1,1 @@
+"""Running the system: the team stack, DVC bookkeeping, torchrun launch, telemetry."""

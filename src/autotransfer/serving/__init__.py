@@ -1,0 +1,1 @@
+"""Raw images in, labels out: the preprocessing a trained model carries with it."""

@@ -1,0 +1,67 @@
+"""Raw images in, labels out: the preprocessing a trained model carries with it.
+
+The same function serves ``autotransfer predict`` on a local model folder, the MLflow
+pyfunc model (``models:/NAME@champion``, ``mlflow models serve``) and the registry's
+champion-vs-challenger scoring, so all three see an image exactly as ``evaluate`` did:
+decoded to RGB (alpha dropped on black, 16-bit rescaled), resized bilinearly to the
+model's input size, normalised with the statistics recorded at training time.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from autotransfer.errors import ImageDecodeError
+from autotransfer.io.images import MAX_PIXELS, PixelLimitExceeded, open_limited, to_rgb
+from autotransfer.models.weights import TrainedModel
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    probability: float
+
+
+def decode_image(data: bytes | str, size: int, name: str = "image", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Bytes (or base64 text) of one image file -> uint8 (size, size, 3)."""
+    if isinstance(data, str):
+        try:
+            data = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ImageDecodeError(f"{name}: not valid base64 ({exc})") from None
+    try:
+        with open_limited(io.BytesIO(data), max_pixels) as image:
+            image.load()
+            rgb = to_rgb(image)
+    except PixelLimitExceeded as exc:
+        raise ImageDecodeError(f"{name}: {exc.width}x{exc.height} pixels is more than the {max_pixels} accepted") from None
+    except Exception as exc:  # any decoder failure is a property of the input
+        raise ImageDecodeError(f"{name}: not a readable image ({type(exc).__name__}: {exc})") from None
+    if rgb.size != (size, size):
+        rgb = rgb.resize((size, size), resample=Image.Resampling.BILINEAR)  # as io.data.load_images
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+@torch.no_grad()
+def classify(trained: TrainedModel, images: list[bytes | str], names: list[str] | None = None,
+             batch_size: int = 256) -> list[Prediction]:
+    """Label and softmax probability of each image under ``trained`` ."""
+    names = names or [f"image {i}" for i in range(len(images))]
+    size = trained.model.input_size
+    trained.model.eval()
+    out: list[Prediction] = []
+    for start in range(0, len(images), batch_size):
+        chunk = [decode_image(data, size, name) for data, name in
+                 zip(images[start: start + batch_size], names[start: start + batch_size])]
+        batch = torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2).contiguous()
+        probs = torch.softmax(trained.model(trained.normalization(batch)).float(), dim=1)
+        best, index = probs.max(1)
+        out += [Prediction(trained.head_classes[i], float(p)) for i, p in zip(index.tolist(), best.tolist())]
+    return out

@@ -1,0 +1,191 @@
+"""The pipeline's stages, in order: the one list that dvc.yaml and the Prefect flow follow.
+
+Each stage is one function of the library that reads files and writes files; the CLI
+subcommand of the same name (``autotransfer <stage>``) is what dvc.yaml runs, and the
+Prefect task of the same name calls the same function. What each stage reads, writes,
+depends on in params.yaml and which of the library's code it runs is declared here once:
+the Prefect tasks key their cache on it, the train stage keys its checkpoints on its code,
+and a test checks dvc.yaml declares the same (for the default paths).
+
+``code``: the files and folders (recursively, ``*.py``) below src/autotransfer/ whose
+edits change what the stage writes. ``config.py`` is in none of them: what it contributes
+is the params' values, which every key already holds, so editing a description (or
+``errors.py``'s messages, or the CLI, or ``ops/stack.py``) invalidates nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from autotransfer.artifacts import (
+    MANIFEST_CSV, META_FILE, METRICS_JSON, MODEL_FILE, PLAN_JSON, PLOTS_DIR, REGISTRATION_JSON, SIMILARITY_JSON,
+    TRAIN_HISTORY_CSV, TRAIN_JSON, VALIDATION_JSON, VALIDATION_MD,
+)
+from autotransfer.config import Params, resolve_domain
+from autotransfer.io.images import sha256_file
+
+PACKAGE = Path(__file__).resolve().parents[1]  # src/autotransfer
+
+Paths = Callable[[Params], list[Path]]
+
+
+def _reports(*names: str) -> Paths:
+    return lambda p: [Path(p.reports.dir) / name for name in names]
+
+
+def _model(*names: str) -> Paths:
+    return lambda p: [Path(p.train.out) / name for name in names]
+
+
+def _source_model(p: Params) -> list[Path]:
+    return [Path(p.pretrain.out)]
+
+
+def _both(*parts: Paths) -> Paths:
+    return lambda p: [path for part in parts for path in part(p)]
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    summary: str
+    inputs: Paths
+    outputs: Paths
+    params: tuple[str, ...]  # params.yaml keys (sections or dotted keys) the stage depends on
+    code: tuple[str, ...]  # below src/autotransfer/: files, or folders taken recursively
+
+
+# The code that decides a trained model's weights: the loop, the strategies, the models,
+# the data, and the metric that selects the best epoch.
+TRAINING = ("engine", "transfer", "models", "io", "analysis/metrics.py")
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("validate", "scan the source and target domains and check them with Great Expectations",
+          lambda p: [resolve_domain(p.data, p.data.source), resolve_domain(p.data, p.data.target)],
+          _reports(VALIDATION_JSON, VALIDATION_MD, MANIFEST_CSV), ("data", "validation", "reports"),
+          ("stages/validate.py", "io", "artifacts.py")),
+    Stage("pretrain", "train the backbone on the source domain when no pretrained weights are given",
+          _reports(MANIFEST_CSV), _source_model, ("backbone", "pretrain"),
+          ("stages/pretrain.py", *TRAINING, "artifacts.py")),
+    Stage("similarity", "measure how far the target is from the source on cached features",
+          _both(_reports(MANIFEST_CSV), _source_model), _reports(SIMILARITY_JSON), ("backbone", "similarity"),
+          ("stages/similarity.py", "analysis/similarity.py", "analysis/metrics.py", "models", "io", "artifacts.py")),
+    Stage("plan", "rank the transfer strategies and choose one, with reasons",
+          _reports(VALIDATION_JSON, SIMILARITY_JSON), _reports(PLAN_JSON), ("strategy",),
+          ("stages/plan.py", "analysis/planning.py", "artifacts.py")),
+    Stage("train", "train the chosen strategy",
+          _both(_reports(MANIFEST_CSV, PLAN_JSON), _source_model),
+          _both(_model(MODEL_FILE, META_FILE), _reports(TRAIN_JSON, TRAIN_HISTORY_CSV)),
+          ("train", "strategy.mode", "strategy.force", "strategy.top_k"),
+          ("stages/train.py", "stages/torchrun.py", "ops/launch.py", *TRAINING, "artifacts.py")),
+    Stage("evaluate", "score the model on the target test split",
+          _both(_reports(MANIFEST_CSV), _model(MODEL_FILE, META_FILE)),
+          _reports(METRICS_JSON, PLOTS_DIR), (),
+          ("stages/evaluate.py", "analysis/metrics.py", "models", "io", "artifacts.py")),
+    Stage("register", "register the model in MLflow and promote it if it beats the champion",
+          _both(_model(MODEL_FILE, META_FILE), _reports(METRICS_JSON)),
+          _reports(REGISTRATION_JSON), ("registry",),
+          ("stages/register.py", "registry", "serving", "analysis/metrics.py", "models", "io", "artifacts.py")),
+)
+
+
+def stage_names() -> list[str]:
+    return [stage.name for stage in STAGES]
+
+
+def stage(name: str) -> Stage:
+    return next(s for s in STAGES if s.name == name)
+
+
+def content_hash(paths: list[Path]) -> str:
+    """sha256 over the files at ``paths`` (folders: every file below, by relative path); missing counts too."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(f"\0{path.as_posix()}\0".encode())
+        files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+        for file in files:
+            if not file.exists():
+                digest.update(b"<missing>")
+                continue
+            digest.update(file.relative_to(path).as_posix().encode() if path.is_dir() else b"")
+            digest.update(sha256_file(file).encode())
+    return digest.hexdigest()
+
+
+def params_slice(params: Params, keys: tuple[str, ...]) -> dict[str, Any]:
+    raw = params.model_dump(mode="json")
+    out = {}
+    for key in keys:
+        value: Any = raw
+        for part in key.split("."):
+            value = value[part]
+        out[key] = value
+    return out
+
+
+def stage_key(name: str, params: Params) -> str:
+    """What a stage's result depends on: its input files' contents, its params, its code."""
+    spec = stage(name)
+    payload = json.dumps({"stage": name, "params": params_slice(params, spec.params), "code": code_version(name),
+                          "inputs": content_hash(spec.inputs(params))}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def code_files(name: str) -> list[Path]:
+    """The ``*.py`` files of the stage's declared code, sorted (folders recursively)."""
+    files: set[Path] = set()
+    for entry in stage(name).code:
+        path = PACKAGE / entry
+        if path.is_dir():
+            files |= set(path.rglob("*.py"))
+        elif path.is_file():
+            files.add(path)
+        else:
+            raise FileNotFoundError(f"stage {name!r} declares code {entry!r}, which is not in {PACKAGE}")
+    return sorted(files)
+
+
+@lru_cache(maxsize=None)
+def code_version(name: str) -> str:
+    """Hash of the code the stage runs (paths relative to the package, and contents)."""
+    digest = hashlib.sha256()
+    for file in code_files(name):
+        digest.update(f"\0{file.relative_to(PACKAGE).as_posix()}\0{sha256_file(file)}".encode())
+    return digest.hexdigest()
+
+
+STAMPS = ".stages"
+
+
+def _stamp_path(name: str, params: Params) -> Path:
+    return Path(params.reports.dir) / STAMPS / f"{name}.json"
+
+
+def write_stamp(name: str, params: Params, key: str) -> None:
+    """Record which key produced the stage's outputs now on disk, and their hash."""
+    from autotransfer.io.files import write_json
+
+    write_json(_stamp_path(name, params), {"key": key, "outputs": content_hash(stage(name).outputs(params))})
+
+
+def outputs_match(name: str, params: Params, key: str) -> bool:
+    """True when the stage's outputs on disk are exactly those it wrote for ``key``.
+
+    A cached result may only stand in for running the stage when this holds: otherwise
+    the files were deleted, edited, or written by a run with other inputs or params.
+    """
+    path = _stamp_path(name, params)
+    if not path.exists():
+        return False
+    try:
+        stamp = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return stamp.get("key") == key and stamp.get("outputs") == content_hash(stage(name).outputs(params))

@@ -1,0 +1,60 @@
+"""The plan stage: read what validate and similarity measured, apply the rules, write ``reports/plan.json``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from autotransfer.analysis.planning import PlanInputs, decide, explain
+from autotransfer.artifacts import PLAN_JSON, SIMILARITY_JSON, VALIDATION_JSON, PlanReport, SimilarityReport, \
+    ValidationReport, read_report
+from autotransfer.io.files import write_report
+from autotransfer.config import Params
+from autotransfer.errors import StageInputError
+
+
+def plan_inputs(validation: ValidationReport, similarity: SimilarityReport) -> PlanInputs:
+    usage = validation.target_usage
+    target_classes = validation.domains["target"].classes
+    source_classes = set(validation.domains["source"].classes)
+
+    def measured(part: object, key: str) -> float | None:
+        value = (getattr(part, "model_extra", None) or {}).get(key)
+        return None if value is None else float(value)
+
+    transfer = similarity.transferability
+    return PlanInputs(
+        labeled_per_class={c: int(usage.labeled_per_class.get(c, 0)) for c in target_classes},
+        unlabeled_target=usage.unlabeled,  # the unlabeled/ folder and capped-away train images
+        target_classes_in_source=set(target_classes) <= source_classes,
+        source_head=similarity.backbone.source_head_classes is not None,
+        zero_shot=similarity.zero_shot.value,
+        probe_gain=measured(transfer.get("probe_accuracy"), "gain"),
+        logme_gain=measured(transfer.get("logme"), "gain"),
+        pad=measured(similarity.domain.pad, "pad"),
+        mmd2=measured(similarity.domain.mmd2_rbf, "mmd2"),
+    )
+
+
+def make_plan(params: Params) -> PlanReport:
+    reports = Path(params.reports.dir)
+    validation = read_report(reports / VALIDATION_JSON, ValidationReport, "validate")
+    similarity = read_report(reports / SIMILARITY_JSON, SimilarityReport, "similarity")
+    for name, report, stage in ((validation.domains["target"].name, VALIDATION_JSON, "validate"),
+                                (similarity.target, SIMILARITY_JSON, "similarity")):
+        if name != params.data.target:
+            raise StageInputError(f"{reports / report}: made for target {name!r}, not {params.data.target!r}; "
+                                  f"rerun `autotransfer {stage}` (or `dvc repro`)")
+    inputs = plan_inputs(validation, similarity)
+    decision = decide(inputs, params.strategy)
+    reason = explain(decision, inputs, params.data.target)
+    force = params.strategy.force
+    plan = PlanReport.model_validate({
+        "mode": params.strategy.mode, "target": params.data.target, "source": params.data.source,
+        "forced": force is not None, **decision, "inputs": asdict(inputs), "reason": reason})
+    if force is not None:
+        plan = plan.model_copy(update={
+            "rules_choice": plan.chosen, "chosen": force,
+            "reason": f"Forced by strategy.force={force!r} (the rules would have chosen {plan.chosen}). " + reason})
+    write_report(reports / PLAN_JSON, plan)
+    return plan

@@ -1,0 +1,55 @@
+"""The pretrain stage: a source model when no pretrained weights are given.
+
+With ``backbone.weights`` null the "pretrained backbone" is the configured architecture
+trained on the source domain, by the same loop as every strategy
+(``transfer.strategies.SourcePretraining``). Writes ``models/source/``: ``model.safetensors``
+(body and source head) and ``meta.json`` (arch, classes, input size, normalisation, the
+hash of the source data it saw, its source val accuracy).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from autotransfer.artifacts import META_FILE, MODEL_FILE, NormalizationSpec, PretrainSkipped, SourceEpoch, \
+    SourceModelMeta
+from autotransfer.io.files import write_report
+from autotransfer.config import Params
+from autotransfer.engine.loop import train
+from autotransfer.io.data import ImageSet, TrainData, class_names, domain_rows, load_images, read_manifest
+from autotransfer.io.files import write_safetensors
+from autotransfer.transfer.strategies import SourcePretraining
+
+
+def pretrain(params: Params, progress: bool | None = None) -> tuple[PretrainSkipped | SourceModelMeta, float]:
+    """Train (or skip) the source model; returns its meta and the seconds it took."""
+    started = time.perf_counter()
+    out = Path(params.pretrain.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if params.backbone.weights is not None:
+        skipped = PretrainSkipped(skipped=True, reason=f"backbone.weights is set ({params.backbone.weights})")
+        write_report(out / META_FILE, skipped)
+        return skipped, time.perf_counter() - started
+
+    size, source = params.backbone.input_size, params.data.source
+    manifest = read_manifest(params.reports.dir)
+    classes = class_names(manifest, source)
+    train_set = load_images(domain_rows(manifest, source, ("train",)), classes, size, progress, "source train")
+    val = load_images(domain_rows(manifest, source, ("val",)), classes, size, progress, "source val")
+    data = TrainData(classes, train_set, val, unlabeled=ImageSet.empty(size, classes))
+    strategy = SourcePretraining(params)
+    strategy.setup(data, progress)
+    # No checkpoint: models/source is a DVC output, and pretraining takes a minute.
+    result = train(strategy, data, params.pretrain.epochs, checkpoint=None, key="", progress=progress)
+
+    write_safetensors(out / MODEL_FILE, result.model.state_dict())
+    meta = SourceModelMeta(
+        skipped=False, arch=params.backbone.arch, classes=list(classes), input_size=size,
+        normalization=NormalizationSpec(**result.normalization.to_spec()), source_domain=source,
+        data_hash=train_set.content_hash(), epochs=params.pretrain.epochs, train_images=len(train_set),
+        val_accuracy=result.history[-1]["val_accuracy"],
+        history=[SourceEpoch(epoch=h["epoch"], loss=h["train_loss"], val_accuracy=h["val_accuracy"])
+                 for h in result.history])
+    write_report(out / META_FILE, meta)
+    return meta, time.perf_counter() - started

@@ -1,0 +1,476 @@
+"""The transfer strategies: one class each, owning everything that makes it that strategy.
+
+A strategy builds its model and head, says which layer groups train in which phase
+(``phases``), at which learning rates (``param_groups``), under which schedule, with which
+augmentation and on which data, and computes the loss of one batch (``step``). The
+training loop (``engine.loop``) knows none of their names: it asks the strategy.
+
+The pitfalls users report against fastai, Lightning and TLlib are handled here, once:
+- frozen parameters have ``requires_grad=False`` and are in no param group, so neither the
+  optimizer nor weight decay can move them;
+- frozen layer groups run in eval mode, so BatchNorm keeps its running statistics;
+- biases and norm parameters get no weight decay;
+- a group unfrozen late gets its own param group and a fresh schedule (a new phase),
+  never an LR already decayed by an earlier phase.
+
+Adding a strategy: subclass ``Strategy`` (or a subclass), set ``name``, override what
+differs, decorate it with ``@register``, and add its name to ``config.StrategyName``;
+docs/extending.md says how, and how to give the plan's rules a say over it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from autotransfer.config import Params
+from autotransfer.errors import TrainingError
+from autotransfer.io.data import ImageSet, Normalization, TrainData
+from autotransfer.models.backbones import TransferModel
+from autotransfer.models.features import FeatureCache, state_hash
+from autotransfer.models.weights import DEFAULT_NORMALIZATION, load_backbone
+from autotransfer.transfer.augment import augment
+from autotransfer.transfer.dann import (
+    DannForward, DomainClassifier, autocast, class_confusion, consistency, dann_lambda, entropy, set_train_mode,
+)
+from autotransfer.transfer.optim import dann_annealing, make_optimizer, plain_cosine, warmup_cosine, \
+    weight_decay_groups
+
+
+SharedGuard = Callable[[], contextlib.AbstractContextManager[Any]]
+
+
+@dataclass(frozen=True)
+class Phase:
+    index: int
+    start_epoch: int
+    end_epoch: int  # exclusive
+    trainable: tuple[str, ...]  # layer-group names that train in this phase
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A strategy with its key hyperparameter: what the plan ranks and the race tries."""
+
+    strategy: str
+    backbone_lr_mult: float | None = None
+
+    @property
+    def label(self) -> str:
+        return self.strategy + (f"@{self.backbone_lr_mult:g}x" if self.backbone_lr_mult is not None else "")
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor
+    logits: torch.Tensor  # class logits of the labeled images, for the train accuracy
+    labels: torch.Tensor
+    counts: dict[str, tuple[int, int]] = field(default_factory=dict)  # other accuracies: (correct, seen)
+
+
+def apply_phase(model: TransferModel, phase: Phase) -> list[nn.Module]:
+    """Set requires_grad per group; return the frozen modules (to be kept in eval mode)."""
+    frozen = []
+    for name, modules in model.layer_groups():
+        trainable = name in phase.trainable
+        for module in modules:
+            for param in module.parameters():
+                param.requires_grad_(trainable)
+            if not trainable:
+                frozen.append(module)
+    return frozen
+
+
+def _named(groups: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    for group in groups:
+        group["name"] = f"{name}{'' if group['weight_decay'] else '/no_decay'}"
+    return groups
+
+
+def single_phase(epochs: int, trainable: tuple[str, ...]) -> list[Phase]:
+    return [Phase(0, 0, epochs, trainable)]
+
+
+class Strategy:
+    """Fine-tune every layer group with discriminative learning rates (the base behaviour).
+
+    Lifecycle, driven by the loop: ``setup`` (model, data, extra modules), then per phase
+    ``configure`` (param groups, optimizer, schedule), per epoch ``train_mode``, per batch
+    ``step``; ``val_features``, ``epoch_record`` and ``extra_state`` for validation, the
+    history and checkpoints.
+    """
+
+    name: ClassVar[str] = ""
+    needs_source: ClassVar[bool] = False  # trains on the labeled source images too
+    cross_domain: ClassVar[bool] = False  # carries a source-trained model across domains (colour aug "auto")
+    trains: ClassVar[bool] = True  # False: the model is used as built (zero-shot)
+    selects_by_val: ClassVar[bool] = True  # keep the best labeled-val epoch (else the last)
+
+    def __init__(self, params: Params, candidate: Candidate) -> None:
+        cfg = params.train
+        if candidate.backbone_lr_mult is not None:
+            cfg = cfg.model_copy(update={"backbone_lr_mult": candidate.backbone_lr_mult})
+        self.params, self.cfg, self.candidate = params, cfg, candidate
+        self.label = candidate.label
+        # How the loop runs it: batch size, seed, early-stopping patience (0: off), device, and
+        # whether the data order and the global RNG are re-seeded from (seed, epoch) every
+        # epoch (what makes a resumed run continue exactly) or drawn from one generator.
+        self.batch_size, self.seed, self.patience, self.device = cfg.batch_size, cfg.seed, cfg.patience, cfg.device
+        self.reseed_each_epoch = True
+        self.frozen: list[nn.Module] = []
+
+    # ----------------------------------------------------------- model and data
+
+    def build(self, data: TrainData) -> tuple[TransferModel, Normalization, tuple[str, ...]]:
+        """The model to train, how to feed it, and the class names its head predicts."""
+        torch.manual_seed(self.cfg.seed)
+        backbone = load_backbone(self.params, num_classes=len(data.classes))
+        backbone.model.replace_head(len(data.classes))
+        return backbone.model, backbone.normalization, data.classes
+
+    def labeled_pool(self, data: TrainData) -> tuple[torch.Tensor, torch.Tensor]:
+        """The labeled images the strategy learns from, with labels indexing ``head_classes``."""
+        return data.train.images, data.train.labels
+
+    def setup(self, data: TrainData, progress: bool | None, shared: SharedGuard = contextlib.nullcontext) -> None:
+        """Build the model and everything a step needs. ``shared()`` guards work on shared files
+        (an on-disk cache): under DDP the engine makes rank 0 do it first, the others then read it."""
+        self.data = data
+        self.model, self.normalization, self.head_classes = self.build(data)
+        self.geometric, self.colour = self.augmentation(data.has_colour)
+        self.extra_modules: list[nn.Module] = self.make_extra_modules()
+        self.pool_images, self.pool_labels = self.labeled_pool(data)
+        if self.trains and len(self.pool_images) == 0:
+            raise TrainingError(f"{self.name}: no labeled images to train on")
+
+    def make_extra_modules(self) -> list[nn.Module]:
+        return []
+
+    def augmentation(self, has_colour: bool) -> tuple[bool, bool]:
+        """(geometric, colour). Colour "auto" is on only where colour data meets a cross-domain strategy:
+        a strategy that learns from the target's own labels is better off seeing its colours as they are."""
+        aug = self.cfg.augment_per_strategy.get(self.name, self.cfg.augment)  # type: ignore[call-overload]
+        colour = has_colour and self.cross_domain if aug.color == "auto" else bool(aug.color)
+        return aug.geometric, colour
+
+    def steps_per_epoch(self) -> int:
+        return max(1, math.ceil(len(self.pool_images) / self.batch_size)) if self.trains else 0
+
+    def val_set(self) -> ImageSet:
+        return self.data.val
+
+    def val_features(self) -> torch.Tensor | None:
+        return None
+
+    # ----------------------------------------------------------- phases and optimisation
+
+    def head_lr(self) -> float:
+        return self.cfg.lr
+
+    def phases(self, epochs: int) -> list[Phase]:
+        return single_phase(epochs, tuple(name for name, _ in self.model.layer_groups()))
+
+    def body_lr(self, depth: int) -> float:
+        """LR of the body group ``depth`` below the top: head_lr × backbone_lr_mult × layer_decay^depth."""
+        return self.head_lr() * self.cfg.backbone_lr_mult * self.cfg.layer_decay ** depth
+
+    def param_groups(self, phase: Phase) -> list[dict[str, Any]]:
+        """One named group per trainable layer group (weights, then no-decay biases/norms); extra modules at head_lr."""
+        groups = [(name, modules) for name, modules in self.model.layer_groups() if name in phase.trainable]
+        body = [g for g in groups if g[0] != "head"]
+        out: list[dict[str, Any]] = []
+        for depth, (name, modules) in enumerate(reversed(body)):  # depth 0: the top body group
+            out += _named(weight_decay_groups(modules, self.cfg.weight_decay, lr=self.body_lr(depth)), name)
+        head = [m for name, modules in groups if name == "head" for m in modules] + self.extra_modules
+        out += _named(weight_decay_groups(head, self.cfg.weight_decay, lr=self.head_lr()), "head")
+        return out
+
+    def configure(self, phase: Phase, steps: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+        """Optimizer and schedule for ``phase`` (``steps`` optimizer steps long): fresh at every phase."""
+        optimizer = make_optimizer(self.param_groups(phase), self.cfg)
+        return optimizer, self.schedule(optimizer, steps)
+
+    def schedule(self, optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+        return warmup_cosine(optimizer, steps, self.cfg)
+
+    def train_mode(self, phase: Phase) -> None:
+        self.frozen = apply_phase(self.model, phase)
+        set_train_mode(self.model, self.frozen)
+
+    def forward_module(self) -> nn.Module:
+        """What each step calls (and DDP wraps)."""
+        return self.model
+
+    # ----------------------------------------------------------- one batch
+
+    def step(self, net: nn.Module, index: torch.Tensor, draws: torch.Generator, progress: float,
+             device: torch.device) -> StepOutput:
+        y = self.pool_labels[index].to(device)
+        x = augment(self.pool_images[index], draws, self.geometric, self.colour)
+        with autocast(device):
+            logits = net(self.normalization(x.to(device)))
+        return StepOutput(F.cross_entropy(logits.float(), y), logits, y)
+
+    def epoch_record(self, epochs_done: int, epochs: int) -> dict[str, float]:
+        return {}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+
+STRATEGIES: dict[str, type[Strategy]] = {}
+
+
+def register(cls: type[Strategy]) -> type[Strategy]:
+    """Make ``cls`` available under ``cls.name`` (params: strategy.force, the plan's ranking)."""
+    if not cls.name or cls.name in STRATEGIES:
+        raise ValueError(f"strategy name {cls.name!r} is empty or taken")
+    STRATEGIES[cls.name] = cls
+    return cls
+
+
+def strategy_class(name: str) -> type[Strategy]:
+    try:
+        return STRATEGIES[name]
+    except KeyError:
+        raise TrainingError(f"unknown strategy {name!r} (known: {', '.join(STRATEGIES)})") from None
+
+
+def make_strategy(params: Params, candidate: Candidate) -> Strategy:
+    return strategy_class(candidate.strategy)(params, candidate)
+
+
+@register
+class FinetuneAll(Strategy):
+    name = "finetune_all"
+
+
+@register
+class FinetuneTop(Strategy):
+    """Only the last ``train.top_groups`` body groups and the head train."""
+
+    name = "finetune_top"
+
+    def phases(self, epochs: int) -> list[Phase]:
+        body = [name for name, _ in self.model.layer_groups()[:-1]]
+        return single_phase(epochs, (*body[-self.cfg.top_groups:], "head"))
+
+
+@register
+class Progressive(Strategy):
+    """Head first, then one more group from the top down every ``train.phase_epochs`` (ULMFiT)."""
+
+    name = "progressive"
+
+    def phases(self, epochs: int) -> list[Phase]:
+        body = [name for name, _ in self.model.layer_groups()[:-1]]
+        out, start, k = [], 0, 0
+        while start < epochs:
+            last = k >= len(body)
+            end = epochs if last else min(epochs, start + self.cfg.phase_epochs)
+            out.append(Phase(k, start, end, (*body[len(body) - k:], "head")))
+            start, k = end, k + 1
+        return out
+
+    def body_lr(self, depth: int) -> float:
+        """The k-th unfrozen group (counted from the top) at head_lr / lr_ratio^k (ULMFiT's 2.6)."""
+        return self.head_lr() / self.cfg.lr_ratio ** (depth + 1)
+
+
+@register
+class Scratch(Strategy):
+    """The architecture from random weights, every group at the head's LR."""
+
+    name = "scratch"
+
+    def build(self, data: TrainData) -> tuple[TransferModel, Normalization, tuple[str, ...]]:
+        torch.manual_seed(self.cfg.seed)
+        model = TransferModel(self.params.backbone.arch, len(data.classes), self.params.backbone.input_size)
+        return model, DEFAULT_NORMALIZATION, data.classes
+
+    def body_lr(self, depth: int) -> float:
+        return self.head_lr()
+
+
+@register
+class LinearProbe(Strategy):
+    """A new head on frozen features, computed once (cached on disk): no backbone forward per epoch."""
+
+    name = "linear_probe"
+
+    def phases(self, epochs: int) -> list[Phase]:
+        return single_phase(epochs, ("head",))
+
+    def setup(self, data: TrainData, progress: bool | None, shared: SharedGuard = contextlib.nullcontext) -> None:
+        super().setup(data, progress, shared)
+        sim = self.params.similarity
+        cache = FeatureCache(sim.cache_dir)
+        weights = state_hash(self.model.body)
+        with shared():
+            self.features = {name: torch.from_numpy(cache.features(self.model.body, self.params.backbone.arch, images,
+                                                                   self.normalization, sim.batch_size, weights,
+                                                                   progress))
+                             for name, images in (("train", data.train), ("val", data.val))}
+
+    def forward_module(self) -> nn.Module:
+        return self.model.head
+
+    def step(self, net: nn.Module, index: torch.Tensor, draws: torch.Generator, progress: float,
+             device: torch.device) -> StepOutput:
+        y = self.pool_labels[index].to(device)
+        logits = net(self.features["train"][index].to(device))
+        return StepOutput(F.cross_entropy(logits, y), logits, y)
+
+    def val_features(self) -> torch.Tensor | None:
+        return self.features["val"]
+
+
+class SourceHead(Strategy):
+    """Strategies that keep the source model's head over the source classes."""
+
+    cross_domain = True
+
+    def build(self, data: TrainData) -> tuple[TransferModel, Normalization, tuple[str, ...]]:
+        torch.manual_seed(self.cfg.seed)
+        backbone = load_backbone(self.params, num_classes=len(data.classes))
+        if backbone.source_classes is None or not set(data.classes) <= set(backbone.source_classes):
+            raise TrainingError(f"{self.name} needs the source model's head over the target's classes "
+                                f"(target classes {list(data.classes)}, source head {backbone.source_classes})")
+        return backbone.model, backbone.normalization, backbone.source_classes
+
+
+@register
+class SourceOnly(SourceHead):
+    """The source model as it is, scored on the target (zero-shot): nothing trains."""
+
+    name = "source_only"
+    trains = False
+
+    def phases(self, epochs: int) -> list[Phase]:
+        return single_phase(epochs, ("head",))
+
+
+@register
+class Dann(SourceHead):
+    """Domain-adversarial training on labeled source (+ any labeled target) and unlabeled target images.
+
+    A bottleneck and a new head over the source classes, a domain classifier behind a
+    gradient reversal layer (λ ramps up with progress), entropy minimisation, Minimum
+    Class Confusion and confident pseudo-labels on the target batch; the LR anneals as
+    lr·(1+10p)^−0.75. Without labeled target val the last epoch is kept.
+    """
+
+    name = "dann"
+    needs_source = True
+
+    def build(self, data: TrainData) -> tuple[TransferModel, Normalization, tuple[str, ...]]:
+        model, normalization, head_classes = super().build(data)
+        model.add_bottleneck(self.cfg.dann.bottleneck)  # a new head over the source classes
+        return model, normalization, head_classes
+
+    def setup(self, data: TrainData, progress: bool | None, shared: SharedGuard = contextlib.nullcontext) -> None:
+        super().setup(data, progress, shared)
+        self.target_pool = torch.cat([data.unlabeled.images, data.train.images])
+        if len(self.target_pool) == 0:
+            raise TrainingError("dann: no target images (unlabeled or train) to adapt on")
+
+    def make_extra_modules(self) -> list[nn.Module]:
+        self.domain = DomainClassifier(self.model.bottleneck, self.cfg.dann.domain_hidden)
+        return [self.domain]
+
+    def labeled_pool(self, data: TrainData) -> tuple[torch.Tensor, torch.Tensor]:
+        """Labeled source, plus the labeled target images when there are any, in the source head's classes."""
+        assert data.source_train is not None
+        mapping = torch.tensor([self.head_classes.index(c) for c in data.classes], dtype=torch.long)
+        target_labels = mapping[data.train.labels] if len(data.train) else data.train.labels
+        return (torch.cat([data.source_train.images, data.train.images]),
+                torch.cat([data.source_train.labels, target_labels]))
+
+    def head_lr(self) -> float:
+        return self.cfg.dann.lr
+
+    def body_lr(self, depth: int) -> float:
+        return self.head_lr() * self.cfg.backbone_lr_mult * self.cfg.dann.layer_decay ** depth
+
+    def schedule(self, optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+        return dann_annealing(optimizer, steps)
+
+    def forward_module(self) -> nn.Module:
+        return DannForward(self.model, self.domain)
+
+    def step(self, net: nn.Module, index: torch.Tensor, draws: torch.Generator, progress: float,
+             device: torch.device) -> StepOutput:
+        cfg = self.cfg.dann
+        n = len(index)
+        y = self.pool_labels[index].to(device)
+        x = augment(self.pool_images[index], draws, self.geometric, self.colour)
+        t_index = torch.randint(len(self.target_pool), (n,), generator=draws)
+        xt = augment(self.target_pool[t_index], draws, self.geometric, self.colour)
+        both = self.normalization(torch.cat([x, xt]).to(device))
+        with autocast(device):
+            logits_all, d_logits = net(both, dann_lambda(progress))
+            logits = logits_all[:n]
+        d_target = torch.cat([torch.zeros(n), torch.ones(n)]).to(device)
+        target_logits = logits_all[n:].float()
+        loss = (F.cross_entropy(logits.float(), y)
+                + cfg.domain_weight * F.binary_cross_entropy_with_logits(d_logits.float(), d_target)
+                + cfg.entropy_weight * entropy(target_logits))
+        if cfg.mcc_weight > 0:
+            loss = loss + cfg.mcc_weight * class_confusion(target_logits)
+        if cfg.pseudo_label_weight > 0 and progress >= cfg.pseudo_label_from:
+            plain = self.normalization(self.target_pool[t_index].to(device))
+            loss = loss + cfg.pseudo_label_weight * consistency(self.model, plain, target_logits,
+                                                                cfg.pseudo_label_threshold, self.frozen)
+        correct = int(((d_logits > 0).float() == d_target).sum())
+        return StepOutput(loss, logits, y, {"domain_accuracy": (correct, len(d_target))})
+
+    def epoch_record(self, epochs_done: int, epochs: int) -> dict[str, float]:
+        return {"lambda": dann_lambda(epochs_done / epochs)}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"domain": self.domain.state_dict()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.domain.load_state_dict(state["domain"])
+
+
+class SourcePretraining(Strategy):
+    """The pretrain stage's job: the configured architecture from scratch on the labeled source.
+
+    Not a transfer strategy (not registered): SGD at ``pretrain.lr`` over one param group
+    pair, a plain cosine without warm-up, geometric augmentation only, the last epoch kept.
+    """
+
+    name = "pretrain"
+    selects_by_val = False
+
+    def __init__(self, params: Params) -> None:
+        super().__init__(params, Candidate("pretrain"))
+        cfg = params.pretrain
+        self.label = f"pretrain {params.backbone.arch}"
+        self.batch_size, self.seed, self.patience, self.reseed_each_epoch = cfg.batch_size, cfg.seed, 0, False
+
+    def build(self, data: TrainData) -> tuple[TransferModel, Normalization, tuple[str, ...]]:
+        torch.manual_seed(self.params.pretrain.seed)
+        model = TransferModel(self.params.backbone.arch, len(data.classes), self.params.backbone.input_size)
+        return model, DEFAULT_NORMALIZATION, data.classes
+
+    def augmentation(self, has_colour: bool) -> tuple[bool, bool]:
+        return self.params.pretrain.augment, False
+
+    def configure(self, phase: Phase, steps: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+        cfg = self.params.pretrain
+        optimizer = torch.optim.SGD(weight_decay_groups([self.model], cfg.weight_decay), lr=cfg.lr, momentum=0.9,
+                                    nesterov=True)
+        return optimizer, plain_cosine(optimizer, steps)
+

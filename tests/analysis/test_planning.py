@@ -1,0 +1,125 @@
+import json
+
+import pytest
+
+from autotransfer.config import StrategyConfig
+from autotransfer.errors import StageInputError
+from autotransfer.analysis.planning import PlanInputs, decide
+from autotransfer.errors import PlanError
+from autotransfer.stages.plan import make_plan
+from autotransfer.stages.pretrain import pretrain
+from autotransfer.stages.similarity import measure_similarity
+from autotransfer.stages.validate import validate
+from stage_helpers import tiny_params
+
+CFG = StrategyConfig()
+
+
+def inputs(per_class=30, zero_shot=0.8, logme_gain=0.3, unlabeled=500, shared=True, head=True, probe_gain=0.1):
+    return PlanInputs(labeled_per_class={str(c): per_class for c in range(10)}, unlabeled_target=unlabeled,
+                      target_classes_in_source=shared, source_head=head, zero_shot=zero_shot,
+                      probe_gain=probe_gain, logme_gain=logme_gain, pad=1.9, mmd2=0.1)
+
+
+# Every cell of the strategy table (docs/strategies.md).
+@pytest.mark.parametrize("case, expected, cell", [
+    (inputs(per_class=30, zero_shot=0.8), "linear_probe", ("small", "similar")),
+    (inputs(per_class=30, zero_shot=0.2), "progressive", ("small", "different")),
+    (inputs(per_class=500, zero_shot=0.8), "finetune_all", ("large", "similar")),
+    (inputs(per_class=500, zero_shot=0.2), "finetune_all", ("large", "different")),
+    (inputs(per_class=500, zero_shot=0.2, logme_gain=0.0), "scratch", ("large", "different")),
+    (inputs(per_class=0, zero_shot=None, logme_gain=None, probe_gain=None), "dann", ("none", "different")),
+    (inputs(per_class=1, zero_shot=0.8), "source_only", ("none", "similar")),
+])
+def test_every_cell_of_the_strategy_table(case, expected, cell):
+    plan = decide(case, CFG)
+    assert plan["chosen"] == expected
+    assert (plan["cell"]["labeled"], plan["cell"]["similarity"]) == cell
+    assert plan["runner_up"] is not None and plan["runner_up"] != expected
+
+
+def test_thresholds_come_from_params():
+    case = inputs(per_class=30, zero_shot=0.8)
+    assert decide(case, CFG.model_copy(update={"large_from_per_class": 10}))["chosen"] == "finetune_all"
+    assert decide(case, CFG.model_copy(update={"similar_zero_shot": 0.9}))["chosen"] == "progressive"
+
+
+def test_every_comparison_is_recorded_with_its_threshold():
+    plan = decide(inputs(per_class=30, zero_shot=0.8), CFG)
+    keys = {c["threshold_key"] for c in plan["comparisons"]}
+    assert {"strategy.none_below_per_class", "strategy.large_from_per_class", "strategy.similar_zero_shot",
+            "strategy.min_transfer_gain"} <= keys
+    zero = next(c for c in plan["comparisons"] if c["threshold_key"] == "strategy.similar_zero_shot")
+    assert zero["value"] == 0.8 and zero["threshold"] == 0.5 and zero["outcome"] is True
+
+
+def test_a_backbone_no_better_than_random_is_not_frozen():
+    plan = decide(inputs(per_class=30, zero_shot=0.8, logme_gain=0.01), CFG)
+    assert plan["chosen"] not in ("linear_probe", "finetune_top")
+    assert plan["ranking"].index("linear_probe") > plan["ranking"].index("progressive")
+
+
+def test_without_zero_shot_the_logme_gain_decides_similarity():
+    similar = decide(inputs(per_class=30, zero_shot=None, logme_gain=0.3), CFG)
+    different = decide(inputs(per_class=30, zero_shot=None, logme_gain=0.1), CFG)
+    assert similar["cell"]["similarity_basis"] == "LogME transfer gain"
+    assert (similar["chosen"], different["chosen"]) == ("linear_probe", "progressive")
+
+
+def test_dann_needs_unlabeled_target_images_and_shared_classes():
+    no_unlabeled = decide(inputs(per_class=0, zero_shot=None, logme_gain=None, unlabeled=0), CFG)
+    assert no_unlabeled["chosen"] == "source_only" and "dann" in no_unlabeled["excluded"]
+    with pytest.raises(PlanError, match="no strategy applies"):
+        decide(inputs(per_class=0, zero_shot=None, logme_gain=None, shared=False), CFG)
+
+
+def test_scarce_labels_with_many_unlabeled_images_rank_dann_first():
+    # given 3 labels per class, on a target the source head does not know and on one it does
+    scarce = decide(inputs(per_class=3, zero_shot=0.2, unlabeled=1000), CFG)
+    similar = decide(inputs(per_class=3, zero_shot=0.8, unlabeled=1000), CFG)
+    # then dann leads, the table's cell comes second, and the adjustment says why, naming its threshold
+    assert (scarce["chosen"], scarce["runner_up"]) == ("dann", "progressive")
+    assert (similar["chosen"], similar["runner_up"]) == ("dann", "linear_probe")
+    assert any("strategy.dann_below_per_class" in a for a in scarce["adjustments"])
+    # but not with too few unlabeled images, without shared classes, or with enough labels
+    assert decide(inputs(per_class=3, zero_shot=0.2, unlabeled=50), CFG)["chosen"] == "progressive"
+    assert decide(inputs(per_class=3, zero_shot=None, shared=False, unlabeled=1000), CFG)["chosen"] == "linear_probe"
+    assert decide(inputs(per_class=20, zero_shot=0.2, unlabeled=1000), CFG)["chosen"] == "progressive"
+    assert decide(inputs(per_class=3, zero_shot=0.2, unlabeled=1000),
+                  CFG.model_copy(update={"dann_below_per_class": 0}))["chosen"] == "progressive"
+
+
+def test_race_candidates_carry_the_backbone_lr_multiplier():
+    plan = decide(inputs(per_class=500, zero_shot=0.2), CFG)
+    assert plan["candidates"][:2] == [{"strategy": "finetune_all", "backbone_lr_mult": 1.0},
+                                      {"strategy": "finetune_all", "backbone_lr_mult": 0.1}]
+
+
+@pytest.fixture
+def measured(data_root, tmp_path):
+    params = tiny_params(data_root, tmp_path)
+    validate(params, progress=False)
+    pretrain(params, progress=False)
+    measure_similarity(params, progress=False)
+    return params
+
+
+def test_make_plan_writes_a_reasoned_plan(measured, tmp_path):
+    plan = make_plan(measured).to_json()
+    assert json.loads((tmp_path / "reports/plan.json").read_text()) == plan
+    assert plan["chosen"] == plan["ranking"][0] and not plan["forced"]
+    assert "docs/strategies.md" in plan["reason"] and "DESIGN" not in plan["reason"] and plan["chosen"] in plan["reason"]
+    assert plan["inputs"]["labeled_per_class"] == {"a": 8, "b": 8}
+
+
+def test_force_overrides_and_says_so(measured, tmp_path):
+    forced = measured.model_copy(update={"strategy": measured.strategy.model_copy(update={"force": "scratch"})})
+    plan = make_plan(forced).to_json()
+    assert plan["chosen"] == "scratch" and plan["forced"]
+    assert plan["reason"].startswith("Forced by strategy.force='scratch'") and plan["rules_choice"] in plan["reason"]
+
+
+def test_stale_reports_are_refused(measured):
+    other = measured.model_copy(update={"data": measured.data.model_copy(update={"target": "src"})})
+    with pytest.raises(StageInputError, match="rerun `autotransfer validate`"):
+        make_plan(other)

@@ -1,0 +1,44 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from autotransfer.io.images import inspect_image, load_rgb, to_rgb
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "LA", "1", "CMYK"])
+def test_every_common_mode_loads_as_8bit_rgb(tmp_path, mode):
+    rgb = Image.fromarray(np.random.default_rng(0).integers(0, 256, (12, 10, 3), dtype=np.uint8))
+    path = tmp_path / f"x_{mode}.{'jpg' if mode == 'CMYK' else 'png'}"
+    rgb.convert(mode).save(path)
+    image = load_rgb(path)
+    assert image.mode == "RGB" and image.size == (10, 12)
+
+
+def test_16bit_is_rescaled_not_clipped(tmp_path):
+    # given a 16-bit ramp from 0 to 65535
+    ramp = np.linspace(0, 65535, 16 * 16).astype(np.uint16).reshape(16, 16)
+    path = tmp_path / "deep.png"
+    Image.fromarray(ramp).save(path)
+    # when loaded, then it spans the 8-bit range instead of saturating at 255
+    pixels = np.asarray(load_rgb(path))
+    assert pixels.min() == 0 and pixels.max() == 255
+    assert len(np.unique(pixels[..., 0])) > 100
+
+
+def test_alpha_is_composited_on_black():
+    rgba = Image.new("RGBA", (2, 2), (255, 255, 255, 0))
+    assert np.asarray(to_rgb(rgba)).max() == 0
+
+
+def test_inspect_reports_size_mode_and_format(tmp_path):
+    path = tmp_path / "a.png"
+    Image.new("L", (7, 5)).save(path)
+    info = inspect_image(path, max_pixels=100)
+    assert (info.width, info.height, info.mode, info.format, info.readable) == (7, 5, "L", "PNG", True)
+
+
+def test_inspect_refuses_by_pixel_count_before_decoding(tmp_path):
+    path = tmp_path / "a.png"
+    Image.new("L", (20, 20)).save(path)
+    info = inspect_image(path, max_pixels=399)
+    assert not info.readable and "400 pixels" in info.error and "validation.max_pixels" in info.error

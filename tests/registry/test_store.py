@@ -1,0 +1,277 @@
+"""Tracking, registry and promotion against a real MLflow SQLite store (and, marked slow, a
+real `mlflow server` and `mlflow models serve` on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+import torch
+from mlflow import MlflowClient
+
+from autotransfer.cli import main
+from autotransfer.errors import StageInputError
+from autotransfer.io.data import domain_rows, read_manifest
+from autotransfer.models.weights import load_trained_model
+from autotransfer.registry.promotion import decide
+from autotransfer.registry.store import RegistryError, load_predictor, promote, register, rollback
+from autotransfer.analysis.metrics import predict_names
+from registry_helpers import demo_params, run_pipeline, variant
+from servers import free_port, stop, wait_http
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained(demo_root, tmp_path_factory):
+    """One trained pipeline on the demo task; tests copy it (``variant``) into their own folders."""
+    work = tmp_path_factory.mktemp("trained") / "work"
+    return run_pipeline(demo_params(demo_root, work))
+
+
+def store_of(params) -> MlflowClient:
+    return MlflowClient(params.registry.tracking_uri)
+
+
+# --------------------------------------------------------------------------- decisions
+
+
+def test_decide_promotes_the_first_model_and_only_a_clear_winner():
+    assert decide("accuracy", 0.5, None, None, 0.01).promote
+    assert decide("accuracy", 0.91, 0.90, "3", 0.01).promote
+    kept = decide("accuracy", 0.905, 0.90, "3", 0.01)
+    assert not kept.promote and "v3" in kept.reason and "min_delta 0.01" in kept.reason
+    assert not decide("accuracy", 0.80, 0.90, "3", 0.0).promote
+
+
+# --------------------------------------------------------------------------- register
+
+
+def test_first_registration_becomes_champion_with_lineage_tags_params_metrics_and_reports(trained, tmp_path):
+    # given a trained and evaluated pipeline and an empty store
+    params = variant(trained, tmp_path / "a")
+    # when it is registered
+    report = register(params).to_json()
+    # then version 1 is champion and challenger, with its decision and lineage recorded
+    client = store_of(params)
+    assert report["decision"] == "promoted" and report["champion"] == report["version"] == "1"
+    assert "first model" in report["reason"]
+    assert str(client.get_model_version_by_alias("autotransfer", "champion").version) == "1"
+    assert str(client.get_model_version_by_alias("autotransfer", "challenger").version) == "1"
+    tags = client.get_model_version("autotransfer", "1").tags
+    metrics = json.loads((Path(params.reports.dir) / "metrics.json").read_text())
+    assert tags["test_set_hash"] == metrics["test_set_hash"] == report["test_set_hash"]
+    assert tags["model_sha256"] == metrics["model_sha256"]
+    assert tags["strategy"] == metrics["strategy"] and tags["backbone"] == "small_cnn"
+    assert len(tags["data_hash"]) == 64 and tags["git_commit"]
+    assert tags["decision"] == "promoted" and float(tags["challenger_score"]) == pytest.approx(metrics["accuracy"])
+    # and the run holds params, per-epoch metrics, the test score and the reports
+    run = client.get_run(report["run_id"])
+    assert run.data.params["data.target"] == "digits" and run.data.params["train.epochs"] == "2"
+    assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["accuracy"])
+    assert len(client.get_metric_history(report["run_id"], "train_loss")) == 2
+    artifacts = {a.path for a in client.list_artifacts(report["run_id"], "reports")}
+    assert {"reports/plan.json", "reports/similarity.json", "reports/validation.json",
+            "reports/metrics.json", "reports/plots"} <= artifacts
+    assert json.loads((Path(params.reports.dir) / "registration.json").read_text())["version"] == "1"
+
+
+def test_worse_challenger_is_kept_out_better_one_takes_over_rollback_and_promote(trained, tmp_path):
+    # given a bad model (always class '0') as the first champion
+    bad = variant(trained, tmp_path / "bad", constant_class=0)
+    good = variant(trained, tmp_path / "good")
+    worse = variant(trained, tmp_path / "worse", constant_class=1)
+    assert register(bad).to_json()["champion"] == "1"
+    # when the real model arrives it wins on the same test split and takes over
+    second = register(good).to_json()
+    assert second["decision"] == "promoted" and second["champion"] == "2"
+    assert second["challenger_score"] > second["champion_score"] + 0.3
+    # when another bad model arrives it is registered as challenger but the champion stays
+    third = register(worse).to_json()
+    client = store_of(good)
+    assert third["decision"] == "kept" and third["champion"] == "2" and third["version"] == "3"
+    assert str(client.get_model_version_by_alias("autotransfer", "challenger").version) == "3"
+    assert client.get_model_version("autotransfer", "3").tags["decision"] == "kept"
+    # rollback gives the champion back to the version v2 replaced
+    assert rollback(good)["champion"] == "1"
+    assert str(client.get_model_version_by_alias("autotransfer", "champion").version) == "1"
+    with pytest.raises(RegistryError, match="nothing to roll back"):
+        rollback(good)  # v1 replaced nobody
+    # and people can promote a version by hand, which is itself undoable
+    assert promote(good, "2")["champion"] == "2"
+    assert rollback(good)["champion"] == "1"
+
+
+def test_rerunning_register_adds_no_duplicate_version(trained, tmp_path):
+    params = variant(trained, tmp_path / "a")
+    first = register(params).to_json()
+    again = register(params).to_json()
+    assert again["already_registered"] and again["version"] == first["version"] == "1"
+    assert len(store_of(params).search_model_versions("name = 'autotransfer'")) == 1
+    assert again["reason"] == "version 1 is already the champion"
+    # and the champion's record of how it won is not overwritten
+    assert "first model" in store_of(params).get_model_version("autotransfer", "1").tags["reason"]
+
+
+def test_metrics_of_another_model_are_refused(trained, tmp_path):
+    register(variant(trained, tmp_path / "a"))
+    other = variant(trained, tmp_path / "b")
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(Path(other.train.out) / "model.safetensors")
+    tensors["head.bias"] += 1.0
+    save_file(tensors, str(Path(other.train.out) / "model.safetensors"))  # retrained, not re-evaluated
+    with pytest.raises(StageInputError, match="rerun `autotransfer evaluate`"):
+        register(other)
+    assert len(store_of(other).search_model_versions("name = 'autotransfer'")) == 1
+
+
+def test_unreachable_tracking_server_names_the_uri_and_keeps_the_model(trained, tmp_path):
+    uri = f"http://127.0.0.1:{free_port()}"
+    params = variant(trained, tmp_path / "a")
+    params = params.model_copy(update={"registry": params.registry.model_copy(
+        update={"tracking_uri": uri, "request_retries": 0})})
+    before = (Path(params.train.out) / "model.safetensors").read_bytes()
+    with pytest.raises(RegistryError, match=f"{uri}.*unreachable.*rerun `autotransfer register`"):
+        register(params)
+    assert (Path(params.train.out) / "model.safetensors").read_bytes() == before
+    assert not (Path(params.reports.dir) / "registration.json").exists()
+
+
+# --------------------------------------------------------------------------- predict
+
+
+def test_predict_through_the_champion_alias_matches_the_in_memory_model(trained, tmp_path, capsys):
+    params = variant(trained, tmp_path / "a")
+    register(params)
+    manifest = read_manifest(params.reports.dir)
+    paths = [Path(p) for p in domain_rows(manifest, "digits", ("test",))["path"].tolist()[:40]]
+    # given the model in memory, scored the way evaluate scores it
+    memory = load_trained_model(params.train.out)
+    from autotransfer.io.data import load_images
+
+    images = load_images(domain_rows(manifest, "digits", ("test",)).iloc[:40], (), memory.model.input_size)
+    expected = predict_names(memory.model, images, memory.normalization, memory.head_classes, torch.device("cpu"))
+    # when the registered champion labels the same raw files
+    served = load_predictor("models:/autotransfer@champion", params)(paths)
+    # then the labels are identical, and the probabilities are probabilities
+    assert [label for label, _ in served] == list(expected)
+    assert all(0.0 < p <= 1.0 for _, p in served)
+    # and the CLI prints one line per image
+    code = main(["predict", "-S", f"registry.tracking_uri={params.registry.tracking_uri}", str(paths[0]),
+                 str(paths[1])])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert code == 0 and len(lines) == 2
+    assert lines[0].split("\t")[:2] == [str(paths[0]), expected[0]]
+
+
+def test_predict_refuses_a_broken_image_by_name(trained, tmp_path, capsys):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    code = main(["predict", "--model", trained.train.out, str(broken)])
+    assert code == 1 and str(broken) in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- concurrency
+
+
+def test_two_registrations_racing_on_one_store_leave_a_consistent_registry(trained, tmp_path):
+    # given two different models and one empty store
+    a = variant(trained, tmp_path / "a", constant_class=0)
+    b = variant(trained, tmp_path / "b")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    # when both register at the same time, in two processes
+    procs = [subprocess.Popen([sys.executable, "-m", "autotransfer.cli", "register", "--no-progress",
+                               *_overrides(p)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for p in (a, b)]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(outputs)
+    # then there are two versions, one champion, and it is the better model whatever the order
+    client = store_of(a)
+    versions = client.search_model_versions("name = 'autotransfer'")
+    assert sorted(str(v.version) for v in versions) == ["1", "2"]
+    good_hash = json.loads((Path(b.reports.dir) / "metrics.json").read_text())["model_sha256"]
+    champion = client.get_model_version_by_alias("autotransfer", "champion")
+    assert champion.tags["model_sha256"] == good_hash
+    assert all(v.tags.get("decision") in ("promoted", "kept") for v in versions)
+
+
+def _overrides(params) -> list[str]:
+    raw = params.model_dump(mode="json")
+    pairs = {"data.root": raw["data"]["root"], "data.source": "synth-digits", "data.target": "digits",
+             "data.labeled_per_class": 20, "reports.dir": raw["reports"]["dir"], "train.out": raw["train"]["out"],
+             "registry.tracking_uri": raw["registry"]["tracking_uri"]}
+    return [arg for key, value in pairs.items() for arg in ("-S", f"{key}={json.dumps(value)}")]
+
+
+# --------------------------------------------------------------------------- real servers
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "server-artifacts")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", process)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(process)
+
+
+def test_registration_and_predict_through_a_real_tracking_server(trained, tmp_path, mlflow_server):
+    params = variant(trained, tmp_path / "a")
+    params = params.model_copy(update={"registry": params.registry.model_copy(update={"tracking_uri": mlflow_server})})
+    report = register(params).to_json()
+    assert report["champion"] == "1" and report["tracking_uri"] == mlflow_server
+    # the artifacts went to the server's destination, not to a local folder
+    assert any((tmp_path / "server-artifacts").rglob("model.safetensors"))
+    path = Path(read_manifest(params.reports.dir).query("domain == 'digits' and split == 'test'")["path"].iloc[0])
+    label, probability = load_predictor("models:/autotransfer@champion", params)([path])[0]
+    assert label == load_predictor(params.train.out, params)([path])[0][0]
+
+
+def test_mlflow_models_serve_answers_invocations_with_labels_for_raw_images(trained, tmp_path):
+    params = variant(trained, tmp_path / "a")
+    register(params)
+    port = free_port()
+    # mlflow runs `uvicorn` by name: the venv's bin must be on PATH, as under `make`
+    env = {**os.environ, "MLFLOW_TRACKING_URI": params.registry.tracking_uri,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "--env-manager", "local", "-m",
+         "models:/autotransfer@champion", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/ping", process, timeout=120)
+        rows = domain_rows(read_manifest(params.reports.dir), "digits", ("test",)).iloc[:3]
+        payload = {"dataframe_split": {"columns": ["image"], "data": [
+            [base64.b64encode(Path(p).read_bytes()).decode()] for p in rows["path"]]}}
+        answer = requests.post(f"http://127.0.0.1:{port}/invocations", json=payload, timeout=60)
+        assert answer.status_code == 200, answer.text
+        predictions = answer.json()["predictions"]
+        expected = load_predictor(params.train.out, params)([Path(p) for p in rows["path"]])
+        assert [p["label"] for p in predictions] == [label for label, _ in expected]
+        # a broken image is a client error that says which input
+        bad = requests.post(f"http://127.0.0.1:{port}/invocations", timeout=60,
+                            json={"dataframe_split": {"columns": ["image"], "data": [["bm90IGFuIGltYWdl"]]}})
+        assert bad.status_code >= 400 and "image 0" in bad.text
+    finally:
+        stop(process)
+
+
+def test_registering_leaves_no_tracking_uri_behind_in_the_environment(trained, tmp_path, monkeypatch):
+    # given no $MLFLOW_TRACKING_URI, a registration to a store chosen by params
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    register(variant(trained, tmp_path / "a"))
+    # then the next process (or the next params with tracking_uri null) does not inherit that store
+    assert "MLFLOW_TRACKING_URI" not in os.environ

@@ -1,0 +1,74 @@
+import json
+
+import pytest
+
+from autotransfer.stages.pretrain import pretrain
+from autotransfer.stages.similarity import measure_similarity
+from autotransfer.stages.validate import validate
+from conftest import make_domain
+from stage_helpers import tiny_params
+
+
+@pytest.fixture
+def pretrained(data_root, tmp_path):
+    params = tiny_params(data_root, tmp_path)
+    validate(params, progress=False)
+    pretrain(params, progress=False)
+    return params
+
+
+def test_report_has_every_measure_with_its_sample_size_and_cost(pretrained, tmp_path):
+    # when similarity is measured on the tiny domains
+    report = measure_similarity(pretrained, progress=False).to_json()
+    # then the written report has each measure with its sample sizes and seconds
+    assert json.loads((tmp_path / "reports/similarity.json").read_text()) == report
+    domain = report["domain"]
+    assert 0 <= domain["pad"]["pad"] <= 2 and domain["pad"]["n_per_domain"] == 12
+    assert domain["mmd2_rbf"]["n_source"] == 12 and domain["frechet"]["n_per_domain"] == 12
+    assert all(entry["seconds"] >= 0 for entry in domain.values())
+    for name in ("logme", "probe_accuracy"):
+        entry = report["transferability"][name]
+        assert entry["gain"] == pytest.approx(entry["pretrained"] - entry["random_init"])
+        assert entry["n"] == 16 and entry["seconds"] >= 0
+    assert report["zero_shot"]["n"] == 16 and 0 <= report["zero_shot"]["value"] <= 1
+    assert report["samples"] == {"source": 12, "target": 16, "labeled_target": 16, "target_classes": ["a", "b"]}
+
+
+def test_second_run_hits_the_feature_cache(pretrained):
+    first = measure_similarity(pretrained, progress=False).to_json()
+    second = measure_similarity(pretrained, progress=False).to_json()
+    assert first["cost"]["cache_misses"] > 0
+    lookups = first["cost"]["cache_misses"] + first["cost"]["cache_hits"]
+    assert second["cost"]["cache_misses"] == 0 and second["cost"]["cache_hits"] == lookups
+    assert second["domain"]["pad"]["pad"] == first["domain"]["pad"]["pad"]
+
+
+def test_labels_beyond_the_cap_and_the_test_split_are_not_used(data_root, tmp_path):
+    params = tiny_params(data_root, tmp_path, data={"labeled_per_class": 3})
+    validate(params, progress=False)
+    pretrain(params, progress=False)
+    report = measure_similarity(params, progress=False).to_json()
+    assert report["samples"]["labeled_target"] == 6
+    # the unlabeled (capped-away) target images still count for the domain distance
+    assert report["samples"]["target"] == 16
+
+
+def test_zero_shot_needs_the_target_classes_among_the_source(tmp_path):
+    root = tmp_path / "data"
+    make_domain(root, "src", seed=1)
+    make_domain(root, "tgt", classes=("a", "z"), seed=2)
+    params = tiny_params(root, tmp_path)
+    validate(params, progress=False)
+    pretrain(params, progress=False)
+    zero_shot = measure_similarity(params, progress=False).to_json()["zero_shot"]
+    assert zero_shot["value"] is None and "['z']" in zero_shot["reason"]
+
+
+def test_without_labels_transferability_says_why(data_root, tmp_path):
+    params = tiny_params(data_root, tmp_path, data={"labeled_per_class": 0})
+    validate(params, progress=False)
+    pretrain(params, progress=False)
+    report = measure_similarity(params, progress=False).to_json()
+    assert report["transferability"]["logme"]["value"] is None
+    assert "too few" in report["transferability"]["logme"]["reason"]
+    assert report["zero_shot"]["value"] is None
