@@ -14,7 +14,7 @@ export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 PYTEST_ARGS ?=
 
-.PHONY: install run serve stack-up stack-down bench bench-peers bench-full test demo-data validate clean
+.PHONY: install run serve stack-up stack-down bench bench-peers bench-full test test-fast lint demo-data validate clean
 
 install: $(STAMP)
 
@@ -86,8 +86,20 @@ bench-full: $(STAMP) $(PEERS)/.installed
 	cd bench && ../$(PEERS)/bin/python peers.py --seeds 0 1 2 --scenarios all
 	cd bench && python report.py
 
+# The full suite, what CI runs (about 11 minutes on 2 cores).
 test: $(STAMP)
 	$(BIN)/python -m pytest --durations=15 $(PYTEST_ARGS)
+
+# While iterating: everything but the slow and the scale-out tests (under 3 minutes).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow and not scaleout" $(PYTEST_ARGS)
+
+# Style (ruff lint + format), types (mypy, strict, on src/) and the layer contracts (import-linter).
+lint: $(STAMP)
+	$(BIN)/ruff check src flows tasks
+	$(BIN)/ruff format --check src flows tasks
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf reports models .pytest_cache

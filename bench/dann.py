@@ -72,10 +72,10 @@ def run_pair(name: str, source: str, target: str, seed: int, steps: int, arch: s
         started = time.perf_counter()
         report = train_stage(params, progress=False)
         metrics = evaluate(params, progress=False)
-        results[variant] = {"accuracy": metrics["accuracy"], "epochs": epochs,
+        results[variant] = {"accuracy": metrics.accuracy, "epochs": epochs,
                             "seconds": round(time.perf_counter() - started, 1),
-                            "images_per_second": report["images_per_second"]}
-        print(f"{name} seed {seed} {variant}: {metrics['accuracy']:.3f} ({results[variant]['seconds']} s)", flush=True)
+                            "images_per_second": report.images_per_second}
+        print(f"{name} seed {seed} {variant}: {metrics.accuracy:.3f} ({results[variant]['seconds']} s)", flush=True)
     if only:
         return results
     so, da, tg = (results[k]["accuracy"] for k in ("source_only", "dann", "target"))

@@ -27,7 +27,9 @@ from autotransfer.models.backbones import TransferModel
 from autotransfer.config import load_params
 from autotransfer.transfer.optim import weight_decay_groups
 from autotransfer.models.weights import DEFAULT_NORMALIZATION
-from autotransfer.engine.loop import Candidate, fit, load_train_data
+from autotransfer.engine.loop import fit
+from autotransfer.io.data import load_train_data
+from autotransfer.transfer.strategies import Candidate
 from autotransfer.stages.validate import validate
 from common import WORK, demo_root, median, save
 
@@ -86,7 +88,7 @@ def main() -> None:
     work = WORK / "efficiency"
     params = params_for(work, args.epochs, augment=False)
     validate(params, progress=False)
-    data = load_train_data(params, "scratch", progress=False)
+    data = load_train_data(params, False, progress=False)
     steps = math.ceil(len(data.train) / params.train.batch_size) * args.epochs
     rows = []
     for repeat in range(args.repeats):

@@ -64,8 +64,8 @@ def run_ours(params) -> dict:
     train_started = time.perf_counter()
     report = train_stage(params, progress=False)
     return {"accuracy": test_accuracy(params), "seconds": time.perf_counter() - started,
-            "train_seconds": time.perf_counter() - train_started, "pick": report["candidate"],
-            "plan": plan["chosen"]}
+            "train_seconds": time.perf_counter() - train_started, "pick": report.candidate,
+            "plan": plan.chosen}
 
 
 def source_resnet(params) -> nn.Module:

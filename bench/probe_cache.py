@@ -25,9 +25,11 @@ import torch.nn.functional as F
 from autotransfer.config import load_params
 from autotransfer.io.data import domain_rows, load_images, read_manifest
 from autotransfer.stages.pretrain import pretrain
-from autotransfer.transfer.strategies import apply_phase, param_groups, phases, set_train_mode
+from autotransfer.transfer.dann import set_train_mode
+from autotransfer.transfer.strategies import Candidate, apply_phase, make_strategy
 from autotransfer.analysis.metrics import evaluate_head
-from autotransfer.engine.loop import Candidate, build_model, fit, load_train_data, make_optimizer, schedule
+from autotransfer.engine.loop import fit
+from autotransfer.io.data import load_train_data
 from autotransfer.stages.validate import validate
 from common import WORK, demo_root, median, save
 
@@ -35,13 +37,13 @@ from common import WORK, demo_root, median, save
 def recompute_every_epoch(params, data, epochs: int):
     """The naive linear probe: the frozen backbone runs forward on every batch, every epoch."""
     cfg = params.train
-    candidate = Candidate("linear_probe")
-    model, normalization, head_classes = build_model(params, candidate, data)
-    [phase] = phases("linear_probe", model, cfg, epochs)
+    strategy = make_strategy(params, Candidate("linear_probe"))
+    model, normalization, head_classes = strategy.build(data)  # the model only, no feature cache
+    strategy.model, strategy.extra_modules = model, []
+    [phase] = strategy.phases(epochs)
     frozen = apply_phase(model, phase)
-    optimizer = make_optimizer(param_groups("linear_probe", model, phase, cfg, cfg.lr), cfg)
     steps = math.ceil(len(data.train) / cfg.batch_size)
-    scheduler = schedule(optimizer, steps * epochs, cfg)
+    optimizer, scheduler = strategy.configure(phase, steps * epochs)
     for epoch in range(epochs):
         set_train_mode(model, frozen)
         torch.manual_seed(cfg.seed * 1_000_003 + epoch)
@@ -74,7 +76,7 @@ def main() -> None:
     validate(params, progress=False)
     if not (Path(params.pretrain.out) / "model.safetensors").exists():
         pretrain(params, progress=False)
-    data = load_train_data(params, "linear_probe", progress=False)
+    data = load_train_data(params, False, progress=False)
     manifest = read_manifest(params.reports.dir)
     test = load_images(domain_rows(manifest, "digits", ("test",)), data.classes, 32)
     cpu = torch.device("cpu")

@@ -70,12 +70,12 @@ def run_scenario(name: str, seed: int, arch: str, work: Path) -> dict:
     measure_similarity(params, progress=False)
     plan = make_plan(params)
     oracle = {}
-    for candidate in plan["candidates"]:
-        label = candidate["strategy"] + (f"@{candidate['backbone_lr_mult']:g}x"
-                                         if candidate.get("backbone_lr_mult") is not None else "")
-        extra = [f"strategy.force={candidate['strategy']}", f"train.out={folder}/oracle/{label}"]
-        if candidate.get("backbone_lr_mult") is not None:
-            extra.append(f"train.backbone_lr_mult={candidate['backbone_lr_mult']}")
+    for candidate in plan.candidates:
+        label = candidate.strategy + (f"@{candidate.backbone_lr_mult:g}x"
+                                      if candidate.backbone_lr_mult is not None else "")
+        extra = [f"strategy.force={candidate.strategy}", f"train.out={folder}/oracle/{label}"]
+        if candidate.backbone_lr_mult is not None:
+            extra.append(f"train.backbone_lr_mult={candidate.backbone_lr_mult}")
         p = load_params(None, [*base, *extra])
         started = time.perf_counter()
         train_stage(p, progress=False)
@@ -83,15 +83,15 @@ def run_scenario(name: str, seed: int, arch: str, work: Path) -> dict:
     best = max(v["accuracy"] for v in oracle.values())
     oracle_s = sum(v["seconds"] for v in oracle.values())
     default_mult = params.train.backbone_lr_mult
-    rules_label = next((k for k in oracle if k == plan["chosen"] or k == f"{plan['chosen']}@{default_mult:g}x"),
+    rules_label = next((k for k in oracle if k == plan.chosen or k == f"{plan.chosen}@{default_mult:g}x"),
                        None)
-    rules = {"pick": plan["chosen"], "accuracy": oracle[rules_label]["accuracy"] if rules_label else None,
+    rules = {"pick": plan.chosen, "accuracy": oracle[rules_label]["accuracy"] if rules_label else None,
              "seconds": oracle[rules_label]["seconds"] if rules_label else None}
     p = load_params(None, [*base, "strategy.mode=race", f"train.out={folder}/race"])
     started = time.perf_counter()
     report = train_stage(p, progress=False)
-    race = {"pick": report["candidate"], "accuracy": test_accuracy(p), "seconds": time.perf_counter() - started,
-            "table": report["race"], "note": report.get("race_note")}
+    race = {"pick": report.candidate, "accuracy": test_accuracy(p), "seconds": time.perf_counter() - started,
+            "table": [row.model_dump() for row in report.race], "note": report.race_note}
     for pick in (rules, race):
         pick["regret_pts"] = None if pick["accuracy"] is None else 100 * (best - pick["accuracy"])
         pick["compute_share"] = None if pick["seconds"] is None else pick["seconds"] / oracle_s
@@ -99,7 +99,7 @@ def run_scenario(name: str, seed: int, arch: str, work: Path) -> dict:
           f"rules {rules['pick']} regret {rules['regret_pts']}; race {race['pick']} regret {race['regret_pts']:.2f} "
           f"at {race['compute_share']:.2f} of the oracle's compute")
     return {"oracle": oracle, "best": best, "oracle_seconds": oracle_s, "rules": rules, "race": race,
-            "plan_reason": plan["reason"]}
+            "plan_reason": plan.reason}
 
 
 def summarise(runs: list[dict]) -> dict:

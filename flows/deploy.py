@@ -13,6 +13,7 @@ PREFECT_API_KEY for Prefect Cloud) before running either.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -38,21 +39,31 @@ LOCAL_API = "http://127.0.0.1:4200/api"
 
 
 def ensure_pool(name: str = POOL) -> None:
-    with get_client(sync_client=True) as client:
-        try:
-            client.create_work_pool(WorkPoolCreate(name=name, type="process"))
-        except ObjectAlreadyExists:
-            pass
+    with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
+        client.create_work_pool(WorkPoolCreate(name=name, type="process"))
 
 
-def deploy(project: Path = PROJECT, parameters: dict[str, Any] | None = None, cron: str = CRON,
-           timezone: str = TIMEZONE, pool: str = POOL, name: str = DEPLOYMENT) -> UUID:
+def deploy(
+    project: Path = PROJECT,
+    parameters: dict[str, Any] | None = None,
+    cron: str = CRON,
+    timezone: str = TIMEZONE,
+    pool: str = POOL,
+    name: str = DEPLOYMENT,
+) -> UUID:
     """Create (or update) the deployment: the flow's code is read from ``project`` when a run starts."""
     ensure_pool(pool)
     source = retrain.from_source(source=str(project), entrypoint=ENTRYPOINT)
-    return source.deploy(name=name, work_pool_name=pool, schedules=[Cron(cron, timezone=timezone)],
-                         parameters=parameters or {"params_file": "params.yaml", "force": False},
-                         build=False, push=False, print_next_steps=False, ignore_warnings=True)
+    return source.deploy(
+        name=name,
+        work_pool_name=pool,
+        schedules=[Cron(cron, timezone=timezone)],
+        parameters=parameters or {"params_file": "params.yaml", "force": False},
+        build=False,
+        push=False,
+        print_next_steps=False,
+        ignore_warnings=True,
+    )
 
 
 def _healthy(api: str) -> bool:
@@ -70,8 +81,9 @@ def serve(api: str = LOCAL_API) -> int:
     started: subprocess.Popen | None = None
     if not _healthy(api):
         host, port = api.split("//")[1].split("/")[0].split(":")
-        started = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", host,
-                                    "--port", port], env=env)
+        started = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", port], env=env
+        )
         deadline = time.monotonic() + 120
         while not _healthy(api):
             if started.poll() is not None or time.monotonic() > deadline:
@@ -80,8 +92,10 @@ def serve(api: str = LOCAL_API) -> int:
             time.sleep(1)
     os.environ["PREFECT_API_URL"] = api
     deployment = deploy()
-    print(f"deployment retrain/{DEPLOYMENT} ({deployment}): cron '{CRON}' {TIMEZONE} on pool {POOL}; "
-          f"UI: {api.removesuffix('/api')}; trigger now: prefect deployment run retrain/{DEPLOYMENT}")
+    print(
+        f"deployment retrain/{DEPLOYMENT} ({deployment}): cron '{CRON}' {TIMEZONE} on pool {POOL}; "
+        f"UI: {api.removesuffix('/api')}; trigger now: prefect deployment run retrain/{DEPLOYMENT}"
+    )
     worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL], env=env)
     try:
         return worker.wait()

@@ -33,8 +33,9 @@ LOCK_WAIT_S = 6 * 3600
 def _with_service_retries(task: Task[Any, Any], params: Params) -> Task[Any, Any]:
     """Tasks that talk to the registry retry with exponential backoff (registry.task_retries, retry_delay)."""
     config = params.registry
-    return task.with_options(retries=config.task_retries,
-                             retry_delay_seconds=[config.retry_delay * 2 ** i for i in range(config.task_retries)])
+    return task.with_options(
+        retries=config.task_retries, retry_delay_seconds=[config.retry_delay * 2**i for i in range(config.task_retries)]
+    )
 
 
 def run_stage(name: str, params: Params) -> dict[str, Any]:
@@ -67,8 +68,9 @@ def exclusive_outputs(params: Params) -> Iterator[None]:
 
 
 @flow(name="retrain", description=__doc__.splitlines()[0])
-def retrain(params_file: str = str(DEFAULT_PARAMS_FILE), overrides: list[str] | None = None,
-            force: bool = False) -> dict[str, Any]:
+def retrain(
+    params_file: str = str(DEFAULT_PARAMS_FILE), overrides: list[str] | None = None, force: bool = False
+) -> dict[str, Any]:
     """Retrain on the current data, register the model, promote it if it wins.
 
     params_file: the params YAML (missing default file: all defaults).
@@ -96,15 +98,20 @@ def _unchanged_since_registered(params: Params) -> str | None:
     data = data_hash(read_manifest(params.reports.dir))
     state = _with_service_retries(already_trained, params)(params.model_dump(mode="json"), data, return_state=True)
     if state.is_failed():  # the training need not wait for the registry: register retries on its own
-        get_run_logger().warning("cannot read the registry (%s); retraining, since nothing says this data and "
-                                 "these params were trained before", state.message)
+        get_run_logger().warning(
+            "cannot read the registry (%s); retraining, since nothing says this data and "
+            "these params were trained before",
+            state.message,
+        )
         return None
     found = state.result()
     if found is None:
         return None
-    return (f"data ({data[:12]}) and model params unchanged since v{found['version']} was trained and "
-            f"{found['decision'] or 'registered'} (champion: v{found['champion']}): not retraining "
-            "(pass force=True, or `autotransfer run --force`, to retrain anyway)")
+    return (
+        f"data ({data[:12]}) and model params unchanged since v{found['version']} was trained and "
+        f"{found['decision'] or 'registered'} (champion: v{found['champion']}): not retraining "
+        "(pass force=True, or `autotransfer run --force`, to retrain anyway)"
+    )
 
 
 def _record_in_dvc(params_file: str, overrides: list[str] | None) -> str:
@@ -127,18 +134,30 @@ def _decision_report(params: Params, results: dict[str, Any], skipped: str | Non
         train = TrainReport.model_validate(results["train"])
         metrics = MetricsReport.model_validate(results["evaluate"])
         reg = RegistrationReport.model_validate(results["register"])
-        lines += ["**Plan:** " + plan.summary().replace("\n", "\n\n**Why:** "), "",
-                  "**Trained:** " + train.summary().splitlines()[-1], "",
-                  "**Target test:** " + metrics.summary().splitlines()[0], "",
-                  "**Registry:** " + reg.summary().replace("\n", ": ")]
-        create_table_artifact(key="retrain-metrics", description="target test metrics of this run", table=[
-            {"metric": "accuracy", "value": metrics.accuracy},
-            {"metric": "macro_f1", "value": metrics.macro_f1},
-            {"metric": "challenger_score", "value": reg.challenger_score},
-            {"metric": "champion_score", "value": reg.champion_score},
-        ])
-    create_markdown_artifact(key="retrain-decision", markdown="\n".join(lines) + "\n",
-                             description="what this retraining run decided, and why")
+        lines += [
+            "**Plan:** " + plan.summary().replace("\n", "\n\n**Why:** "),
+            "",
+            "**Trained:** " + train.summary().splitlines()[-1],
+            "",
+            "**Target test:** " + metrics.summary().splitlines()[0],
+            "",
+            "**Registry:** " + reg.summary().replace("\n", ": "),
+        ]
+        create_table_artifact(
+            key="retrain-metrics",
+            description="target test metrics of this run",
+            table=[
+                {"metric": "accuracy", "value": metrics.accuracy},
+                {"metric": "macro_f1", "value": metrics.macro_f1},
+                {"metric": "challenger_score", "value": reg.challenger_score},
+                {"metric": "champion_score", "value": reg.champion_score},
+            ],
+        )
+    create_markdown_artifact(
+        key="retrain-decision",
+        markdown="\n".join(lines) + "\n",
+        description="what this retraining run decided, and why",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,10 +169,20 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="autotransfer run", description=__doc__.splitlines()[0])
     parser.add_argument("--params", default=str(DEFAULT_PARAMS_FILE), help="params file (default: params.yaml)")
-    parser.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a parameter (repeatable)")
-    parser.add_argument("--force", action="store_true",
-                        help="retrain even if this data and these params were trained and registered before")
+    parser.add_argument(
+        "-S",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a parameter (repeatable)",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="retrain even if this data and these params were trained and registered before",
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
     try:
@@ -164,8 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValidationFailed, AutotransferError, ImageDecodeError) as exc:
         print(f"autotransfer run: {exc}", file=sys.stderr)
         return 1
-    print(f"retrain flow finished in {time.perf_counter() - started:.1f} s"
-          + (f": {result['reason']}" if result["skipped"] else ""))
+    print(
+        f"retrain flow finished in {time.perf_counter() - started:.1f} s"
+        + (f": {result['reason']}" if result["skipped"] else "")
+    )
     return 0
 
 

@@ -58,11 +58,16 @@ def validate(params: dict[str, Any], key: str) -> dict[str, Any]:
     p = _params(params)
     result = run(p, progress=False)
     if not result.success:
-        create_markdown_artifact(key="validation-report", markdown=result.markdown_path.read_text(),
-                                 description="Great Expectations checks of the source and target data")
-        raise ValidationFailed(f"data validation failed ({', '.join(result.report.failed_checks)}); "
-                               f"see {result.markdown_path} "
-                               "and the 'validation-report' artifact. Nothing was trained or registered.")
+        create_markdown_artifact(
+            key="validation-report",
+            markdown=result.markdown_path.read_text(),
+            description="Great Expectations checks of the source and target data",
+        )
+        raise ValidationFailed(
+            f"data validation failed ({', '.join(result.report.failed_checks)}); "
+            f"see {result.markdown_path} "
+            "and the 'validation-report' artifact. Nothing was trained or registered."
+        )
     return _done("validate", p, key, result.report)
 
 
@@ -123,5 +128,6 @@ def already_trained(params: dict[str, Any], data_hash: str) -> dict[str, str] | 
     return find(_params(params), data_hash)
 
 
-STAGE_TASKS: dict[str, Task[Any, Any]] = {t.name: t for t in (validate, pretrain, similarity, plan, train, evaluate,
-                                                              register)}
+STAGE_TASKS: dict[str, Task[Any, Any]] = {
+    t.name: t for t in (validate, pretrain, similarity, plan, train, evaluate, register)
+}

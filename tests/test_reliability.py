@@ -206,7 +206,7 @@ def test_every_server_command_binds_to_loopback():
                 assert "127.0.0.1" in line, f"{name}: {line}"
     assert found >= 3
     # and the commands the tests and `make serve` run pass --host 127.0.0.1 explicitly
-    for path in (REPO / "flows/deploy.py", REPO / "tests/test_registry.py", REPO / "src/autotransfer/stack.py"):
+    for path in (REPO / "flows/deploy.py", REPO / "tests/registry/test_store.py", REPO / "src/autotransfer/ops/stack.py"):
         assert '"--host"' in path.read_text(), path
 
 
@@ -236,7 +236,7 @@ def test_params_fuzz_gives_a_config_error_naming_the_key_never_a_deep_traceback(
 
 def test_full_disk_while_checkpointing_is_a_clear_error_and_the_previous_checkpoint_survives(
         data_root, tmp_path, monkeypatch):
-    from autotransfer import training
+    from autotransfer.engine import checkpoint as checkpoints
     from autotransfer.stages.plan import make_plan
     from autotransfer.stages.pretrain import pretrain
     from autotransfer.stages.similarity import measure_similarity
@@ -259,7 +259,7 @@ def test_full_disk_while_checkpointing_is_a_clear_error_and_the_previous_checkpo
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         return real_save(obj, path, *args, **kwargs)
 
-    monkeypatch.setattr(training.torch, "save", save_then_fill_the_disk)
+    monkeypatch.setattr(checkpoints.torch, "save", save_then_fill_the_disk)
     with pytest.raises(TrainingError, match=r"cannot write checkpoint .*checkpoint\.pt.*No space left"):
         train_stage(params, progress=False)
     # the epoch-1 checkpoint is whole, no temp file is left, no final model was written

@@ -84,10 +84,12 @@ def parse_report(raw: Any, model: type[R], where: str, made_by: str) -> R:
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
-                             for err in exc.errors()[:5])
-        raise StageInputError(f"{where}: does not match what `autotransfer {made_by}` writes ({problems}); "
-                              f"rerun `autotransfer {made_by}`") from None
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()[:5]
+        )
+        raise StageInputError(
+            f"{where}: does not match what `autotransfer {made_by}` writes ({problems}); rerun `autotransfer {made_by}`"
+        ) from None
 
 
 # ------------------------------------------------------------------ validate
@@ -137,8 +139,10 @@ class ValidationReport(Report):
     checks: list[CheckResult]
 
     def summary(self) -> str:
-        return (f"validation {'passed' if self.success else 'FAILED'}: {self.files.readable}/{self.files.total} "
-                f"files readable, {sum(c.success for c in self.checks)}/{len(self.checks)} checks passed")
+        return (
+            f"validation {'passed' if self.success else 'FAILED'}: {self.files.readable}/{self.files.total} "
+            f"files readable, {sum(c.success for c in self.checks)}/{len(self.checks)} checks passed"
+        )
 
 
 # ------------------------------------------------------------------ pretrain
@@ -179,8 +183,10 @@ class SourceModelMeta(Report):
     history: list[SourceEpoch]
 
     def summary(self) -> str:
-        return (f"pretrained {self.arch} on {self.source_domain} ({self.train_images} images, {self.epochs} epochs): "
-                f"source val accuracy {_fmt(self.val_accuracy)}")
+        return (
+            f"pretrained {self.arch} on {self.source_domain} ({self.train_images} images, {self.epochs} epochs): "
+            f"source val accuracy {_fmt(self.val_accuracy)}"
+        )
 
 
 def read_source_meta(path: Path) -> PretrainSkipped | SourceModelMeta:
@@ -240,20 +246,29 @@ class SimilarityReport(Report):
 
     def summary(self) -> str:
         d = self.domain
-        lines = [f"{self.source} -> {self.target} ({self.backbone.arch}, {self.backbone.weights})",
-                 f"  PAD {self.pad:.3f} at {self.extra(d.pad, 'n_per_domain')} images per domain; "
-                 f"MMD² {self.extra(d.mmd2_rbf, 'mmd2'):.4f}; Fréchet {self.extra(d.frechet, 'value'):.2f}"]
+        lines = [
+            f"{self.source} -> {self.target} ({self.backbone.arch}, {self.backbone.weights})",
+            f"  PAD {self.pad:.3f} at {self.extra(d.pad, 'n_per_domain')} images per domain; "
+            f"MMD² {self.extra(d.mmd2_rbf, 'mmd2'):.4f}; Fréchet {self.extra(d.frechet, 'value'):.2f}",
+        ]
         zero = self.zero_shot
-        lines.append(f"  zero-shot source-head accuracy: {_fmt(zero.value)}" + (
-            f" ({self.extra(zero, 'reason')})" if zero.value is None
-            else f" on {self.extra(zero, 'n')} labeled target images"))
+        lines.append(
+            f"  zero-shot source-head accuracy: {_fmt(zero.value)}"
+            + (
+                f" ({self.extra(zero, 'reason')})"
+                if zero.value is None
+                else f" on {self.extra(zero, 'n')} labeled target images"
+            )
+        )
         for name, entry in self.transferability.items():
             e = entry.model_extra or {}
             if e.get("pretrained") is None:
                 lines.append(f"  {name}: n/a ({e.get('reason')})")
             else:
-                lines.append(f"  {name}: {e['pretrained']:.3f} pretrained vs {e['random_init']:.3f} random init "
-                             f"(gain {e['gain']:+.3f}, n={e['n']})")
+                lines.append(
+                    f"  {name}: {e['pretrained']:.3f} pretrained vs {e['random_init']:.3f} random init "
+                    f"(gain {e['gain']:+.3f}, n={e['n']})"
+                )
         return "\n".join(lines)
 
 
@@ -289,8 +304,9 @@ class PlanReport(Report):
     rules_choice: str | None = None  # what the rules chose when strategy.force overrode them
 
     def summary(self) -> str:
-        return (f"strategy: {self.chosen} (runner-up: {self.runner_up}; ranking: {', '.join(self.ranking)})\n"
-                f"{self.reason}")
+        return (
+            f"strategy: {self.chosen} (runner-up: {self.runner_up}; ranking: {', '.join(self.ranking)})\n{self.reason}"
+        )
 
 
 # ------------------------------------------------------------------ train
@@ -325,15 +341,20 @@ class TrainReport(Report):
     processes: int | None = None
 
     def summary(self) -> str:
-        lines = [f"  race round {row.round}: {row.candidate} {row.budget_epochs} epochs "
-                 f"-> val {_fmt(row.val_accuracy)} ({row.seconds} s)" for row in self.race]
+        lines = [
+            f"  race round {row.round}: {row.candidate} {row.budget_epochs} epochs "
+            f"-> val {_fmt(row.val_accuracy)} ({row.seconds} s)"
+            for row in self.race
+        ]
         if self.race_note:
             lines.append(f"  {self.race_note}")
         resumed = f", resumed from epoch {self.resumed_from_epoch}" if self.resumed_from_epoch else ""
-        lines.append(f"trained {self.candidate} ({self.mode}): {self.epochs_run} epochs{resumed}, "
-                     f"best epoch {self.best_epoch}, target val accuracy {_fmt(self.val_accuracy)}, "
-                     f"{self.seconds} s ({self.images_per_second} img/s"
-                     + (f", {self.processes} processes)" if self.processes else ")"))
+        lines.append(
+            f"trained {self.candidate} ({self.mode}): {self.epochs_run} epochs{resumed}, "
+            f"best epoch {self.best_epoch}, target val accuracy {_fmt(self.val_accuracy)}, "
+            f"{self.seconds} s ({self.images_per_second} img/s"
+            + (f", {self.processes} processes)" if self.processes else ")")
+        )
         return "\n".join(lines)
 
 
@@ -384,9 +405,10 @@ class MetricsReport(Report):
     plots: Plots
 
     def summary(self) -> str:
-        return (f"{self.strategy} on {self.target} test ({self.n} images): accuracy {_fmt(self.accuracy)}, "
-                f"macro-F1 {_fmt(self.macro_f1)}\nplots: "
-                + ", ".join(p for p in self.plots.model_dump().values() if p))
+        return (
+            f"{self.strategy} on {self.target} test ({self.n} images): accuracy {_fmt(self.accuracy)}, "
+            f"macro-F1 {_fmt(self.macro_f1)}\nplots: " + ", ".join(p for p in self.plots.model_dump().values() if p)
+        )
 
 
 # ------------------------------------------------------------------ register
@@ -414,5 +436,7 @@ class RegistrationReport(Report):
 
     def summary(self) -> str:
         again = " (already registered)" if self.already_registered else ""
-        return (f"{self.model_name} version {self.version}{again} at {self.tracking_uri}: "
-                f"{self.decision}; champion is now v{self.champion}\n{self.reason}")
+        return (
+            f"{self.model_name} version {self.version}{again} at {self.tracking_uri}: "
+            f"{self.decision}; champion is now v{self.champion}\n{self.reason}"
+        )

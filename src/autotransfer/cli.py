@@ -21,10 +21,21 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--params", type=Path, default=DEFAULT_PARAMS_FILE,
-                        help="params file (default: params.yaml; missing means all defaults)")
-    common.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a parameter, e.g. -S data.target=digits-m (repeatable)")
+    common.add_argument(
+        "--params",
+        type=Path,
+        default=DEFAULT_PARAMS_FILE,
+        help="params file (default: params.yaml; missing means all defaults)",
+    )
+    common.add_argument(
+        "-S",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a parameter, e.g. -S data.target=digits-m (repeatable)",
+    )
     common.add_argument("--no-progress", action="store_true", help="no progress bars")
     return common
 
@@ -44,12 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--reports", type=Path, help="report folder (overrides reports.dir)")
     validate.set_defaults(handler=cmd_validate)
 
-    pretrain = sub.add_parser("pretrain", parents=[common],
-                              help="train the backbone on the source domain (skipped when backbone.weights is set)")
+    pretrain = sub.add_parser(
+        "pretrain",
+        parents=[common],
+        help="train the backbone on the source domain (skipped when backbone.weights is set)",
+    )
     pretrain.set_defaults(handler=cmd_pretrain)
 
-    similarity = sub.add_parser("similarity", parents=[common],
-                                help="measure domain distance and transferability -> reports/similarity.json")
+    similarity = sub.add_parser(
+        "similarity", parents=[common], help="measure domain distance and transferability -> reports/similarity.json"
+    )
     similarity.set_defaults(handler=cmd_similarity)
 
     plan = sub.add_parser("plan", parents=[common], help="rank the strategies and choose one -> reports/plan.json")
@@ -58,15 +73,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", parents=[common], help="train the planned strategy -> models/target/")
     train.add_argument("--force", help="train this strategy instead of the plan's (overrides strategy.force)")
-    train.add_argument("--nproc", type=int, help="data-parallel processes (torch DDP via torchrun; "
-                       "overrides train.distributed)")
+    train.add_argument(
+        "--nproc", type=int, help="data-parallel processes (torch DDP via torchrun; overrides train.distributed)"
+    )
     train.set_defaults(handler=cmd_train)
 
     evaluate = sub.add_parser("evaluate", parents=[common], help="score the model on the target test split")
     evaluate.set_defaults(handler=cmd_evaluate)
 
-    register = sub.add_parser("register", parents=[common],
-                              help="log the run to MLflow, register the model, promote it if it beats the champion")
+    register = sub.add_parser(
+        "register",
+        parents=[common],
+        help="log the run to MLflow, register the model, promote it if it beats the champion",
+    )
     register.set_defaults(handler=cmd_register)
 
     promote = sub.add_parser("promote", parents=[common], help="make a registered version the champion (by hand)")
@@ -77,21 +96,31 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.set_defaults(handler=cmd_rollback)
 
     predict = sub.add_parser("predict", parents=[common], help="label image files with a model")
-    predict.add_argument("--model", help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/… or a model folder "
-                                         "(default: models:/<registry.model_name>@champion)")
+    predict.add_argument(
+        "--model",
+        help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/… or a model folder "
+        "(default: models:/<registry.model_name>@champion)",
+    )
     predict.add_argument("--json", action="store_true", help="one JSON object per image")
     predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     predict.set_defaults(handler=cmd_predict)
 
     run = sub.add_parser("run", parents=[common], help="run the Prefect retrain flow: every stage, then register")
-    run.add_argument("--force", action="store_true", help="retrain even if this data and these params were trained and registered before")
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="retrain even if this data and these params were trained and registered before",
+    )
     run.set_defaults(handler=cmd_run)
 
     summary = sub.add_parser("summary", parents=[common], help="what the last pipeline run decided and scored")
     summary.set_defaults(handler=cmd_summary)
 
-    stack = sub.add_parser("stack", help="start/stop the team stack on loopback: PostgreSQL, S3, MLflow and "
-                           "Prefect servers, a worker (make stack-up / stack-down)")
+    stack = sub.add_parser(
+        "stack",
+        help="start/stop the team stack on loopback: PostgreSQL, S3, MLflow and "
+        "Prefect servers, a worker (make stack-up / stack-down)",
+    )
     stack.add_argument("action", choices=["up", "down", "status"])
     stack.add_argument("--root", type=Path, default=Path(".stack"), help="state, data and logs (default .stack/)")
     stack.add_argument("--no-worker", action="store_true", help="up: no Prefect worker")
@@ -187,10 +216,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
     result = validate(params, reports_dir=args.reports, progress=_progress(args))
     for line in summary_lines(result.report, params.validation.max_listed):
         print(line)
-    print(f"report: {result.json_path.as_posix()} and {result.markdown_path.as_posix()} "
-          f"({time.perf_counter() - started:.1f} s)")
+    print(
+        f"report: {result.json_path.as_posix()} and {result.markdown_path.as_posix()} "
+        f"({time.perf_counter() - started:.1f} s)"
+    )
     return EXIT_OK if result.success else EXIT_FAILED
-
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
@@ -286,11 +316,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_summary(args: argparse.Namespace) -> int:
     from autotransfer.artifacts import (
-        METRICS_JSON, PLAN_JSON, REGISTRATION_JSON, TRAIN_JSON, MetricsReport, PlanReport, RegistrationReport,
-        TrainReport, read_report,
+        METRICS_JSON,
+        PLAN_JSON,
+        REGISTRATION_JSON,
+        TRAIN_JSON,
+        MetricsReport,
+        PlanReport,
+        RegistrationReport,
+        TrainReport,
+        read_report,
     )
+    from autotransfer.errors import StageInputError
 
     reports = Path(_params(args).reports.dir)
+    if not (reports / PLAN_JSON).exists():
+        raise StageInputError(f"{reports / PLAN_JSON}: not found; run `make run` (or `dvc repro`) first")
     plan = read_report(reports / PLAN_JSON, PlanReport, "plan")
     print(f"source {plan.source} -> target {plan.target}: strategy {plan.chosen} (runner-up {plan.runner_up})")
     print(f"why: {plan.reason}")
@@ -312,8 +352,10 @@ def cmd_summary(args: argparse.Namespace) -> int:
         print(f"  flow runs: {api.removesuffix('/api')}")
     else:
         print("  flow runs: prefect server start --host 127.0.0.1, then http://127.0.0.1:4200")
-    print(f"reports: {reports.as_posix()}/ (validation.md, similarity.json, plan.json, metrics.json, plots/, "
-          "registration.json)")
+    print(
+        f"reports: {reports.as_posix()}/ (validation.md, similarity.json, plan.json, metrics.json, plots/, "
+        "registration.json)"
+    )
     return EXIT_OK
 
 

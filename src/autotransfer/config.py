@@ -77,8 +77,16 @@ class ReportsConfig(Section):
 
 # The names of models/backbones.py's ARCHS and transfer/strategies.py's STRATEGIES (kept
 # here so that loading params does not import torch; a test checks they agree).
-ArchName = Literal["small_cnn", "resnet18", "resnet34", "resnet50", "mobilenet_v3_small",
-                   "mobilenet_v3_large", "efficientnet_b0", "vit_b_16"]
+ArchName = Literal[
+    "small_cnn",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "mobilenet_v3_small",
+    "mobilenet_v3_large",
+    "efficientnet_b0",
+    "vit_b_16",
+]
 StrategyName = Literal["linear_probe", "finetune_top", "progressive", "finetune_all", "scratch", "dann", "source_only"]
 
 
@@ -103,7 +111,9 @@ class PretrainConfig(Section):
 
 
 class SimilarityConfig(Section):
-    n_per_domain: int = Field(500, ge=10, description="Images per domain for PAD, MMD and Fréchet (fixed so values compare).")
+    n_per_domain: int = Field(
+        500, ge=10, description="Images per domain for PAD, MMD and Fréchet (fixed so values compare)."
+    )
     max_labeled: int = Field(2000, ge=10, description="Cap on labeled target images for LogME and the probe.")
     probe_folds: int = Field(5, ge=2)
     batch_size: int = Field(256, ge=1)
@@ -115,30 +125,38 @@ class StrategyConfig(Section):
     mode: Literal["rules", "race"] = "rules"
     force: StrategyName | None = Field(None, description="Skip the selection and use this strategy.")
     none_below_per_class: int = Field(
-        2, ge=1, description="Fewer labeled target images per class than this counts as 'none'.")
+        2, ge=1, description="Fewer labeled target images per class than this counts as 'none'."
+    )
     large_from_per_class: int = Field(100, ge=1, description="At least this many labeled per class counts as 'large'.")
     similar_zero_shot: float = Field(
-        0.5, ge=0, le=1, description="Zero-shot source-head accuracy from which the target counts as similar.")
+        0.5, ge=0, le=1, description="Zero-shot source-head accuracy from which the target counts as similar."
+    )
     similar_logme_gain: float = Field(
-        0.15, description="Without a zero-shot score: LogME gain over random features from which it counts as similar.")
+        0.15, description="Without a zero-shot score: LogME gain over random features from which it counts as similar."
+    )
     min_transfer_gain: float = Field(
-        0.05, description="Below this LogME gain over random features the backbone is not worth freezing.")
+        0.05, description="Below this LogME gain over random features the backbone is not worth freezing."
+    )
     dann_below_per_class: int = Field(
-        20, ge=0, description="A target with fewer labels per class than this (and enough unlabeled images) "
-        "ranks dann first: in the strategy-selection bench (3 seeds) dann was the best strategy with 3 and with 10 "
-        "labels per class on digits and digits-m in every seed (6-16 pts ahead on digits, 21-31 on digits-m); "
-        "with all labels (>= 100 per class) it was not. 0: never.")
+        20,
+        ge=0,
+        description="A target with fewer labels per class than this (and enough unlabeled images) "
+        "ranks dann first (docs/strategies.md gives the evidence). 0: never.",
+    )
     dann_min_unlabeled: int = Field(
-        200, ge=1, description="Unlabeled target images dann needs before label scarcity ranks it first.")
+        200, ge=1, description="Unlabeled target images dann needs before label scarcity ranks it first."
+    )
     top_k: int = Field(3, ge=1, description="Candidates raced in race mode.")
 
 
 class AugmentConfig(Section):
     geometric: bool = Field(True, description="Random rotation, scale and shift.")
     color: bool | Literal["auto"] = Field(
-        "auto", description="Channel shuffle, per-channel inversion, brightness/contrast, grayscale. "
-        "auto: on for dann (and source_only) when either domain holds colour images (it lifts digits -> "
-        "digits-m), off for strategies trained on target labels (it held resnet18 scratch at 0.14 on digits-m).")
+        "auto",
+        description="Channel shuffle, per-channel inversion, brightness/contrast, grayscale. "
+        "auto: on for strategies that carry a model across domains (dann, source_only) when any image has "
+        "colour, off for strategies trained on the target's labels (docs/strategies.md).",
+    )
 
 
 class DannConfig(Section):
@@ -148,29 +166,42 @@ class DannConfig(Section):
     domain_weight: float = Field(1.0, ge=0, description="Scale of the adversarial loss (0: source-only baseline).")
     lr: float = Field(0.03, gt=0, description="SGD learning rate, annealed as lr·(1+10p)^-0.75.")
     layer_decay: float = Field(
-        1.0, gt=0, le=1, description="DANN's own discriminative-LR factor per body group below the top: the "
-        "adversarial loss must move the lower layers too (1.0 with lr 0.03 closed 0.36 / 0.68 of the gap on "
-        "the two demo pairs vs 0.21 / 0.50 with train.layer_decay 0.5 and lr 0.01).")
+        1.0,
+        gt=0,
+        le=1,
+        description="DANN's own discriminative-LR factor per body group below the top: the "
+        "adversarial loss must move the lower layers too (docs/strategies.md).",
+    )
     mcc_weight: float = Field(
-        1.0, ge=0, description="Minimum Class Confusion on target predictions (Jin et al. 2020; 0: off).")
+        1.0, ge=0, description="Minimum Class Confusion on target predictions (Jin et al. 2020; 0: off)."
+    )
     pseudo_label_weight: float = Field(
-        1.0, ge=0, description="Consistency on unlabeled target images (FixMatch-style): the model's confident "
+        1.0,
+        ge=0,
+        description="Consistency on unlabeled target images (FixMatch-style): the model's confident "
         "prediction on the plain image, under the target batch's own BatchNorm statistics, is the label for an "
-        "augmented view of it (0: off). With mcc_weight 1 it took DANN's gap closure (3 seeds, 800 steps) from "
-        "0.35 to 0.95 on digits -> digits-m and from 0.61 to 0.81 on synth-digits -> digits.")
+        "augmented view of it (0: off).",
+    )
     pseudo_label_threshold: float = Field(0.95, gt=0, le=1, description="Confidence a pseudo-label needs.")
     pseudo_label_from: float = Field(
-        0.0, ge=0, lt=1, description="Share of the run after which the pseudo-label term is on: early "
-        "pseudo-labels are the source model's mistakes, and training on them entrenches them.")
+        0.0,
+        ge=0,
+        lt=1,
+        description="Share of the run after which the pseudo-label term is on: early "
+        "pseudo-labels are the source model's mistakes, and training on them entrenches them.",
+    )
 
 
 class RaceConfig(Section):
     budget_fraction: float = Field(
-        0.25, gt=0, le=1, description="First-round budget, as a share of train.epochs (rounded up).")
+        0.25, gt=0, le=1, description="First-round budget, as a share of train.epochs (rounded up)."
+    )
     min_round_steps: int = Field(
-        50, ge=1, description="Floor of the first round, in optimizer steps on the labeled target: learning "
-        "curves cross early (scratch on digits-m: val 0.19 after 2 epochs of 16 steps, 0.66 after 3, 0.88 "
-        "after 10, where finetune_all reached 0.74), and a round cut before that eliminates the winner.")
+        50,
+        ge=1,
+        description="Floor of the first round, in optimizer steps on the labeled target: learning "
+        "curves cross early, and a round cut before that eliminates the winner (docs/strategies.md).",
+    )
     keep: float = Field(0.5, gt=0, lt=1, description="Share of candidates kept after each round (successive halving).")
 
 
@@ -187,35 +218,48 @@ class TrainConfig(Section):
     layer_decay: float = Field(0.5, gt=0, le=1, description="Discriminative LRs: each group below the top × this.")
     top_groups: int = Field(1, ge=1, description="finetune_top: how many of the last layer groups train.")
     phase_epochs: int = Field(2, ge=1, description="progressive: epochs per unfreezing phase.")
-    lr_ratio: float = Field(2.6, ge=1, description="progressive: each newly unfrozen group's LR is the previous / this.")
+    lr_ratio: float = Field(
+        2.6, ge=1, description="progressive: each newly unfrozen group's LR is the previous / this."
+    )
     patience: int = Field(5, ge=0, description="Early stopping: epochs without val improvement (0: off).")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
     augment: AugmentConfig = AugmentConfig()
     augment_per_strategy: dict[StrategyName, AugmentConfig] = Field(
-        default_factory=dict, description="Per-strategy augmentation, e.g. {scratch: {color: false}}.")
-    distributed: int = Field(1, ge=1, description="Processes for data-parallel training (torch DDP under "
-                             "torchrun: gloo on CPU, NCCL on CUDA); 1 trains in the calling process.")
+        default_factory=dict, description="Per-strategy augmentation, e.g. {scratch: {color: false}}."
+    )
+    distributed: int = Field(
+        1,
+        ge=1,
+        description="Processes for data-parallel training (torch DDP under "
+        "torchrun: gloo on CPU, NCCL on CUDA); 1 trains in the calling process.",
+    )
     dann: DannConfig = DannConfig()
     race: RaceConfig = RaceConfig()
 
 
 class RegistryConfig(Section):
     tracking_uri: str | None = Field(
-        None, description="MLflow tracking URI. null: $MLFLOW_TRACKING_URI if set, else sqlite:///mlflow/mlflow.db "
-        "with artifacts in mlflow/artifacts.")
+        None,
+        description="MLflow tracking URI. null: $MLFLOW_TRACKING_URI if set, else sqlite:///mlflow/mlflow.db "
+        "with artifacts in mlflow/artifacts.",
+    )
     experiment: str = Field("autotransfer", min_length=1, description="MLflow experiment of the pipeline runs.")
     model_name: str = Field("autotransfer", min_length=1, description="Registered model the runs become versions of.")
-    metric: Literal["accuracy", "macro_f1"] = Field(
-        "accuracy", description="Test-split metric that decides promotion.")
+    metric: Literal["accuracy", "macro_f1"] = Field("accuracy", description="Test-split metric that decides promotion.")
     min_delta: float = Field(
-        0.005, ge=0, le=1, description="A challenger becomes champion only when it beats the champion, re-scored "
-        "on the same test split, by at least this much.")
+        0.005,
+        ge=0,
+        le=1,
+        description="A challenger becomes champion only when it beats the champion, re-scored "
+        "on the same test split, by at least this much.",
+    )
     request_retries: int = Field(2, ge=0, le=10, description="HTTP retries of each call to a tracking server.")
     request_timeout: float = Field(30, gt=0, description="Seconds before one call to a tracking server gives up.")
     task_retries: int = Field(2, ge=0, le=10, description="Prefect retries of the register task.")
     retry_delay: float = Field(
-        10, ge=0, description="Seconds before the register task's first retry; doubled for each next one.")
+        10, ge=0, description="Seconds before the register task's first retry; doubled for each next one."
+    )
 
 
 class Params(Section):

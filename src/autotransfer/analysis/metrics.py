@@ -6,34 +6,46 @@ source_only and dann), so predictions and truths are compared as names.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
-
-from typing import Any
 
 from autotransfer.io.data import ImageSet, Normalization
 from autotransfer.models.backbones import TransferModel
 
 
 @torch.no_grad()
-def predict_names(model: TransferModel, images: ImageSet, normalization: Normalization,
-                  head_classes: tuple[str, ...], device: torch.device, features: torch.Tensor | None = None,
-                  batch_size: int = 512) -> np.ndarray:
+def predict_names(
+    model: TransferModel,
+    images: ImageSet,
+    normalization: Normalization,
+    head_classes: tuple[str, ...],
+    device: torch.device,
+    features: torch.Tensor | None = None,
+    batch_size: int = 512,
+) -> np.ndarray:
     model.eval()
     predicted = []
     for start in range(0, len(images), batch_size):
         if features is not None:
-            logits = model.head(model.neck(features[start: start + batch_size].to(device)))
+            logits = model.head(model.neck(features[start : start + batch_size].to(device)))
         else:
-            logits = model(normalization(images.images[start: start + batch_size].to(device)))
+            logits = model(normalization(images.images[start : start + batch_size].to(device)))
         predicted.append(logits.argmax(1).cpu())
     index = torch.cat(predicted).numpy() if predicted else np.zeros(0, dtype=np.int64)
     return np.array(head_classes, dtype=object)[index]
 
 
-def evaluate_head(model: TransferModel, images: ImageSet, normalization: Normalization,
-                  head_classes: tuple[str, ...], classes: tuple[str, ...], device: torch.device,
-                  features: torch.Tensor | None = None) -> float | None:
+def evaluate_head(
+    model: TransferModel,
+    images: ImageSet,
+    normalization: Normalization,
+    head_classes: tuple[str, ...],
+    classes: tuple[str, ...],
+    device: torch.device,
+    features: torch.Tensor | None = None,
+) -> float | None:
     """Accuracy on a labeled set, comparing class names (the head may predict source classes)."""
     if len(images) == 0:
         return None
@@ -54,6 +66,6 @@ def classification_metrics(truth: np.ndarray, predicted: np.ndarray, classes: tu
     return {
         "accuracy": float((truth == predicted).mean()) if len(truth) else None,
         "macro_f1": float(np.mean([c["f1"] for c in per_class.values()])) if per_class else None,
-        "n": int(len(truth)),
+        "n": len(truth),
         "per_class": per_class,
     }

@@ -28,14 +28,42 @@ STRATEGIES = ("linear_probe", "finetune_top", "progressive", "finetune_all", "sc
 
 # The table's cells, each a full preference order; inapplicable strategies are dropped later.
 PREFERENCES: dict[tuple[str, str], tuple[str, ...]] = {
-    ("small", "similar"): ("linear_probe", "finetune_top", "progressive", "finetune_all", "dann", "scratch",
-                           "source_only"),
-    ("small", "different"): ("progressive", "finetune_all", "finetune_top", "dann", "linear_probe", "scratch",
-                             "source_only"),
-    ("large", "similar"): ("finetune_all", "progressive", "finetune_top", "linear_probe", "scratch", "dann",
-                           "source_only"),
-    ("large", "different"): ("finetune_all", "scratch", "progressive", "finetune_top", "dann", "linear_probe",
-                             "source_only"),
+    ("small", "similar"): (
+        "linear_probe",
+        "finetune_top",
+        "progressive",
+        "finetune_all",
+        "dann",
+        "scratch",
+        "source_only",
+    ),
+    ("small", "different"): (
+        "progressive",
+        "finetune_all",
+        "finetune_top",
+        "dann",
+        "linear_probe",
+        "scratch",
+        "source_only",
+    ),
+    ("large", "similar"): (
+        "finetune_all",
+        "progressive",
+        "finetune_top",
+        "linear_probe",
+        "scratch",
+        "dann",
+        "source_only",
+    ),
+    ("large", "different"): (
+        "finetune_all",
+        "scratch",
+        "progressive",
+        "finetune_top",
+        "dann",
+        "linear_probe",
+        "source_only",
+    ),
     ("none", "similar"): ("source_only", "dann"),
     ("none", "different"): ("dann", "source_only"),
 }
@@ -64,36 +92,73 @@ def decide(inputs: PlanInputs, cfg: StrategyConfig) -> dict[str, Any]:
 
     def compare(signal: str, value: float | None, key: str, threshold: float, op: str, meaning: str) -> bool:
         outcome = value is not None and (value >= threshold if op == ">=" else value < threshold)
-        comparisons.append({"signal": signal, "value": value, "threshold_key": f"strategy.{key}",
-                            "threshold": threshold, "test": f"{op} {threshold}", "outcome": outcome,
-                            "meaning": meaning if outcome else f"not {meaning}"})
+        comparisons.append(
+            {
+                "signal": signal,
+                "value": value,
+                "threshold_key": f"strategy.{key}",
+                "threshold": threshold,
+                "test": f"{op} {threshold}",
+                "outcome": outcome,
+                "meaning": meaning if outcome else f"not {meaning}",
+            }
+        )
         return outcome
 
     labeled = inputs.min_labeled
-    if compare("labeled target images per class (smallest class)", labeled, "none_below_per_class",
-               cfg.none_below_per_class, "<", "no usable labels"):
+    if compare(
+        "labeled target images per class (smallest class)",
+        labeled,
+        "none_below_per_class",
+        cfg.none_below_per_class,
+        "<",
+        "no usable labels",
+    ):
         amount = "none"
-    elif compare("labeled target images per class (smallest class)", labeled, "large_from_per_class",
-                 cfg.large_from_per_class, ">=", "large"):
+    elif compare(
+        "labeled target images per class (smallest class)",
+        labeled,
+        "large_from_per_class",
+        cfg.large_from_per_class,
+        ">=",
+        "large",
+    ):
         amount = "large"
     else:
         amount = "small"
 
     if inputs.zero_shot is not None:
-        similar = compare("zero-shot source-head accuracy on the labeled target", inputs.zero_shot,
-                          "similar_zero_shot", cfg.similar_zero_shot, ">=", "similar")
+        similar = compare(
+            "zero-shot source-head accuracy on the labeled target",
+            inputs.zero_shot,
+            "similar_zero_shot",
+            cfg.similar_zero_shot,
+            ">=",
+            "similar",
+        )
         basis = "zero-shot source-head accuracy"
     elif inputs.logme_gain is not None:
-        similar = compare("LogME gain of pretrained over random features", inputs.logme_gain,
-                          "similar_logme_gain", cfg.similar_logme_gain, ">=", "similar")
+        similar = compare(
+            "LogME gain of pretrained over random features",
+            inputs.logme_gain,
+            "similar_logme_gain",
+            cfg.similar_logme_gain,
+            ">=",
+            "similar",
+        )
         basis = "LogME transfer gain"
     else:
         similar, basis = False, "no task-aware signal without target labels: assumed different"
     # LogME, not probe accuracy: with many labels a probe on random conv features is already
-    # strong (0.965 on the demo digits), so the probe gain vanishes while LogME's does not.
+    # strong (docs/strategies.md), so the probe gain vanishes while LogME's does not.
     weak_backbone = inputs.logme_gain is not None and compare(
-        "LogME gain of pretrained over random features", inputs.logme_gain, "min_transfer_gain",
-        cfg.min_transfer_gain, "<", "barely better than random features")
+        "LogME gain of pretrained over random features",
+        inputs.logme_gain,
+        "min_transfer_gain",
+        cfg.min_transfer_gain,
+        "<",
+        "barely better than random features",
+    )
     cell = (amount, "similar" if similar else "different")
 
     excluded: dict[str, str] = {}
@@ -117,14 +182,20 @@ def decide(inputs: PlanInputs, cfg: StrategyConfig) -> dict[str, Any]:
             order.remove("scratch")
             order.insert(0, "scratch")
             adjustments.append("scratch first: with many labels and no transfer gain, pretraining adds nothing")
-    if (amount == "small" and "dann" not in excluded and labeled < cfg.dann_below_per_class
-            and inputs.unlabeled_target >= cfg.dann_min_unlabeled):
+    if (
+        amount == "small"
+        and "dann" not in excluded
+        and labeled < cfg.dann_below_per_class
+        and inputs.unlabeled_target >= cfg.dann_min_unlabeled
+    ):
         # A few labels teach the model little; labeled source plus many unlabeled target images
         # teach it more (docs/strategies.md gives the evidence).
         order.remove("dann")
         order.insert(0, "dann")
-        adjustments.append(f"dann first: fewer than {cfg.dann_below_per_class} labels per class "
-                           f"(strategy.dann_below_per_class) and {inputs.unlabeled_target} unlabeled target images")
+        adjustments.append(
+            f"dann first: fewer than {cfg.dann_below_per_class} labels per class "
+            f"(strategy.dann_below_per_class) and {inputs.unlabeled_target} unlabeled target images"
+        )
     ranking = [s for s in order if s not in excluded]
     if not ranking:
         raise PlanError("no strategy applies: " + "; ".join(f"{k}: {v}" for k, v in excluded.items()))
@@ -144,7 +215,7 @@ def decide(inputs: PlanInputs, cfg: StrategyConfig) -> dict[str, Any]:
 def candidates(ranking: list[str], similar: bool) -> list[dict[str, Any]]:
     """Strategies with their key hyperparameter, in rank order (race mode tries the top few).
 
-    The backbone LR multiplier moved finetune_all by 10 points (docs/strategies.md), so both
+    The backbone LR multiplier moves finetune_all as much as the strategy does (docs/strategies.md), so both
     values are candidates, the one the prior favours first.
     """
     out: list[dict[str, Any]] = []
@@ -159,20 +230,26 @@ def candidates(ranking: list[str], similar: bool) -> list[dict[str, Any]]:
 
 def explain(plan: dict[str, Any], inputs: PlanInputs, target: str) -> str:
     amount, similarity = plan["cell"]["labeled"], plan["cell"]["similarity"]
-    parts = [f"The target {target!r} has {inputs.min_labeled} labeled images in its smallest class "
-             f"({amount})"]
+    parts = [f"The target {target!r} has {inputs.min_labeled} labeled images in its smallest class ({amount})"]
     if inputs.zero_shot is not None:
         parts.append(f"the source head scores {inputs.zero_shot:.2f} on it zero-shot")
     if inputs.logme_gain is not None:
-        parts.append(f"pretrained features beat random ones by {inputs.logme_gain:+.2f} LogME"
-                     + (f" and {inputs.probe_gain:+.2f} probe accuracy" if inputs.probe_gain is not None else ""))
+        parts.append(
+            f"pretrained features beat random ones by {inputs.logme_gain:+.2f} LogME"
+            + (f" and {inputs.probe_gain:+.2f} probe accuracy" if inputs.probe_gain is not None else "")
+        )
     relation = "similar to" if similarity == "similar" else "different from"
     text = "; ".join(parts) + f", so it counts as {relation} the source ({plan['cell']['similarity_basis']})."
     if inputs.pad is not None:
-        text += (f" PAD is {inputs.pad:.2f}: the domains are "
-                 f"{'easily' if inputs.pad > 1.5 else 'hardly' if inputs.pad < 0.5 else 'partly'} told apart, "
-                 "which alone does not decide (docs/strategies.md, 'Similarity').")
-    text += f" The strategy table (docs/strategies.md) gives {PREFERENCES[(amount, similarity)][0]} for {amount} labeled data and a {similarity} target"
+        text += (
+            f" PAD is {inputs.pad:.2f}: the domains are "
+            f"{'easily' if inputs.pad > 1.5 else 'hardly' if inputs.pad < 0.5 else 'partly'} told apart, "
+            "which alone does not decide (docs/strategies.md, 'Similarity')."
+        )
+    first = PREFERENCES[(amount, similarity)][0]
+    text += (
+        f" The strategy table (docs/strategies.md) gives {first} for {amount} labeled data and a {similarity} target"
+    )
     if plan["adjustments"]:
         text += "; " + "; ".join(plan["adjustments"])
     text += f". Chosen: {plan['chosen']}"

@@ -15,8 +15,9 @@ from scipy import linalg
 PAD_C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
 
 
-def proxy_a_distance(source: np.ndarray, target: np.ndarray, seed: int = 0,
-                     c_grid: tuple[float, ...] = PAD_C_GRID) -> dict[str, float]:
+def proxy_a_distance(
+    source: np.ndarray, target: np.ndarray, seed: int = 0, c_grid: tuple[float, ...] = PAD_C_GRID
+) -> dict[str, float]:
     """PAD = 2(1 − 2ε), ε the best held-out error of a linear source-vs-target classifier.
 
     Ben-David et al.; the DANN paper's measure. Both samples are cut to the same size (so
@@ -58,8 +59,11 @@ def mmd2_rbf(source: np.ndarray, target: np.ndarray) -> dict[str, float]:
     gamma = 1.0 / max(median, 1e-12)
     k_xx, k_yy, k_xy = (np.exp(-gamma * _sq_distances(a, b)) for a, b in ((x, x), (y, y), (x, y)))
     m, n = len(x), len(y)
-    mmd2 = ((k_xx.sum() - np.trace(k_xx)) / (m * (m - 1)) + (k_yy.sum() - np.trace(k_yy)) / (n * (n - 1))
-            - 2.0 * k_xy.mean())
+    mmd2 = (
+        (k_xx.sum() - np.trace(k_xx)) / (m * (m - 1))
+        + (k_yy.sum() - np.trace(k_yy)) / (n * (n - 1))
+        - 2.0 * k_xy.mean()
+    )
     return {"mmd2": float(mmd2), "bandwidth_sq": median, "n_source": m, "n_target": n}
 
 
@@ -120,10 +124,22 @@ def logme(features: np.ndarray, labels: np.ndarray, max_iter: int = 100, tol: fl
         t = alpha / beta
         m2 = float((sigma * x2 / (sigma + t) ** 2).sum())
         res2 = float((x2 * (t / (sigma + t)) ** 2).sum() + outside)
-        evidence = (d / 2 * np.log(alpha) + n / 2 * np.log(beta) - 0.5 * np.log(alpha + beta * sigma).sum()
-                    - beta / 2 * res2 - alpha / 2 * m2 - n / 2 * np.log(2 * np.pi))
-        per_class.append({"label": k.item() if hasattr(k, "item") else k, "evidence": float(evidence),
-                          "alpha": float(alpha), "beta": float(beta)})
+        evidence = (
+            d / 2 * np.log(alpha)
+            + n / 2 * np.log(beta)
+            - 0.5 * np.log(alpha + beta * sigma).sum()
+            - beta / 2 * res2
+            - alpha / 2 * m2
+            - n / 2 * np.log(2 * np.pi)
+        )
+        per_class.append(
+            {
+                "label": k.item() if hasattr(k, "item") else k,
+                "evidence": float(evidence),
+                "alpha": float(alpha),
+                "beta": float(beta),
+            }
+        )
     score = float(np.mean([c["evidence"] for c in per_class]) / n)
     return {"logme": score, "n": n, "dim": d, "per_class": per_class}
 

@@ -57,14 +57,20 @@ def changing_state_keys(model: TransferModel, plan: list[Phase]) -> set[str] | N
 
     A group frozen throughout keeps its initial weights and, in eval mode, its BatchNorm
     statistics; the run key pins those initial weights. So checkpoints and the best-epoch
-    copy carry only the rest: for a linear probe, the head instead of the whole backbone.
+    copy carry only the rest: for a linear probe, the head instead of the whole backbone
+    (docs/strategies.md says what writing the backbone every epoch cost).
     """
     trainable = set().union(*(phase.trainable for phase in plan))
     groups = model.layer_groups()
     if all(name in trainable for name, _ in groups):
         return None
-    ids = {id(t) for name, modules in groups if name in trainable
-           for module in modules for t in (*module.parameters(), *module.buffers())}
+    ids = {
+        id(t)
+        for name, modules in groups
+        if name in trainable
+        for module in modules
+        for t in (*module.parameters(), *module.buffers())
+    }
     return {k for k, v in model.state_dict(keep_vars=True).items() if id(v) in ids}
 
 

@@ -1,10 +1,7 @@
-"""Multi-process training with torch DDP, launched by ``torchrun`` (gloo on CPU, NCCL on CUDA).
+"""What the loop needs of torch DDP: who am I, wrap a module, agree on buffers and on stopping.
 
-``train.distributed: N`` (or ``autotransfer train --nproc N``) makes the train stage start
-``torchrun --standalone --nproc-per-node N -m autotransfer.engine.ddp PARAMS``; every rank
-runs the same train stage on its shard of each global batch, and only rank 0 logs, writes
-checkpoints and the final model. The caller (CLI, flow task, ``dvc repro``) then reads the
-report rank 0 wrote, so registration happens once, in the caller's process.
+``ops.launch`` starts the ranks under ``torchrun``; ``stages.torchrun`` is each rank's entry
+point. Every rank trains on its shard of each global batch; only rank 0 writes.
 """
 
 from __future__ import annotations

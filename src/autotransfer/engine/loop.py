@@ -26,8 +26,14 @@ from tqdm.auto import tqdm
 from autotransfer.analysis.metrics import evaluate_head
 from autotransfer.artifacts import CHECKPOINT_FILE
 from autotransfer.config import Params
-from autotransfer.engine.checkpoint import changing_state_keys, load_checkpoint, load_subset, run_key, save_atomic, \
-    state_subset
+from autotransfer.engine.checkpoint import (
+    changing_state_keys,
+    load_checkpoint,
+    load_subset,
+    run_key,
+    save_atomic,
+    state_subset,
+)
 from autotransfer.engine.ddp import World, all_finite, current_world, main_first, sync_buffers, wrap
 from autotransfer.errors import TrainingError
 from autotransfer.io.data import Normalization, TrainData
@@ -52,8 +58,15 @@ class FitResult:
     resumed_from: int = 0
 
 
-def train(strategy: Strategy, data: TrainData, epochs: int, checkpoint: Path | None, key: str,
-          progress: bool | None = None, stop_after: int | None = None) -> FitResult:
+def train(
+    strategy: Strategy,
+    data: TrainData,
+    epochs: int,
+    checkpoint: Path | None,
+    key: str,
+    progress: bool | None = None,
+    stop_after: int | None = None,
+) -> FitResult:
     """Train a set-up ``strategy`` for ``epochs``, resuming ``checkpoint`` when it holds run ``key``.
 
     ``stop_after`` ends early but keeps the schedule of the full ``epochs``, so a partial
@@ -64,8 +77,13 @@ def train(strategy: Strategy, data: TrainData, epochs: int, checkpoint: Path | N
     model, plan, steps = strategy.model, strategy.phases(epochs), strategy.steps_per_epoch()
     run = RunState.start(strategy, model, device, changing_state_keys(model, plan), load_checkpoint(checkpoint, key))
     started = time.perf_counter()
-    bar = tqdm(total=steps * epochs, initial=run.start_epoch * steps, desc=strategy.label, unit="step",
-               disable=not world.is_main or (None if progress is None else not progress))
+    bar = tqdm(
+        total=steps * epochs,
+        initial=run.start_epoch * steps,
+        desc=strategy.label,
+        unit="step",
+        disable=not world.is_main or (None if progress is None else not progress),
+    )
     current: Phase | None = None
     for epoch in range(run.start_epoch, min(epochs, stop_after or epochs) if strategy.trains else 0):
         phase = next(p for p in plan if p.start_epoch <= epoch < p.end_epoch)
@@ -81,8 +99,10 @@ def train(strategy: Strategy, data: TrainData, epochs: int, checkpoint: Path | N
             index = shard(order, step * strategy.batch_size, strategy.batch_size, world)
             out = strategy.step(net, index, draws, (epoch * steps + step) / max(1, steps * epochs), device)
             if not all_finite(out.loss.detach(), world):
-                raise TrainingError(f"{strategy.label}: non-finite loss ({out.loss.item()}) at epoch {epoch + 1}, "
-                                    f"step {step + 1}; stopped, no model written")
+                raise TrainingError(
+                    f"{strategy.label}: non-finite loss ({out.loss.item()}) at epoch {epoch + 1}, "
+                    f"step {step + 1}; stopped, no model written"
+                )
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             optimizer.step()
@@ -91,10 +111,21 @@ def train(strategy: Strategy, data: TrainData, epochs: int, checkpoint: Path | N
             bar.update(1)
         seconds = time.perf_counter() - epoch_started
         sync_buffers(model, world)
-        val = evaluate_head(model, strategy.val_set(), strategy.normalization, strategy.head_classes, data.classes,
-                            device, strategy.val_features())
-        record = {"epoch": epoch + 1, "phase": phase.index, **meter.summary(val, optimizer, seconds, world),
-                  **strategy.epoch_record(epoch + 1, epochs)}
+        val = evaluate_head(
+            model,
+            strategy.val_set(),
+            strategy.normalization,
+            strategy.head_classes,
+            data.classes,
+            device,
+            strategy.val_features(),
+        )
+        record = {
+            "epoch": epoch + 1,
+            "phase": phase.index,
+            **meter.summary(val, optimizer, seconds, world),
+            **strategy.epoch_record(epoch + 1, epochs),
+        }
         bar.set_postfix(loss=f"{record['train_loss']:.3f}", val="n/a" if val is None else f"{val:.3f}")
         stop = run.end_epoch(record, val if val is not None and strategy.selects_by_val else epoch)
         if world.is_main and checkpoint is not None:  # the ranks' weights are equal; one writer
@@ -106,8 +137,16 @@ def train(strategy: Strategy, data: TrainData, epochs: int, checkpoint: Path | N
     return run.finish(strategy, data, started)
 
 
-def fit(params: Params, candidate: Candidate, data: TrainData, out: Path, epochs: int,
-        progress: bool | None = None, stop_after: int | None = None, code_version: str = "") -> FitResult:
+def fit(
+    params: Params,
+    candidate: Candidate,
+    data: TrainData,
+    out: Path,
+    epochs: int,
+    progress: bool | None = None,
+    stop_after: int | None = None,
+    code_version: str = "",
+) -> FitResult:
     """Train ``candidate`` in ``out/`` (resuming ``out/checkpoint.pt`` when it is this run's).
 
     The run key pins what makes two runs the same: the candidate, the train, backbone and
@@ -118,10 +157,15 @@ def fit(params: Params, candidate: Candidate, data: TrainData, out: Path, epochs
     strategy = make_strategy(params, candidate)
     strategy.setup(data, progress, shared=lambda: main_first(current_world()))
     parts: dict[str, Any] = {
-        "code": code_version, "candidate": asdict(candidate), "train": params.train.model_dump(mode="json"),
-        "epochs": epochs, "init": state_hash(strategy.model), "backbone": params.backbone.model_dump(mode="json"),
+        "code": code_version,
+        "candidate": asdict(candidate),
+        "train": params.train.model_dump(mode="json"),
+        "epochs": epochs,
+        "init": state_hash(strategy.model),
+        "backbone": params.backbone.model_dump(mode="json"),
         "pretrain": params.pretrain.model_dump(mode="json"),
-        "data": [s.content_hash() for s in (data.train, data.val, data.unlabeled)]}
+        "data": [s.content_hash() for s in (data.train, data.val, data.unlabeled)],
+    }
     if data.source_train is not None:
         parts["source"] = data.source_train.content_hash()
     return train(strategy, data, epochs, out / CHECKPOINT_FILE, run_key(parts), progress, stop_after)
@@ -129,17 +173,19 @@ def fit(params: Params, candidate: Candidate, data: TrainData, out: Path, epochs
 
 def shard(order: torch.Tensor, start: int, batch: int, world: World) -> torch.Tensor:
     """This rank's share of the global batch ``order[start:start + batch]``."""
-    index = order[start: start + batch]
+    index = order[start : start + batch]
     if len(index) < world.size:  # a last batch too small to give every rank an image
         index = torch.cat([index, order[: world.size - len(index)]])
-    return index[world.rank::world.size]
+    return index[world.rank :: world.size]
 
 
 def resolve_device(choice: str, world: World = World()) -> torch.device:
     if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise TrainingError("train.device=cuda but no CUDA device is available")
-        return torch.device("cuda", world.rank % torch.cuda.device_count()) if world.distributed else torch.device("cuda")
+        return (
+            torch.device("cuda", world.rank % torch.cuda.device_count()) if world.distributed else torch.device("cuda")
+        )
     return torch.device("cpu")
 
 
@@ -159,19 +205,26 @@ class EpochMeter:
             total[0] += correct
             total[1] += seen
 
-    def summary(self, val: float | None, optimizer: torch.optim.Optimizer, seconds: float,
-                world: World) -> dict[str, Any]:
-        return {"train_loss": float(np.mean(self.losses)), "train_accuracy": self.correct / max(1, self.seen),
-                "val_accuracy": val, "lr": max(g["lr"] for g in optimizer.param_groups), "seconds": round(seconds, 3),
-                "images_per_second": round(self.seen * world.size / max(seconds, 1e-9), 1),
-                **{name: correct / max(1, seen) for name, (correct, seen) in self.counts.items()}}
+    def summary(
+        self, val: float | None, optimizer: torch.optim.Optimizer, seconds: float, world: World
+    ) -> dict[str, Any]:
+        return {
+            "train_loss": float(np.mean(self.losses)),
+            "train_accuracy": self.correct / max(1, self.seen),
+            "val_accuracy": val,
+            "lr": max(g["lr"] for g in optimizer.param_groups),
+            "seconds": round(seconds, 3),
+            "images_per_second": round(self.seen * world.size / max(seconds, 1e-9), 1),
+            **{name: correct / max(1, seen) for name, (correct, seen) in self.counts.items()},
+        }
 
 
 class RunState:
     """What survives an epoch: history, the best epoch and its weights, patience, the checkpoint it resumed."""
 
-    def __init__(self, strategy: Strategy, model: TransferModel, changing: set[str] | None,
-                 state: dict[str, Any] | None) -> None:
+    def __init__(
+        self, strategy: Strategy, model: TransferModel, changing: set[str] | None, state: dict[str, Any] | None
+    ) -> None:
         self.strategy, self.model, self.changing, self.state = strategy, model, changing, state
         self.stopped = False
         self.seed, self.reseed, self.patience = strategy.seed, strategy.reseed_each_epoch, strategy.patience
@@ -183,24 +236,34 @@ class RunState:
             load_subset(model, state["model"])
             strategy.load_extra_state(state["extra"])
             self.history, self.start_epoch = list(state["history"]), int(state["epoch"])
-            self.best_score, self.best_epoch, self.best_state = state["best_score"], state["best_epoch"], \
-                state["best_state"]
+            self.best_score, self.best_epoch, self.best_state = (
+                state["best_score"],
+                state["best_epoch"],
+                state["best_state"],
+            )
             self.patience_left = state["patience_left"]
             self.generator.set_state(state["generator"])
         self.resumed_from = self.start_epoch
 
     @classmethod
-    def start(cls, strategy: Strategy, model: TransferModel, device: torch.device, changing: set[str] | None,
-              state: dict[str, Any] | None) -> RunState:
+    def start(
+        cls,
+        strategy: Strategy,
+        model: TransferModel,
+        device: torch.device,
+        changing: set[str] | None,
+        state: dict[str, Any] | None,
+    ) -> RunState:
         model.to(device)
         for module in strategy.extra_modules:
             module.to(device)
         if device.type == "cuda":
-            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            model.to(memory_format=torch.channels_last)
         return cls(strategy, model, changing, state)
 
-    def restore_optimizer(self, phase: Phase, optimizer: torch.optim.Optimizer,
-                          scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+    def restore_optimizer(
+        self, phase: Phase, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler
+    ) -> None:
         if self.state is not None and self.state["phase"] == phase.index:
             optimizer.load_state_dict(self.state["optimizer"])
             scheduler.load_state_dict(self.state["scheduler"])
@@ -213,8 +276,11 @@ class RunState:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         # Every rank draws the same order and takes its share of each global batch; its own
         # augmentation draws (one process: the same generator).
-        draws = generator if not world.distributed else torch.Generator().manual_seed(
-            self.seed * 1_000_003 + epoch + 7919 * (world.rank + 1))
+        draws = (
+            generator
+            if not world.distributed
+            else torch.Generator().manual_seed(self.seed * 1_000_003 + epoch + 7919 * (world.rank + 1))
+        )
         return torch.randperm(len(self.strategy.pool_images), generator=generator), draws
 
     def end_epoch(self, record: dict[str, Any], score: float) -> bool:
@@ -229,19 +295,52 @@ class RunState:
         self.stopped = self.patience > 0 and self.patience_left <= 0
         return self.stopped
 
-    def checkpoint(self, key: str, epochs: int, phase: Phase, optimizer: torch.optim.Optimizer,
-                   scheduler: torch.optim.lr_scheduler.LRScheduler) -> dict[str, Any]:
-        return {"run_key": key, "epoch": epochs if self.stopped else self.history[-1]["epoch"], "phase": phase.index,
-                "model": state_subset(self.model, self.changing), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "extra": self.strategy.extra_state(), "history": self.history,
-                "best_score": self.best_score, "best_epoch": self.best_epoch, "patience_left": self.patience_left,
-                "best_state": self.best_state, "generator": self.generator.get_state()}
+    def checkpoint(
+        self,
+        key: str,
+        epochs: int,
+        phase: Phase,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+    ) -> dict[str, Any]:
+        return {
+            "run_key": key,
+            "epoch": epochs if self.stopped else self.history[-1]["epoch"],
+            "phase": phase.index,
+            "model": state_subset(self.model, self.changing),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "extra": self.strategy.extra_state(),
+            "history": self.history,
+            "best_score": self.best_score,
+            "best_epoch": self.best_epoch,
+            "patience_left": self.patience_left,
+            "best_state": self.best_state,
+            "generator": self.generator.get_state(),
+        }
 
     def finish(self, strategy: Strategy, data: TrainData, started: float) -> FitResult:
         if self.best_state is not None:
             load_subset(self.model, self.best_state)
         self.model.cpu()
-        val = evaluate_head(self.model, strategy.val_set(), strategy.normalization, strategy.head_classes,
-                            data.classes, torch.device("cpu"), strategy.val_features())
-        return FitResult(strategy.candidate, self.model, strategy.normalization, strategy.head_classes, self.history,
-                         self.best_epoch, val, len(self.history), time.perf_counter() - started, self.resumed_from)
+        val = evaluate_head(
+            self.model,
+            strategy.val_set(),
+            strategy.normalization,
+            strategy.head_classes,
+            data.classes,
+            torch.device("cpu"),
+            strategy.val_features(),
+        )
+        return FitResult(
+            strategy.candidate,
+            self.model,
+            strategy.normalization,
+            strategy.head_classes,
+            self.history,
+            self.best_epoch,
+            val,
+            len(self.history),
+            time.perf_counter() - started,
+            self.resumed_from,
+        )

@@ -52,11 +52,17 @@ def race(params: Params, candidates: list[Candidate], data: TrainData, fit: Fit)
     return result, table
 
 
-def _row(round_: int | str, candidate: Candidate, budget: int, result: FitResult, trained: dict[str, int],
-         started: float) -> RaceRow:
-    return RaceRow(round=round_, candidate=candidate.label, budget_epochs=budget,
-                   epochs_trained=result.epochs_run - trained[candidate.label], val_accuracy=result.val_accuracy,
-                   seconds=round(time.perf_counter() - started, 2))
+def _row(
+    round_: int | str, candidate: Candidate, budget: int, result: FitResult, trained: dict[str, int], started: float
+) -> RaceRow:
+    return RaceRow(
+        round=round_,
+        candidate=candidate.label,
+        budget_epochs=budget,
+        epochs_trained=result.epochs_run - trained[candidate.label],
+        val_accuracy=result.val_accuracy,
+        seconds=round(time.perf_counter() - started, 2),
+    )
 
 
-__all__ = ["race", "Fit"]
+__all__ = ["Fit", "race"]

@@ -40,8 +40,9 @@ class ImageSet:
 
     @classmethod
     def empty(cls, size: int, classes: tuple[str, ...] = ()) -> ImageSet:
-        return cls(torch.zeros((0, 3, size, size), dtype=torch.uint8), torch.zeros(0, dtype=torch.long),
-                   classes, (), ())
+        return cls(
+            torch.zeros((0, 3, size, size), dtype=torch.uint8), torch.zeros(0, dtype=torch.long), classes, (), ()
+        )
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,12 @@ class TrainData:
     def has_colour(self) -> bool:
         """Whether any image (not just its file mode) has channels that differ."""
         sets = [self.train, self.val, self.unlabeled, self.source_train]
-        return any(s is not None and len(s) and bool((s.images[:, 0] != s.images[:, 1]).any()
-                                                    or (s.images[:, 1] != s.images[:, 2]).any()) for s in sets)
+        return any(
+            s is not None
+            and len(s)
+            and bool((s.images[:, 0] != s.images[:, 1]).any() or (s.images[:, 1] != s.images[:, 2]).any())
+            for s in sets
+        )
 
 
 def load_train_data(params: Params, with_source: bool, progress: bool | None = None) -> TrainData:
@@ -90,13 +95,15 @@ def load_train_data(params: Params, with_source: bool, progress: bool | None = N
         classes=classes,
         train=load_images(domain_rows(manifest, target, ("train",)), classes, size, progress, "target train"),
         val=load_images(domain_rows(manifest, target, ("val",)), classes, size, progress, "target val"),
-        unlabeled=load_images(domain_rows(manifest, target, ("unlabeled",)), classes, size, progress,
-                              "target unlabeled"),
+        unlabeled=load_images(
+            domain_rows(manifest, target, ("unlabeled",)), classes, size, progress, "target unlabeled"
+        ),
     )
     if with_source:
         data.source_classes = class_names(manifest, source)
-        data.source_train = load_images(domain_rows(manifest, source, ("train",)), data.source_classes, size,
-                                        progress, "source train")
+        data.source_train = load_images(
+            domain_rows(manifest, source, ("train",)), data.source_classes, size, progress, "source train"
+        )
     return data
 
 
@@ -104,15 +111,20 @@ def read_manifest(reports_dir: str | Path) -> pd.DataFrame:
     path = Path(reports_dir) / MANIFEST_CSV
     if not path.exists():
         raise StageInputError(f"{path}: not found; run `autotransfer validate` first")
-    manifest = pd.read_csv(path, dtype={"label": "string", "sha256": "string", "path": "string"},
-                           keep_default_na=False, na_values={"label": [""]})
+    manifest = pd.read_csv(
+        path,
+        dtype={"label": "string", "sha256": "string", "path": "string"},
+        keep_default_na=False,
+        na_values={"label": [""]},
+    )
     if "usage" not in manifest.columns:
         raise StageInputError(f"{path}: has no 'usage' column; rerun `autotransfer validate`")
     return manifest
 
 
-def load_images(rows: pd.DataFrame, classes: tuple[str, ...], size: int, progress: bool | None = None,
-                desc: str = "loading images") -> ImageSet:
+def load_images(
+    rows: pd.DataFrame, classes: tuple[str, ...], size: int, progress: bool | None = None, desc: str = "loading images"
+) -> ImageSet:
     """Decode ``rows`` (manifest rows) to a uint8 tensor at ``size``x``size``; labels index ``classes``."""
     index = {name: i for i, name in enumerate(classes)}
     images = np.empty((len(rows), size, size, 3), dtype=np.uint8)
@@ -126,8 +138,13 @@ def load_images(rows: pd.DataFrame, classes: tuple[str, ...], size: int, progres
         images[i] = np.asarray(image)
         if isinstance(label, str) and label in index:
             labels[i] = index[label]
-    return ImageSet(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels),
-                    tuple(classes), tuple(rows["sha256"].tolist()), tuple(paths))
+    return ImageSet(
+        torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
+        torch.from_numpy(labels),
+        tuple(classes),
+        tuple(rows["sha256"].tolist()),
+        tuple(paths),
+    )
 
 
 def data_hash(manifest: pd.DataFrame) -> str:

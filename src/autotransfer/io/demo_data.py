@@ -29,7 +29,7 @@ from autotransfer.config import DemoConfig
 
 DOMAINS = ("synth-digits", "digits", "digits-m")
 CLASSES = tuple(str(d) for d in range(10))
-# Fractions of each class: the real digits' test split is 30% (539 images), as in the bundled scikit-learn digits (docs/data.md).
+# Fractions of each class: the real digits' test split is 30% (539 images, docs/data.md).
 TEST_FRACTION = 0.30
 VAL_FRACTION = 0.10
 SYNTH_VAL_FRACTION = 0.15
@@ -56,15 +56,16 @@ def bitmap_to_grid(bitmap: np.ndarray) -> np.ndarray:
     return bitmap.reshape(8, 4, 8, 4).sum(axis=(1, 3)).astype(np.uint8)
 
 
-def stratified_splits(labels: np.ndarray, groups: np.ndarray, rng: np.random.Generator,
-                      val_fraction: float, test_fraction: float) -> np.ndarray:
+def stratified_splits(
+    labels: np.ndarray, groups: np.ndarray, rng: np.random.Generator, val_fraction: float, test_fraction: float
+) -> np.ndarray:
     """Split names per item; items sharing a group (identical content) share a split."""
     splits = np.empty(len(labels), dtype=object)
     for label in np.unique(labels):
         unique_groups = np.unique(groups[labels == label])
         order = unique_groups[rng.permutation(len(unique_groups))]
-        n_test = int(round(len(order) * test_fraction))
-        n_val = int(round(len(order) * val_fraction))
+        n_test = round(len(order) * test_fraction)
+        n_val = round(len(order) * val_fraction)
         for position, group in enumerate(order):
             split = "test" if position < n_test else "val" if position < n_test + n_val else "train"
             splits[(groups == group) & (labels == label)] = split
@@ -104,7 +105,7 @@ def blend_mnist_m(digit: Image.Image, photo: np.ndarray, rng: np.random.Generato
     crop = int(rng.integers(size, 4 * size + 1))
     top = int(rng.integers(0, photo.shape[0] - crop + 1))
     left = int(rng.integers(0, photo.shape[1] - crop + 1))
-    patch = Image.fromarray(photo[top: top + crop, left: left + crop]).resize((size, size), Image.Resampling.BILINEAR)
+    patch = Image.fromarray(photo[top : top + crop, left : left + crop]).resize((size, size), Image.Resampling.BILINEAR)
     blended = np.abs(np.asarray(patch, dtype=np.int16) - np.asarray(digit, dtype=np.int16)[..., None])
     return Image.fromarray(blended.astype(np.uint8), mode="RGB")
 
@@ -135,8 +136,15 @@ def render_digit(digit: str, font_path: Path | None, rng: np.random.Generator) -
     image = Image.new("L", (canvas, canvas), 0)
     font_size = int(rng.integers(44, 64))
     font = ImageFont.truetype(str(font_path), font_size) if font_path else ImageFont.load_default(font_size)
-    ImageDraw.Draw(image).text((canvas / 2, canvas / 2), digit, fill=255, font=font, anchor="mm",
-                               stroke_width=int(rng.integers(0, 4)), stroke_fill=255)
+    ImageDraw.Draw(image).text(
+        (canvas / 2, canvas / 2),
+        digit,
+        fill=255,
+        font=font,
+        anchor="mm",
+        stroke_width=int(rng.integers(0, 4)),
+        stroke_fill=255,
+    )
     angle = np.deg2rad(rng.uniform(-15, 15))
     shear = rng.uniform(-0.3, 0.3)
     # Inverse affine map (output -> input) about the centre: rotation then horizontal shear.
@@ -178,8 +186,9 @@ def synth_digits(size: int, per_class: int, seed: int, exclude: set[str]) -> Ite
             grids.append(grid)
             made += 1
     labels_array = np.array(labels)
-    splits = stratified_splits(labels_array, np.arange(len(labels)), np.random.default_rng([seed, 4]),
-                               SYNTH_VAL_FRACTION, SYNTH_TEST_FRACTION)
+    splits = stratified_splits(
+        labels_array, np.arange(len(labels)), np.random.default_rng([seed, 4]), SYNTH_VAL_FRACTION, SYNTH_TEST_FRACTION
+    )
     for index, (grid, label, split) in enumerate(zip(grids, labels, splits)):
         yield Sample(split, label, f"{index:05d}.png", grid_to_image(grid, size))
 
@@ -196,8 +205,10 @@ def build_demo_data(cfg: DemoConfig, out: Path | None = None, progress: bool | N
 
     real_keys = {_grid_key(g) for g in load_digits().images.astype(np.uint8)}
     plan = {
-        "synth-digits": (synth_digits(cfg.image_size, cfg.synth_per_class, cfg.seed, real_keys),
-                         cfg.synth_per_class * len(CLASSES)),
+        "synth-digits": (
+            synth_digits(cfg.image_size, cfg.synth_per_class, cfg.seed, real_keys),
+            cfg.synth_per_class * len(CLASSES),
+        ),
         "digits": (real_digits(cfg.image_size, cfg.seed), 1797),
         "digits-m": (shifted_digits(cfg.image_size, cfg.seed), 1797),
     }
@@ -212,8 +223,13 @@ def _write_domain(folder: Path, samples: Iterator[Sample], total: int, progress:
     if staging.exists():
         shutil.rmtree(staging)
     counts: dict[str, int] = {}
-    bar = tqdm(samples, total=total, desc=f"demo-data {folder.name}", unit="img",
-               disable=None if progress is None else not progress)
+    bar = tqdm(
+        samples,
+        total=total,
+        desc=f"demo-data {folder.name}",
+        unit="img",
+        disable=None if progress is None else not progress,
+    )
     for sample in bar:
         path = staging / sample.split / sample.label / sample.name
         path.parent.mkdir(parents=True, exist_ok=True)

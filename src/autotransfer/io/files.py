@@ -36,7 +36,10 @@ def write_safetensors(path: Path, tensors: dict[str, Any], metadata: dict[str, s
 
 
 def write_text(path: Path, text: str) -> None:
-    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    def write(tmp: Path) -> None:
+        tmp.write_text(text, encoding="utf-8")
+
+    write_atomic(path, write)
 
 
 def write_json(path: Path, payload: Any) -> None:

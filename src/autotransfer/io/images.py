@@ -79,9 +79,14 @@ def inspect_image(path: Path, max_pixels: int) -> ImageInfo:
             mode, fmt = image.mode, image.format
             image.load()
     except PixelLimitExceeded as exc:
-        return ImageInfo(exc.width, exc.height, exc.mode, exc.format,
-                         f"decompression bomb refused: {exc.width}x{exc.height} = {exc.width * exc.height} pixels "
-                         f"> validation.max_pixels = {max_pixels}")
+        return ImageInfo(
+            exc.width,
+            exc.height,
+            exc.mode,
+            exc.format,
+            f"decompression bomb refused: {exc.width}x{exc.height} = {exc.width * exc.height} pixels "
+            f"> validation.max_pixels = {max_pixels}",
+        )
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         return ImageInfo(width, height, mode, fmt, f"decompression bomb refused: {exc}")
     except Exception as exc:  # any decoder failure is a property of the file, not a bug here

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,8 +28,19 @@ UNLABELED = "unlabeled"
 ROLES = ("source", "target")
 
 MANIFEST_COLUMNS = [
-    "path", "domain", "role", "split", "label", "width", "height",
-    "mode", "format", "bytes", "sha256", "readable", "error",
+    "path",
+    "domain",
+    "role",
+    "split",
+    "label",
+    "width",
+    "height",
+    "mode",
+    "format",
+    "bytes",
+    "sha256",
+    "readable",
+    "error",
 ]
 FOLDER_COLUMNS = ["folder", "domain", "role", "split", "label", "exists", "n_files", "n_readable"]
 
@@ -80,8 +92,16 @@ def _walk_domain(domain: Domain) -> tuple[list[tuple[Domain, str, str | None, Pa
     classes_by_split: dict[str, set[str]] = {}
 
     def folder_row(path: Path, split: str, label: str | None, exists: bool) -> dict:
-        return {"folder": path.as_posix(), "domain": domain.name, "role": domain.role, "split": split,
-                "label": label, "exists": exists, "n_files": 0, "n_readable": 0}
+        return {
+            "folder": path.as_posix(),
+            "domain": domain.name,
+            "role": domain.role,
+            "split": split,
+            "label": label,
+            "exists": exists,
+            "n_files": 0,
+            "n_readable": 0,
+        }
 
     for split in SPLITS:
         split_dir = domain.path / split
@@ -129,13 +149,26 @@ def _escapes(path: Path, root: Path) -> bool:
     return not path.resolve().is_relative_to(root.resolve())
 
 
-def _file_row(domain: Domain, split: str, label: str | None, path: Path, max_pixels: int) -> dict:
-    row = {"path": path.as_posix(), "domain": domain.name, "role": domain.role, "split": split,
-           "label": label, "width": None, "height": None, "mode": None, "format": None,
-           "bytes": None, "sha256": None, "readable": False, "error": None}
+def _file_row(domain: Domain, split: str, label: str | None, path: Path, max_pixels: int) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "path": path.as_posix(),
+        "domain": domain.name,
+        "role": domain.role,
+        "split": split,
+        "label": label,
+        "width": None,
+        "height": None,
+        "mode": None,
+        "format": None,
+        "bytes": None,
+        "sha256": None,
+        "readable": False,
+        "error": None,
+    }
     if _escapes(path, domain.root):
-        row["error"] = (f"link leads outside the data root {domain.root.as_posix()!r} "
-                        f"(to {path.resolve().as_posix()!r}): refused")
+        row["error"] = (
+            f"link leads outside the data root {domain.root.as_posix()!r} (to {path.resolve().as_posix()!r}): refused"
+        )
         return row
     if label is None and split != UNLABELED:
         row["error"] = f"not inside a class folder of {split}/"
@@ -146,8 +179,14 @@ def _file_row(domain: Domain, split: str, label: str | None, path: Path, max_pix
     row["bytes"] = path.stat().st_size
     row["sha256"] = sha256_file(path)
     info = inspect_image(path, max_pixels)
-    row.update(width=info.width, height=info.height, mode=info.mode, format=info.format,
-               readable=info.readable, error=info.error)
+    row.update(
+        width=info.width,
+        height=info.height,
+        mode=info.mode,
+        format=info.format,
+        readable=info.readable,
+        error=info.error,
+    )
     return row
 
 
@@ -163,7 +202,9 @@ def assign_usage(files: pd.DataFrame, target: str, labeled_per_class: int | None
     if labeled_per_class is None:
         return usage
     is_target = (files["domain"] == target) & files["readable"]
-    for index, label in enumerate(sorted(files.loc[is_target & files["split"].isin(["train", "val"]), "label"].unique())):
+    for index, label in enumerate(
+        sorted(files.loc[is_target & files["split"].isin(["train", "val"]), "label"].unique())
+    ):
         rng = np.random.default_rng([seed, index])
         train = files.index[is_target & (files["split"] == "train") & (files["label"] == label)]
         val = files.index[is_target & (files["split"] == "val") & (files["label"] == label)]

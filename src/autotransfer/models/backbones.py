@@ -41,8 +41,13 @@ class SmallCNN(nn.Module):
         self.conv1 = nn.Sequential(nn.Conv2d(3, 32, 5), nn.BatchNorm2d(32), nn.ReLU(inplace=True), nn.MaxPool2d(2))
         self.conv2 = nn.Sequential(nn.Conv2d(32, 48, 5), nn.BatchNorm2d(48), nn.ReLU(inplace=True), nn.MaxPool2d(2))
         side = ((input_size - 4) // 2 - 4) // 2
-        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(48 * side * side, 100), nn.ReLU(inplace=True),
-                                nn.Linear(100, 100), nn.ReLU(inplace=True))
+        self.fc = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(48 * side * side, 100),
+            nn.ReLU(inplace=True),
+            nn.Linear(100, 100),
+            nn.ReLU(inplace=True),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.conv2(self.conv1(x)))
@@ -66,13 +71,18 @@ def _torchvision(name: str, **kwargs: Any) -> Callable[[int], nn.Module]:
 
 
 def _resnet_groups(body: Any) -> LayerGroups:
-    return [("stem", [body.conv1, body.bn1]), ("layer1", [body.layer1]), ("layer2", [body.layer2]),
-            ("layer3", [body.layer3]), ("layer4", [body.layer4])]
+    return [
+        ("stem", [body.conv1, body.bn1]),
+        ("layer1", [body.layer1]),
+        ("layer2", [body.layer2]),
+        ("layer3", [body.layer3]),
+        ("layer4", [body.layer4]),
+    ]
 
 
 def _split(modules: list[nn.Module], parts: int) -> list[list[nn.Module]]:
     size = -(-len(modules) // parts)
-    return [modules[i: i + size] for i in range(0, len(modules), size)]
+    return [modules[i : i + size] for i in range(0, len(modules), size)]
 
 
 def _conv_net_groups(body: Any) -> LayerGroups:
@@ -92,7 +102,8 @@ def _vit_groups(body: Any) -> LayerGroups:
 
     chunks = _split(list(body.encoder.layers), 4)
     chunks[-1] = chunks[-1] + [body.encoder.ln]
-    return [("stem", [Embedding()])] + [(f"blocks{i + 1}", chunk) for i, chunk in enumerate(chunks)]
+    stem: list[nn.Module] = [Embedding()]
+    return [("stem", stem)] + [(f"blocks{i + 1}", chunk) for i, chunk in enumerate(chunks)]
 
 
 def _small_cnn_groups(body: Any) -> LayerGroups:
@@ -102,8 +113,10 @@ def _small_cnn_groups(body: Any) -> LayerGroups:
 ARCHS: dict[str, Arch] = {
     "small_cnn": Arch("small_cnn", SmallCNN, _small_cnn_groups, (), min_input=16),
     **{n: Arch(n, _torchvision(n), _resnet_groups, ("fc.",)) for n in ("resnet18", "resnet34", "resnet50")},
-    **{n: Arch(n, _torchvision(n), _conv_net_groups, ("classifier.3.",))
-       for n in ("mobilenet_v3_small", "mobilenet_v3_large")},
+    **{
+        n: Arch(n, _torchvision(n), _conv_net_groups, ("classifier.3.",))
+        for n in ("mobilenet_v3_small", "mobilenet_v3_large")
+    },
     "efficientnet_b0": Arch("efficientnet_b0", _torchvision("efficientnet_b0"), _conv_net_groups, ("classifier.1.",)),
     "vit_b_16": Arch("vit_b_16", _torchvision("vit_b_16"), _vit_groups, ("heads.head.",), min_input=16),
 }
@@ -140,7 +153,7 @@ class TransferModel(nn.Module):
 
     def layer_groups(self) -> LayerGroups:
         """Body groups from the stem to the last block, then the head (with the neck, if any)."""
-        return ARCHS[self.arch].groups(self.body) + [("head", [self.neck, self.head])]
+        return [*ARCHS[self.arch].groups(self.body), ("head", [self.neck, self.head])]
 
     def replace_head(self, num_classes: int) -> None:
         self.head = nn.Linear(self.bottleneck or self.feature_dim, num_classes)

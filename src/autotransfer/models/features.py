@@ -38,20 +38,33 @@ def state_hash(module: nn.Module) -> str:
 
 def cache_key(arch: str, weights_hash: str, normalization: Normalization, images: ImageSet) -> str:
     size = tuple(images.images.shape[-2:])
-    description = json.dumps({"arch": arch, "weights": weights_hash, "size": size,
-                              "transform": normalization.describe(), "images": images.content_hash()})
+    description = json.dumps(
+        {
+            "arch": arch,
+            "weights": weights_hash,
+            "size": size,
+            "transform": normalization.describe(),
+            "images": images.content_hash(),
+        }
+    )
     return hashlib.sha256(description.encode()).hexdigest()
 
 
 @torch.no_grad()
-def compute_features(body: nn.Module, images: ImageSet, normalization: Normalization, batch_size: int = 256,
-                     device: str = "cpu", progress: bool | None = None) -> np.ndarray:
+def compute_features(
+    body: nn.Module,
+    images: ImageSet,
+    normalization: Normalization,
+    batch_size: int = 256,
+    device: str = "cpu",
+    progress: bool | None = None,
+) -> np.ndarray:
     was_training = body.training
     body.eval()  # BatchNorm with running statistics, no dropout: features of a frozen backbone
     chunks = []
     starts = range(0, len(images), batch_size)
     for start in tqdm(starts, desc="features", unit="batch", disable=bar_disabled(progress, len(images))):
-        batch = normalization(images.images[start: start + batch_size].to(device))
+        batch = normalization(images.images[start : start + batch_size].to(device))
         chunks.append(body(batch).float().cpu())
     body.train(was_training)
     if not chunks:
@@ -85,8 +98,16 @@ class FeatureCache:
     def put(self, key: str, features: np.ndarray) -> None:
         write_safetensors(self.path(key), {"features": torch.from_numpy(features)}, metadata={"key": key})
 
-    def features(self, body: nn.Module, arch: str, images: ImageSet, normalization: Normalization,
-                 batch_size: int = 256, weights_hash: str | None = None, progress: bool | None = None) -> np.ndarray:
+    def features(
+        self,
+        body: nn.Module,
+        arch: str,
+        images: ImageSet,
+        normalization: Normalization,
+        batch_size: int = 256,
+        weights_hash: str | None = None,
+        progress: bool | None = None,
+    ) -> np.ndarray:
         """Cached features of ``images`` under ``body``; computed (and stored) only on a miss."""
         key = cache_key(arch, weights_hash or state_hash(body), normalization, images)
         cached = self.get(key, len(images))

@@ -16,8 +16,15 @@ from pathlib import Path
 
 import torch
 
-from autotransfer.artifacts import META_FILE, MODEL_FILE, SourceModelMeta, TargetModelMeta, read_report, \
-    read_source_meta
+from autotransfer.artifacts import (
+    META_FILE,
+    MODEL_FILE,
+    NormalizationSpec,
+    SourceModelMeta,
+    TargetModelMeta,
+    read_report,
+    read_source_meta,
+)
 from autotransfer.config import Params
 from autotransfer.errors import StageInputError, WeightsError
 from autotransfer.io.data import Normalization
@@ -124,8 +131,8 @@ class Backbone:
     source_classes: tuple[str, ...] | None  # classes of a loaded source head, if any
 
 
-def normalization_of(spec: object) -> Normalization:
-    mean, std = getattr(spec, "mean"), getattr(spec, "std")
+def normalization_of(spec: NormalizationSpec) -> Normalization:
+    mean, std = spec.mean, spec.std
     return Normalization((mean[0], mean[1], mean[2]), (std[0], std[1], std[2]))
 
 
@@ -141,19 +148,25 @@ def load_backbone(params: Params, num_classes: int) -> Backbone:
     if spec is None:
         folder = Path(params.pretrain.out)
         if not (folder / MODEL_FILE).exists() or not (folder / META_FILE).exists():
-            raise WeightsError(f"{folder / MODEL_FILE}: no source model; run `autotransfer pretrain` first "
-                               "(or set backbone.weights)")
+            raise WeightsError(
+                f"{folder / MODEL_FILE}: no source model; run `autotransfer pretrain` first (or set backbone.weights)"
+            )
         meta = read_source_meta(folder / META_FILE)
         if not isinstance(meta, SourceModelMeta):
-            raise WeightsError(f"{folder / META_FILE}: pretrain was skipped ({meta.reason}) but backbone.weights "
-                               "is null; rerun `autotransfer pretrain`")
+            raise WeightsError(
+                f"{folder / META_FILE}: pretrain was skipped ({meta.reason}) but backbone.weights "
+                "is null; rerun `autotransfer pretrain`"
+            )
         if meta.arch != arch or meta.input_size != size:
-            raise WeightsError(f"{folder}: holds a {meta.arch} at {meta.input_size} px but "
-                               f"backbone is {arch} at {size} px; rerun `autotransfer pretrain`")
+            raise WeightsError(
+                f"{folder}: holds a {meta.arch} at {meta.input_size} px but "
+                f"backbone is {arch} at {size} px; rerun `autotransfer pretrain`"
+            )
         model = TransferModel(arch, len(meta.classes), size)
         load_weights(model, folder / MODEL_FILE)
-        return Backbone(model, normalization_of(meta.normalization), f"source:{meta.data_hash[:16]}",
-                        tuple(meta.classes))
+        return Backbone(
+            model, normalization_of(meta.normalization), f"source:{meta.data_hash[:16]}", tuple(meta.classes)
+        )
     model = TransferModel(arch, num_classes, size)
     load_weights(model, spec)
     return Backbone(model, DEFAULT_NORMALIZATION, str(spec), None)

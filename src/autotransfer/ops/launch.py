@@ -52,8 +52,16 @@ def launch(params: Params, nproc: int) -> TrainReport:
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", dir=reports, prefix=".distributed-", delete=False) as f:
         yaml.safe_dump(params.model_dump(mode="json"), f, sort_keys=False)
         params_file = f.name
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-               "-m", RANK_ENTRY_POINT, params_file]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        RANK_ENTRY_POINT,
+        params_file,
+    ]
     env = dict(os.environ)
     # torchrun defaults each rank to 1 thread; share the cores instead.
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
@@ -63,6 +71,8 @@ def launch(params: Params, nproc: int) -> TrainReport:
     finally:
         Path(params_file).unlink(missing_ok=True)
     if completed.returncode != 0 or not report_path.exists():
-        raise TrainingError(f"train.distributed={nproc}: torchrun exited with status {completed.returncode}; "
-                            "no model written (see the ranks' output above)")
+        raise TrainingError(
+            f"train.distributed={nproc}: torchrun exited with status {completed.returncode}; "
+            "no model written (see the ranks' output above)"
+        )
     return read_report(report_path, TrainReport, "train")

@@ -16,6 +16,7 @@ throwaway processes bound to 127.0.0.1, with their state under ``.stack/`` (git-
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -28,6 +29,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import IO
 
 import requests
 
@@ -72,8 +74,10 @@ def postgres_bin(tool: str) -> Path:
         return Path(found)
     candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{tool}"), key=lambda p: int(p.split("/")[4]))
     if not candidates:
-        raise StackError(f"PostgreSQL's {tool} was not found (PATH or /usr/lib/postgresql/*/bin): "
-                         "install it, e.g. `apt-get install postgresql`")
+        raise StackError(
+            f"PostgreSQL's {tool} was not found (PATH or /usr/lib/postgresql/*/bin): "
+            "install it, e.g. `apt-get install postgresql`"
+        )
     return Path(candidates[-1])
 
 
@@ -107,8 +111,12 @@ class Stack:
     @property
     def s3_env(self) -> dict[str, str]:
         """Only the servers that talk to S3 get these (MLflow server, DVC); clients never do."""
-        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
-                "AWS_DEFAULT_REGION": "us-east-1", "MLFLOW_S3_ENDPOINT_URL": self.s3_endpoint}
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "MLFLOW_S3_ENDPOINT_URL": self.s3_endpoint,
+        }
 
     @property
     def client_env(self) -> dict[str, str]:
@@ -134,22 +142,29 @@ class Stack:
         return cls(**{**data, "root": Path(data["root"])})
 
     # ---------------------------------------------------------------- processes
-    def _log(self, name: str):
+    def _log(self, name: str) -> IO[bytes]:
         (self.root / "logs").mkdir(parents=True, exist_ok=True)
         return open(self.root / "logs" / f"{name}.log", "ab")
 
     def _spawn(self, name: str, command: list[str], env: dict[str, str], health: str, timeout: float = 120) -> None:
         with self._log(name) as log:
-            process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                       start_new_session=True, cwd=self.root)
+            process = subprocess.Popen(
+                command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.root
+            )
         self.pids[name] = process.pid
         self.save()
         wait_http(health, process, timeout, f"{name} (see {self.root}/logs/{name}.log)")
 
     def _base_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_", "PREFECT_API"))}
-        env.update({"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
-                    "DO_NOT_TRACK": "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"})
+        env.update(
+            {
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "MLFLOW_DISABLE_TELEMETRY": "true",
+                "DO_NOT_TRACK": "1",
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+            }
+        )
         return env
 
     def start_postgres(self) -> None:
@@ -159,32 +174,83 @@ class Stack:
             data.mkdir(parents=True, exist_ok=True)
             if as_postgres:
                 shutil.chown(data, "postgres", "postgres")
-            made = subprocess.run([*as_postgres, str(postgres_bin("initdb")), "-D", str(data), "-A", "trust",
-                                   "-U", "postgres", "--no-sync"], capture_output=True, text=True)
+            made = subprocess.run(
+                [
+                    *as_postgres,
+                    str(postgres_bin("initdb")),
+                    "-D",
+                    str(data),
+                    "-A",
+                    "trust",
+                    "-U",
+                    "postgres",
+                    "--no-sync",
+                ],
+                capture_output=True,
+                text=True,
+            )
             if made.returncode != 0:  # e.g. the postgres user cannot reach a folder inside a 0700 one
                 raise StackError(f"initdb {data} failed: {made.stderr.strip()}")
         options = f"-p {self.ports['postgres']} -k {data} -c listen_addresses={HOST}"
-        result = subprocess.run([*as_postgres, str(postgres_bin("pg_ctl")), "-D", str(data), "-o", options,
-                                 "-l", str(data / "server.log"), "-w", "-t", "60", "start"], capture_output=True,
-                                text=True)
+        result = subprocess.run(
+            [
+                *as_postgres,
+                str(postgres_bin("pg_ctl")),
+                "-D",
+                str(data),
+                "-o",
+                options,
+                "-l",
+                str(data / "server.log"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+            capture_output=True,
+            text=True,
+        )
         if result.returncode != 0:
-            raise StackError(f"PostgreSQL did not start: {result.stderr.strip() or result.stdout.strip()} "
-                             f"(log: {data / 'server.log'})")
+            raise StackError(
+                f"PostgreSQL did not start: {result.stderr.strip() or result.stdout.strip()} "
+                f"(log: {data / 'server.log'})"
+            )
         self.pids["postgres"] = int((data / "postmaster.pid").read_text().split()[0])
         self.save()
         for database in ("mlflow", "prefect"):
-            created = subprocess.run([str(postgres_bin("createdb")), "-h", HOST, "-p", str(self.ports["postgres"]),
-                                      "-U", "postgres", database], capture_output=True, text=True)
+            created = subprocess.run(
+                [
+                    str(postgres_bin("createdb")),
+                    "-h",
+                    HOST,
+                    "-p",
+                    str(self.ports["postgres"]),
+                    "-U",
+                    "postgres",
+                    database,
+                ],
+                capture_output=True,
+                text=True,
+            )
             if created.returncode != 0 and "already exists" not in created.stderr:
                 raise StackError(f"createdb {database}: {created.stderr.strip()}")
 
     def start_s3(self) -> None:
-        self._spawn("s3", [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(self.ports["s3"])],
-                    self._base_env(), f"{self.s3_endpoint}/moto-api/")
+        self._spawn(
+            "s3",
+            [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(self.ports["s3"])],
+            self._base_env(),
+            f"{self.s3_endpoint}/moto-api/",
+        )
         import boto3
 
-        s3 = boto3.client("s3", endpoint_url=self.s3_endpoint, aws_access_key_id=self.access_key,
-                          aws_secret_access_key=self.secret_key, region_name="us-east-1")
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=self.s3_endpoint,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name="us-east-1",
+        )
         existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
         for bucket in (MLFLOW_BUCKET, DVC_BUCKET):
             if bucket not in existing:
@@ -192,36 +258,67 @@ class Stack:
 
     def start_mlflow(self) -> None:
         env = {**self._base_env(), **self.s3_env}
-        self._spawn("mlflow", [sys.executable, "-m", "mlflow", "server", "--host", HOST,
-                               "--port", str(self.ports["mlflow"]), "--workers", "1",
-                               "--backend-store-uri", f"postgresql+psycopg://postgres@{HOST}:{self.ports['postgres']}/mlflow",
-                               "--artifacts-destination", f"s3://{MLFLOW_BUCKET}/artifacts", "--serve-artifacts"],
-                    env, f"{self.mlflow_uri}/health", timeout=180)
+        self._spawn(
+            "mlflow",
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--host",
+                HOST,
+                "--port",
+                str(self.ports["mlflow"]),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                f"postgresql+psycopg://postgres@{HOST}:{self.ports['postgres']}/mlflow",
+                "--artifacts-destination",
+                f"s3://{MLFLOW_BUCKET}/artifacts",
+                "--serve-artifacts",
+            ],
+            env,
+            f"{self.mlflow_uri}/health",
+            timeout=180,
+        )
 
     def prefect_env(self) -> dict[str, str]:
-        return {**self._base_env(), "PREFECT_HOME": str(self.root / "prefect"),
-                "PREFECT_API_URL": self.prefect_api,
-                "PREFECT_API_DATABASE_CONNECTION_URL":
-                    f"postgresql+asyncpg://postgres@{HOST}:{self.ports['postgres']}/prefect"}
+        return {
+            **self._base_env(),
+            "PREFECT_HOME": str(self.root / "prefect"),
+            "PREFECT_API_URL": self.prefect_api,
+            "PREFECT_API_DATABASE_CONNECTION_URL": f"postgresql+asyncpg://postgres@{HOST}:{self.ports['postgres']}/prefect",
+        }
 
     def start_prefect(self) -> None:
         env = self.prefect_env()
-        self._spawn("prefect", [sys.executable, "-m", "prefect", "server", "start", "--host", HOST,
-                                "--port", str(self.ports["prefect"])], env, f"{self.prefect_api}/health", timeout=180)
+        self._spawn(
+            "prefect",
+            [sys.executable, "-m", "prefect", "server", "start", "--host", HOST, "--port", str(self.ports["prefect"])],
+            env,
+            f"{self.prefect_api}/health",
+            timeout=180,
+        )
 
     def start_worker(self, pool: str, cwd: Path) -> None:
         """A process worker for ``pool``; runs flows with this stack's MLflow as their registry."""
         env = {**self.prefect_env(), "MLFLOW_TRACKING_URI": self.mlflow_uri}
         env.pop("PREFECT_API_DATABASE_CONNECTION_URL")
         with self._log("worker") as log:
-            process = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", pool,
-                                        "--type", "process"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                       start_new_session=True, cwd=cwd)
+            process = subprocess.Popen(
+                [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=cwd,
+            )
         self.pids["worker"] = process.pid
         self.save()
 
     def configure_dvc_remote(self, repo: Path) -> None:
         """The ``team`` remote as the default, endpoint and keys in ``.dvc/config.local`` (not in git)."""
+
         def dvc(*args: str) -> None:
             subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, check=True, capture_output=True)
 
@@ -257,8 +354,19 @@ class Stack:
                 stopped.append(name)
         if self.pids.pop("postgres", None) is not None or (self.root / "postgres/postmaster.pid").exists():
             as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-            subprocess.run([*as_postgres, str(postgres_bin("pg_ctl")), "-D", str(self.root / "postgres"),
-                            "-m", "fast", "-w", "stop"], capture_output=True)
+            subprocess.run(
+                [
+                    *as_postgres,
+                    str(postgres_bin("pg_ctl")),
+                    "-D",
+                    str(self.root / "postgres"),
+                    "-m",
+                    "fast",
+                    "-w",
+                    "stop",
+                ],
+                capture_output=True,
+            )
             stopped.append("postgres")
         if self.root.exists():
             self.save()
@@ -280,29 +388,27 @@ def _terminate_group(pid: int, timeout: float = 20) -> bool:
         _reap(pid)
         time.sleep(0.2)
     else:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     _reap(pid)
     return True
 
 
 def _reap(pid: int) -> None:
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def describe(stack: Stack) -> str:
-    return "\n".join([
-        f"PostgreSQL  {stack.postgres_url}  (databases mlflow, prefect; data {stack.root / 'postgres'})",
-        f"S3 (moto)   {stack.s3_endpoint}  buckets {MLFLOW_BUCKET}, {DVC_BUCKET}",
-        f"MLflow      {stack.mlflow_uri}  (registry on PostgreSQL, artifacts s3://{MLFLOW_BUCKET}/artifacts)",
-        f"Prefect     {stack.prefect_api}  (PostgreSQL), worker on pool autotransfer-process",
-        f"DVC remote  {DVC_REMOTE} -> s3://{DVC_BUCKET}/cache (.dvc/config.local)",
-        f"logs        {stack.root / 'logs'}",
-        f"use it:     source {stack.root / 'env'}; python -m flows.deploy; "
-        "prefect deployment run retrain/nightly; dvc push",
-    ])
+    return "\n".join(
+        [
+            f"PostgreSQL  {stack.postgres_url}  (databases mlflow, prefect; data {stack.root / 'postgres'})",
+            f"S3 (moto)   {stack.s3_endpoint}  buckets {MLFLOW_BUCKET}, {DVC_BUCKET}",
+            f"MLflow      {stack.mlflow_uri}  (registry on PostgreSQL, artifacts s3://{MLFLOW_BUCKET}/artifacts)",
+            f"Prefect     {stack.prefect_api}  (PostgreSQL), worker on pool autotransfer-process",
+            f"DVC remote  {DVC_REMOTE} -> s3://{DVC_BUCKET}/cache (.dvc/config.local)",
+            f"logs        {stack.root / 'logs'}",
+            f"use it:     source {stack.root / 'env'}; python -m flows.deploy; "
+            "prefect deployment run retrain/nightly; dvc push",
+        ]
+    )

@@ -11,8 +11,9 @@ class Decision:
     reason: str
 
 
-def decide(metric: str, challenger: float, champion: float | None, champion_version: str | None,
-           min_delta: float) -> Decision:
+def decide(
+    metric: str, challenger: float, champion: float | None, champion_version: str | None, min_delta: float
+) -> Decision:
     """Promote the challenger when there is no champion, or when it wins by at least ``min_delta``.
 
     Both scores must come from the same test split: the champion is re-scored on today's
@@ -22,7 +23,13 @@ def decide(metric: str, challenger: float, champion: float | None, champion_vers
         return Decision(True, f"first model: no champion yet, so it becomes champion ({metric} {challenger:.4f})")
     gain = challenger - champion
     if gain >= min_delta - 1e-12:
-        return Decision(True, f"{metric} {challenger:.4f} beats champion v{champion_version}'s {champion:.4f} "
-                              f"on the same test split by {gain:+.4f} (min_delta {min_delta})")
-    return Decision(False, f"{metric} {challenger:.4f} vs champion v{champion_version}'s {champion:.4f} on the "
-                           f"same test split: {gain:+.4f} is less than min_delta {min_delta}; champion kept")
+        return Decision(
+            True,
+            f"{metric} {challenger:.4f} beats champion v{champion_version}'s {champion:.4f} "
+            f"on the same test split by {gain:+.4f} (min_delta {min_delta})",
+        )
+    return Decision(
+        False,
+        f"{metric} {challenger:.4f} vs champion v{champion_version}'s {champion:.4f} on the "
+        f"same test split: {gain:+.4f} is less than min_delta {min_delta}; champion kept",
+    )

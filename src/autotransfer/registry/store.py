@@ -23,10 +23,10 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -37,18 +37,33 @@ import pandas as pd
 import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Metric
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models.signature import ModelSignature
 from mlflow.types.schema import ColSpec, Schema
 
 from autotransfer.analysis.metrics import classification_metrics
-from autotransfer.artifacts import META_FILE, METRICS_JSON, MODEL_FILE, PLAN_JSON, PLOTS_DIR, REGISTRATION_JSON, \
-    SIMILARITY_JSON, TRAIN_HISTORY_CSV, TRAIN_JSON, VALIDATION_JSON, VALIDATION_MD, MetricsReport, \
-    RegistrationReport, TargetModelMeta, read_report
-from autotransfer.io.files import write_report
+from autotransfer.artifacts import (
+    META_FILE,
+    METRICS_JSON,
+    MODEL_FILE,
+    PLAN_JSON,
+    PLOTS_DIR,
+    REGISTRATION_JSON,
+    SIMILARITY_JSON,
+    TRAIN_HISTORY_CSV,
+    TRAIN_JSON,
+    VALIDATION_JSON,
+    VALIDATION_MD,
+    MetricsReport,
+    RegistrationReport,
+    TargetModelMeta,
+    read_report,
+)
 from autotransfer.config import Params, RegistryConfig, model_params_hash
 from autotransfer.errors import RegistryError, StageInputError
 from autotransfer.io.data import class_names, data_hash, domain_rows, read_manifest
+from autotransfer.io.files import write_report
 from autotransfer.io.images import sha256_file
 from autotransfer.models.weights import load_trained_model
 from autotransfer.registry.promotion import decide
@@ -57,10 +72,19 @@ from autotransfer.serving.predict import classify
 DEFAULT_TRACKING_URI = "sqlite:///mlflow/mlflow.db"
 PACKAGE = Path(__file__).resolve().parents[1]  # src/autotransfer: the model carries its code
 CHAMPION, CHALLENGER = "champion", "challenger"
-SIGNATURE = ModelSignature(inputs=Schema([ColSpec("string", "image")]),
-                           outputs=Schema([ColSpec("string", "label"), ColSpec("double", "probability")]))
-RUN_ARTIFACTS = (PLAN_JSON, SIMILARITY_JSON, VALIDATION_JSON, VALIDATION_MD, METRICS_JSON, TRAIN_JSON,
-                 TRAIN_HISTORY_CSV)
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec("string", "image")]),
+    outputs=Schema([ColSpec("string", "label"), ColSpec("double", "probability")]),
+)
+RUN_ARTIFACTS = (
+    PLAN_JSON,
+    SIMILARITY_JSON,
+    VALIDATION_JSON,
+    VALIDATION_MD,
+    METRICS_JSON,
+    TRAIN_JSON,
+    TRAIN_HISTORY_CSV,
+)
 # The file MLflow stores as the model ("models from code"): loading a version runs this,
 # not an unpickled object. Written next to the model files at logging time.
 MODEL_CODE = """\
@@ -76,13 +100,13 @@ _REQUIREMENTS = ("torch", "torchvision", "safetensors", "pillow", "numpy", "pand
 # --------------------------------------------------------------------------- the served model
 
 
-class ImageClassifier(mlflow.pyfunc.PythonModel):
+class ImageClassifier(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defined]
     """pyfunc model: a DataFrame column ``image`` of base64-encoded image files -> ``label``, ``probability``."""
 
-    def load_context(self, context) -> None:
+    def load_context(self, context: Any) -> None:
         self._trained = load_trained_model(context.artifacts["model"])
 
-    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         if isinstance(model_input, pd.DataFrame):
             if "image" not in model_input.columns:
                 raise ValueError(f"expected a column 'image' (base64 image files), got {list(model_input.columns)}")
@@ -90,8 +114,9 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
         else:
             images = list(model_input)
         predictions = classify(self._trained, images)
-        return pd.DataFrame({"label": [p.label for p in predictions],
-                             "probability": [p.probability for p in predictions]})
+        return pd.DataFrame(
+            {"label": [p.label for p in predictions], "probability": [p.probability for p in predictions]}
+        )
 
 
 def encode_images(paths: list[Path]) -> pd.DataFrame:
@@ -125,8 +150,7 @@ def connect(config: RegistryConfig, exclusive: bool = True) -> Iterator[tuple[st
         database.parent.mkdir(parents=True, exist_ok=True)
     elif uri.startswith(("http://", "https://")):
         _check_reachable(uri, config)
-    with _mlflow_environment(uri, config), \
-            registry_lock(uri) if exclusive or database is not None else nullcontext():
+    with _mlflow_environment(uri, config), registry_lock(uri) if exclusive or database is not None else nullcontext():
         try:
             yield uri, MlflowClient(tracking_uri=uri, registry_uri=uri)
         except MlflowException as exc:
@@ -143,9 +167,12 @@ def _mlflow_environment(uri: str, config: RegistryConfig) -> Iterator[None]:
     the user's $MLFLOW_TRACKING_URI by the next ``tracking_uri()`` and be inherited by every
     subprocess (a `dvc repro` after a flow that used another store registered there).
     """
-    settings = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(config.request_retries),
-                "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(config.request_timeout)),
-                "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")}
+    settings = {
+        "MLFLOW_TRACKING_URI": uri,
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(config.request_retries),
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(config.request_timeout)),
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"),
+    }
     before = {key: os.environ.get(key) for key in settings}
     os.environ.update(settings)
     mlflow.set_tracking_uri(uri)
@@ -169,9 +196,11 @@ def _check_reachable(uri: str, config: RegistryConfig) -> None:
             return
         except requests.RequestException as exc:
             error = exc
-            time.sleep(min(2.0 ** attempt, 5.0) if attempt < config.request_retries else 0)
-    raise RegistryError(f"MLflow tracking server {uri} is unreachable ({type(error).__name__}: {error}); "
-                        "the trained model stays in place: rerun `autotransfer register` once the server is up")
+            time.sleep(min(2.0**attempt, 5.0) if attempt < config.request_retries else 0)
+    raise RegistryError(
+        f"MLflow tracking server {uri} is unreachable ({type(error).__name__}: {error}); "
+        "the trained model stays in place: rerun `autotransfer register` once the server is up"
+    )
 
 
 @contextmanager
@@ -183,7 +212,9 @@ def registry_lock(uri: str, timeout: float = 900) -> Iterator[None]:
     if database is not None:
         lock_path = database.with_name(database.name + ".lock")
     else:
-        lock_path = Path(tempfile.gettempdir()) / f"autotransfer-registry-{hashlib.sha256(uri.encode()).hexdigest()[:16]}.lock"
+        lock_path = (
+            Path(tempfile.gettempdir()) / f"autotransfer-registry-{hashlib.sha256(uri.encode()).hexdigest()[:16]}.lock"
+        )
     try:
         with FileLock(str(lock_path), timeout=timeout):
             yield
@@ -229,15 +260,24 @@ def read_inputs(params: Params) -> RunInputs:
     metrics_path = reports / METRICS_JSON
     metrics = read_report(metrics_path, MetricsReport, "evaluate")
     if metrics.model_sha256 != model_hash:
-        raise StageInputError(f"{metrics_path} scores another model than {model_dir}/model.safetensors; "
-                              "rerun `autotransfer evaluate`")
+        raise StageInputError(
+            f"{metrics_path} scores another model than {model_dir}/model.safetensors; rerun `autotransfer evaluate`"
+        )
     manifest = read_manifest(reports)
     target = params.data.target
     test = domain_rows(manifest, target, ("test",)).sort_values("path")
     if test.empty:
         raise StageInputError(f"target {target!r} has no readable test images to score on")
-    return RunInputs(model_dir, model_hash, trained.meta, metrics, [Path(p) for p in test["path"]],
-                     test["label"].to_numpy(dtype=object), class_names(manifest, target), data_hash(manifest))
+    return RunInputs(
+        model_dir,
+        model_hash,
+        trained.meta,
+        metrics,
+        [Path(p) for p in test["path"]],
+        test["label"].to_numpy(dtype=object),
+        class_names(manifest, target),
+        data_hash(manifest),
+    )
 
 
 def score_model(model_uri: str, inputs: RunInputs, metric: str) -> float:
@@ -258,19 +298,27 @@ def register(params: Params) -> RegistrationReport:
             version = _log_and_register(params, client, uri, inputs)
         number = str(version.version)
         if already:  # the same weights again: record that they stand for today's data and params
-            _set_version_tags(client, config.model_name, number, {
-                "data_hash": inputs.data_hash, "params_hash": model_params_hash(params)})
+            _set_version_tags(
+                client,
+                config.model_name,
+                number,
+                {"data_hash": inputs.data_hash, "params_hash": model_params_hash(params)},
+            )
         client.set_registered_model_alias(config.model_name, CHALLENGER, number)
         champion = _alias_version(client, config.model_name, CHAMPION)
         champion_number = str(champion.version) if champion is not None else None
         metric = config.metric
         # The challenger is scored as loaded back from the registry: a version that does not load never wins.
         challenger_score = score_model(f"models:/{config.model_name}/{number}", inputs, metric)
+        champion_score: float | None
         if champion_number == number:
             promote, reason, champion_score = False, f"version {number} is already the champion", challenger_score
         else:
-            champion_score = (score_model(f"models:/{config.model_name}/{champion_number}", inputs, metric)
-                              if champion_number is not None else None)
+            champion_score = (
+                score_model(f"models:/{config.model_name}/{champion_number}", inputs, metric)
+                if champion_number is not None
+                else None
+            )
             decision = decide(metric, challenger_score, champion_score, champion_number, config.min_delta)
             promote, reason = decision.promote, decision.reason
         record = {
@@ -291,28 +339,30 @@ def register(params: Params) -> RegistrationReport:
         if promote:
             client.set_registered_model_alias(config.model_name, CHAMPION, number)  # the one atomic switch
         champion_now = _alias_version(client, config.model_name, CHAMPION)
-    report = RegistrationReport.model_validate({
-        "tracking_uri": uri,
-        "model_name": config.model_name,
-        "version": number,
-        "model_uri": f"models:/{config.model_name}/{number}",
-        "run_id": version.run_id,
-        "already_registered": already,
-        **{key: record[key] for key in ("decision", "reason", "metric", "test_set_hash")},
-        "min_delta": config.min_delta,
-        "challenger_score": challenger_score,
-        "champion_before": champion_number,
-        "champion_score": champion_score,
-        "champion": str(champion_now.version) if champion_now is not None else None,
-        "model_sha256": inputs.model_hash,
-        "data_hash": inputs.data_hash,
-        "seconds": round(time.perf_counter() - started, 2),
-    })
+    report = RegistrationReport.model_validate(
+        {
+            "tracking_uri": uri,
+            "model_name": config.model_name,
+            "version": number,
+            "model_uri": f"models:/{config.model_name}/{number}",
+            "run_id": version.run_id,
+            "already_registered": already,
+            **{key: record[key] for key in ("decision", "reason", "metric", "test_set_hash")},
+            "min_delta": config.min_delta,
+            "challenger_score": challenger_score,
+            "champion_before": champion_number,
+            "champion_score": champion_score,
+            "champion": str(champion_now.version) if champion_now is not None else None,
+            "model_sha256": inputs.model_hash,
+            "data_hash": inputs.data_hash,
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+    )
     write_report(Path(params.reports.dir) / REGISTRATION_JSON, report)
     return report
 
 
-def find_version(client: MlflowClient, name: str, model_hash: str):
+def find_version(client: MlflowClient, name: str, model_hash: str) -> ModelVersion | None:
     """The version already registered with these exact weights, if any."""
     if not _registered_model_exists(client, name):
         return None
@@ -322,7 +372,7 @@ def find_version(client: MlflowClient, name: str, model_hash: str):
     return None
 
 
-def _log_and_register(params: Params, client: MlflowClient, uri: str, inputs: RunInputs):
+def _log_and_register(params: Params, client: MlflowClient, uri: str, inputs: RunInputs) -> ModelVersion:
     reports = Path(params.reports.dir)
     meta = inputs.meta
     tags = {
@@ -339,14 +389,19 @@ def _log_and_register(params: Params, client: MlflowClient, uri: str, inputs: Ru
         "model_sha256": inputs.model_hash,
     }
     experiment_id = _experiment_id(client, uri, params.registry.experiment)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{meta.strategy}-{params.data.target}",
-                          tags=tags) as run:
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=f"{meta.strategy}-{params.data.target}", tags=tags
+    ) as run:
         run_id = run.info.run_id
         mlflow.log_params(_flatten(params.model_dump(mode="json")))
         _log_history(client, run_id, reports / TRAIN_HISTORY_CSV)
-        mlflow.log_metrics({f"test_{key}": value for key, value in (("accuracy", inputs.metrics.accuracy),
-                                                                     ("macro_f1", inputs.metrics.macro_f1))
-                            if value is not None})
+        mlflow.log_metrics(
+            {
+                f"test_{key}": value
+                for key, value in (("accuracy", inputs.metrics.accuracy), ("macro_f1", inputs.metrics.macro_f1))
+                if value is not None
+            }
+        )
         for name in RUN_ARTIFACTS:
             if (reports / name).exists():
                 mlflow.log_artifact(str(reports / name), artifact_path="reports")
@@ -367,9 +422,12 @@ def _log_and_register(params: Params, client: MlflowClient, uri: str, inputs: Ru
                 signature=SIGNATURE,
                 input_example=encode_images(inputs.test_paths[:1]),
                 pip_requirements=[f"{name}=={metadata.version(name)}" for name in _REQUIREMENTS],
-                metadata={"class_names": list(meta.head_classes), "input_size": meta.input_size,
-                          "normalization": meta.normalization.model_dump(),
-                          "input": "column 'image': base64 image files"},
+                metadata={
+                    "class_names": list(meta.head_classes),
+                    "input_size": meta.input_size,
+                    "normalization": meta.normalization.model_dump(),
+                    "input": "column 'image': base64 image files",
+                },
             )
     version = mlflow.register_model(info.model_uri, params.registry.model_name, tags=tags)
     return client.get_model_version(params.registry.model_name, version.version)
@@ -380,11 +438,14 @@ def _log_history(client: MlflowClient, run_id: str, history_csv: Path) -> None:
         return
     history = pd.read_csv(history_csv)
     stamp = int(time.time() * 1000)
-    metrics = [Metric(column, float(value), stamp, int(row["epoch"]))
-               for _, row in history.iterrows() for column, value in row.items()
-               if column not in ("epoch", "phase") and isinstance(value, (int, float)) and np.isfinite(value)]
+    metrics = [
+        Metric(column, float(value), stamp, int(row["epoch"]))
+        for _, row in history.iterrows()
+        for column, value in row.items()
+        if column not in ("epoch", "phase") and isinstance(value, (int, float)) and np.isfinite(value)
+    ]
     for start in range(0, len(metrics), 1000):  # MLflow's per-request limit
-        client.log_batch(run_id, metrics=metrics[start: start + 1000])
+        client.log_batch(run_id, metrics=metrics[start : start + 1000])
 
 
 # --------------------------------------------------------------------------- people: promote, rollback
@@ -400,8 +461,12 @@ def promote(params: Params, version: str) -> dict[str, Any]:
         if before == number:
             return _people_report(uri, config, number, before, "already the champion")
         reason = f"promoted by hand (was v{before})" if before else "promoted by hand (no champion)"
-        _set_version_tags(client, config.model_name, number, {
-            "decision": "promoted", "reason": reason, "decided_at": _now(), "previous_champion": before or ""})
+        _set_version_tags(
+            client,
+            config.model_name,
+            number,
+            {"decision": "promoted", "reason": reason, "decided_at": _now(), "previous_champion": before or ""},
+        )
         client.set_registered_model_alias(config.model_name, CHAMPION, number)
     return _people_report(uri, config, number, before, reason)
 
@@ -415,8 +480,10 @@ def rollback(params: Params) -> dict[str, Any]:
             raise RegistryError(f"MLflow at {uri}: {config.model_name!r} has no champion to roll back")
         previous = champion.tags.get("previous_champion", "")
         if not previous:
-            raise RegistryError(f"MLflow at {uri}: champion v{champion.version} of {config.model_name!r} replaced "
-                                "no earlier champion; nothing to roll back to")
+            raise RegistryError(
+                f"MLflow at {uri}: champion v{champion.version} of {config.model_name!r} replaced "
+                "no earlier champion; nothing to roll back to"
+            )
         client.get_model_version(config.model_name, previous)  # still there?
         current = str(champion.version)
         _set_version_tags(client, config.model_name, current, {"rolled_back_at": _now(), "rolled_back_to": previous})
@@ -426,8 +493,13 @@ def rollback(params: Params) -> dict[str, Any]:
 
 
 def _people_report(uri: str, config: RegistryConfig, champion: str, before: str | None, reason: str) -> dict[str, Any]:
-    return {"tracking_uri": uri, "model_name": config.model_name, "champion": champion, "champion_before": before,
-            "reason": reason}
+    return {
+        "tracking_uri": uri,
+        "model_name": config.model_name,
+        "champion": champion,
+        "champion_before": before,
+        "reason": reason,
+    }
 
 
 def already_trained(params: Params, data: str) -> dict[str, str] | None:
@@ -442,25 +514,33 @@ def already_trained(params: Params, data: str) -> dict[str, str] | None:
         if not _registered_model_exists(client, config.model_name):
             return None
         champion = _alias_version(client, config.model_name, CHAMPION)
-        matches = [v for v in client.search_model_versions(f"name = '{_quote(config.model_name)}'")
-                   if v.tags.get("data_hash") == data and v.tags.get("params_hash") == wanted]
+        matches = [
+            v
+            for v in client.search_model_versions(f"name = '{_quote(config.model_name)}'")
+            if v.tags.get("data_hash") == data and v.tags.get("params_hash") == wanted
+        ]
         if not matches:
             return None
         best = max(matches, key=lambda v: int(v.version))
-        return {"version": str(best.version), "decision": best.tags.get("decision", ""),
-                "champion": str(champion.version) if champion is not None else ""}
+        return {
+            "version": str(best.version),
+            "decision": best.tags.get("decision", ""),
+            "champion": str(champion.version) if champion is not None else "",
+        }
 
 
 # --------------------------------------------------------------------------- predict
 
 
-def load_predictor(model: str, params: Params):
+def load_predictor(model: str, params: Params) -> Callable[[list[Path]], list[tuple[str, float]]]:
     """``models:/…`` / ``runs:/…`` URIs through MLflow; a folder (models/target) directly."""
     folder = Path(model)
     if folder.is_dir():
         trained = load_trained_model(folder)
-        return lambda paths: [(p.label, p.probability) for p in classify(
-            trained, [Path(x).read_bytes() for x in paths], [str(x) for x in paths])]
+        return lambda paths: [
+            (p.label, p.probability)
+            for p in classify(trained, [Path(x).read_bytes() for x in paths], [str(x) for x in paths])
+        ]
     with connect(params.registry, exclusive=False):
         pyfunc = mlflow.pyfunc.load_model(model)
 
@@ -474,7 +554,7 @@ def load_predictor(model: str, params: Params):
 # --------------------------------------------------------------------------- helpers
 
 
-def _alias_version(client: MlflowClient, name: str, alias: str):
+def _alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
     if not _registered_model_exists(client, name):
         return None
     try:
@@ -503,7 +583,12 @@ def _set_version_tags(client: MlflowClient, name: str, version: str, tags: dict[
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
     flat: dict[str, str] = {}
     for key, value in tree.items():
-        if isinstance(value, dict) and value and all(isinstance(k, str) for k in value) and key != "augment_per_strategy":
+        if (
+            isinstance(value, dict)
+            and value
+            and all(isinstance(k, str) for k in value)
+            and key != "augment_per_strategy"
+        ):
             flat.update(_flatten(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
@@ -521,10 +606,16 @@ def _dvc_md5(root: str) -> str:
 
 def _git_commit() -> str:
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                                timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, check=True, timeout=10).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return commit + ("-dirty" if dirty else "")
@@ -535,4 +626,4 @@ def _quote(name: str) -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")

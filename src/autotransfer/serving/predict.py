@@ -41,7 +41,9 @@ def decode_image(data: bytes | str, size: int, name: str = "image", max_pixels: 
             image.load()
             rgb = to_rgb(image)
     except PixelLimitExceeded as exc:
-        raise ImageDecodeError(f"{name}: {exc.width}x{exc.height} pixels is more than the {max_pixels} accepted") from None
+        raise ImageDecodeError(
+            f"{name}: {exc.width}x{exc.height} pixels is more than the {max_pixels} accepted"
+        ) from None
     except Exception as exc:  # any decoder failure is a property of the input
         raise ImageDecodeError(f"{name}: not a readable image ({type(exc).__name__}: {exc})") from None
     if rgb.size != (size, size):
@@ -50,16 +52,19 @@ def decode_image(data: bytes | str, size: int, name: str = "image", max_pixels: 
 
 
 @torch.no_grad()
-def classify(trained: TrainedModel, images: list[bytes | str], names: list[str] | None = None,
-             batch_size: int = 256) -> list[Prediction]:
+def classify(
+    trained: TrainedModel, images: list[bytes | str], names: list[str] | None = None, batch_size: int = 256
+) -> list[Prediction]:
     """Label and softmax probability of each image under ``trained`` ."""
     names = names or [f"image {i}" for i in range(len(images))]
     size = trained.model.input_size
     trained.model.eval()
     out: list[Prediction] = []
     for start in range(0, len(images), batch_size):
-        chunk = [decode_image(data, size, name) for data, name in
-                 zip(images[start: start + batch_size], names[start: start + batch_size])]
+        chunk = [
+            decode_image(data, size, name)
+            for data, name in zip(images[start : start + batch_size], names[start : start + batch_size])
+        ]
         batch = torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2).contiguous()
         probs = torch.softmax(trained.model(trained.normalization(batch)).float(), dim=1)
         best, index = probs.max(1)

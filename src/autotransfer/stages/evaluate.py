@@ -18,10 +18,10 @@ import torch
 
 from autotransfer.analysis.metrics import classification_metrics, predict_names
 from autotransfer.artifacts import METRICS_JSON, MODEL_FILE, PLOTS_DIR, TRAIN_HISTORY_CSV, MetricsReport
-from autotransfer.io.files import write_report
 from autotransfer.config import Params
 from autotransfer.errors import StageInputError, WeightsError
 from autotransfer.io.data import class_names, domain_rows, load_images, read_manifest, sample_rows
+from autotransfer.io.files import write_report
 from autotransfer.io.images import sha256_file
 from autotransfer.models.weights import TrainedModel, load_backbone, load_trained_model
 
@@ -31,8 +31,9 @@ def evaluate(params: Params, progress: bool | None = None) -> MetricsReport:
     manifest = read_manifest(params.reports.dir)
     target = params.data.target
     classes = class_names(manifest, target)
-    test = load_images(domain_rows(manifest, target, ("test",)), classes, trained.model.input_size, progress,
-                       "target test")
+    test = load_images(
+        domain_rows(manifest, target, ("test",)), classes, trained.model.input_size, progress, "target test"
+    )
     if len(test) == 0:
         raise StageInputError(f"target {target!r} has no readable test images to score on")
     predicted = predict_names(trained.model, test, trained.normalization, trained.head_classes, torch.device("cpu"))
@@ -69,8 +70,9 @@ def _pyplot() -> Any:
 
 def _confusion_plot(truth: np.ndarray, predicted: np.ndarray, classes: tuple[str, ...], path: Path) -> str:
     columns = list(classes) + sorted(set(predicted) - set(classes))  # a source-class head may predict others
-    matrix = pd.crosstab(pd.Categorical(truth, categories=classes), pd.Categorical(predicted, categories=columns),
-                         dropna=False).to_numpy()
+    matrix = pd.crosstab(
+        pd.Categorical(truth, categories=classes), pd.Categorical(predicted, categories=columns), dropna=False
+    ).to_numpy()
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(1 + 0.45 * len(columns), 1 + 0.45 * len(classes)))
     ax.imshow(matrix, cmap="Blues")
@@ -80,8 +82,15 @@ def _confusion_plot(truth: np.ndarray, predicted: np.ndarray, classes: tuple[str
     ax.set_ylabel("true")
     for (i, j), value in np.ndenumerate(matrix):
         if value:
-            ax.text(j, i, str(value), ha="center", va="center", fontsize=7,
-                    color="white" if value > matrix.max() / 2 else "black")
+            ax.text(
+                j,
+                i,
+                str(value),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if value > matrix.max() / 2 else "black",
+            )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -111,8 +120,9 @@ def _curves_plot(history_csv: Path, path: Path) -> str | None:
     return path.as_posix()
 
 
-def _feature_map(params: Params, manifest: pd.DataFrame, trained: TrainedModel, path: Path,
-                 progress: bool | None) -> str | None:
+def _feature_map(
+    params: Params, manifest: pd.DataFrame, trained: TrainedModel, path: Path, progress: bool | None
+) -> str | None:
     """PCA of source vs target features, under the source backbone (before) and the trained model (after)."""
     size = trained.model.input_size
     source_rows = sample_rows(domain_rows(manifest, params.data.source, ("train",)), 300, 0)
@@ -139,11 +149,10 @@ def _feature_map(params: Params, manifest: pd.DataFrame, trained: TrainedModel, 
         _, _, vt = np.linalg.svd(centered, full_matrices=False)
         xy = centered @ vt[:2].T
         ax.scatter(*xy[: len(source)].T, s=4, alpha=0.5, label=params.data.source)
-        ax.scatter(*xy[len(source):].T, s=4, alpha=0.5, label=params.data.target)
+        ax.scatter(*xy[len(source) :].T, s=4, alpha=0.5, label=params.data.target)
         ax.set_title(title)
         ax.legend(markerscale=3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path.as_posix()
-

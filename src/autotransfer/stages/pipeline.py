@@ -19,13 +19,23 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from autotransfer.artifacts import (
-    MANIFEST_CSV, META_FILE, METRICS_JSON, MODEL_FILE, PLAN_JSON, PLOTS_DIR, REGISTRATION_JSON, SIMILARITY_JSON,
-    TRAIN_HISTORY_CSV, TRAIN_JSON, VALIDATION_JSON, VALIDATION_MD,
+    MANIFEST_CSV,
+    META_FILE,
+    METRICS_JSON,
+    MODEL_FILE,
+    PLAN_JSON,
+    PLOTS_DIR,
+    REGISTRATION_JSON,
+    SIMILARITY_JSON,
+    TRAIN_HISTORY_CSV,
+    TRAIN_JSON,
+    VALIDATION_JSON,
+    VALIDATION_MD,
 )
 from autotransfer.config import Params, resolve_domain
 from autotransfer.io.images import sha256_file
@@ -67,32 +77,62 @@ TRAINING = ("engine", "transfer", "models", "io", "analysis/metrics.py")
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("validate", "scan the source and target domains and check them with Great Expectations",
-          lambda p: [resolve_domain(p.data, p.data.source), resolve_domain(p.data, p.data.target)],
-          _reports(VALIDATION_JSON, VALIDATION_MD, MANIFEST_CSV), ("data", "validation", "reports"),
-          ("stages/validate.py", "io", "artifacts.py")),
-    Stage("pretrain", "train the backbone on the source domain when no pretrained weights are given",
-          _reports(MANIFEST_CSV), _source_model, ("backbone", "pretrain"),
-          ("stages/pretrain.py", *TRAINING, "artifacts.py")),
-    Stage("similarity", "measure how far the target is from the source on cached features",
-          _both(_reports(MANIFEST_CSV), _source_model), _reports(SIMILARITY_JSON), ("backbone", "similarity"),
-          ("stages/similarity.py", "analysis/similarity.py", "analysis/metrics.py", "models", "io", "artifacts.py")),
-    Stage("plan", "rank the transfer strategies and choose one, with reasons",
-          _reports(VALIDATION_JSON, SIMILARITY_JSON), _reports(PLAN_JSON), ("strategy",),
-          ("stages/plan.py", "analysis/planning.py", "artifacts.py")),
-    Stage("train", "train the chosen strategy",
-          _both(_reports(MANIFEST_CSV, PLAN_JSON), _source_model),
-          _both(_model(MODEL_FILE, META_FILE), _reports(TRAIN_JSON, TRAIN_HISTORY_CSV)),
-          ("train", "strategy.mode", "strategy.force", "strategy.top_k"),
-          ("stages/train.py", "stages/torchrun.py", "ops/launch.py", *TRAINING, "artifacts.py")),
-    Stage("evaluate", "score the model on the target test split",
-          _both(_reports(MANIFEST_CSV), _model(MODEL_FILE, META_FILE)),
-          _reports(METRICS_JSON, PLOTS_DIR), (),
-          ("stages/evaluate.py", "analysis/metrics.py", "models", "io", "artifacts.py")),
-    Stage("register", "register the model in MLflow and promote it if it beats the champion",
-          _both(_model(MODEL_FILE, META_FILE), _reports(METRICS_JSON)),
-          _reports(REGISTRATION_JSON), ("registry",),
-          ("stages/register.py", "registry", "serving", "analysis/metrics.py", "models", "io", "artifacts.py")),
+    Stage(
+        "validate",
+        "scan the source and target domains and check them with Great Expectations",
+        lambda p: [resolve_domain(p.data, p.data.source), resolve_domain(p.data, p.data.target)],
+        _reports(VALIDATION_JSON, VALIDATION_MD, MANIFEST_CSV),
+        ("data", "validation", "reports"),
+        ("stages/validate.py", "io", "artifacts.py"),
+    ),
+    Stage(
+        "pretrain",
+        "train the backbone on the source domain when no pretrained weights are given",
+        _reports(MANIFEST_CSV),
+        _source_model,
+        ("backbone", "pretrain"),
+        ("stages/pretrain.py", *TRAINING, "artifacts.py"),
+    ),
+    Stage(
+        "similarity",
+        "measure how far the target is from the source on cached features",
+        _both(_reports(MANIFEST_CSV), _source_model),
+        _reports(SIMILARITY_JSON),
+        ("backbone", "similarity"),
+        ("stages/similarity.py", "analysis/similarity.py", "analysis/metrics.py", "models", "io", "artifacts.py"),
+    ),
+    Stage(
+        "plan",
+        "rank the transfer strategies and choose one, with reasons",
+        _reports(VALIDATION_JSON, SIMILARITY_JSON),
+        _reports(PLAN_JSON),
+        ("strategy",),
+        ("stages/plan.py", "analysis/planning.py", "io/files.py", "artifacts.py"),
+    ),
+    Stage(
+        "train",
+        "train the chosen strategy",
+        _both(_reports(MANIFEST_CSV, PLAN_JSON), _source_model),
+        _both(_model(MODEL_FILE, META_FILE), _reports(TRAIN_JSON, TRAIN_HISTORY_CSV)),
+        ("train", "strategy.mode", "strategy.force", "strategy.top_k"),
+        ("stages/train.py", "stages/torchrun.py", "ops/launch.py", *TRAINING, "artifacts.py"),
+    ),
+    Stage(
+        "evaluate",
+        "score the model on the target test split",
+        _both(_reports(MANIFEST_CSV), _model(MODEL_FILE, META_FILE)),
+        _reports(METRICS_JSON, PLOTS_DIR),
+        (),
+        ("stages/evaluate.py", "analysis/metrics.py", "models", "io", "artifacts.py"),
+    ),
+    Stage(
+        "register",
+        "register the model in MLflow and promote it if it beats the champion",
+        _both(_model(MODEL_FILE, META_FILE), _reports(METRICS_JSON)),
+        _reports(REGISTRATION_JSON),
+        ("registry",),
+        ("stages/register.py", "registry", "serving", "analysis/metrics.py", "models", "io", "artifacts.py"),
+    ),
 )
 
 
@@ -133,8 +173,15 @@ def params_slice(params: Params, keys: tuple[str, ...]) -> dict[str, Any]:
 def stage_key(name: str, params: Params) -> str:
     """What a stage's result depends on: its input files' contents, its params, its code."""
     spec = stage(name)
-    payload = json.dumps({"stage": name, "params": params_slice(params, spec.params), "code": code_version(name),
-                          "inputs": content_hash(spec.inputs(params))}, sort_keys=True)
+    payload = json.dumps(
+        {
+            "stage": name,
+            "params": params_slice(params, spec.params),
+            "code": code_version(name),
+            "inputs": content_hash(spec.inputs(params)),
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -152,7 +199,7 @@ def code_files(name: str) -> list[Path]:
     return sorted(files)
 
 
-@lru_cache(maxsize=None)
+@cache
 def code_version(name: str) -> str:
     """Hash of the code the stage runs (paths relative to the package, and contents)."""
     digest = hashlib.sha256()

@@ -6,11 +6,18 @@ from dataclasses import asdict
 from pathlib import Path
 
 from autotransfer.analysis.planning import PlanInputs, decide, explain
-from autotransfer.artifacts import PLAN_JSON, SIMILARITY_JSON, VALIDATION_JSON, PlanReport, SimilarityReport, \
-    ValidationReport, read_report
-from autotransfer.io.files import write_report
+from autotransfer.artifacts import (
+    PLAN_JSON,
+    SIMILARITY_JSON,
+    VALIDATION_JSON,
+    PlanReport,
+    SimilarityReport,
+    ValidationReport,
+    read_report,
+)
 from autotransfer.config import Params
 from autotransfer.errors import StageInputError
+from autotransfer.io.files import write_report
 
 
 def plan_inputs(validation: ValidationReport, similarity: SimilarityReport) -> PlanInputs:
@@ -40,21 +47,37 @@ def make_plan(params: Params) -> PlanReport:
     reports = Path(params.reports.dir)
     validation = read_report(reports / VALIDATION_JSON, ValidationReport, "validate")
     similarity = read_report(reports / SIMILARITY_JSON, SimilarityReport, "similarity")
-    for name, report, stage in ((validation.domains["target"].name, VALIDATION_JSON, "validate"),
-                                (similarity.target, SIMILARITY_JSON, "similarity")):
+    for name, report, stage in (
+        (validation.domains["target"].name, VALIDATION_JSON, "validate"),
+        (similarity.target, SIMILARITY_JSON, "similarity"),
+    ):
         if name != params.data.target:
-            raise StageInputError(f"{reports / report}: made for target {name!r}, not {params.data.target!r}; "
-                                  f"rerun `autotransfer {stage}` (or `dvc repro`)")
+            raise StageInputError(
+                f"{reports / report}: made for target {name!r}, not {params.data.target!r}; "
+                f"rerun `autotransfer {stage}` (or `dvc repro`)"
+            )
     inputs = plan_inputs(validation, similarity)
     decision = decide(inputs, params.strategy)
     reason = explain(decision, inputs, params.data.target)
     force = params.strategy.force
-    plan = PlanReport.model_validate({
-        "mode": params.strategy.mode, "target": params.data.target, "source": params.data.source,
-        "forced": force is not None, **decision, "inputs": asdict(inputs), "reason": reason})
+    plan = PlanReport.model_validate(
+        {
+            "mode": params.strategy.mode,
+            "target": params.data.target,
+            "source": params.data.source,
+            "forced": force is not None,
+            **decision,
+            "inputs": asdict(inputs),
+            "reason": reason,
+        }
+    )
     if force is not None:
-        plan = plan.model_copy(update={
-            "rules_choice": plan.chosen, "chosen": force,
-            "reason": f"Forced by strategy.force={force!r} (the rules would have chosen {plan.chosen}). " + reason})
+        plan = plan.model_copy(
+            update={
+                "rules_choice": plan.chosen,
+                "chosen": force,
+                "reason": f"Forced by strategy.force={force!r} (the rules would have chosen {plan.chosen}). " + reason,
+            }
+        )
     write_report(reports / PLAN_JSON, plan)
     return plan

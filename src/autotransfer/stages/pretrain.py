@@ -12,13 +12,18 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from autotransfer.artifacts import META_FILE, MODEL_FILE, NormalizationSpec, PretrainSkipped, SourceEpoch, \
-    SourceModelMeta
-from autotransfer.io.files import write_report
+from autotransfer.artifacts import (
+    META_FILE,
+    MODEL_FILE,
+    NormalizationSpec,
+    PretrainSkipped,
+    SourceEpoch,
+    SourceModelMeta,
+)
 from autotransfer.config import Params
 from autotransfer.engine.loop import train
 from autotransfer.io.data import ImageSet, TrainData, class_names, domain_rows, load_images, read_manifest
-from autotransfer.io.files import write_safetensors
+from autotransfer.io.files import write_report, write_safetensors
 from autotransfer.transfer.strategies import SourcePretraining
 
 
@@ -45,11 +50,19 @@ def pretrain(params: Params, progress: bool | None = None) -> tuple[PretrainSkip
 
     write_safetensors(out / MODEL_FILE, result.model.state_dict())
     meta = SourceModelMeta(
-        skipped=False, arch=params.backbone.arch, classes=list(classes), input_size=size,
-        normalization=NormalizationSpec(**result.normalization.to_spec()), source_domain=source,
-        data_hash=train_set.content_hash(), epochs=params.pretrain.epochs, train_images=len(train_set),
+        skipped=False,
+        arch=params.backbone.arch,
+        classes=list(classes),
+        input_size=size,
+        normalization=NormalizationSpec(**result.normalization.to_spec()),
+        source_domain=source,
+        data_hash=train_set.content_hash(),
+        epochs=params.pretrain.epochs,
+        train_images=len(train_set),
         val_accuracy=result.history[-1]["val_accuracy"],
-        history=[SourceEpoch(epoch=h["epoch"], loss=h["train_loss"], val_accuracy=h["val_accuracy"])
-                 for h in result.history])
+        history=[
+            SourceEpoch(epoch=h["epoch"], loss=h["train_loss"], val_accuracy=h["val_accuracy"]) for h in result.history
+        ],
+    )
     write_report(out / META_FILE, meta)
     return meta, time.perf_counter() - started

@@ -21,9 +21,9 @@ import torch
 from autotransfer.analysis.metrics import evaluate_head
 from autotransfer.analysis.similarity import frechet_distance, linear_probe_accuracy, logme, mmd2_rbf, proxy_a_distance
 from autotransfer.artifacts import SIMILARITY_JSON, SimilarityReport
-from autotransfer.io.files import write_report
 from autotransfer.config import Params
 from autotransfer.io.data import ImageSet, class_names, domain_rows, load_images, read_manifest, sample_rows
+from autotransfer.io.files import write_report
 from autotransfer.models.backbones import TransferModel
 from autotransfer.models.features import FeatureCache, state_hash
 from autotransfer.models.weights import Backbone, load_backbone
@@ -67,16 +67,25 @@ def measure_similarity(params: Params, progress: bool | None = None) -> Similari
     report: dict[str, Any] = {
         "source": source,
         "target": target,
-        "backbone": {"arch": arch, "weights": backbone.weights_id, "input_size": size,
-                     "feature_dim": backbone.model.feature_dim,
-                     "source_head_classes": list(backbone.source_classes) if backbone.source_classes else None},
-        "samples": {"source": len(source_images), "target": len(target_images), "labeled_target": len(labeled),
-                    "target_classes": list(target_classes)},
+        "backbone": {
+            "arch": arch,
+            "weights": backbone.weights_id,
+            "input_size": size,
+            "feature_dim": backbone.model.feature_dim,
+            "source_head_classes": list(backbone.source_classes) if backbone.source_classes else None,
+        },
+        "samples": {
+            "source": len(source_images),
+            "target": len(target_images),
+            "labeled_target": len(labeled),
+            "target_classes": list(target_classes),
+        },
         "domain": {
             "pad": _timed(lambda: proxy_a_distance(source_features[:n], target_features[:n], seed=cfg.seed)),
             "mmd2_rbf": _timed(lambda: mmd2_rbf(source_features[:n], target_features[:n])),
-            "frechet": _timed(lambda: {"value": frechet_distance(source_features[:n], target_features[:n]),
-                                       "n_per_domain": n}),
+            "frechet": _timed(
+                lambda: {"value": frechet_distance(source_features[:n], target_features[:n]), "n_per_domain": n}
+            ),
         },
     }
 
@@ -89,33 +98,46 @@ def measure_similarity(params: Params, progress: bool | None = None) -> Similari
         random = features(random_body, labeled, state_hash(random_body))
         report["transferability"] = {
             "logme": _gain(lambda f: logme(f, labels), pretrained, random, "logme"),
-            "probe_accuracy": _gain(lambda f: linear_probe_accuracy(f, labels, cfg.probe_folds, cfg.seed),
-                                    pretrained, random, "accuracy"),
+            "probe_accuracy": _gain(
+                lambda f: linear_probe_accuracy(f, labels, cfg.probe_folds, cfg.seed), pretrained, random, "accuracy"
+            ),
         }
     else:
         reason = f"{len(labeled)} labeled target images: too few for LogME and a cross-validated probe"
-        report["transferability"] = {"logme": {"value": None, "reason": reason},
-                                     "probe_accuracy": {"value": None, "reason": reason}}
+        report["transferability"] = {
+            "logme": {"value": None, "reason": reason},
+            "probe_accuracy": {"value": None, "reason": reason},
+        }
     report["zero_shot"] = _zero_shot(backbone, labeled, target_classes, features, weights_hash)
-    report["cost"] = {"feature_seconds": round(extract_seconds, 3), "cache_hits": cache.hits,
-                      "cache_misses": cache.misses}
+    report["cost"] = {
+        "feature_seconds": round(extract_seconds, 3),
+        "cache_hits": cache.hits,
+        "cache_misses": cache.misses,
+    }
 
     typed = SimilarityReport.model_validate(report)
     write_report(Path(params.reports.dir) / SIMILARITY_JSON, typed)
     return typed
 
 
-def _gain(measure: Callable[[np.ndarray], dict[str, Any]], pretrained: np.ndarray, random: np.ndarray,
-          key: str) -> dict[str, Any]:
+def _gain(
+    measure: Callable[[np.ndarray], dict[str, Any]], pretrained: np.ndarray, random: np.ndarray, key: str
+) -> dict[str, Any]:
     started = time.perf_counter()
     ours, baseline = measure(pretrained), measure(random)
-    return {"pretrained": ours[key], "random_init": baseline[key], "gain": ours[key] - baseline[key],
-            "n": int(len(pretrained)), **({"folds": ours["folds"]} if "folds" in ours else {}),
-            "seconds": round(time.perf_counter() - started, 3)}
+    return {
+        "pretrained": ours[key],
+        "random_init": baseline[key],
+        "gain": ours[key] - baseline[key],
+        "n": len(pretrained),
+        **({"folds": ours["folds"]} if "folds" in ours else {}),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
 
 
-def _zero_shot(backbone: Backbone, labeled: ImageSet, target_classes: tuple[str, ...], features: Features,
-               weights_hash: str) -> dict[str, Any]:
+def _zero_shot(
+    backbone: Backbone, labeled: ImageSet, target_classes: tuple[str, ...], features: Features, weights_hash: str
+) -> dict[str, Any]:
     """The source head on the labeled target, when the target's classes are among the source's."""
     if backbone.source_classes is None:
         return {"value": None, "reason": "no source head (backbone.weights is not the pretrain stage's model)"}
@@ -126,6 +148,13 @@ def _zero_shot(backbone: Backbone, labeled: ImageSet, target_classes: tuple[str,
         return {"value": None, "reason": "no labeled target images"}
     started = time.perf_counter()
     feats = torch.from_numpy(features(backbone.model.body, labeled, weights_hash))
-    value = evaluate_head(backbone.model, labeled, backbone.normalization, backbone.source_classes,
-                          target_classes, torch.device("cpu"), features=feats)
+    value = evaluate_head(
+        backbone.model,
+        labeled,
+        backbone.normalization,
+        backbone.source_classes,
+        target_classes,
+        torch.device("cpu"),
+        features=feats,
+    )
     return {"value": value, "n": len(labeled), "seconds": round(time.perf_counter() - started, 3)}

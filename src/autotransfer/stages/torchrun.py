@@ -26,8 +26,10 @@ def main(argv: list[str] | None = None) -> None:
         world = current_world()
         if cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        logging.basicConfig(level=logging.INFO if world.is_main else logging.WARNING,
-                            format=f"[rank {world.rank}] %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            level=logging.INFO if world.is_main else logging.WARNING,
+            format=f"[rank {world.rank}] %(levelname)s %(name)s: %(message)s",
+        )
         train_stage(params, progress=None if world.is_main else False)
     finally:
         dist.destroy_process_group()

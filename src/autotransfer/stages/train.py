@@ -14,30 +14,53 @@ import time
 from pathlib import Path
 from typing import Any
 
-from autotransfer.artifacts import META_FILE, MODEL_FILE, PLAN_JSON, RUNS_DIR, TRAIN_HISTORY_CSV, TRAIN_JSON, \
-    NormalizationSpec, PlanReport, RaceRow, TargetModelMeta, TrainReport, read_report
-from autotransfer.io.files import write_report
+from autotransfer.artifacts import (
+    META_FILE,
+    MODEL_FILE,
+    PLAN_JSON,
+    RUNS_DIR,
+    TRAIN_HISTORY_CSV,
+    TRAIN_JSON,
+    NormalizationSpec,
+    PlanReport,
+    RaceRow,
+    TargetModelMeta,
+    TrainReport,
+    read_report,
+)
 from autotransfer.config import Params
 from autotransfer.engine.ddp import current_world
 from autotransfer.engine.loop import FitResult, fit
 from autotransfer.engine.race import race
 from autotransfer.errors import StageInputError
 from autotransfer.io.data import TrainData, load_train_data
-from autotransfer.io.files import write_safetensors, write_text
+from autotransfer.io.files import write_report, write_safetensors, write_text
 from autotransfer.ops.launch import launch
 from autotransfer.stages.pipeline import code_version
 from autotransfer.transfer.strategies import Candidate, strategy_class
 
-HISTORY_COLUMNS = ["epoch", "phase", "train_loss", "train_accuracy", "val_accuracy", "lr", "seconds",
-                   "images_per_second", "domain_accuracy", "lambda"]
+HISTORY_COLUMNS = [
+    "epoch",
+    "phase",
+    "train_loss",
+    "train_accuracy",
+    "val_accuracy",
+    "lr",
+    "seconds",
+    "images_per_second",
+    "domain_accuracy",
+    "lambda",
+]
 
 
 def read_plan(params: Params) -> PlanReport:
     path = Path(params.reports.dir) / PLAN_JSON
     plan = read_report(path, PlanReport, "plan")
     if plan.target != params.data.target:
-        raise StageInputError(f"{path}: made for target {plan.target!r}, not {params.data.target!r}; "
-                              "rerun `autotransfer plan` (or `dvc repro`)")
+        raise StageInputError(
+            f"{path}: made for target {plan.target!r}, not {params.data.target!r}; "
+            "rerun `autotransfer plan` (or `dvc repro`)"
+        )
     return plan
 
 
@@ -61,7 +84,9 @@ def train_stage(params: Params, progress: bool | None = None) -> TrainReport:
         candidates = [Candidate(c.strategy, c.backbone_lr_mult) for c in plan.candidates[: params.strategy.top_k]]
         data = load_train_data(params, any(strategy_class(c.strategy).needs_source for c in candidates), progress)
         if len(data.val) == 0:
-            race_note = "race skipped: no labeled target val images to score candidates on; the rules' choice is trained"
+            race_note = (
+                "race skipped: no labeled target val images to score candidates on; the rules' choice is trained"
+            )
             result = fit_candidate(Candidate(plan.chosen))
         else:
             result, race_table = race(params, candidates, data, fit_candidate)
@@ -73,17 +98,24 @@ def train_stage(params: Params, progress: bool | None = None) -> TrainReport:
         result = fit_candidate(Candidate(strategy))
 
     report = TrainReport(
-        strategy=result.candidate.strategy, candidate=result.candidate.label,
-        backbone_lr_mult=result.candidate.backbone_lr_mult, mode="forced" if forced else params.strategy.mode,
-        plan_choice=plan.chosen, epochs_run=result.epochs_run, best_epoch=result.best_epoch,
-        resumed_from_epoch=result.resumed_from, val_accuracy=result.val_accuracy,
+        strategy=result.candidate.strategy,
+        candidate=result.candidate.label,
+        backbone_lr_mult=result.candidate.backbone_lr_mult,
+        mode="forced" if forced else params.strategy.mode,
+        plan_choice=plan.chosen,
+        epochs_run=result.epochs_run,
+        best_epoch=result.best_epoch,
+        resumed_from_epoch=result.resumed_from,
+        val_accuracy=result.val_accuracy,
         seconds=round(time.perf_counter() - started, 1),
         seconds_per_epoch=_mean([h["seconds"] for h in result.history]),
         images_per_second=_mean([h["images_per_second"] for h in result.history]),
-        race=race_table, race_note=race_note,
+        race=race_table,
+        race_note=race_note,
         race_cost_epochs=sum(row.epochs_trained for row in race_table) if race_table else None,
         oracle_cost_epochs=len({row.candidate for row in race_table}) * epochs if race_table else None,
-        processes=world.size if world.distributed else None)
+        processes=world.size if world.distributed else None,
+    )
     if world.is_main:  # every rank holds the same model; one writes it
         write_model(result, params, data, out)
         reports = Path(params.reports.dir)
@@ -96,12 +128,20 @@ def train_stage(params: Params, progress: bool | None = None) -> TrainReport:
 def write_model(result: FitResult, params: Params, data: TrainData, out: Path) -> None:
     write_safetensors(out / MODEL_FILE, result.model.state_dict())
     meta = TargetModelMeta(
-        arch=result.model.arch, strategy=result.candidate.strategy, candidate=result.candidate.label,
-        head_classes=list(result.head_classes), target_classes=list(data.classes),
-        input_size=result.model.input_size, bottleneck=result.model.bottleneck,
-        normalization=NormalizationSpec(**result.normalization.to_spec()), best_epoch=result.best_epoch,
-        epochs_run=result.epochs_run, val_accuracy=result.val_accuracy, target=params.data.target,
-        train_data_hash=data.train.content_hash())
+        arch=result.model.arch,
+        strategy=result.candidate.strategy,
+        candidate=result.candidate.label,
+        head_classes=list(result.head_classes),
+        target_classes=list(data.classes),
+        input_size=result.model.input_size,
+        bottleneck=result.model.bottleneck,
+        normalization=NormalizationSpec(**result.normalization.to_spec()),
+        best_epoch=result.best_epoch,
+        epochs_run=result.epochs_run,
+        val_accuracy=result.val_accuracy,
+        target=params.data.target,
+        train_data_hash=data.train.content_hash(),
+    )
     write_report(out / META_FILE, meta)
 
 

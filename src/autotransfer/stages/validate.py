@@ -21,9 +21,8 @@ from typing import Any
 import pandas as pd
 
 from autotransfer.artifacts import MANIFEST_CSV, VALIDATION_JSON, VALIDATION_MD, ValidationReport
-from autotransfer.io.files import write_report
 from autotransfer.config import Params, resolve_domain
-from autotransfer.io.files import write_text
+from autotransfer.io.files import write_report, write_text
 from autotransfer.io.manifest import SPLITS, UNLABELED, Domain, Scan, assign_usage, scan
 
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
@@ -138,8 +137,11 @@ def build_checks(params: Params, domains: list[Domain], scanned: Scan) -> list[C
             "train_images_per_class",
             f"each class has at least validation.min_images_per_class={v.min_images_per_class} readable train images",
             "folders",
-            e.ExpectColumnValuesToBeBetween(column="n_readable", min_value=v.min_images_per_class,
-                                            row_condition=Column("label").is_not_null() & (Column("split") == "train")),
+            e.ExpectColumnValuesToBeBetween(
+                column="n_readable",
+                min_value=v.min_images_per_class,
+                row_condition=Column("label").is_not_null() & (Column("split") == "train"),
+            ),
             detail=lambda row: _count_detail(row),
         ),
         Check(
@@ -147,8 +149,11 @@ def build_checks(params: Params, domains: list[Domain], scanned: Scan) -> list[C
             f"each class has at least validation.min_eval_images_per_class={v.min_eval_images_per_class} "
             "readable images in val and in test",
             "folders",
-            e.ExpectColumnValuesToBeBetween(column="n_readable", min_value=v.min_eval_images_per_class,
-                                            row_condition=Column("label").is_not_null() & (Column("split") != "train")),
+            e.ExpectColumnValuesToBeBetween(
+                column="n_readable",
+                min_value=v.min_eval_images_per_class,
+                row_condition=Column("label").is_not_null() & (Column("split") != "train"),
+            ),
             detail=lambda row: _count_detail(row),
         ),
         Check(
@@ -161,43 +166,61 @@ def build_checks(params: Params, domains: list[Domain], scanned: Scan) -> list[C
     ]
     files = scanned.files
     train_classes = {
-        d.name: sorted(files.loc[(files["domain"] == d.name) & (files["split"] == "train") & files["readable"],
-                                 "label"].dropna().unique())
+        d.name: sorted(
+            files.loc[(files["domain"] == d.name) & (files["split"] == "train") & files["readable"], "label"]
+            .dropna()
+            .unique()
+        )
         for d in domains
     }
     for domain in domains:
-        checks.append(Check(
-            f"{domain.role}_has_two_classes",
-            f"the {domain.role} domain {domain.name!r} has at least 2 classes",
-            "folders",
-            e.ExpectColumnUniqueValueCountToBeBetween(
-                column="label", min_value=2,
-                row_condition=(Column("domain") == domain.name) & (Column("split") == "train") & (Column("exists") == True),  # noqa: E712
-            ),
-            fallback_items=((domain.path / "train").as_posix(),),
-            detail=lambda row: "",
-        ))
-        checks.append(Check(
-            f"{domain.role}_labels_known_in_train",
-            f"every val/test label of {domain.name!r} is a class of its train split",
-            "files",
-            e.ExpectColumnValuesToBeInSet(column="label", value_set=train_classes[domain.name],
-                                          row_condition=(Column("domain") == domain.name) & (Column("split") != "train")),
-            detail=lambda row: f"class {row['label']!r} has no train folder",
-        ))
+        checks.append(
+            Check(
+                f"{domain.role}_has_two_classes",
+                f"the {domain.role} domain {domain.name!r} has at least 2 classes",
+                "folders",
+                e.ExpectColumnUniqueValueCountToBeBetween(
+                    column="label",
+                    min_value=2,
+                    row_condition=(Column("domain") == domain.name)
+                    & (Column("split") == "train")
+                    & (Column("exists") == True),  # noqa: E712
+                ),
+                fallback_items=((domain.path / "train").as_posix(),),
+                detail=lambda row: "",
+            )
+        )
+        checks.append(
+            Check(
+                f"{domain.role}_labels_known_in_train",
+                f"every val/test label of {domain.name!r} is a class of its train split",
+                "files",
+                e.ExpectColumnValuesToBeInSet(
+                    column="label",
+                    value_set=train_classes[domain.name],
+                    row_condition=(Column("domain") == domain.name) & (Column("split") != "train"),
+                ),
+                detail=lambda row: f"class {row['label']!r} has no train folder",
+            )
+        )
     source, target = domains
     if source.name != target.name:
         no_target_labels = params.data.labeled_per_class == 0
-        checks.append(Check(
-            "target_classes_in_source",
-            "every target class is a source class (needed to use the source head: source_only, dann)",
-            "folders",
-            e.ExpectColumnValuesToBeInSet(column="label", value_set=train_classes[source.name],
-                                          row_condition=(Column("domain") == target.name) & Column("label").is_not_null()),
-            detail=lambda row: f"class {row['label']!r} is not a source class",
-            # Without target labels the source's classes are the only ones a model can learn.
-            severity="error" if no_target_labels else "warning",
-        ))
+        checks.append(
+            Check(
+                "target_classes_in_source",
+                "every target class is a source class (needed to use the source head: source_only, dann)",
+                "folders",
+                e.ExpectColumnValuesToBeInSet(
+                    column="label",
+                    value_set=train_classes[source.name],
+                    row_condition=(Column("domain") == target.name) & Column("label").is_not_null(),
+                ),
+                detail=lambda row: f"class {row['label']!r} is not a source class",
+                # Without target labels the source's classes are the only ones a model can learn.
+                severity="error" if no_target_labels else "warning",
+            )
+        )
     return checks
 
 
@@ -237,7 +260,9 @@ def run_checks(checks: list[Check], tables: dict[str, pd.DataFrame]) -> list[dic
         )
         item_rows = indexed.drop_duplicates("item").set_index("item", drop=False)
         for result in outcome.results:
-            check = by_id[result.expectation_config.meta["check_id"]]
+            config = result.expectation_config
+            assert config is not None and config.meta is not None  # GX echoes the suite's expectations
+            check = by_id[config.meta["check_id"]]
             results[check.id] = _check_result(check, result, item_rows)
     return [results[check.id] for check in checks]
 
@@ -304,9 +329,7 @@ def _report(params: Params, domains: list[Domain], files: pd.DataFrame, results:
         },
         "target_usage": {
             "labeled_per_class_cap": params.data.labeled_per_class,
-            "labeled_per_class": {
-                str(k): int(v) for k, v in labeled.groupby("label").size().sort_index().items()
-            },
+            "labeled_per_class": {str(k): int(v) for k, v in labeled.groupby("label").size().sort_index().items()},
             "unlabeled": int(((files["domain"] == target) & (files["usage"] == UNLABELED)).sum()),
             "test": int(((files["domain"] == target) & (files["usage"] == "test")).sum()),
         },

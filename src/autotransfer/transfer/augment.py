@@ -1,9 +1,8 @@
 """Batched augmentation on uint8 image tensors, one random draw per image.
 
 Augmentation aimed at the shift is the biggest lever measured here (docs/strategies.md).
-- geometric: rotation, scale and shift (helps synth-digits → digits);
-- color: channel shuffle, per-channel inversion, brightness/contrast, some grayscale
-  (lifted source-only accuracy on digits → digits-m from 0.43 to 0.86).
+- geometric: rotation, scale and shift;
+- color: channel shuffle, per-channel inversion, brightness/contrast, some grayscale.
 Everything runs as a few tensor operations on the whole batch (no per-image Python loop),
 from an explicit generator so that a resumed run draws exactly what it would have drawn.
 """
@@ -16,8 +15,13 @@ import torch
 import torch.nn.functional as F
 
 
-def geometric(images: torch.Tensor, generator: torch.Generator, degrees: float = 10.0,
-              scale: tuple[float, float] = (0.9, 1.1), shift: float = 0.1) -> torch.Tensor:
+def geometric(
+    images: torch.Tensor,
+    generator: torch.Generator,
+    degrees: float = 10.0,
+    scale: tuple[float, float] = (0.9, 1.1),
+    shift: float = 0.1,
+) -> torch.Tensor:
     n = images.shape[0]
     angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(degrees)
     factor = scale[0] + torch.rand(n, generator=generator) * (scale[1] - scale[0])
@@ -29,8 +33,14 @@ def geometric(images: torch.Tensor, generator: torch.Generator, degrees: float =
     return out.round().clamp(0, 255).to(torch.uint8)
 
 
-def color(images: torch.Tensor, generator: torch.Generator, p_invert: float = 0.5, p_gray: float = 0.2,
-          brightness: float = 0.3, contrast: float = 0.3) -> torch.Tensor:
+def color(
+    images: torch.Tensor,
+    generator: torch.Generator,
+    p_invert: float = 0.5,
+    p_gray: float = 0.2,
+    brightness: float = 0.3,
+    contrast: float = 0.3,
+) -> torch.Tensor:
     n = images.shape[0]
     x = images.float()
     permutation = torch.argsort(torch.rand(n, 3, generator=generator), dim=1)  # channel shuffle

@@ -44,9 +44,15 @@ def dann_lambda(progress: float) -> float:
 class DomainClassifier(nn.Module):
     def __init__(self, width: int, hidden: int) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(inplace=True), nn.Dropout(0.5),
-                                 nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(0.5),
-                                 nn.Linear(hidden, 1))
+        self.net = nn.Sequential(
+            nn.Linear(width, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(0.5),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(0.5),
+            nn.Linear(hidden, 1),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.net(x).squeeze(1)
@@ -76,8 +82,9 @@ def set_train_mode(model: nn.Module, frozen: list[nn.Module]) -> None:
         module.eval()  # frozen BatchNorm keeps its running statistics
 
 
-def consistency(model: TransferModel, plain: torch.Tensor, augmented_logits: torch.Tensor, threshold: float,
-                frozen: list[nn.Module]) -> torch.Tensor:
+def consistency(
+    model: TransferModel, plain: torch.Tensor, augmented_logits: torch.Tensor, threshold: float, frozen: list[nn.Module]
+) -> torch.Tensor:
     """Cross-entropy of the augmented view against the confident predictions on the plain images.
 
     The pseudo-labels come from the current model under the target batch's own BatchNorm
@@ -91,9 +98,9 @@ def consistency(model: TransferModel, plain: torch.Tensor, augmented_logits: tor
             module.eval()
         norms = []
     saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in norms]
-    for module in model.modules():
-        if isinstance(module, nn.modules.dropout._DropoutNd):
-            module.eval()
+    for dropout in model.modules():
+        if isinstance(dropout, nn.modules.dropout._DropoutNd):
+            dropout.eval()
     for module in norms:
         module.momentum = 0.0  # batch statistics for the forward, running ones unchanged
     try:
@@ -120,7 +127,8 @@ def class_confusion(logits: torch.Tensor, temperature: float = 2.5) -> torch.Ten
     if logits.shape[0] == 0:
         return logits.sum()
     p = (logits / temperature).softmax(1)
-    certainty = 1 + torch.exp(-(-(p * p.clamp_min(1e-12).log()).sum(1)))
+    entropies = -(p * p.clamp_min(1e-12).log()).sum(1)
+    certainty = 1 + torch.exp(-entropies)
     weights = (len(p) * certainty / certainty.sum()).detach().unsqueeze(1)
     correlation = (p * weights).T @ p
     correlation = correlation / correlation.sum(1, keepdim=True).clamp_min(1e-12)

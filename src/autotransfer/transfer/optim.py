@@ -29,8 +29,10 @@ def weight_decay_groups(modules: Iterable[nn.Module], weight_decay: float, **ext
                 continue
             seen.add(id(param))
             (no_decay if param.ndim <= 1 else decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay, **extra},
-              {"params": no_decay, "weight_decay": 0.0, **extra}]
+    groups = [
+        {"params": decay, "weight_decay": weight_decay, **extra},
+        {"params": no_decay, "weight_decay": 0.0, **extra},
+    ]
     return [group for group in groups if group["params"]]
 
 

@@ -38,11 +38,16 @@ from autotransfer.models.features import FeatureCache, state_hash
 from autotransfer.models.weights import DEFAULT_NORMALIZATION, load_backbone
 from autotransfer.transfer.augment import augment
 from autotransfer.transfer.dann import (
-    DannForward, DomainClassifier, autocast, class_confusion, consistency, dann_lambda, entropy, set_train_mode,
+    DannForward,
+    DomainClassifier,
+    autocast,
+    class_confusion,
+    consistency,
+    dann_lambda,
+    entropy,
+    set_train_mode,
 )
-from autotransfer.transfer.optim import dann_annealing, make_optimizer, plain_cosine, warmup_cosine, \
-    weight_decay_groups
-
+from autotransfer.transfer.optim import dann_annealing, make_optimizer, plain_cosine, warmup_cosine, weight_decay_groups
 
 SharedGuard = Callable[[], contextlib.AbstractContextManager[Any]]
 
@@ -179,7 +184,7 @@ class Strategy:
 
     def body_lr(self, depth: int) -> float:
         """LR of the body group ``depth`` below the top: head_lr × backbone_lr_mult × layer_decay^depth."""
-        return self.head_lr() * self.cfg.backbone_lr_mult * self.cfg.layer_decay ** depth
+        return self.head_lr() * self.cfg.backbone_lr_mult * self.cfg.layer_decay**depth
 
     def param_groups(self, phase: Phase) -> list[dict[str, Any]]:
         """One named group per trainable layer group (weights, then no-decay biases/norms); extra modules at head_lr."""
@@ -210,8 +215,9 @@ class Strategy:
 
     # ----------------------------------------------------------- one batch
 
-    def step(self, net: nn.Module, index: torch.Tensor, draws: torch.Generator, progress: float,
-             device: torch.device) -> StepOutput:
+    def step(
+        self, net: nn.Module, index: torch.Tensor, draws: torch.Generator, progress: float, device: torch.device
+    ) -> StepOutput:
         y = self.pool_labels[index].to(device)
         x = augment(self.pool_images[index], draws, self.geometric, self.colour)
         with autocast(device):
@@ -263,7 +269,7 @@ class FinetuneTop(Strategy):
 
     def phases(self, epochs: int) -> list[Phase]:
         body = [name for name, _ in self.model.layer_groups()[:-1]]
-        return single_phase(epochs, (*body[-self.cfg.top_groups:], "head"))
+        return single_phase(epochs, (*body[-self.cfg.top_groups :], "head"))
 
 
 @register
@@ -278,7 +284,7 @@ class Progressive(Strategy):
         while start < epochs:
             last = k >= len(body)
             end = epochs if last else min(epochs, start + self.cfg.phase_epochs)
-            out.append(Phase(k, start, end, (*body[len(body) - k:], "head")))
+            out.append(Phase(k, start, end, (*body[len(body) - k :], "head")))
             start, k = end, k + 1
         return out
 
@@ -317,16 +323,27 @@ class LinearProbe(Strategy):
         cache = FeatureCache(sim.cache_dir)
         weights = state_hash(self.model.body)
         with shared():
-            self.features = {name: torch.from_numpy(cache.features(self.model.body, self.params.backbone.arch, images,
-                                                                   self.normalization, sim.batch_size, weights,
-                                                                   progress))
-                             for name, images in (("train", data.train), ("val", data.val))}
+            self.features = {
+                name: torch.from_numpy(
+                    cache.features(
+                        self.model.body,
+                        self.params.backbone.arch,
+                        images,
+                        self.normalization,
+                        sim.batch_size,
+                        weights,
+                        progress,
+                    )
+                )
+                for name, images in (("train", data.train), ("val", data.val))
+            }
 
     def forward_module(self) -> nn.Module:
         return self.model.head
 
-    def step(self, net: nn.Module, index: torch.Tensor, draws: torch.Generator, progress: float,
-             device: torch.device) -> StepOutput:
+    def step(
+        self, net: nn.Module, index: torch.Tensor, draws: torch.Generator, progress: float, device: torch.device
+    ) -> StepOutput:
         y = self.pool_labels[index].to(device)
         logits = net(self.features["train"][index].to(device))
         return StepOutput(F.cross_entropy(logits, y), logits, y)
@@ -344,8 +361,10 @@ class SourceHead(Strategy):
         torch.manual_seed(self.cfg.seed)
         backbone = load_backbone(self.params, num_classes=len(data.classes))
         if backbone.source_classes is None or not set(data.classes) <= set(backbone.source_classes):
-            raise TrainingError(f"{self.name} needs the source model's head over the target's classes "
-                                f"(target classes {list(data.classes)}, source head {backbone.source_classes})")
+            raise TrainingError(
+                f"{self.name} needs the source model's head over the target's classes "
+                f"(target classes {list(data.classes)}, source head {backbone.source_classes})"
+            )
         return backbone.model, backbone.normalization, backbone.source_classes
 
 
@@ -393,14 +412,16 @@ class Dann(SourceHead):
         assert data.source_train is not None
         mapping = torch.tensor([self.head_classes.index(c) for c in data.classes], dtype=torch.long)
         target_labels = mapping[data.train.labels] if len(data.train) else data.train.labels
-        return (torch.cat([data.source_train.images, data.train.images]),
-                torch.cat([data.source_train.labels, target_labels]))
+        return (
+            torch.cat([data.source_train.images, data.train.images]),
+            torch.cat([data.source_train.labels, target_labels]),
+        )
 
     def head_lr(self) -> float:
         return self.cfg.dann.lr
 
     def body_lr(self, depth: int) -> float:
-        return self.head_lr() * self.cfg.backbone_lr_mult * self.cfg.dann.layer_decay ** depth
+        return self.head_lr() * self.cfg.backbone_lr_mult * self.cfg.dann.layer_decay**depth
 
     def schedule(self, optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
         return dann_annealing(optimizer, steps)
@@ -408,8 +429,9 @@ class Dann(SourceHead):
     def forward_module(self) -> nn.Module:
         return DannForward(self.model, self.domain)
 
-    def step(self, net: nn.Module, index: torch.Tensor, draws: torch.Generator, progress: float,
-             device: torch.device) -> StepOutput:
+    def step(
+        self, net: nn.Module, index: torch.Tensor, draws: torch.Generator, progress: float, device: torch.device
+    ) -> StepOutput:
         cfg = self.cfg.dann
         n = len(index)
         y = self.pool_labels[index].to(device)
@@ -422,15 +444,18 @@ class Dann(SourceHead):
             logits = logits_all[:n]
         d_target = torch.cat([torch.zeros(n), torch.ones(n)]).to(device)
         target_logits = logits_all[n:].float()
-        loss = (F.cross_entropy(logits.float(), y)
-                + cfg.domain_weight * F.binary_cross_entropy_with_logits(d_logits.float(), d_target)
-                + cfg.entropy_weight * entropy(target_logits))
+        loss = (
+            F.cross_entropy(logits.float(), y)
+            + cfg.domain_weight * F.binary_cross_entropy_with_logits(d_logits.float(), d_target)
+            + cfg.entropy_weight * entropy(target_logits)
+        )
         if cfg.mcc_weight > 0:
             loss = loss + cfg.mcc_weight * class_confusion(target_logits)
         if cfg.pseudo_label_weight > 0 and progress >= cfg.pseudo_label_from:
             plain = self.normalization(self.target_pool[t_index].to(device))
-            loss = loss + cfg.pseudo_label_weight * consistency(self.model, plain, target_logits,
-                                                                cfg.pseudo_label_threshold, self.frozen)
+            loss = loss + cfg.pseudo_label_weight * consistency(
+                self.model, plain, target_logits, cfg.pseudo_label_threshold, self.frozen
+            )
         correct = int(((d_logits > 0).float() == d_target).sum())
         return StepOutput(loss, logits, y, {"domain_accuracy": (correct, len(d_target))})
 
@@ -470,7 +495,7 @@ class SourcePretraining(Strategy):
 
     def configure(self, phase: Phase, steps: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
         cfg = self.params.pretrain
-        optimizer = torch.optim.SGD(weight_decay_groups([self.model], cfg.weight_decay), lr=cfg.lr, momentum=0.9,
-                                    nesterov=True)
+        optimizer = torch.optim.SGD(
+            weight_decay_groups([self.model], cfg.weight_decay), lr=cfg.lr, momentum=0.9, nesterov=True
+        )
         return optimizer, plain_cosine(optimizer, steps)
-

@@ -1,0 +1,100 @@
+"""The stage list: each stage's declared code, what dvc.yaml says, and what invalidates a checkpoint."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import grimp
+import pytest
+import yaml
+
+from autotransfer.stages import pipeline
+from autotransfer.stages.pipeline import STAGES, code_files, code_version, stage_key
+
+REPO = Path(__file__).resolve().parents[2]
+# Imported by stages but not part of what any stage computes: the params schema (its values
+# are in every key), the error classes (messages), and the stage list itself.
+NOT_CODE = {"autotransfer.config", "autotransfer.errors", "autotransfer.stages.pipeline", "autotransfer",
+            "autotransfer.ops.telemetry"}
+
+
+def test_dvc_yaml_lists_exactly_each_stages_declared_code():
+    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    for spec in STAGES:
+        listed = {d for d in dvc[spec.name]["deps"] if d.startswith("src/")}
+        assert listed == {f"src/autotransfer/{entry}" for entry in spec.code}, spec.name
+
+
+def test_each_stage_declares_all_the_library_code_it_imports():
+    graph = grimp.build_graph("autotransfer")
+    for spec in STAGES:
+        entry = f"autotransfer.stages.{spec.name}"
+        reached = graph.find_upstream_modules(entry) | {entry}
+        declared = {_module(path) for path in code_files(spec.name)}
+        missing = sorted(m for m in reached - declared - NOT_CODE if not m.endswith("__init__"))
+        assert not missing, f"{spec.name} imports code it does not declare: {missing}"
+
+
+def _module(path: Path) -> str:
+    parts = path.relative_to(pipeline.PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+@pytest.fixture
+def package_copy(tmp_path, monkeypatch):
+    """A copy of the library's source that code versions are computed from."""
+    copy = tmp_path / "autotransfer"
+    shutil.copytree(pipeline.PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(pipeline, "PACKAGE", copy)
+    code_version.cache_clear()
+    yield copy
+    code_version.cache_clear()
+
+
+def test_a_description_edit_in_config_changes_no_code_version_but_an_engine_edit_does(package_copy):
+    before = {spec.name: code_version(spec.name) for spec in STAGES}
+    config = package_copy / "config.py"
+    text = config.read_text()
+    assert "Early stopping: epochs without val improvement (0: off)." in text
+    config.write_text(text.replace("Early stopping: epochs without val improvement (0: off).",
+                                   "Early stopping: epochs without a better val accuracy (0: off)."))
+    code_version.cache_clear()
+    assert {spec.name: code_version(spec.name) for spec in STAGES} == before
+    loop = package_copy / "engine/loop.py"
+    loop.write_text(loop.read_text() + "\n# an edit\n")
+    code_version.cache_clear()
+    after = {spec.name: code_version(spec.name) for spec in STAGES}
+    assert {name for name in after if after[name] != before[name]} == {"pretrain", "train"}
+
+
+def test_a_description_edit_in_config_resumes_the_training_checkpoint(data_root, tmp_path, package_copy):
+    from autotransfer.stages.plan import make_plan
+    from autotransfer.stages.pretrain import pretrain
+    from autotransfer.stages.similarity import measure_similarity
+    from autotransfer.stages.train import train_stage
+    from autotransfer.stages.validate import validate
+    from stage_helpers import tiny_params
+
+    # given a finished training run
+    params = tiny_params(data_root, tmp_path, train={"epochs": 2, "patience": 0},
+                         strategy={"force": "finetune_all"})
+    validate(params, progress=False)
+    pretrain(params, progress=False)
+    measure_similarity(params, progress=False)
+    make_plan(params)
+    first = train_stage(params, progress=False)
+    key = stage_key("train", params)
+    # when a Field description of config.py is edited
+    config = package_copy / "config.py"
+    config.write_text(config.read_text().replace("Learning rate of the head", "LR of the head"))
+    code_version.cache_clear()
+    # then the stage's cache key is the same and the checkpoint is resumed, not retrained
+    assert stage_key("train", params) == key
+    assert train_stage(params, progress=False).resumed_from_epoch == first.epochs_run == 2
+    # while an edit of the training code starts afresh
+    strategies = package_copy / "transfer/strategies.py"
+    strategies.write_text(strategies.read_text() + "\n# an edit\n")
+    code_version.cache_clear()
+    assert stage_key("train", params) != key
+    assert train_stage(params, progress=False).resumed_from_epoch == 0
