@@ -23,7 +23,7 @@ from autotransfer.config import load_params
 from autotransfer.stages.evaluate import evaluate
 from autotransfer.stages.plan import make_plan
 from autotransfer.stages.pretrain import pretrain
-from autotransfer.registry.store import register
+from autotransfer.registry.register import register
 from autotransfer.stages.similarity import measure_similarity
 from autotransfer.stages.train import train_stage
 from autotransfer.stages.validate import validate

@@ -22,15 +22,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from autotransfer.config import load_params
-from autotransfer.io.data import domain_rows, load_images, read_manifest
-from autotransfer.stages.pretrain import pretrain
-from autotransfer.transfer.dann import set_train_mode
-from autotransfer.transfer.strategies import Candidate, apply_phase, make_strategy
 from autotransfer.analysis.metrics import evaluate_head
+from autotransfer.config import load_params
 from autotransfer.engine.loop import fit
-from autotransfer.io.data import load_train_data
+from autotransfer.io.data import domain_rows, load_images, load_train_data, read_manifest
+from autotransfer.stages.pretrain import pretrain
 from autotransfer.stages.validate import validate
+from autotransfer.transfer.modes import set_train_mode
+from autotransfer.transfer.strategies import Candidate, apply_phase, make_strategy
 from common import WORK, demo_root, median, save
 
 

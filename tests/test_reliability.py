@@ -26,7 +26,7 @@ from PIL import Image
 
 from autotransfer.cli import main
 from autotransfer.config import ConfigError, Params, params_from_dict
-from autotransfer.registry.store import RegistryError
+from autotransfer.errors import RegistryError
 from autotransfer.errors import TrainingError
 from conftest import make_domain, write_image
 from flows.retrain import retrain
@@ -206,7 +206,7 @@ def test_every_server_command_binds_to_loopback():
                 assert "127.0.0.1" in line, f"{name}: {line}"
     assert found >= 3
     # and the commands the tests and `make serve` run pass --host 127.0.0.1 explicitly
-    for path in (REPO / "flows/deploy.py", REPO / "tests/registry/test_store.py", REPO / "src/autotransfer/ops/stack.py"):
+    for path in (REPO / "flows/deploy.py", REPO / "tests/registry/test_register.py", REPO / "src/autotransfer/ops/stack.py"):
         assert '"--host"' in path.read_text(), path
 
 

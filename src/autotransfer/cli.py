@@ -268,7 +268,7 @@ def cmd_register(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from autotransfer.registry.store import promote
+    from autotransfer.registry.people import promote
 
     report = promote(_params(args), args.version)
     print(f"{report['model_name']}: champion is v{report['champion']} ({report['reason']})")
@@ -276,7 +276,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from autotransfer.registry.store import rollback
+    from autotransfer.registry.people import rollback
 
     report = rollback(_params(args))
     print(f"{report['model_name']}: champion is v{report['champion']} ({report['reason']})")
@@ -286,7 +286,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from autotransfer.errors import StageInputError
     from autotransfer.io.images import inspect_image
-    from autotransfer.registry.store import load_predictor
+    from autotransfer.registry.pyfunc import load_predictor
 
     params = _params(args)
     for path in args.images:  # refuse bad files up front, by name, before loading any model

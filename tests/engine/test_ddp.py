@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 from autotransfer.config import Params, params_from_dict
 from autotransfer.stages.plan import make_plan
 from autotransfer.stages.pretrain import pretrain
-from autotransfer.registry.store import register
+from autotransfer.registry.register import register
 from autotransfer.stages.similarity import measure_similarity
 from autotransfer.stages.train import train_stage
 from autotransfer.errors import TrainingError

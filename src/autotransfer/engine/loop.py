@@ -77,13 +77,7 @@ def train(
     model, plan, steps = strategy.model, strategy.phases(epochs), strategy.steps_per_epoch()
     run = RunState.start(strategy, model, device, changing_state_keys(model, plan), load_checkpoint(checkpoint, key))
     started = time.perf_counter()
-    bar = tqdm(
-        total=steps * epochs,
-        initial=run.start_epoch * steps,
-        desc=strategy.label,
-        unit="step",
-        disable=not world.is_main or (None if progress is None else not progress),
-    )
+    bar = progress_bar(strategy.label, steps * epochs, run.start_epoch * steps, world, progress)
     current: Phase | None = None
     for epoch in range(run.start_epoch, min(epochs, stop_after or epochs) if strategy.trains else 0):
         phase = next(p for p in plan if p.start_epoch <= epoch < p.end_epoch)
@@ -111,15 +105,7 @@ def train(
             bar.update(1)
         seconds = time.perf_counter() - epoch_started
         sync_buffers(model, world)
-        val = evaluate_head(
-            model,
-            strategy.val_set(),
-            strategy.normalization,
-            strategy.head_classes,
-            data.classes,
-            device,
-            strategy.val_features(),
-        )
+        val = validate(strategy, data, device)
         record = {
             "epoch": epoch + 1,
             "phase": phase.index,
@@ -169,6 +155,24 @@ def fit(
     if data.source_train is not None:
         parts["source"] = data.source_train.content_hash()
     return train(strategy, data, epochs, out / CHECKPOINT_FILE, run_key(parts), progress, stop_after)
+
+
+def validate(strategy: Strategy, data: TrainData, device: torch.device) -> float | None:
+    """Accuracy of the strategy's model on its labeled val split (None without one)."""
+    return evaluate_head(
+        strategy.model,
+        strategy.val_set(),
+        strategy.normalization,
+        strategy.head_classes,
+        data.classes,
+        device,
+        strategy.val_features(),
+    )
+
+
+def progress_bar(label: str, total: int, done: int, world: World, progress: bool | None) -> tqdm[Any]:
+    disable = not world.is_main or (None if progress is None else not progress)
+    return tqdm(total=total, initial=done, desc=label, unit="step", disable=disable)
 
 
 def shard(order: torch.Tensor, start: int, batch: int, world: World) -> torch.Tensor:
@@ -323,15 +327,7 @@ class RunState:
         if self.best_state is not None:
             load_subset(self.model, self.best_state)
         self.model.cpu()
-        val = evaluate_head(
-            self.model,
-            strategy.val_set(),
-            strategy.normalization,
-            strategy.head_classes,
-            data.classes,
-            torch.device("cpu"),
-            strategy.val_features(),
-        )
+        val = validate(strategy, data, torch.device("cpu"))
         return FitResult(
             strategy.candidate,
             self.model,

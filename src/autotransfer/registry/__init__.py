@@ -1,4 +1,4 @@
-"""MLflow tracking and the model registry (``store``, the one module that imports mlflow) and promotion rules."""
+"""MLflow tracking and the model registry: the one package that imports mlflow (see store.py)."""
 
 from typing import Any
 
@@ -6,7 +6,7 @@ from typing import Any
 def __getattr__(name: str) -> Any:
     # Model versions registered before the package layout (0.1) load their pyfunc from here.
     if name == "ImageClassifier":
-        from autotransfer.registry.store import ImageClassifier
+        from autotransfer.registry.pyfunc import ImageClassifier
 
         return ImageClassifier
     raise AttributeError(name)

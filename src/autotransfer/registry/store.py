@@ -1,127 +1,31 @@
-"""MLflow tracking and model registry: the one module that imports mlflow.
+"""The connection to MLflow: the store's URI, its lock, retries and timeouts, and small registry helpers.
 
-``register`` logs the pipeline run (params, per-epoch metrics, reports, plots, lineage
-tags), logs the trained model as a pyfunc that takes raw images, registers it as a new
-version with alias ``challenger``, re-scores the current ``champion`` on the same target
-test split and moves ``champion`` only when the challenger wins by ``registry.min_delta``.
-Every decision is written as version tags and to ``reports/registration.json``.
-
-Safety: the champion alias moves in one call, last; anything failing before it leaves
-the champion as it was. A version is keyed by the sha256 of its weights, so re-running
-after a failure (or re-running an unchanged pipeline) never registers a duplicate.
-Registrations on the same store are serialised by a file lock (next to a SQLite store,
-or per tracking URI on this machine for a server).
+``registry`` is the one package that imports mlflow: ``store`` (this module) connects,
+``register`` logs and registers a run and decides on the champion, ``people`` is what a
+person does by hand (promote, roll back), ``pyfunc`` is the served model.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
 import os
-import shutil
-import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 import mlflow
-import numpy as np
-import pandas as pd
-import yaml
 from mlflow import MlflowClient
-from mlflow.entities import Metric
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
-from mlflow.models.signature import ModelSignature
-from mlflow.types.schema import ColSpec, Schema
 
-from autotransfer.analysis.metrics import classification_metrics
-from autotransfer.artifacts import (
-    META_FILE,
-    METRICS_JSON,
-    MODEL_FILE,
-    PLAN_JSON,
-    PLOTS_DIR,
-    REGISTRATION_JSON,
-    SIMILARITY_JSON,
-    TRAIN_HISTORY_CSV,
-    TRAIN_JSON,
-    VALIDATION_JSON,
-    VALIDATION_MD,
-    MetricsReport,
-    RegistrationReport,
-    TargetModelMeta,
-    read_report,
-)
-from autotransfer.config import Params, RegistryConfig, model_params_hash
-from autotransfer.errors import RegistryError, StageInputError
-from autotransfer.io.data import class_names, data_hash, domain_rows, read_manifest
-from autotransfer.io.files import write_report
-from autotransfer.io.images import sha256_file
-from autotransfer.models.weights import load_trained_model
-from autotransfer.registry.promotion import decide
-from autotransfer.serving.predict import classify
+from autotransfer.config import RegistryConfig
+from autotransfer.errors import RegistryError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow/mlflow.db"
-PACKAGE = Path(__file__).resolve().parents[1]  # src/autotransfer: the model carries its code
 CHAMPION, CHALLENGER = "champion", "challenger"
-SIGNATURE = ModelSignature(
-    inputs=Schema([ColSpec("string", "image")]),
-    outputs=Schema([ColSpec("string", "label"), ColSpec("double", "probability")]),
-)
-RUN_ARTIFACTS = (
-    PLAN_JSON,
-    SIMILARITY_JSON,
-    VALIDATION_JSON,
-    VALIDATION_MD,
-    METRICS_JSON,
-    TRAIN_JSON,
-    TRAIN_HISTORY_CSV,
-)
-# The file MLflow stores as the model ("models from code"): loading a version runs this,
-# not an unpickled object. Written next to the model files at logging time.
-MODEL_CODE = """\
-from mlflow.models import set_model
-
-from autotransfer.registry.store import ImageClassifier
-
-set_model(ImageClassifier())
-"""
-_REQUIREMENTS = ("torch", "torchvision", "safetensors", "pillow", "numpy", "pandas", "pydantic", "pyyaml", "tqdm")
-
-
-# --------------------------------------------------------------------------- the served model
-
-
-class ImageClassifier(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defined]
-    """pyfunc model: a DataFrame column ``image`` of base64-encoded image files -> ``label``, ``probability``."""
-
-    def load_context(self, context: Any) -> None:
-        self._trained = load_trained_model(context.artifacts["model"])
-
-    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        if isinstance(model_input, pd.DataFrame):
-            if "image" not in model_input.columns:
-                raise ValueError(f"expected a column 'image' (base64 image files), got {list(model_input.columns)}")
-            images = model_input["image"].tolist()
-        else:
-            images = list(model_input)
-        predictions = classify(self._trained, images)
-        return pd.DataFrame(
-            {"label": [p.label for p in predictions], "probability": [p.probability for p in predictions]}
-        )
-
-
-def encode_images(paths: list[Path]) -> pd.DataFrame:
-    """Image files as the model's input: one base64 string per file, untouched bytes."""
-    return pd.DataFrame({"image": [base64.b64encode(Path(p).read_bytes()).decode("ascii") for p in paths]})
 
 
 # --------------------------------------------------------------------------- connection
@@ -222,7 +126,7 @@ def registry_lock(uri: str, timeout: float = 900) -> Iterator[None]:
         raise RegistryError(f"MLflow at {uri}: another registration held {lock_path} for {timeout:.0f} s") from None
 
 
-def _experiment_id(client: MlflowClient, uri: str, name: str) -> str:
+def ensure_experiment(client: MlflowClient, uri: str, name: str) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
@@ -238,324 +142,11 @@ def _experiment_id(client: MlflowClient, uri: str, name: str) -> str:
         return experiment.experiment_id
 
 
-# --------------------------------------------------------------------------- register
-
-
-@dataclass(frozen=True)
-class RunInputs:
-    model_dir: Path
-    model_hash: str
-    meta: TargetModelMeta
-    metrics: MetricsReport
-    test_paths: list[Path]
-    test_truth: np.ndarray
-    classes: tuple[str, ...]
-    data_hash: str
-
-
-def read_inputs(params: Params) -> RunInputs:
-    model_dir, reports = Path(params.train.out), Path(params.reports.dir)
-    trained = load_trained_model(model_dir)  # raises StageInputError when there is no model
-    model_hash = sha256_file(model_dir / MODEL_FILE)
-    metrics_path = reports / METRICS_JSON
-    metrics = read_report(metrics_path, MetricsReport, "evaluate")
-    if metrics.model_sha256 != model_hash:
-        raise StageInputError(
-            f"{metrics_path} scores another model than {model_dir}/model.safetensors; rerun `autotransfer evaluate`"
-        )
-    manifest = read_manifest(reports)
-    target = params.data.target
-    test = domain_rows(manifest, target, ("test",)).sort_values("path")
-    if test.empty:
-        raise StageInputError(f"target {target!r} has no readable test images to score on")
-    return RunInputs(
-        model_dir,
-        model_hash,
-        trained.meta,
-        metrics,
-        [Path(p) for p in test["path"]],
-        test["label"].to_numpy(dtype=object),
-        class_names(manifest, target),
-        data_hash(manifest),
-    )
-
-
-def score_model(model_uri: str, inputs: RunInputs, metric: str) -> float:
-    """Load ``model_uri`` as served and score it on the current target test split."""
-    model = mlflow.pyfunc.load_model(model_uri)
-    predicted = model.predict(encode_images(inputs.test_paths))["label"].to_numpy(dtype=object)
-    return float(classification_metrics(inputs.test_truth, predicted, inputs.classes)[metric])
-
-
-def register(params: Params) -> RegistrationReport:
-    started = time.perf_counter()
-    config = params.registry
-    inputs = read_inputs(params)
-    with connect(config) as (uri, client):
-        version = find_version(client, config.model_name, inputs.model_hash)
-        already = version is not None
-        if version is None:
-            version = _log_and_register(params, client, uri, inputs)
-        number = str(version.version)
-        if already:  # the same weights again: record that they stand for today's data and params
-            _set_version_tags(
-                client,
-                config.model_name,
-                number,
-                {"data_hash": inputs.data_hash, "params_hash": model_params_hash(params)},
-            )
-        client.set_registered_model_alias(config.model_name, CHALLENGER, number)
-        champion = _alias_version(client, config.model_name, CHAMPION)
-        champion_number = str(champion.version) if champion is not None else None
-        metric = config.metric
-        # The challenger is scored as loaded back from the registry: a version that does not load never wins.
-        challenger_score = score_model(f"models:/{config.model_name}/{number}", inputs, metric)
-        champion_score: float | None
-        if champion_number == number:
-            promote, reason, champion_score = False, f"version {number} is already the champion", challenger_score
-        else:
-            champion_score = (
-                score_model(f"models:/{config.model_name}/{champion_number}", inputs, metric)
-                if champion_number is not None
-                else None
-            )
-            decision = decide(metric, challenger_score, champion_score, champion_number, config.min_delta)
-            promote, reason = decision.promote, decision.reason
-        record = {
-            "decision": "promoted" if promote else "kept",
-            "reason": reason,
-            "metric": metric,
-            "challenger_score": f"{challenger_score:.6f}",
-            "champion_version": champion_number or "",
-            "champion_score": "" if champion_score is None else f"{champion_score:.6f}",
-            "min_delta": str(config.min_delta),
-            "test_set_hash": inputs.metrics.test_set_hash,
-            "decided_at": _now(),
-        }
-        if promote:
-            record["previous_champion"] = champion_number or ""
-        if champion_number != number:  # the champion keeps the record of how it won
-            _set_version_tags(client, config.model_name, number, record)
-        if promote:
-            client.set_registered_model_alias(config.model_name, CHAMPION, number)  # the one atomic switch
-        champion_now = _alias_version(client, config.model_name, CHAMPION)
-    report = RegistrationReport.model_validate(
-        {
-            "tracking_uri": uri,
-            "model_name": config.model_name,
-            "version": number,
-            "model_uri": f"models:/{config.model_name}/{number}",
-            "run_id": version.run_id,
-            "already_registered": already,
-            **{key: record[key] for key in ("decision", "reason", "metric", "test_set_hash")},
-            "min_delta": config.min_delta,
-            "challenger_score": challenger_score,
-            "champion_before": champion_number,
-            "champion_score": champion_score,
-            "champion": str(champion_now.version) if champion_now is not None else None,
-            "model_sha256": inputs.model_hash,
-            "data_hash": inputs.data_hash,
-            "seconds": round(time.perf_counter() - started, 2),
-        }
-    )
-    write_report(Path(params.reports.dir) / REGISTRATION_JSON, report)
-    return report
-
-
-def find_version(client: MlflowClient, name: str, model_hash: str) -> ModelVersion | None:
-    """The version already registered with these exact weights, if any."""
-    if not _registered_model_exists(client, name):
-        return None
-    for version in client.search_model_versions(f"name = '{_quote(name)}'"):
-        if version.tags.get("model_sha256") == model_hash:
-            return version
-    return None
-
-
-def _log_and_register(params: Params, client: MlflowClient, uri: str, inputs: RunInputs) -> ModelVersion:
-    reports = Path(params.reports.dir)
-    meta = inputs.meta
-    tags = {
-        "strategy": meta.strategy,
-        "candidate": meta.candidate,
-        "backbone": meta.arch,
-        "source": params.data.source,
-        "target": params.data.target,
-        "data_hash": inputs.data_hash,
-        "params_hash": model_params_hash(params),
-        "dvc_data_md5": _dvc_md5(params.data.root),
-        "git_commit": _git_commit(),
-        "test_set_hash": inputs.metrics.test_set_hash,
-        "model_sha256": inputs.model_hash,
-    }
-    experiment_id = _experiment_id(client, uri, params.registry.experiment)
-    with mlflow.start_run(
-        experiment_id=experiment_id, run_name=f"{meta.strategy}-{params.data.target}", tags=tags
-    ) as run:
-        run_id = run.info.run_id
-        mlflow.log_params(_flatten(params.model_dump(mode="json")))
-        _log_history(client, run_id, reports / TRAIN_HISTORY_CSV)
-        mlflow.log_metrics(
-            {
-                f"test_{key}": value
-                for key, value in (("accuracy", inputs.metrics.accuracy), ("macro_f1", inputs.metrics.macro_f1))
-                if value is not None
-            }
-        )
-        for name in RUN_ARTIFACTS:
-            if (reports / name).exists():
-                mlflow.log_artifact(str(reports / name), artifact_path="reports")
-        if (reports / PLOTS_DIR).is_dir():
-            mlflow.log_artifacts(str(reports / PLOTS_DIR), artifact_path="reports/plots")
-        with tempfile.TemporaryDirectory() as tmp:
-            model_files = Path(tmp) / "model"
-            model_files.mkdir()
-            for name in (MODEL_FILE, META_FILE):
-                shutil.copy2(inputs.model_dir / name, model_files / name)
-            model_code = Path(tmp) / "image_classifier.py"
-            model_code.write_text(MODEL_CODE)
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=str(model_code),  # code, not a pickle
-                artifacts={"model": str(model_files)},
-                code_paths=[str(PACKAGE)],  # the model carries its preprocessing code
-                signature=SIGNATURE,
-                input_example=encode_images(inputs.test_paths[:1]),
-                pip_requirements=[f"{name}=={metadata.version(name)}" for name in _REQUIREMENTS],
-                metadata={
-                    "class_names": list(meta.head_classes),
-                    "input_size": meta.input_size,
-                    "normalization": meta.normalization.model_dump(),
-                    "input": "column 'image': base64 image files",
-                },
-            )
-    version = mlflow.register_model(info.model_uri, params.registry.model_name, tags=tags)
-    return client.get_model_version(params.registry.model_name, version.version)
-
-
-def _log_history(client: MlflowClient, run_id: str, history_csv: Path) -> None:
-    if not history_csv.exists() or history_csv.stat().st_size == 0:
-        return
-    history = pd.read_csv(history_csv)
-    stamp = int(time.time() * 1000)
-    metrics = [
-        Metric(column, float(value), stamp, int(row["epoch"]))
-        for _, row in history.iterrows()
-        for column, value in row.items()
-        if column not in ("epoch", "phase") and isinstance(value, (int, float)) and np.isfinite(value)
-    ]
-    for start in range(0, len(metrics), 1000):  # MLflow's per-request limit
-        client.log_batch(run_id, metrics=metrics[start : start + 1000])
-
-
-# --------------------------------------------------------------------------- people: promote, rollback
-
-
-def promote(params: Params, version: str) -> dict[str, Any]:
-    """Make ``version`` the champion by hand; the current one is recorded for rollback."""
-    config = params.registry
-    with connect(config) as (uri, client):
-        number = str(client.get_model_version(config.model_name, str(version)).version)
-        champion = _alias_version(client, config.model_name, CHAMPION)
-        before = str(champion.version) if champion is not None else None
-        if before == number:
-            return _people_report(uri, config, number, before, "already the champion")
-        reason = f"promoted by hand (was v{before})" if before else "promoted by hand (no champion)"
-        _set_version_tags(
-            client,
-            config.model_name,
-            number,
-            {"decision": "promoted", "reason": reason, "decided_at": _now(), "previous_champion": before or ""},
-        )
-        client.set_registered_model_alias(config.model_name, CHAMPION, number)
-    return _people_report(uri, config, number, before, reason)
-
-
-def rollback(params: Params) -> dict[str, Any]:
-    """Give ``champion`` back to the version it replaced (its ``previous_champion`` tag)."""
-    config = params.registry
-    with connect(config) as (uri, client):
-        champion = _alias_version(client, config.model_name, CHAMPION)
-        if champion is None:
-            raise RegistryError(f"MLflow at {uri}: {config.model_name!r} has no champion to roll back")
-        previous = champion.tags.get("previous_champion", "")
-        if not previous:
-            raise RegistryError(
-                f"MLflow at {uri}: champion v{champion.version} of {config.model_name!r} replaced "
-                "no earlier champion; nothing to roll back to"
-            )
-        client.get_model_version(config.model_name, previous)  # still there?
-        current = str(champion.version)
-        _set_version_tags(client, config.model_name, current, {"rolled_back_at": _now(), "rolled_back_to": previous})
-        _set_version_tags(client, config.model_name, previous, {"restored_at": _now(), "restored_from": current})
-        client.set_registered_model_alias(config.model_name, CHAMPION, previous)
-    return _people_report(uri, config, previous, current, f"rolled back from v{current}")
-
-
-def _people_report(uri: str, config: RegistryConfig, champion: str, before: str | None, reason: str) -> dict[str, Any]:
-    return {
-        "tracking_uri": uri,
-        "model_name": config.model_name,
-        "champion": champion,
-        "champion_before": before,
-        "reason": reason,
-    }
-
-
-def already_trained(params: Params, data: str) -> dict[str, str] | None:
-    """The registered version trained on exactly this data with these model params, if any.
-
-    What a scheduled run checks before retraining: the same inputs were already trained,
-    scored and decided on (promoted or kept), so doing it again would change nothing.
-    """
-    config = params.registry
-    wanted = model_params_hash(params)
-    with connect(config, exclusive=False) as (_, client):
-        if not _registered_model_exists(client, config.model_name):
-            return None
-        champion = _alias_version(client, config.model_name, CHAMPION)
-        matches = [
-            v
-            for v in client.search_model_versions(f"name = '{_quote(config.model_name)}'")
-            if v.tags.get("data_hash") == data and v.tags.get("params_hash") == wanted
-        ]
-        if not matches:
-            return None
-        best = max(matches, key=lambda v: int(v.version))
-        return {
-            "version": str(best.version),
-            "decision": best.tags.get("decision", ""),
-            "champion": str(champion.version) if champion is not None else "",
-        }
-
-
-# --------------------------------------------------------------------------- predict
-
-
-def load_predictor(model: str, params: Params) -> Callable[[list[Path]], list[tuple[str, float]]]:
-    """``models:/…`` / ``runs:/…`` URIs through MLflow; a folder (models/target) directly."""
-    folder = Path(model)
-    if folder.is_dir():
-        trained = load_trained_model(folder)
-        return lambda paths: [
-            (p.label, p.probability)
-            for p in classify(trained, [Path(x).read_bytes() for x in paths], [str(x) for x in paths])
-        ]
-    with connect(params.registry, exclusive=False):
-        pyfunc = mlflow.pyfunc.load_model(model)
-
-    def predict(paths: list[Path]) -> list[tuple[str, float]]:
-        out = pyfunc.predict(encode_images(paths))
-        return list(zip(out["label"].tolist(), out["probability"].astype(float).tolist()))
-
-    return predict
-
-
 # --------------------------------------------------------------------------- helpers
 
 
-def _alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
-    if not _registered_model_exists(client, name):
+def alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    if not registered_model_exists(client, name):
         return None
     try:
         return client.get_model_version_by_alias(name, alias)
@@ -565,7 +156,7 @@ def _alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion 
         raise
 
 
-def _registered_model_exists(client: MlflowClient, name: str) -> bool:
+def registered_model_exists(client: MlflowClient, name: str) -> bool:
     try:
         client.get_registered_model(name)
         return True
@@ -575,55 +166,14 @@ def _registered_model_exists(client: MlflowClient, name: str) -> bool:
         raise
 
 
-def _set_version_tags(client: MlflowClient, name: str, version: str, tags: dict[str, str]) -> None:
+def set_version_tags(client: MlflowClient, name: str, version: str, tags: dict[str, str]) -> None:
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, str(value))
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    flat: dict[str, str] = {}
-    for key, value in tree.items():
-        if (
-            isinstance(value, dict)
-            and value
-            and all(isinstance(k, str) for k in value)
-            and key != "augment_per_strategy"
-        ):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
-    return flat
-
-
-def _dvc_md5(root: str) -> str:
-    pointer = Path(f"{root.rstrip('/')}.dvc")
-    try:
-        outs = yaml.safe_load(pointer.read_text())["outs"]
-        return str(outs[0]["md5"])
-    except (OSError, KeyError, IndexError, TypeError, yaml.YAMLError):
-        return "untracked"
-
-
-def _git_commit() -> str:
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return commit + ("-dirty" if dirty else "")
-
-
-def _quote(name: str) -> str:
+def quote_name(name: str) -> str:
     return name.replace("'", "\\'")
 
 
-def _now() -> str:
+def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")

@@ -1,7 +1,7 @@
 """The register stage: log the run to MLflow, register the model, promote it if it beats the champion.
 
-The work is ``registry.store.register`` (the one module that talks to MLflow); this module
-is the stage's entry in the pipeline, like the others.
+The work is ``registry.register.register`` (``registry`` is the one package that talks to
+MLflow); this module is the stage's entry in the pipeline, like the others.
 """
 
 from __future__ import annotations
@@ -11,6 +11,6 @@ from autotransfer.config import Params
 
 
 def register(params: Params) -> RegistrationReport:
-    from autotransfer.registry.store import register as log_and_register
+    from autotransfer.registry.register import register as log_and_register
 
     return log_and_register(params)

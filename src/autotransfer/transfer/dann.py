@@ -7,7 +7,6 @@ computed under the target batch's own BatchNorm statistics.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Any
 
@@ -16,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from autotransfer.models.backbones import TransferModel
+from autotransfer.transfer.modes import autocast, set_train_mode
 
 
 class GradientReversal(torch.autograd.Function):
@@ -69,17 +69,6 @@ class DannForward(nn.Module):
     def forward(self, x: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.model.features(x)
         return self.model.head(features), self.domain(grl(features, lam))
-
-
-def autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast on CUDA, nothing on the CPU."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-
-
-def set_train_mode(model: nn.Module, frozen: list[nn.Module]) -> None:
-    model.train()
-    for module in frozen:
-        module.eval()  # frozen BatchNorm keeps its running statistics
 
 
 def consistency(

@@ -37,16 +37,8 @@ from autotransfer.models.backbones import TransferModel
 from autotransfer.models.features import FeatureCache, state_hash
 from autotransfer.models.weights import DEFAULT_NORMALIZATION, load_backbone
 from autotransfer.transfer.augment import augment
-from autotransfer.transfer.dann import (
-    DannForward,
-    DomainClassifier,
-    autocast,
-    class_confusion,
-    consistency,
-    dann_lambda,
-    entropy,
-    set_train_mode,
-)
+from autotransfer.transfer.dann import DannForward, DomainClassifier, class_confusion, consistency, dann_lambda, entropy
+from autotransfer.transfer.modes import autocast, set_train_mode
 from autotransfer.transfer.optim import dann_annealing, make_optimizer, plain_cosine, warmup_cosine, weight_decay_groups
 
 SharedGuard = Callable[[], contextlib.AbstractContextManager[Any]]

@@ -20,7 +20,10 @@ from autotransfer.errors import StageInputError
 from autotransfer.io.data import domain_rows, read_manifest
 from autotransfer.models.weights import load_trained_model
 from autotransfer.registry.promotion import decide
-from autotransfer.registry.store import RegistryError, load_predictor, promote, register, rollback
+from autotransfer.errors import RegistryError
+from autotransfer.registry.people import promote, rollback
+from autotransfer.registry.pyfunc import load_predictor
+from autotransfer.registry.register import register
 from autotransfer.analysis.metrics import predict_names
 from registry_helpers import demo_params, run_pipeline, variant
 from servers import free_port, stop, wait_http
