@@ -86,7 +86,7 @@ bench-full: $(STAMP) $(PEERS)/.installed
 	cd bench && ../$(PEERS)/bin/python peers.py --seeds 0 1 2 --scenarios all
 	cd bench && python report.py
 
-# The full suite, what CI runs (about 11 minutes on 2 cores).
+# The full suite, what CI runs (about 15 minutes on 2 cores).
 test: $(STAMP)
 	$(BIN)/python -m pytest --durations=15 $(PYTEST_ARGS)
 
