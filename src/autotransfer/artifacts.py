@@ -111,6 +111,8 @@ class FileCounts(Part):
     converted_to_rgb: int
     formats: dict[str, int]
     duplicates_within_a_split: int
+    ignored: int  # hidden and system files and folders (io.manifest.is_ignored)
+    in_class_subfolders: int  # labeled images below a sub-folder of their class folder
 
 
 class TargetUsage(Part):
@@ -137,6 +139,7 @@ class ValidationReport(Report):
     files: FileCounts
     target_usage: TargetUsage
     checks: list[CheckResult]
+    ignored: list[str]  # their paths
 
     def summary(self) -> str:
         return (

@@ -270,3 +270,42 @@ def test_demo_data_is_valid(demo_root, tmp_path):
         result = validate(params, reports_dir=tmp_path / target, progress=False)
         assert result.success, [c for c in result.report.to_json()["checks"] if not c["success"]]
         assert result.report.to_json()["domains"]["target"]["images"]["test"] == 539
+
+
+def test_hidden_and_system_files_are_ignored_counted_and_listed_never_a_failure(data_root, tmp_path):
+    # given a dataset copied from a Mac and a Windows share: Finder, AppleDouble, thumbnail files, a hidden folder
+    junk = [data_root / "src/train/a/.DS_Store", data_root / "src/train/a/._00.png", data_root / "tgt/val/b/Thumbs.db",
+            data_root / "tgt/test/a/desktop.ini", data_root / "tgt/train/.DS_Store"]
+    for path in junk:
+        path.write_bytes(b"\x00\x05\x16\x07 not an image")
+    hidden = data_root / "src/train/b/.thumbnails"
+    write_image(hidden / "small.png", 99_001)
+    # when the data is validated
+    result, failed, console = run(data_root, tmp_path)
+    # then it passes, each junk path (the hidden folder once) is listed as ignored, none is in the manifest
+    assert result.success and not failed
+    assert sorted(result.report.ignored) == sorted(p.as_posix() for p in [*junk, hidden])
+    assert result.report.files.ignored == 6
+    assert not set(result.manifest["path"]) & set(result.report.ignored)
+    assert "ignored 6 hidden or system files" in console
+    markdown = result.markdown_path.read_text()
+    assert "ignored (hidden and system files and folders, never images): 6" in markdown
+    assert f"`{hidden.as_posix()}`" in markdown
+
+
+def test_an_image_extension_on_other_content_still_fails_by_name(data_root, tmp_path):
+    fake = data_root / "src/train/a/photo.png"
+    fake.write_bytes(b"not a png at all")
+    (data_root / "src/train/a/.DS_Store").write_bytes(b"\x00")
+    _, failed, _ = run(data_root, tmp_path)
+    assert offending_items(failed["files_readable"]) == [fake.as_posix()]
+
+
+def test_images_in_sub_folders_of_a_class_folder_are_that_class_and_counted(data_root, tmp_path):
+    nested = write_image(data_root / "tgt/train/a/album/2024/extra.png", 99_002)
+    result, failed, _ = run(data_root, tmp_path)
+    assert result.success and not failed
+    row = result.manifest.set_index("path").loc[nested.as_posix()]
+    assert row["label"] == "a" and row["split"] == "train"
+    assert result.report.files.in_class_subfolders == 1
+    assert "images in sub-folders of a class folder (taken as that class): 1" in result.markdown_path.read_text()

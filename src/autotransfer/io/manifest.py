@@ -55,17 +55,28 @@ class Domain:
     root: Path
 
 
+# Files that operating systems and tools leave in folders (besides dot files): never images.
+SYSTEM_FILES = frozenset({"thumbs.db", "desktop.ini"})
+
+
+def is_ignored(name: str) -> bool:
+    """Hidden files and folders (``.DS_Store``, AppleDouble ``._*``, ``.git/``), Thumbs.db, desktop.ini."""
+    return name.startswith(".") or name.lower() in SYSTEM_FILES
+
+
 @dataclass(frozen=True)
 class Scan:
     files: pd.DataFrame
     folders: pd.DataFrame
+    ignored: tuple[str, ...] = ()  # paths skipped by ``is_ignored`` (a hidden folder once, not its content)
 
 
 def scan(domains: list[Domain], max_pixels: int, progress: bool | None = None) -> Scan:
     planned: list[tuple[Domain, str, str | None, Path]] = []
     folder_rows: list[dict] = []
+    ignored: list[Path] = []
     for domain in domains:
-        domain_planned, domain_folders = _walk_domain(domain)
+        domain_planned, domain_folders = _walk_domain(domain, ignored)
         planned += domain_planned
         folder_rows += domain_folders
 
@@ -83,10 +94,10 @@ def scan(domains: list[Domain], max_pixels: int, progress: bool | None = None) -
     keys = list(zip(folders["domain"], folders["split"], folders["label"]))
     folders["n_files"] = [int(total.get(key, 0)) for key in keys]
     folders["n_readable"] = [int(readable.get(key, 0)) for key in keys]
-    return Scan(files=files, folders=folders)
+    return Scan(files=files, folders=folders, ignored=tuple(p.as_posix() for p in ignored))
 
 
-def _walk_domain(domain: Domain) -> tuple[list[tuple[Domain, str, str | None, Path]], list[dict]]:
+def _walk_domain(domain: Domain, ignored: list[Path]) -> tuple[list[tuple[Domain, str, str | None, Path]], list[dict]]:
     planned: list[tuple[Domain, str, str | None, Path]] = []
     folders: list[dict] = []
     classes_by_split: dict[str, set[str]] = {}
@@ -111,10 +122,12 @@ def _walk_domain(domain: Domain) -> tuple[list[tuple[Domain, str, str | None, Pa
         folders.append(folder_row(split_dir, split, None, True))
         classes_by_split[split] = set()
         for entry in sorted(split_dir.iterdir()):
-            if entry.is_dir() and not _escapes(entry, domain.root):
+            if is_ignored(entry.name):
+                ignored.append(entry)
+            elif entry.is_dir() and not _escapes(entry, domain.root):
                 classes_by_split[split].add(entry.name)
                 folders.append(folder_row(entry, split, entry.name, True))
-                planned += [(domain, split, entry.name, f) for f in _files_under(entry, domain.root)]
+                planned += [(domain, split, entry.name, f) for f in _files_under(entry, domain.root, ignored)]
             else:
                 # A stray file next to the class folders, or a link leading out of the data.
                 planned.append((domain, split, None, entry))
@@ -128,19 +141,22 @@ def _walk_domain(domain: Domain) -> tuple[list[tuple[Domain, str, str | None, Pa
 
     unlabeled_dir = domain.path / UNLABELED
     if unlabeled_dir.is_dir():
-        planned += [(domain, UNLABELED, None, f) for f in _files_under(unlabeled_dir, domain.root)]
+        planned += [(domain, UNLABELED, None, f) for f in _files_under(unlabeled_dir, domain.root, ignored)]
     return planned, folders
 
 
-def _files_under(folder: Path, root: Path) -> list[Path]:
+def _files_under(folder: Path, root: Path, ignored: list[Path]) -> list[Path]:
+    """Every file below ``folder``, sub-folders included; hidden and system names go to ``ignored``."""
     found: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(folder):  # does not follow directory links
         base = Path(dirpath)
-        dirnames.sort()
+        ignored += [base / name for name in sorted(dirnames) if is_ignored(name)]
+        dirnames[:] = sorted(name for name in dirnames if not is_ignored(name))  # not walked into
         for name in dirnames:
             if (base / name).is_symlink():
                 found.append(base / name)  # reported as a row (escaping or not a file)
-        found += [base / name for name in sorted(filenames)]
+        for name in sorted(filenames):
+            (ignored if is_ignored(name) else found).append(base / name)
     return found
 
 

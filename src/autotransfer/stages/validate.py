@@ -70,7 +70,7 @@ def validate(params: Params, reports_dir: Path | None = None, progress: bool | N
     files = scanned.files.assign(
         usage=assign_usage(scanned.files, params.data.target, params.data.labeled_per_class, params.data.seed)
     )
-    report = ValidationReport.model_validate(_report(params, domains, files, results))
+    report = ValidationReport.model_validate(_report(params, domains, files, results, scanned.ignored))
 
     reports_dir.mkdir(parents=True, exist_ok=True)
     json_path = reports_dir / VALIDATION_JSON
@@ -294,8 +294,13 @@ def _check_result(check: Check, result: Any, item_rows: pd.DataFrame) -> dict[st
     }
 
 
-def _report(params: Params, domains: list[Domain], files: pd.DataFrame, results: list[dict]) -> dict[str, Any]:
+def _report(
+    params: Params, domains: list[Domain], files: pd.DataFrame, results: list[dict], ignored: tuple[str, ...]
+) -> dict[str, Any]:
     readable = files[files["readable"]]
+    # A class folder's sub-folders are part of that class (a photo library's albums, say).
+    labeled_files = files[files["label"].notna() & files["split"].isin(SPLITS)]
+    in_subfolders = sum(Path(p).parent.parent.name != s for p, s in zip(labeled_files["path"], labeled_files["split"]))
     failed = [r["id"] for r in results if not r["success"] and r["severity"] == "error"]
     warned = [r["id"] for r in results if not r["success"] and r["severity"] == "warning"]
     duplicate_within = int(readable.duplicated(["domain", "split", "sha256"]).sum())
@@ -326,6 +331,8 @@ def _report(params: Params, domains: list[Domain], files: pd.DataFrame, results:
             "converted_to_rgb": int((readable["mode"] != "RGB").sum()),
             "formats": {k: int(v) for k, v in readable["format"].value_counts().sort_index().items()},
             "duplicates_within_a_split": duplicate_within,
+            "ignored": len(ignored),
+            "in_class_subfolders": int(in_subfolders),
         },
         "target_usage": {
             "labeled_per_class_cap": params.data.labeled_per_class,
@@ -334,6 +341,7 @@ def _report(params: Params, domains: list[Domain], files: pd.DataFrame, results:
             "test": int(((files["domain"] == target) & (files["usage"] == "test")).sum()),
         },
         "checks": results,
+        "ignored": list(ignored),
     }
 
 
@@ -348,6 +356,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"- files: {f['total']} scanned, {f['readable']} readable, {f['unreadable']} unreadable; "
         f"{f['converted_to_rgb']} will be converted to RGB (modes: {f['modes']})",
         f"- identical images within a split: {f['duplicates_within_a_split']}",
+        f"- images in sub-folders of a class folder (taken as that class): {f['in_class_subfolders']}",
+        f"- ignored (hidden and system files and folders, never images): {f['ignored']}"
+        + "".join(f"\n  - `{path}`" for path in report["ignored"]),
         "",
         "| check | severity | result | offending |",
         "|---|---|---|---|",
@@ -366,6 +377,9 @@ def summary_lines(typed: ValidationReport, max_listed: int) -> list[str]:
     """The console summary: what failed and which files, in a few lines."""
     report = typed.to_json()
     lines = [typed.summary()]
+    if typed.ignored:
+        shown = ", ".join(typed.ignored[:max_listed]) + (" ..." if len(typed.ignored) > max_listed else "")
+        lines.append(f"  ignored {len(typed.ignored)} hidden or system files and folders (never images): {shown}")
     for check in report["checks"]:
         if check["success"]:
             continue
