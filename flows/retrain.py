@@ -21,7 +21,7 @@ from autotransfer.artifacts import MetricsReport, PlanReport, RegistrationReport
 from autotransfer.config import DEFAULT_PARAMS_FILE, Params, load_params
 from autotransfer.io.data import data_hash, read_manifest
 from autotransfer.stages.pipeline import outputs_match, stage_key, stage_names
-from tasks.stages import STAGE_TASKS, ValidationFailed, already_trained
+from tasks.stages import STAGE_TASKS, already_trained
 
 FLOW_STAGES = stage_names()
 
@@ -161,43 +161,27 @@ def _decision_report(params: Params, results: dict[str, Any], skipped: str | Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m flows.retrain`` (what ``autotransfer run`` becomes): exit 0, 1 (validation failed), 2 (config)."""
+    """``python -m flows.retrain`` (what ``autotransfer run`` becomes): the CLI's options and exit codes."""
     import argparse
     import time
 
-    from autotransfer.errors import AutotransferError, ConfigError, ImageDecodeError
+    from autotransfer.cli import common_options, guarded, run_options
 
-    parser = argparse.ArgumentParser(prog="autotransfer run", description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default=str(DEFAULT_PARAMS_FILE), help="params file (default: params.yaml)")
-    parser.add_argument(
-        "-S",
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a parameter (repeatable)",
-    )
-    parser.add_argument(
-        "--force",
-        action="store_true",
-        help="retrain even if this data and these params were trained and registered before",
+    parser = argparse.ArgumentParser(
+        prog="autotransfer run", description=__doc__.splitlines()[0], parents=[common_options(), run_options()]
     )
     args = parser.parse_args(argv)
-    started = time.perf_counter()
-    try:
-        result = retrain(params_file=args.params, overrides=args.overrides, force=args.force)
-    except ConfigError as exc:
-        print(f"autotransfer: configuration error: {exc}", file=sys.stderr)
-        return 2
-    except (ValidationFailed, AutotransferError, ImageDecodeError) as exc:
-        print(f"autotransfer run: {exc}", file=sys.stderr)
-        return 1
-    print(
-        f"retrain flow finished in {time.perf_counter() - started:.1f} s"
-        + (f": {result['reason']}" if result["skipped"] else "")
-    )
-    return 0
+
+    def run() -> int:
+        started = time.perf_counter()
+        result = retrain(params_file=str(args.params), overrides=args.overrides, force=args.force)
+        print(
+            f"retrain flow finished in {time.perf_counter() - started:.1f} s"
+            + (f": {result['reason']}" if result["skipped"] else "")
+        )
+        return 0
+
+    return guarded("run", run)
 
 
 if __name__ == "__main__":

@@ -21,10 +21,11 @@ from prefect.cache_policies import NO_CACHE
 
 from autotransfer.artifacts import Report
 from autotransfer.config import Params
+from autotransfer.errors import AutotransferError
 from autotransfer.stages.pipeline import write_stamp
 
 
-class ValidationFailed(RuntimeError):
+class ValidationFailed(AutotransferError):
     """The data did not pass validation: nothing downstream may run."""
 
 

@@ -119,3 +119,16 @@ def team():
         left = [name for name, pid in pids.items() if running(pid)]
         assert not left, f"left running after stack.down(): {left}"
         shutil.rmtree(root, ignore_errors=True)  # the cluster, the S3 server's state, logs
+
+
+@pytest.fixture
+def ready(data_root: Path, tmp_path: Path) -> Params:
+    """Validated tiny domains and a pretrained small_cnn source model (3 epochs, batch 4, no early stop)."""
+    from autotransfer.stages.pretrain import pretrain
+    from autotransfer.stages.validate import validate
+    from stage_helpers import tiny_params
+
+    params = tiny_params(data_root, tmp_path, train={"epochs": 3, "batch_size": 4, "patience": 0})
+    validate(params, progress=False)
+    pretrain(params, progress=False)
+    return params

@@ -18,3 +18,34 @@ def tiny_params(root: Path, work: Path, **sections: dict) -> Params:
     for key, values in sections.items():
         base[key] = {**base.get(key, {}), **values}
     return params_for(root, **base)
+
+
+def plan_ready(params: Params) -> Params:
+    """validate -> pretrain -> similarity -> plan on ``params``: everything the train stage reads."""
+    from autotransfer.stages.plan import make_plan
+    from autotransfer.stages.pretrain import pretrain
+    from autotransfer.stages.similarity import measure_similarity
+    from autotransfer.stages.validate import validate
+
+    validate(params, progress=False)
+    pretrain(params, progress=False)
+    measure_similarity(params, progress=False)
+    make_plan(params)
+    return params
+
+
+def nan_cross_entropy(monkeypatch) -> None:
+    """A fault to inject: every cross-entropy the strategies' steps compute is NaN."""
+    import torch
+
+    from autotransfer.transfer import strategies
+
+    class NanFunctional:
+        def __getattr__(self, name):
+            return getattr(torch.nn.functional, name)
+
+        @staticmethod
+        def cross_entropy(*args, **kwargs):
+            return torch.nn.functional.cross_entropy(*args, **kwargs) * float("nan")
+
+    monkeypatch.setattr(strategies, "F", NanFunctional())

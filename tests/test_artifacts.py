@@ -10,21 +10,12 @@ import pytest
 from autotransfer.artifacts import PLAN_JSON, PlanReport, TrainReport, read_report
 from autotransfer.cli import main
 from autotransfer.errors import StageInputError
-from autotransfer.stages.plan import make_plan
-from autotransfer.stages.pretrain import pretrain
-from autotransfer.stages.similarity import measure_similarity
-from autotransfer.stages.validate import validate
-from stage_helpers import tiny_params
+from stage_helpers import plan_ready, tiny_params
 
 
 @pytest.fixture
 def planned(data_root, tmp_path):
-    params = tiny_params(data_root, tmp_path, train={"epochs": 1})
-    validate(params, progress=False)
-    pretrain(params, progress=False)
-    measure_similarity(params, progress=False)
-    make_plan(params)
-    return params
+    return plan_ready(tiny_params(data_root, tmp_path, train={"epochs": 1}))
 
 
 def test_a_written_report_reads_back_equal(planned):

@@ -65,6 +65,10 @@ class Open(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
+    def get(self, key: str) -> Any:
+        """An undeclared field (None when absent)."""
+        return (self.model_extra or {}).get(key)
+
 
 R = TypeVar("R", bound=Report)
 
@@ -240,28 +244,21 @@ class SimilarityReport(Report):
     zero_shot: ZeroShot
     cost: dict[str, float | int]
 
-    def extra(self, part: Open, key: str) -> Any:
-        return (part.model_extra or {}).get(key)
-
     @property
     def pad(self) -> float:
-        return float(self.extra(self.domain.pad, "pad"))
+        return float(self.domain.pad.get("pad"))
 
     def summary(self) -> str:
         d = self.domain
         lines = [
             f"{self.source} -> {self.target} ({self.backbone.arch}, {self.backbone.weights})",
-            f"  PAD {self.pad:.3f} at {self.extra(d.pad, 'n_per_domain')} images per domain; "
-            f"MMD² {self.extra(d.mmd2_rbf, 'mmd2'):.4f}; Fréchet {self.extra(d.frechet, 'value'):.2f}",
+            f"  PAD {self.pad:.3f} at {d.pad.get('n_per_domain')} images per domain; "
+            f"MMD² {d.mmd2_rbf.get('mmd2'):.4f}; Fréchet {d.frechet.get('value'):.2f}",
         ]
         zero = self.zero_shot
         lines.append(
             f"  zero-shot source-head accuracy: {_fmt(zero.value)}"
-            + (
-                f" ({self.extra(zero, 'reason')})"
-                if zero.value is None
-                else f" on {self.extra(zero, 'n')} labeled target images"
-            )
+            + (f" ({zero.get('reason')})" if zero.value is None else f" on {zero.get('n')} labeled target images")
         )
         for name, entry in self.transferability.items():
             e = entry.model_extra or {}

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from autotransfer.config import DEFAULT_PARAMS_FILE, Params, load_params
@@ -19,7 +20,8 @@ from autotransfer.errors import AutotransferError, ConfigError, ImageDecodeError
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-def _common() -> argparse.ArgumentParser:
+def common_options() -> argparse.ArgumentParser:
+    """--params, -S and --no-progress: every stage command's, and `python -m flows.retrain`'s."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--params",
@@ -40,10 +42,21 @@ def _common() -> argparse.ArgumentParser:
     return common
 
 
+def run_options() -> argparse.ArgumentParser:
+    """What `autotransfer run` takes beyond the common options (and forwards to the flow)."""
+    run = argparse.ArgumentParser(add_help=False)
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="retrain even if this data and these params were trained and registered before",
+    )
+    return run
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autotransfer", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    common = _common()
+    common = common_options()
 
     demo = sub.add_parser("demo-data", parents=[common], help="build the demo domains (synth-digits, digits, digits-m)")
     demo.add_argument("--out", type=Path, help="output folder (default: demo.out, i.e. data/)")
@@ -105,11 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     predict.set_defaults(handler=cmd_predict)
 
-    run = sub.add_parser("run", parents=[common], help="run the Prefect retrain flow: every stage, then register")
-    run.add_argument(
-        "--force",
-        action="store_true",
-        help="retrain even if this data and these params were trained and registered before",
+    run = sub.add_parser(
+        "run", parents=[common, run_options()], help="run the Prefect retrain flow: every stage, then register"
     )
     run.set_defaults(handler=cmd_run)
 
@@ -130,14 +140,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    return guarded(args.command, lambda: args.handler(args))
+
+
+def guarded(command: str, action: Callable[[], int]) -> int:
+    """Run ``action``; the library's own errors become one message and an exit code (1, or 2 for configuration)."""
     try:
-        code: int = args.handler(args)
-        return code
+        return action()
     except ConfigError as exc:
         print(f"autotransfer: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (AutotransferError, ImageDecodeError) as exc:
-        print(f"autotransfer {args.command}: {exc}", file=sys.stderr)
+        print(f"autotransfer {command}: {exc}", file=sys.stderr)
         return EXIT_FAILED
 
 

@@ -13,14 +13,11 @@ import torch
 import yaml
 from mlflow import MlflowClient
 
-from autotransfer.config import Params, params_from_dict
-from autotransfer.stages.plan import make_plan
-from autotransfer.stages.pretrain import pretrain
+from autotransfer.config import params_from_dict
 from autotransfer.registry.register import register
-from autotransfer.stages.similarity import measure_similarity
 from autotransfer.stages.train import train_stage
 from autotransfer.errors import TrainingError
-from autotransfer.stages.validate import validate
+from stage_helpers import plan_ready
 from conftest import make_domain
 from registry_helpers import demo_params, run_pipeline
 
@@ -65,20 +62,12 @@ def _progressive_config(tmp_path: Path, out: str) -> dict:
     }
 
 
-def _plan(params: Params) -> Params:
-    validate(params, progress=False)
-    pretrain(params, progress=False)
-    measure_similarity(params, progress=False)
-    make_plan(params)
-    return params
-
-
 def test_a_ddp_run_killed_mid_phase_resumes_to_the_same_model(tmp_path):
     exe = Path(sys.executable).with_name("autotransfer")
 
     def params_file(name: str) -> Path:
         config = _progressive_config(tmp_path, name)
-        _plan(params_from_dict(config))
+        plan_ready(params_from_dict(config))
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump(config))
         return path
@@ -112,7 +101,7 @@ def test_a_failing_rank_fails_the_stage_and_writes_no_model(tmp_path):
     config = _progressive_config(tmp_path, "bad")
     config["strategy"] = {"force": "scratch"}
     config["train"].update({"lr": 1e12, "epochs": 2})
-    params = _plan(params_from_dict(config))
+    params = plan_ready(params_from_dict(config))
     # when it trains, then it fails with a clear error and leaves no model or report behind
     with pytest.raises(TrainingError, match="train.distributed=2: torchrun exited"):
         train_stage(params, progress=False)

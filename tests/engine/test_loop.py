@@ -15,20 +15,10 @@ import yaml
 from autotransfer.engine.loop import fit
 from autotransfer.errors import TrainingError
 from autotransfer.io.data import load_train_data
-from autotransfer.stages.pretrain import pretrain
 from autotransfer.transfer.strategies import Candidate, strategy_class
 from autotransfer.stages.validate import validate
 from conftest import make_domain
-from stage_helpers import tiny_params
-
-
-@pytest.fixture
-def ready(data_root, tmp_path):
-    """Validated tiny domains and a pretrained small_cnn source model."""
-    params = tiny_params(data_root, tmp_path, train={"epochs": 3, "batch_size": 4, "patience": 0})
-    validate(params, progress=False)
-    pretrain(params, progress=False)
-    return params
+from stage_helpers import nan_cross_entropy
 
 
 def source_body_state(params):
@@ -131,21 +121,12 @@ def test_corrupted_checkpoint_is_not_used(ready, tmp_path):
 def test_non_finite_loss_stops_with_the_step_and_writes_no_model(ready, tmp_path, monkeypatch):
     from autotransfer.stages import train as train_stage
     from autotransfer.stages.plan import make_plan
-    from autotransfer.transfer import strategies
     from autotransfer.stages.similarity import measure_similarity
 
     measure_similarity(ready, progress=False)
     make_plan(ready)
 
-    class NanFunctional:
-        def __getattr__(self, name):
-            return getattr(torch.nn.functional, name)
-
-        @staticmethod
-        def cross_entropy(*args, **kwargs):
-            return torch.nn.functional.cross_entropy(*args, **kwargs) * float("nan")
-
-    monkeypatch.setattr(strategies, "F", NanFunctional())
+    nan_cross_entropy(monkeypatch)
     forced = ready.model_copy(update={"strategy": ready.strategy.model_copy(update={"force": "scratch"})})
     with pytest.raises(TrainingError, match=r"non-finite loss \(nan\) at epoch 1, step 1"):
         train_stage.train_stage(forced, progress=False)

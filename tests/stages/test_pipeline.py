@@ -69,20 +69,12 @@ def test_a_description_edit_in_config_changes_no_code_version_but_an_engine_edit
 
 
 def test_a_description_edit_in_config_resumes_the_training_checkpoint(data_root, tmp_path, package_copy):
-    from autotransfer.stages.plan import make_plan
-    from autotransfer.stages.pretrain import pretrain
-    from autotransfer.stages.similarity import measure_similarity
     from autotransfer.stages.train import train_stage
-    from autotransfer.stages.validate import validate
-    from stage_helpers import tiny_params
+    from stage_helpers import plan_ready, tiny_params
 
     # given a finished training run
-    params = tiny_params(data_root, tmp_path, train={"epochs": 2, "patience": 0},
-                         strategy={"force": "finetune_all"})
-    validate(params, progress=False)
-    pretrain(params, progress=False)
-    measure_similarity(params, progress=False)
-    make_plan(params)
+    params = plan_ready(tiny_params(data_root, tmp_path, train={"epochs": 2, "patience": 0},
+                                    strategy={"force": "finetune_all"}))
     first = train_stage(params, progress=False)
     key = stage_key("train", params)
     # when a Field description of config.py is edited

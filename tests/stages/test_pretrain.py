@@ -8,7 +8,7 @@ from autotransfer.errors import StageInputError
 from autotransfer.models.weights import load_backbone
 from autotransfer.stages.pretrain import pretrain
 from autotransfer.stages.validate import validate
-from stage_helpers import tiny_params
+from stage_helpers import nan_cross_entropy, tiny_params
 
 
 def test_pretrain_writes_weights_and_metadata_and_is_deterministic(data_root, tmp_path):
@@ -66,21 +66,12 @@ def test_pretrain_without_validation_says_what_to_run(data_root, tmp_path):
 
 def test_pretrain_runs_the_training_loop_and_a_non_finite_loss_is_a_training_error(data_root, tmp_path, monkeypatch):
     from autotransfer.errors import TrainingError
-    from autotransfer.transfer import strategies
 
     # given validated data and a loss that turns NaN
     params = tiny_params(data_root, tmp_path)
     validate(params, progress=False)
 
-    class NanFunctional:
-        def __getattr__(self, name):
-            return getattr(torch.nn.functional, name)
-
-        @staticmethod
-        def cross_entropy(*args, **kwargs):
-            return torch.nn.functional.cross_entropy(*args, **kwargs) * float("nan")
-
-    monkeypatch.setattr(strategies, "F", NanFunctional())
+    nan_cross_entropy(monkeypatch)
     # then pretrain stops with the loop's TrainingError (the CLI's exit 1, no traceback) and writes no model
     with pytest.raises(TrainingError, match=r"pretrain small_cnn: non-finite loss \(nan\) at epoch 1, step 1"):
         pretrain(params, progress=False)

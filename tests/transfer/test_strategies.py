@@ -5,18 +5,8 @@ from __future__ import annotations
 import pytest
 
 from autotransfer.io.data import load_train_data
-from autotransfer.stages.pretrain import pretrain
 from autotransfer.stages.validate import validate
 from autotransfer.transfer.strategies import STRATEGIES, Candidate, apply_phase, make_strategy
-from stage_helpers import tiny_params
-
-
-@pytest.fixture
-def ready(data_root, tmp_path):
-    params = tiny_params(data_root, tmp_path, train={"epochs": 3, "batch_size": 4, "patience": 0})
-    validate(params, progress=False)
-    pretrain(params, progress=False)
-    return params
 
 
 def set_up(params, name, **train):

@@ -10,6 +10,7 @@ from autotransfer.artifacts import (
     PLAN_JSON,
     SIMILARITY_JSON,
     VALIDATION_JSON,
+    Open,
     PlanReport,
     SimilarityReport,
     ValidationReport,
@@ -25,8 +26,8 @@ def plan_inputs(validation: ValidationReport, similarity: SimilarityReport) -> P
     target_classes = validation.domains["target"].classes
     source_classes = set(validation.domains["source"].classes)
 
-    def measured(part: object, key: str) -> float | None:
-        value = (getattr(part, "model_extra", None) or {}).get(key)
+    def measured(part: Open | None, key: str) -> float | None:
+        value = None if part is None else part.get(key)
         return None if value is None else float(value)
 
     transfer = similarity.transferability
