@@ -8,7 +8,7 @@ from conftest import params_for
 
 def tiny_params(root: Path, work: Path, **sections: dict) -> Params:
     base = {
-        "backbone": {"arch": "small_cnn", "input_size": 32},
+        "backbone": {"arch": "small_cnn", "weights": None, "input_size": 32},
         "pretrain": {"out": str(work / "models/source"), "epochs": 2, "batch_size": 8},
         "train": {"out": str(work / "models/target")},
         "reports": {"dir": str(work / "reports")},

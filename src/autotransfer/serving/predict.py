@@ -16,10 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
 
 from autotransfer.errors import ImageDecodeError
-from autotransfer.io.images import MAX_PIXELS, PixelLimitExceeded, open_limited, to_rgb
+from autotransfer.io.images import MAX_PIXELS, Interpolation, PixelLimitExceeded, open_limited, resize_square, to_rgb
 from autotransfer.models.weights import TrainedModel
 
 
@@ -29,7 +28,13 @@ class Prediction:
     probability: float
 
 
-def decode_image(data: bytes | str, size: int, name: str = "image", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+def decode_image(
+    data: bytes | str,
+    size: int,
+    name: str = "image",
+    max_pixels: int = MAX_PIXELS,
+    interpolation: Interpolation = "bilinear",
+) -> np.ndarray:
     """Bytes (or base64 text) of one image file -> uint8 (size, size, 3)."""
     if isinstance(data, str):
         try:
@@ -46,9 +51,7 @@ def decode_image(data: bytes | str, size: int, name: str = "image", max_pixels: 
         ) from None
     except Exception as exc:  # any decoder failure is a property of the input
         raise ImageDecodeError(f"{name}: not a readable image ({type(exc).__name__}: {exc})") from None
-    if rgb.size != (size, size):
-        rgb = rgb.resize((size, size), resample=Image.Resampling.BILINEAR)  # as io.data.load_images
-    return np.asarray(rgb, dtype=np.uint8)
+    return np.asarray(resize_square(rgb, size, interpolation), dtype=np.uint8)
 
 
 @torch.no_grad()
@@ -62,7 +65,7 @@ def classify(
     out: list[Prediction] = []
     for start in range(0, len(images), batch_size):
         chunk = [
-            decode_image(data, size, name)
+            decode_image(data, size, name, interpolation=trained.meta.interpolation)
             for data, name in zip(images[start : start + batch_size], names[start : start + batch_size])
         ]
         batch = torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2).contiguous()

@@ -31,9 +31,8 @@ def evaluate(params: Params, progress: bool | None = None) -> MetricsReport:
     manifest = read_manifest(params.reports.dir)
     target = params.data.target
     classes = class_names(manifest, target)
-    test = load_images(
-        domain_rows(manifest, target, ("test",)), classes, trained.model.input_size, progress, "target test"
-    )
+    size, interpolation = trained.model.input_size, trained.meta.interpolation
+    test = load_images(domain_rows(manifest, target, ("test",)), classes, size, progress, "target test", interpolation)
     if len(test) == 0:
         raise StageInputError(f"target {target!r} has no readable test images to score on")
     predicted = predict_names(trained.model, test, trained.normalization, trained.head_classes, torch.device("cpu"))
@@ -124,17 +123,17 @@ def _feature_map(
     params: Params, manifest: pd.DataFrame, trained: TrainedModel, path: Path, progress: bool | None
 ) -> str | None:
     """PCA of source vs target features, under the source backbone (before) and the trained model (after)."""
-    size = trained.model.input_size
+    size, interpolation = trained.model.input_size, trained.meta.interpolation
     source_rows = sample_rows(domain_rows(manifest, params.data.source, ("train",)), 300, 0)
     target_rows = sample_rows(domain_rows(manifest, params.data.target, ("train", "val", "unlabeled")), 300, 0)
     if len(source_rows) == 0 or len(target_rows) == 0:
         return None
-    source = load_images(source_rows, (), size, progress, "source sample")
-    target = load_images(target_rows, (), size, progress, "target sample")
+    source = load_images(source_rows, (), size, progress, "source sample", interpolation)
+    target = load_images(target_rows, (), size, progress, "target sample", interpolation)
     panels = []
     try:
         before = load_backbone(params, num_classes=len(trained.head_classes))
-        panels.append(("before (source backbone)", before.model, before.normalization))
+        panels.append(("before (pretrained backbone)", before.model, before.normalization))
     except (WeightsError, StageInputError):
         pass  # e.g. torchvision weights not cached: draw only "after"
     panels.append((f"after ({trained.meta.strategy})", trained.model, trained.normalization))

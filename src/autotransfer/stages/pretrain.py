@@ -24,6 +24,7 @@ from autotransfer.config import Params
 from autotransfer.engine.loop import train
 from autotransfer.io.data import ImageSet, TrainData, class_names, domain_rows, load_images, read_manifest
 from autotransfer.io.files import write_report, write_safetensors
+from autotransfer.models.backbones import input_spec
 from autotransfer.transfer.strategies import SourcePretraining
 
 
@@ -37,11 +38,16 @@ def pretrain(params: Params, progress: bool | None = None) -> tuple[PretrainSkip
         write_report(out / META_FILE, skipped)
         return skipped, time.perf_counter() - started
 
-    size, source = params.backbone.input_size, params.data.source
+    spec, source = input_spec(params.backbone), params.data.source
+    size = spec.size
     manifest = read_manifest(params.reports.dir)
     classes = class_names(manifest, source)
-    train_set = load_images(domain_rows(manifest, source, ("train",)), classes, size, progress, "source train")
-    val = load_images(domain_rows(manifest, source, ("val",)), classes, size, progress, "source val")
+
+    def load(usage: str) -> ImageSet:
+        rows = domain_rows(manifest, source, (usage,))
+        return load_images(rows, classes, size, progress, f"source {usage}", spec.interpolation)
+
+    train_set, val = load("train"), load("val")
     data = TrainData(classes, train_set, val, unlabeled=ImageSet.empty(size, classes))
     strategy = SourcePretraining(params)
     strategy.setup(data, progress)
@@ -54,6 +60,7 @@ def pretrain(params: Params, progress: bool | None = None) -> tuple[PretrainSkip
         arch=params.backbone.arch,
         classes=list(classes),
         input_size=size,
+        interpolation=spec.interpolation,
         normalization=NormalizationSpec(**result.normalization.to_spec()),
         source_domain=source,
         data_hash=train_set.content_hash(),

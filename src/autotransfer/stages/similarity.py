@@ -43,8 +43,8 @@ def measure_similarity(params: Params, progress: bool | None = None) -> Similari
     manifest = read_manifest(params.reports.dir)
     source, target = params.data.source, params.data.target
     target_classes = class_names(manifest, target)
-    size = params.backbone.input_size
     backbone = load_backbone(params, num_classes=len(target_classes))
+    size, interpolation = backbone.input.size, backbone.input.interpolation
     body, arch, normalization = backbone.model.body, params.backbone.arch, backbone.normalization
     weights_hash = state_hash(body)
     cache = FeatureCache(cfg.cache_dir)
@@ -56,9 +56,11 @@ def measure_similarity(params: Params, progress: bool | None = None) -> Similari
     target_rows = sample_rows(domain_rows(manifest, target, TARGET_POOL), cfg.n_per_domain, cfg.seed)
     labeled_rows = sample_rows(domain_rows(manifest, target, ("train", "val")), cfg.max_labeled, cfg.seed)
     started = time.perf_counter()
-    source_images = load_images(source_rows, class_names(manifest, source), size, progress, "source sample")
-    target_images = load_images(target_rows, target_classes, size, progress, "target sample")
-    labeled = load_images(labeled_rows, target_classes, size, progress, "labeled target")
+    source_images = load_images(
+        source_rows, class_names(manifest, source), size, progress, "source sample", interpolation
+    )
+    target_images = load_images(target_rows, target_classes, size, progress, "target sample", interpolation)
+    labeled = load_images(labeled_rows, target_classes, size, progress, "labeled target", interpolation)
     source_features = features(body, source_images, weights_hash)
     target_features = features(body, target_images, weights_hash)
     extract_seconds = time.perf_counter() - started

@@ -34,6 +34,8 @@ from autotransfer.engine.loop import FitResult, fit
 from autotransfer.engine.race import race
 from autotransfer.errors import StageInputError
 from autotransfer.io.data import TrainData, load_train_data
+from autotransfer.io.images import Interpolation
+from autotransfer.models.weights import backbone_input
 from autotransfer.io.files import write_report, write_safetensors, write_text
 from autotransfer.ops.launch import launch
 from autotransfer.stages.pipeline import code_version
@@ -76,13 +78,16 @@ def train_stage(params: Params, progress: bool | None = None) -> TrainReport:
     started = time.perf_counter()
     race_table: list[RaceRow] = []
     race_note = None
+    spec = backbone_input(params)
 
     def fit_candidate(candidate: Candidate, stop_after: int | None = None) -> FitResult:
         return fit(params, candidate, data, out / RUNS_DIR / candidate.label, epochs, progress, stop_after, code)
 
     if params.strategy.mode == "race" and forced is None:
         candidates = [Candidate(c.strategy, c.backbone_lr_mult) for c in plan.candidates[: params.strategy.top_k]]
-        data = load_train_data(params, any(strategy_class(c.strategy).needs_source for c in candidates), progress)
+        data = load_train_data(
+            params, any(strategy_class(c.strategy).needs_source for c in candidates), spec, progress
+        )
         if len(data.val) == 0:
             race_note = (
                 "race skipped: no labeled target val images to score candidates on; the rules' choice is trained"
@@ -94,7 +99,7 @@ def train_stage(params: Params, progress: bool | None = None) -> TrainReport:
         # Rules or forced: the strategy with the hyperparameters of params.yaml (the plan's
         # candidate variants are what race mode tries).
         strategy = forced or plan.chosen
-        data = load_train_data(params, strategy_class(strategy).needs_source, progress)
+        data = load_train_data(params, strategy_class(strategy).needs_source, spec, progress)
         result = fit_candidate(Candidate(strategy))
 
     report = TrainReport(
@@ -117,7 +122,7 @@ def train_stage(params: Params, progress: bool | None = None) -> TrainReport:
         processes=world.size if world.distributed else None,
     )
     if world.is_main:  # every rank holds the same model; one writes it
-        write_model(result, params, data, out)
+        write_model(result, params, data, out, spec.interpolation)
         reports = Path(params.reports.dir)
         reports.mkdir(parents=True, exist_ok=True)
         write_text(reports / TRAIN_HISTORY_CSV, history_csv(result.history))
@@ -125,7 +130,7 @@ def train_stage(params: Params, progress: bool | None = None) -> TrainReport:
     return report
 
 
-def write_model(result: FitResult, params: Params, data: TrainData, out: Path) -> None:
+def write_model(result: FitResult, params: Params, data: TrainData, out: Path, interpolation: Interpolation) -> None:
     write_safetensors(out / MODEL_FILE, result.model.state_dict())
     meta = TargetModelMeta(
         arch=result.model.arch,
@@ -134,6 +139,7 @@ def write_model(result: FitResult, params: Params, data: TrainData, out: Path) -
         head_classes=list(result.head_classes),
         target_classes=list(data.classes),
         input_size=result.model.input_size,
+        interpolation=interpolation,
         bottleneck=result.model.bottleneck,
         normalization=NormalizationSpec(**result.normalization.to_spec()),
         best_epoch=result.best_epoch,

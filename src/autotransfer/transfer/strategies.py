@@ -293,7 +293,7 @@ class Scratch(Strategy):
 
     def build(self, data: TrainData) -> tuple[TransferModel, Normalization, tuple[str, ...]]:
         torch.manual_seed(self.cfg.seed)
-        model = TransferModel(self.params.backbone.arch, len(data.classes), self.params.backbone.input_size)
+        model = TransferModel(self.params.backbone.arch, len(data.classes), int(data.train.images.shape[-1]))
         return model, DEFAULT_NORMALIZATION, data.classes
 
     def body_lr(self, depth: int) -> float:
@@ -485,7 +485,7 @@ class SourcePretraining(Strategy):
 
     def build(self, data: TrainData) -> tuple[TransferModel, Normalization, tuple[str, ...]]:
         torch.manual_seed(self.params.pretrain.seed)
-        model = TransferModel(self.params.backbone.arch, len(data.classes), self.params.backbone.input_size)
+        model = TransferModel(self.params.backbone.arch, len(data.classes), int(data.train.images.shape[-1]))
         return model, DEFAULT_NORMALIZATION, data.classes
 
     def augmentation(self, has_colour: bool) -> tuple[bool, bool]:
