@@ -12,6 +12,9 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
+# timm ships huggingface_hub: never let it reach for the network (weights are local files).
+export HF_HUB_OFFLINE := 1
+export HF_HUB_DISABLE_TELEMETRY := 1
 PYTEST_ARGS ?=
 
 .PHONY: install run serve stack-up stack-down bench bench-peers bench-full test test-fast lint demo-data validate clean

@@ -114,7 +114,7 @@ class BackboneConfig(Section):
     mean: list[float] | None = Field(
         None, min_length=3, max_length=3, description="Per-channel mean; null: the weights' own."
     )
-    std: list[float] | None = Field(
+    std: list[Annotated[float, Field(gt=0)]] | None = Field(
         None, min_length=3, max_length=3, description="Per-channel std; null: the weights' own."
     )
 

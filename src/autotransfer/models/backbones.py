@@ -163,10 +163,10 @@ def input_spec(cfg: BackboneConfig) -> InputSpec:
     if is_timm(cfg.arch):
         pretrained = timm_pretrained_cfg(cfg.arch)
         size, interpolation = int(pretrained.input_size[-1]), str(pretrained.interpolation or "bilinear")
-        mean, std = tuple(pretrained.mean), tuple(pretrained.std)
+        mean, std = list(pretrained.mean), list(pretrained.std)
     else:
         size, interpolation = (32 if cfg.arch == "small_cnn" else 224), "bilinear"
-        mean, std = IMAGENET_MEAN, IMAGENET_STD
+        mean, std = list(IMAGENET_MEAN), list(IMAGENET_STD)
     if interpolation not in ("bilinear", "bicubic", "nearest"):
         interpolation = "bicubic"  # timm's "random" and others are training-time choices
     mean, std = cfg.mean or mean, cfg.std or std
@@ -181,7 +181,7 @@ def _timm_body(arch: str, input_size: int) -> nn.Module:
     import timm
 
     pretrained = timm_pretrained_cfg(arch)
-    extra = {"img_size": input_size} if pretrained.fixed_input_size else {}
+    extra: dict[str, Any] = {"img_size": input_size} if pretrained.fixed_input_size else {}
     # num_classes=0: timm's own "features" mode, forward() returns the pooled pre-logits.
     return timm.create_model(timm_name(arch), pretrained=False, num_classes=0, **extra)
 
@@ -207,7 +207,9 @@ def _timm_groups(body: Any) -> LayerGroups:
 
     owners: list[tuple[str, tuple[str, nn.Module]]] = []
     for name, module in body.named_modules():
-        own = [n for n, _ in module.named_parameters(recurse=False)] + [n for n, _ in module.named_buffers(recurse=False)]
+        own = [n for n, _ in module.named_parameters(recurse=False)] + [
+            n for n, _ in module.named_buffers(recurse=False)
+        ]
         if own:
             # The module itself where its children own nothing (timm's BatchNormAct2d holds an
             # activation): .eval() on a frozen group must reach its BatchNorm.

@@ -48,6 +48,7 @@ from autotransfer.models.backbones import (
 )
 
 DEFAULT_NORMALIZATION = Normalization(IMAGENET_MEAN, IMAGENET_STD)
+StateDict = dict[str, torch.Tensor]
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -137,7 +138,9 @@ def timm_imagenet_file(arch: str) -> Path:
     )
 
 
-def map_by_order(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+def map_by_order(
+    state: dict[str, torch.Tensor], target: dict[str, torch.Tensor], source: str
+) -> dict[str, torch.Tensor]:
     """``state``'s tensors under ``target``'s names, position by position; any shape mismatch is an error."""
     if len(state) != len(target):
         raise WeightsError(f"{source}: {len(state)} tensors, the model has {len(target)}: not the same network")
@@ -175,7 +178,9 @@ def load_weights(model: TransferModel, spec: str | Path) -> LoadReport:
         state = read_state_dict(Path(spec_text))
     elif is_timm(model.arch):
         if spec_text.lower() not in ("imagenet", "default"):
-            raise WeightsError(f"backbone.weights: {spec_text!r}: not a file; for timm models give a file or 'imagenet'")
+            raise WeightsError(
+                f"backbone.weights: {spec_text!r}: not a file; for timm models give a file or 'imagenet'"
+            )
         path = timm_imagenet_file(model.arch)
         label, spec_text = f"{spec_text}:{path.name}", str(path)
         state = read_state_dict(path)

@@ -34,7 +34,18 @@ from autotransfer.registry.pyfunc import ImageClassifier
 
 set_model(ImageClassifier())
 """
-REQUIREMENTS = ("torch", "torchvision", "timm", "safetensors", "pillow", "numpy", "pandas", "pydantic", "pyyaml", "tqdm")
+REQUIREMENTS = (
+    "torch",
+    "torchvision",
+    "timm",
+    "safetensors",
+    "pillow",
+    "numpy",
+    "pandas",
+    "pydantic",
+    "pyyaml",
+    "tqdm",
+)
 
 
 # --------------------------------------------------------------------------- the served model

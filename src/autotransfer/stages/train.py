@@ -34,9 +34,9 @@ from autotransfer.engine.loop import FitResult, fit
 from autotransfer.engine.race import race
 from autotransfer.errors import StageInputError
 from autotransfer.io.data import TrainData, load_train_data
+from autotransfer.io.files import write_report, write_safetensors, write_text
 from autotransfer.io.images import Interpolation
 from autotransfer.models.weights import backbone_input
-from autotransfer.io.files import write_report, write_safetensors, write_text
 from autotransfer.ops.launch import launch
 from autotransfer.stages.pipeline import code_version
 from autotransfer.transfer.strategies import Candidate, strategy_class
@@ -85,9 +85,7 @@ def train_stage(params: Params, progress: bool | None = None) -> TrainReport:
 
     if params.strategy.mode == "race" and forced is None:
         candidates = [Candidate(c.strategy, c.backbone_lr_mult) for c in plan.candidates[: params.strategy.top_k]]
-        data = load_train_data(
-            params, any(strategy_class(c.strategy).needs_source for c in candidates), spec, progress
-        )
+        data = load_train_data(params, any(strategy_class(c.strategy).needs_source for c in candidates), spec, progress)
         if len(data.val) == 0:
             race_note = (
                 "race skipped: no labeled target val images to score candidates on; the rules' choice is trained"
