@@ -10,7 +10,9 @@ def tiny_params(root: Path, work: Path, **sections: dict) -> Params:
     base = {
         "backbone": {"arch": "small_cnn", "weights": None, "input_size": 32},
         "pretrain": {"out": str(work / "models/source"), "epochs": 2, "batch_size": 8},
-        "train": {"out": str(work / "models/target")},
+        # The floor (a probe and a pixel baseline on target val) is tested on its own: on these
+        # noise images it would replace the model under test at random.
+        "train": {"out": str(work / "models/target"), "floor": False},
         "reports": {"dir": str(work / "reports")},
         "similarity": {"n_per_domain": 20, "max_labeled": 100, "probe_folds": 2,
                        "cache_dir": str(work / "cache")},

@@ -63,7 +63,7 @@ def test_pipeline_stages_through_the_cli(data_root, tmp_path, capsys):
         "data": {"root": str(data_root), "source": "src", "target": "tgt"},
         "backbone": {"arch": "small_cnn", "weights": None, "input_size": 32},
         "pretrain": {"out": str(tmp_path / "models/source"), "epochs": 1, "batch_size": 8},
-        "train": {"out": str(tmp_path / "models/target"), "epochs": 2, "batch_size": 8},
+        "train": {"out": str(tmp_path / "models/target"), "epochs": 2, "batch_size": 8, "floor": False},
         "similarity": {"n_per_domain": 20, "probe_folds": 2, "cache_dir": str(tmp_path / "cache")},
         "reports": {"dir": str(tmp_path / "reports")},
     }))

@@ -329,6 +329,22 @@ class RaceRow(Part):
     seconds: float
 
 
+class FloorRow(Part):
+    model: str  # linear_probe | logistic_pixels
+    val_accuracy: float | None
+    seconds: float
+
+
+class FloorReport(Part):
+    """The cheap baselines the trained model was compared with on the target val split."""
+
+    rows: list[FloorRow]
+    trained: str  # the trained candidate
+    trained_val_accuracy: float | None
+    used: str | None  # the floor model written instead of the trained one; None: the trained one
+    note: str
+
+
 class TrainReport(Report):
     strategy: str
     candidate: str
@@ -347,6 +363,7 @@ class TrainReport(Report):
     race_cost_epochs: int | None = None
     oracle_cost_epochs: int | None = None
     processes: int | None = None
+    floor: FloorReport | None = None  # None: train.floor off (or a report from before the floor)
 
     def summary(self) -> str:
         lines = [
@@ -363,6 +380,8 @@ class TrainReport(Report):
             f"{self.seconds} s ({self.images_per_second} img/s"
             + (f", {self.processes} processes)" if self.processes else ")")
         )
+        if self.floor:
+            lines.append(f"floor: {self.floor.note}")
         return "\n".join(lines)
 
 

@@ -241,6 +241,11 @@ class TrainConfig(Section):
         2.6, ge=1, description="progressive: each newly unfrozen group's LR is the previous / this."
     )
     patience: int = Field(5, ge=0, description="Early stopping: epochs without val improvement (0: off).")
+    floor: bool = Field(
+        True,
+        description="Compare the trained model on target val with a linear probe and a logistic regression on "
+        "pixels; when it is not better, the best of those is the model written.",
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
     augment: AugmentConfig = AugmentConfig()

@@ -29,6 +29,8 @@ from autotransfer.config import BackboneConfig
 from autotransfer.io.data import InputSpec, Normalization
 
 TIMM_PREFIX = "timm/"
+PIXELS = "pixels"  # the floor's pixel baseline (transfer/floor.py), not a backbone to configure
+PIXEL_SIDE = 8
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 LayerGroups = list[tuple[str, list[nn.Module]]]
@@ -133,7 +135,18 @@ ARCHS: dict[str, Arch] = {
 
 
 def is_timm(arch: str) -> bool:
-    return arch.startswith(TIMM_PREFIX) or arch not in ARCHS
+    return arch.startswith(TIMM_PREFIX) or arch not in (*ARCHS, PIXELS)
+
+
+class PixelBody(nn.Module):
+    """Average-pools the image to ``side`` x ``side`` and flattens it: no parameters."""
+
+    def __init__(self, side: int = PIXEL_SIDE) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(side)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(x).flatten(1)
 
 
 def timm_name(arch: str) -> str:
@@ -237,7 +250,10 @@ class TransferModel(nn.Module):
 
     def __init__(self, arch: str, num_classes: int, input_size: int, bottleneck: int = 0) -> None:
         super().__init__()
-        if is_timm(arch):
+        self.body: nn.Module
+        if arch == PIXELS:
+            self.body = PixelBody()
+        elif is_timm(arch):
             self.body = _timm_body(arch, input_size)
         else:
             if input_size < ARCHS[arch].min_input:
@@ -268,6 +284,8 @@ class TransferModel(nn.Module):
             if "_body_groups" not in self.__dict__:  # a plain attribute: the views are not submodules
                 self.__dict__["_body_groups"] = _timm_groups(self.body)
             body = self.__dict__["_body_groups"]
+        elif self.arch == PIXELS:
+            body = [("stem", [self.body])]
         else:
             body = ARCHS[self.arch].groups(self.body)
         return [*body, ("head", [self.neck, self.head])]

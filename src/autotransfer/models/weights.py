@@ -199,7 +199,7 @@ def load_weights(model: TransferModel, spec: str | Path) -> LoadReport:
             )
         state = read_state_dict(path)
     neck_state: dict[str, torch.Tensor] = {}
-    if any(key.startswith("body.") for key in state):  # a TransferModel checkpoint (e.g. models/source)
+    if any(key.startswith(("body.", "head.")) for key in state):  # a TransferModel checkpoint (e.g. models/source)
         body_state = {k[5:]: v for k, v in state.items() if k.startswith("body.")}
         head_state = {k[5:]: v for k, v in state.items() if k.startswith("head.")}
         neck_state = {k[5:]: v for k, v in state.items() if k.startswith("neck.")}

@@ -11,9 +11,13 @@ from __future__ import annotations
 import csv
 import io
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from autotransfer.analysis.metrics import evaluate_head
 from autotransfer.artifacts import (
     META_FILE,
     MODEL_FILE,
@@ -21,6 +25,8 @@ from autotransfer.artifacts import (
     RUNS_DIR,
     TRAIN_HISTORY_CSV,
     TRAIN_JSON,
+    FloorReport,
+    FloorRow,
     NormalizationSpec,
     PlanReport,
     RaceRow,
@@ -39,6 +45,7 @@ from autotransfer.io.images import Interpolation
 from autotransfer.models.weights import backbone_input
 from autotransfer.ops.launch import launch
 from autotransfer.stages.pipeline import code_version
+from autotransfer.transfer.floor import PIXEL_NORMALIZATION, fit_logistic_pixels
 from autotransfer.transfer.strategies import Candidate, strategy_class
 
 HISTORY_COLUMNS = [
@@ -100,32 +107,80 @@ def train_stage(params: Params, progress: bool | None = None) -> TrainReport:
         data = load_train_data(params, strategy_class(strategy).needs_source, spec, progress)
         result = fit_candidate(Candidate(strategy))
 
+    trained, floor = result, None
+    if params.train.floor:
+        result, floor = apply_floor(params, result, data, fit_candidate)
     report = TrainReport(
         strategy=result.candidate.strategy,
         candidate=result.candidate.label,
         backbone_lr_mult=result.candidate.backbone_lr_mult,
         mode="forced" if forced else params.strategy.mode,
         plan_choice=plan.chosen,
-        epochs_run=result.epochs_run,
-        best_epoch=result.best_epoch,
-        resumed_from_epoch=result.resumed_from,
+        epochs_run=trained.epochs_run,
+        best_epoch=trained.best_epoch,
+        resumed_from_epoch=trained.resumed_from,
         val_accuracy=result.val_accuracy,
         seconds=round(time.perf_counter() - started, 1),
-        seconds_per_epoch=_mean([h["seconds"] for h in result.history]),
-        images_per_second=_mean([h["images_per_second"] for h in result.history]),
+        seconds_per_epoch=_mean([h["seconds"] for h in trained.history]),
+        images_per_second=_mean([h["images_per_second"] for h in trained.history]),
         race=race_table,
         race_note=race_note,
         race_cost_epochs=sum(row.epochs_trained for row in race_table) if race_table else None,
         oracle_cost_epochs=len({row.candidate for row in race_table}) * epochs if race_table else None,
         processes=world.size if world.distributed else None,
+        floor=floor,
     )
     if world.is_main:  # every rank holds the same model; one writes it
         write_model(result, params, data, out, spec.interpolation)
         reports = Path(params.reports.dir)
         reports.mkdir(parents=True, exist_ok=True)
-        write_text(reports / TRAIN_HISTORY_CSV, history_csv(result.history))
+        write_text(reports / TRAIN_HISTORY_CSV, history_csv(trained.history))
         write_report(reports / TRAIN_JSON, report)
     return report
+
+
+def apply_floor(
+    params: Params, result: FitResult, data: TrainData, fit_candidate: Callable[[Candidate], FitResult]
+) -> tuple[FitResult, FloorReport]:
+    """The trained model, or the best floor model when the trained one is not better on target val."""
+    label = result.candidate.label
+
+    def report(rows: list[FloorRow], used: str | None, note: str) -> FloorReport:
+        return FloorReport(rows=rows, trained=label, trained_val_accuracy=result.val_accuracy, used=used, note=note)
+
+    if len(data.train) == 0 or len(data.val) == 0 or result.val_accuracy is None:
+        note = "skipped: no labeled target train and val images to fit and score the baselines on"
+        return result, report([], None, note)
+    contenders: list[FitResult] = []
+    rows: list[FloorRow] = []
+    started = time.perf_counter()
+    probe = result if result.candidate == Candidate("linear_probe") else fit_candidate(Candidate("linear_probe"))
+    contenders.append(probe)
+    rows.append(FloorRow(model="linear_probe", val_accuracy=probe.val_accuracy, seconds=_since(started)))
+    started = time.perf_counter()
+    pixels = fit_logistic_pixels(data, params.train.seed)
+    cpu = torch.device("cpu")
+    pixel_val = evaluate_head(pixels, data.val, PIXEL_NORMALIZATION, data.classes, data.classes, cpu)
+    contenders.append(
+        FitResult(Candidate("logistic_pixels"), pixels, PIXEL_NORMALIZATION, data.classes, [], 0, pixel_val, 0, 0.0)
+    )
+    rows.append(FloorRow(model="logistic_pixels", val_accuracy=pixel_val, seconds=_since(started)))
+    best = max(contenders, key=lambda c: c.val_accuracy if c.val_accuracy is not None else -1.0)
+    best_val = best.val_accuracy if best.val_accuracy is not None else -1.0
+    shown = ", ".join(f"{row.model} {row.val_accuracy:.3f}" for row in rows if row.val_accuracy is not None)
+    if result.val_accuracy > best_val:
+        note = f"{label} (val {result.val_accuracy:.3f}) beats the floor ({shown})"
+        return result, report(rows, None, note)
+    used = best.candidate.label
+    note = (
+        f"{label} (val {result.val_accuracy:.3f}) is not better than the floor ({shown}): "
+        f"the {used} model is what is written, evaluated and registered"
+    )
+    return best, report(rows, used, note)
+
+
+def _since(started: float) -> float:
+    return round(time.perf_counter() - started, 2)
 
 
 def write_model(result: FitResult, params: Params, data: TrainData, out: Path, interpolation: Interpolation) -> None:
