@@ -9,7 +9,16 @@ budget (the oracle, test accuracy and seconds each), the rules' pick (the plan's
 with params.yaml's hyperparameters: its oracle entry), and the race (its own run).
 Regret = best oracle accuracy − the pick's, in points; compute = seconds / oracle seconds.
 
-    python bench/strategy_selection.py [--seeds 0 1 2] [--scenarios all] [--arch resnet18] [--merge]
+The oracle's candidates train with the floor off (each is the strategy itself); the rules'
+pick and the race run as the product does, floor on, so a pick the floor replaced is
+scored as the model it wrote. The floor's pixel baseline is scored on test beside them
+(its linear probe is the oracle's linear_probe).
+
+    python bench/strategy_selection.py [--seeds 0 1 2] [--scenarios all] [--arch tf_efficientnet_lite0] [--merge]
+
+``--arch`` defaults to params.yaml's backbone (the ImageNet lite0 at 64 px); any other
+architecture runs as the synth-digits-pretrained source model of earlier versions (weights
+null, 32 px).
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ SCENARIOS = {
     "shifted, all labels": ("digits", "digits-m", None),
     "shifted, no labels": ("digits", "digits-m", 0),
 }
+DEFAULT_ARCH = load_params(None, []).backbone.arch
 QUICK = ["similar, 10/class", "shifted, 3/class (label-scarce)", "shifted, all labels"]
 
 
@@ -49,23 +59,44 @@ def test_accuracy(params) -> float:
     trained = load_trained_model(params.train.out)
     manifest = read_manifest(params.reports.dir)
     classes = class_names(manifest, params.data.target)
-    test = load_images(domain_rows(manifest, params.data.target, ("test",)), classes, trained.model.input_size)
+    test = load_images(domain_rows(manifest, params.data.target, ("test",)), classes, trained.model.input_size,
+                       interpolation=trained.meta.interpolation)
     predicted = predict_names(trained.model, test, trained.normalization, trained.head_classes, torch.device("cpu"))
     truth = np.array(classes, dtype=object)[test.labels.numpy()]
     return float((predicted == truth).mean())
 
 
+def pixel_floor_accuracy(params) -> float | None:
+    """Test accuracy of the floor's logistic regression on pixels, fitted as the train stage fits it."""
+    from autotransfer.io.data import load_train_data
+    from autotransfer.models.weights import backbone_input
+    from autotransfer.transfer.floor import PIXEL_NORMALIZATION, fit_logistic_pixels
+
+    spec = backbone_input(params)
+    data = load_train_data(params, False, spec, progress=False)
+    if len(data.train) == 0:
+        return None
+    model = fit_logistic_pixels(data, params.train.seed)
+    manifest = read_manifest(params.reports.dir)
+    test = load_images(domain_rows(manifest, params.data.target, ("test",)), data.classes, spec.size,
+                       interpolation=spec.interpolation)
+    predicted = predict_names(model, test, PIXEL_NORMALIZATION, data.classes, torch.device("cpu"))
+    return float((predicted == np.array(data.classes, dtype=object)[test.labels.numpy()]).mean())
+
+
 def run_scenario(name: str, seed: int, arch: str, work: Path) -> dict:
     source, target, labels = SCENARIOS[name]
     folder = work / f"{name.split(',')[0]}-{labels}-{seed}".replace(" ", "_")
+    folder = work / arch / folder.name
+    backbone = [] if arch == DEFAULT_ARCH else ["backbone.weights=null", "backbone.input_size=32"]
     base = [f"data.root={demo_root()}", f"data.source={source}", f"data.target={target}",
             f"data.labeled_per_class={'null' if labels is None else labels}", f"data.seed={seed}",
-            f"backbone.arch={arch}", f"pretrain.out={work}/source-{source}-{arch}-{seed}", f"pretrain.seed={seed}",
-            f"train.seed={seed}", f"reports.dir={folder}/reports", f"similarity.cache_dir={work}/cache",
-            "train.device=cpu"]
+            f"backbone.arch={arch}", *backbone, f"pretrain.out={work}/source-{source}-{arch}-{seed}",
+            f"pretrain.seed={seed}", f"train.seed={seed}", f"reports.dir={folder}/reports",
+            f"similarity.cache_dir={work}/cache", "train.device=cpu"]
     params = load_params(None, base)
     validate(params, progress=False)
-    if not (Path(params.pretrain.out) / "model.safetensors").exists():  # one source model per source and seed
+    if not (Path(params.pretrain.out) / "meta.json").exists():  # one source model per source and seed
         pretrain(params, progress=False)
     measure_similarity(params, progress=False)
     plan = make_plan(params)
@@ -73,7 +104,7 @@ def run_scenario(name: str, seed: int, arch: str, work: Path) -> dict:
     for candidate in plan.candidates:
         label = candidate.strategy + (f"@{candidate.backbone_lr_mult:g}x"
                                       if candidate.backbone_lr_mult is not None else "")
-        extra = [f"strategy.force={candidate.strategy}", f"train.out={folder}/oracle/{label}"]
+        extra = [f"strategy.force={candidate.strategy}", f"train.out={folder}/oracle/{label}", "train.floor=false"]
         if candidate.backbone_lr_mult is not None:
             extra.append(f"train.backbone_lr_mult={candidate.backbone_lr_mult}")
         p = load_params(None, [*base, *extra])
@@ -82,24 +113,26 @@ def run_scenario(name: str, seed: int, arch: str, work: Path) -> dict:
         oracle[label] = {"accuracy": test_accuracy(p), "seconds": time.perf_counter() - started}
     best = max(v["accuracy"] for v in oracle.values())
     oracle_s = sum(v["seconds"] for v in oracle.values())
-    default_mult = params.train.backbone_lr_mult
-    rules_label = next((k for k in oracle if k == plan.chosen or k == f"{plan.chosen}@{default_mult:g}x"),
-                       None)
-    rules = {"pick": plan.chosen, "accuracy": oracle[rules_label]["accuracy"] if rules_label else None,
-             "seconds": oracle[rules_label]["seconds"] if rules_label else None}
+    floor = {"logistic_pixels": pixel_floor_accuracy(params)}
+    p = load_params(None, [*base, f"train.out={folder}/rules"])
+    started = time.perf_counter()
+    report = train_stage(p, progress=False)
+    rules = {"pick": report.strategy, "accuracy": test_accuracy(p), "seconds": time.perf_counter() - started,
+             "floor": report.floor.model_dump() if report.floor else None}
     p = load_params(None, [*base, "strategy.mode=race", f"train.out={folder}/race"])
     started = time.perf_counter()
     report = train_stage(p, progress=False)
     race = {"pick": report.candidate, "accuracy": test_accuracy(p), "seconds": time.perf_counter() - started,
-            "table": [row.model_dump() for row in report.race], "note": report.race_note}
+            "table": [row.model_dump() for row in report.race], "note": report.race_note,
+            "floor": report.floor.model_dump() if report.floor else None}
     for pick in (rules, race):
         pick["regret_pts"] = None if pick["accuracy"] is None else 100 * (best - pick["accuracy"])
         pick["compute_share"] = None if pick["seconds"] is None else pick["seconds"] / oracle_s
     print(f"{name} seed {seed}: best {best:.4f} ({max(oracle, key=lambda k: oracle[k]['accuracy'])}); "
           f"rules {rules['pick']} regret {rules['regret_pts']}; race {race['pick']} regret {race['regret_pts']:.2f} "
           f"at {race['compute_share']:.2f} of the oracle's compute")
-    return {"oracle": oracle, "best": best, "oracle_seconds": oracle_s, "rules": rules, "race": race,
-            "plan_reason": plan.reason}
+    return {"oracle": oracle, "floor": floor, "best": best, "oracle_seconds": oracle_s, "rules": rules,
+            "race": race, "plan_reason": plan.reason}
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -112,6 +145,7 @@ def summarise(runs: list[dict]) -> dict:
             "rules_regret_pts": stats([r["rules"]["regret_pts"] for r in runs]),
             "race_regret_pts": stats([r["race"]["regret_pts"] for r in runs]),
             "race_compute_share": stats([r["race"]["compute_share"] for r in runs]),
+            "floor": {k: stats([r.get("floor", {}).get(k) for r in runs]) for k in ("logistic_pixels",)},
             "rules_picks": [r["rules"]["pick"] for r in runs], "race_picks": [r["race"]["pick"] for r in runs]}
 
 
@@ -119,7 +153,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), help=f"names, or 'quick': {QUICK}")
-    parser.add_argument("--arch", default="resnet18")
+    parser.add_argument("--arch", default=DEFAULT_ARCH)
     parser.add_argument("--merge", action="store_true",
                         help="keep the saved file's other scenarios (rerun some after a change that only affects them)")
     args = parser.parse_args()
@@ -135,7 +169,8 @@ def main() -> None:
     regrets = [r["race"]["regret_pts"] for v in results.values() for r in v["runs"]]
     shares = [r["race"]["compute_share"] for v in results.values() for r in v["runs"]]
     rules = [r["rules"]["regret_pts"] for v in results.values() for r in v["runs"] if r["rules"]["regret_pts"] is not None]
-    save("strategy_selection", {"setup": {"arch": args.arch, "seeds": args.seeds, "scenarios": list(results)},
+    name = "strategy_selection" if args.arch == "resnet18" else f"strategy_selection_{args.arch}"
+    save(name, {"setup": {"arch": args.arch, "seeds": args.seeds, "scenarios": list(results)},
                                 "provenance": provenance,
                                 "scenarios": results,
                                 "overall": {"race_mean_regret_pts": statistics.mean(regrets),

@@ -14,6 +14,7 @@ def tiny_params(root: Path, work: Path, **sections: dict) -> Params:
         # noise images it would replace the model under test at random.
         "train": {"out": str(work / "models/target"), "floor": False},
         "reports": {"dir": str(work / "reports")},
+        "validation": {"state_dir": str(work / "scan-state")},
         "similarity": {"n_per_domain": 20, "max_labeled": 100, "probe_folds": 2,
                        "cache_dir": str(work / "cache")},
     }

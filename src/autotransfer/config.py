@@ -62,6 +62,11 @@ class ValidationConfig(Section):
         description="Images with more pixels are rejected before decoding (decompression bombs).",
     )
     max_listed: int = Field(10, ge=1, description="How many offending files the console summary lists per check.")
+    state_dir: str | None = Field(
+        ".cache/validate",
+        description="Where the scan state lives: a rerun does not decode or hash a file whose path, size, mtime "
+        "and inode are unchanged. null: read every file every time.",
+    )
 
 
 class DemoConfig(Section):

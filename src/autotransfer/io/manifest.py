@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from autotransfer.io.images import inspect_image, sha256_file
 from autotransfer.io.progress import bar_disabled
+from autotransfer.io.scan_state import ScanState
 
 SPLITS = ("train", "val", "test")
 UNLABELED = "unlabeled"
@@ -69,9 +70,13 @@ class Scan:
     files: pd.DataFrame
     folders: pd.DataFrame
     ignored: tuple[str, ...] = ()  # paths skipped by ``is_ignored`` (a hidden folder once, not its content)
+    reused: int = 0  # files unchanged since the last scan: not decoded or hashed again
+    read: int = 0  # files decoded and hashed by this scan
 
 
-def scan(domains: list[Domain], max_pixels: int, progress: bool | None = None) -> Scan:
+def scan(domains: list[Domain], max_pixels: int, progress: bool | None = None, state: ScanState | None = None) -> Scan:
+    """Scan ``domains``; with a ``state``, files unchanged since its last scan are not read again."""
+    state = state or ScanState(None)
     planned: list[tuple[Domain, str, str | None, Path]] = []
     folder_rows: list[dict] = []
     ignored: list[Path] = []
@@ -81,7 +86,7 @@ def scan(domains: list[Domain], max_pixels: int, progress: bool | None = None) -
         folder_rows += domain_folders
 
     rows = [
-        _file_row(domain, split, label, path, max_pixels)
+        _file_row(domain, split, label, path, max_pixels, state)
         for domain, split, label, path in tqdm(
             planned, desc="scanning images", unit="img", disable=bar_disabled(progress, len(planned))
         )
@@ -94,7 +99,13 @@ def scan(domains: list[Domain], max_pixels: int, progress: bool | None = None) -
     keys = list(zip(folders["domain"], folders["split"], folders["label"]))
     folders["n_files"] = [int(total.get(key, 0)) for key in keys]
     folders["n_readable"] = [int(readable.get(key, 0)) for key in keys]
-    return Scan(files=files, folders=folders, ignored=tuple(p.as_posix() for p in ignored))
+    return Scan(
+        files=files,
+        folders=folders,
+        ignored=tuple(p.as_posix() for p in ignored),
+        reused=state.reused,
+        read=state.read,
+    )
 
 
 def _walk_domain(domain: Domain, ignored: list[Path]) -> tuple[list[tuple[Domain, str, str | None, Path]], list[dict]]:
@@ -165,7 +176,9 @@ def _escapes(path: Path, root: Path) -> bool:
     return not path.resolve().is_relative_to(root.resolve())
 
 
-def _file_row(domain: Domain, split: str, label: str | None, path: Path, max_pixels: int) -> dict[str, Any]:
+def _file_row(
+    domain: Domain, split: str, label: str | None, path: Path, max_pixels: int, state: ScanState
+) -> dict[str, Any]:
     row: dict[str, Any] = {
         "path": path.as_posix(),
         "domain": domain.name,
@@ -192,17 +205,29 @@ def _file_row(domain: Domain, split: str, label: str | None, path: Path, max_pix
     if not path.is_file():
         row["error"] = "not a regular file"
         return row
-    row["bytes"] = path.stat().st_size
-    row["sha256"] = sha256_file(path)
+    before = path.stat()
+    row["bytes"] = before.st_size
+    found = state.lookup(path, before, max_pixels)
+    if found is not None:
+        state.reused += 1
+        row.update(found)
+        return row
+    state.read += 1
+    sha256 = sha256_file(path)
     info = inspect_image(path, max_pixels)
-    row.update(
-        width=info.width,
-        height=info.height,
-        mode=info.mode,
-        format=info.format,
-        readable=info.readable,
-        error=info.error,
-    )
+    found = {
+        "sha256": sha256,
+        "width": info.width,
+        "height": info.height,
+        "mode": info.mode,
+        "format": info.format,
+        "readable": info.readable,
+        "error": info.error,
+    }
+    after = path.stat()
+    if (after.st_size, after.st_mtime_ns, after.st_ino) == (before.st_size, before.st_mtime_ns, before.st_ino):
+        state.record(path, before, max_pixels, found)  # not a file that changed while it was read
+    row.update(found)
     return row
 
 

@@ -24,6 +24,7 @@ from autotransfer.artifacts import MANIFEST_CSV, VALIDATION_JSON, VALIDATION_MD,
 from autotransfer.config import Params, resolve_domain
 from autotransfer.io.files import write_report, write_text
 from autotransfer.io.manifest import SPLITS, UNLABELED, Domain, Scan, assign_usage, scan
+from autotransfer.io.scan_state import ScanState
 
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
 
@@ -47,6 +48,8 @@ class ValidationResult:
     json_path: Path
     markdown_path: Path
     manifest: pd.DataFrame = field(repr=False)
+    reused: int = 0  # files unchanged since the last scan (validation.state_dir): not read again
+    read: int = 0
 
 
 def domains_from_params(params: Params) -> list[Domain]:
@@ -63,7 +66,11 @@ def validate(params: Params, reports_dir: Path | None = None, progress: bool | N
     """Scan, check, write ``validation.json``, ``validation.md`` and ``manifest.csv``."""
     reports_dir = Path(reports_dir or params.reports.dir)
     domains = domains_from_params(params)
-    scanned = scan(domains, max_pixels=params.validation.max_pixels, progress=progress)
+    state = ScanState(params.validation.state_dir)
+    try:
+        scanned = scan(domains, max_pixels=params.validation.max_pixels, progress=progress, state=state)
+    finally:
+        state.close()
     tables = _tables(scanned)
     checks = build_checks(params, domains, scanned)
     results = run_checks(checks, tables)
@@ -78,7 +85,7 @@ def validate(params: Params, reports_dir: Path | None = None, progress: bool | N
     write_report(json_path, report)
     write_text(markdown_path, render_markdown(report.to_json()))
     write_text(reports_dir / MANIFEST_CSV, files.to_csv(index=False, lineterminator="\n"))
-    return ValidationResult(report.success, report, json_path, markdown_path, files)
+    return ValidationResult(report.success, report, json_path, markdown_path, files, scanned.reused, scanned.read)
 
 
 def _tables(scanned: Scan) -> dict[str, pd.DataFrame]:
