@@ -69,11 +69,11 @@ class ScanState:
     def record(self, path: Path, stat: os.stat_result, max_pixels: int, found: dict[str, Any]) -> None:
         if self._db is None:
             return
+        values = [int(found[k]) if k == "readable" else found[k] for k in FIELDS]
         self._db.execute(
             f"INSERT OR REPLACE INTO files (path, size, mtime_ns, inode, max_pixels, {', '.join(FIELDS)}) "
             f"VALUES (?, ?, ?, ?, ?, {', '.join('?' for _ in FIELDS)})",
-            (path.as_posix(), stat.st_size, stat.st_mtime_ns, stat.st_ino, max_pixels)
-            + tuple(int(found[k]) if k == "readable" else found[k] for k in FIELDS),
+            (path.as_posix(), stat.st_size, stat.st_mtime_ns, stat.st_ino, max_pixels, *values),
         )
 
     def close(self) -> None:
