@@ -43,7 +43,8 @@ def run_pair(name: str, source: str, target: str, seed: int, steps: int, arch: s
              data_root: Path, pretrain_epochs: int, dann_overrides: list[str] = (),
              only: list[str] | None = None, recipe_overrides: list[str] = ()) -> dict:
     base = [f"data.root={data_root}", f"data.source={source}", f"data.target={target}",
-            f"backbone.arch={arch}", f"pretrain.epochs={pretrain_epochs}", f"pretrain.seed={seed}",
+            f"backbone.arch={arch}", "backbone.weights=null", "backbone.input_size=32", "train.floor=false",
+            f"pretrain.epochs={pretrain_epochs}", f"pretrain.seed={seed}",
             f"pretrain.out={work}/models/source", "train.patience=0", f"train.seed={seed}",
             f"similarity.cache_dir={work}/cache", "similarity.n_per_domain=200"]
     results = {}

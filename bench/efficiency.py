@@ -29,6 +29,7 @@ from autotransfer.transfer.optim import weight_decay_groups
 from autotransfer.models.weights import DEFAULT_NORMALIZATION
 from autotransfer.engine.loop import fit
 from autotransfer.io.data import load_train_data
+from autotransfer.models.weights import backbone_input
 from autotransfer.transfer.strategies import Candidate
 from autotransfer.stages.validate import validate
 from common import WORK, demo_root, median, save
@@ -36,7 +37,8 @@ from common import WORK, demo_root, median, save
 
 def params_for(work: Path, epochs: int, augment: bool):
     return load_params(None, [
-        f"data.root={demo_root()}", "data.source=synth-digits", "data.target=digits", "backbone.arch=resnet18",
+        f"data.root={demo_root()}", "data.source=synth-digits", "data.target=digits", "backbone.arch=resnet18", "backbone.weights=null",
+        "backbone.input_size=32",
         f"reports.dir={work}/reports", f"train.out={work}/out", f"train.epochs={epochs}", "train.patience=0",
         f"train.augment.geometric={str(augment).lower()}", f"train.augment.color={str(augment).lower()}",
         "train.device=cpu"])
@@ -88,7 +90,7 @@ def main() -> None:
     work = WORK / "efficiency"
     params = params_for(work, args.epochs, augment=False)
     validate(params, progress=False)
-    data = load_train_data(params, False, progress=False)
+    data = load_train_data(params, False, backbone_input(params), progress=False)
     steps = math.ceil(len(data.train) / params.train.batch_size) * args.epochs
     rows = []
     for repeat in range(args.repeats):

@@ -29,7 +29,7 @@ from autotransfer.stages.train import train_stage
 from autotransfer.stages.validate import validate
 from common import WORK, demo_root, median, save
 
-SMALL = ["backbone.arch=small_cnn", "pretrain.epochs=2", "train.epochs=4", "similarity.n_per_domain=200"]
+SMALL = ["backbone.arch=small_cnn", "backbone.weights=null", "backbone.input_size=32", "pretrain.epochs=2", "train.epochs=4", "similarity.n_per_domain=200"]
 
 
 def overrides(work: Path, demo: bool) -> list[str]:

@@ -51,7 +51,7 @@ def scenario_params(name: str, seed: int, work: Path, extra: list[str] = ()) -> 
     folder = work / f"{name.split(',')[0]}-{labels}-{seed}".replace(" ", "_")
     base = [f"data.root={demo_root()}", f"data.source={source}", f"data.target={target}",
             f"data.labeled_per_class={'null' if labels is None else labels}", f"data.seed={seed}",
-            "backbone.arch=resnet18", f"pretrain.out={WORK}/strategy_selection/source-{source}-resnet18-{seed}",
+            "backbone.arch=resnet18", "backbone.weights=null", "backbone.input_size=32", "train.floor=false", f"pretrain.out={WORK}/strategy_selection/source-{source}-resnet18-{seed}",
             f"pretrain.seed={seed}", f"train.seed={seed}", f"reports.dir={folder}/reports",
             f"similarity.cache_dir={work}/cache", f"train.out={folder}/ours", "train.device=cpu", *extra]
     return load_params(None, base), folder

@@ -26,6 +26,7 @@ from autotransfer.analysis.metrics import evaluate_head
 from autotransfer.config import load_params
 from autotransfer.engine.loop import fit
 from autotransfer.io.data import domain_rows, load_images, load_train_data, read_manifest
+from autotransfer.models.weights import backbone_input
 from autotransfer.stages.pretrain import pretrain
 from autotransfer.stages.validate import validate
 from autotransfer.transfer.modes import set_train_mode
@@ -67,7 +68,8 @@ def main() -> None:
     parser.add_argument("--pretrain-epochs", type=int, default=6)
     args = parser.parse_args()
     work = WORK / "probe_cache"
-    base = [f"data.root={demo_root()}", "data.source=synth-digits", "data.target=digits", "backbone.arch=resnet18",
+    base = [f"data.root={demo_root()}", "data.source=synth-digits", "data.target=digits", "backbone.arch=resnet18", "backbone.weights=null",
+            "backbone.input_size=32",
             f"reports.dir={work}/reports", f"pretrain.out={work}/source-{args.pretrain_epochs}",
             f"pretrain.epochs={args.pretrain_epochs}", f"train.epochs={args.epochs}", "train.patience=0",
             "train.device=cpu"]
@@ -75,7 +77,7 @@ def main() -> None:
     validate(params, progress=False)
     if not (Path(params.pretrain.out) / "model.safetensors").exists():
         pretrain(params, progress=False)
-    data = load_train_data(params, False, progress=False)
+    data = load_train_data(params, False, backbone_input(params), progress=False)
     manifest = read_manifest(params.reports.dir)
     test = load_images(domain_rows(manifest, "digits", ("test",)), data.classes, 32)
     cpu = torch.device("cpu")

@@ -15,6 +15,7 @@ def tiny_params(root: Path, work: Path, **sections: dict) -> Params:
         "train": {"out": str(work / "models/target"), "floor": False},
         "reports": {"dir": str(work / "reports")},
         "validation": {"state_dir": str(work / "scan-state")},
+        "data": {"decoded_cache": str(work / "decoded")},
         "similarity": {"n_per_domain": 20, "max_labeled": 100, "probe_folds": 2,
                        "cache_dir": str(work / "cache")},
     }

@@ -49,6 +49,11 @@ class DataConfig(Section):
         "the rest of the target train split is treated as unlabeled. null: no cap.",
     )
     seed: int = Field(0, description="Seed of the deterministic choice of which target images keep labels.")
+    decoded_cache: str | None = Field(
+        ".cache/decoded",
+        description="Decoded images at the training size live here and are read batch by batch, so memory does "
+        "not grow with the number of images; null: decode into memory.",
+    )
 
 
 class ValidationConfig(Section):
@@ -181,6 +186,8 @@ class AugmentConfig(Section):
         "auto: on for strategies that carry a model across domains (dann, source_only) when any image has "
         "colour, off for strategies trained on the target's labels (docs/strategies.md).",
     )
+    crop: bool = Field(False, description="Random resized crop (area 25-100 %, aspect 3/4-4/3): for photos.")
+    flip: bool = Field(False, description="Random horizontal flip: for photos (not for digits or text).")
 
 
 class DannConfig(Section):

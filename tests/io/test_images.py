@@ -42,3 +42,23 @@ def test_inspect_refuses_by_pixel_count_before_decoding(tmp_path):
     Image.new("L", (20, 20)).save(path)
     info = inspect_image(path, max_pixels=399)
     assert not info.readable and "400 pixels" in info.error and "validation.max_pixels" in info.error
+
+
+def test_non_square_images_keep_their_aspect_and_lose_only_the_edges():
+    import numpy as np
+    from PIL import Image
+
+    from autotransfer.io.images import resize_square
+
+    # given a landscape photo, left half black and right half white, with a red centre column
+    pixels = np.zeros((40, 120, 3), dtype=np.uint8)
+    pixels[:, 60:] = 255
+    pixels[:, 58:62] = (255, 0, 0)
+    out = np.asarray(resize_square(Image.fromarray(pixels), 20, "bilinear"))
+    # then it is the centre 40x40 scaled to 20x20: the red column in the middle, not squashed away
+    assert out.shape == (20, 20, 3)
+    assert out[:, 9:11, 0].min() > 150 and out[:, 9:11, 1].max() < 150
+    assert out[:, :5].max() < 30 and out[:, -5:].min() > 225
+    # and the same as resizing the whole image by the same factor and cropping the centre
+    reference = Image.fromarray(pixels).resize((60, 20), Image.Resampling.BILINEAR).crop((20, 0, 40, 20))
+    assert np.abs(out.astype(int) - np.asarray(reference).astype(int)).max() <= 1

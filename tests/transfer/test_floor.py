@@ -43,7 +43,7 @@ def test_the_pixel_baseline_folded_into_a_model_predicts_what_sklearn_predicts()
     # when the floor fits its logistic regression and folds it into a pixels model
     model = fit_logistic_pixels(data, seed=0)
     with torch.no_grad():
-        ours = torch.softmax(model(PIXEL_NORMALIZATION(test.images)), 1).numpy()
+        ours = torch.softmax(model(PIXEL_NORMALIZATION(test.images[:])), 1).numpy()
     # then the served model gives sklearn's own probabilities on new images
     x = pixel_features(train.images)
     mean, std = x.mean(0), x.std(0) + 1e-6

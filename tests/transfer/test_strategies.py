@@ -117,7 +117,8 @@ def test_colour_augmentation_auto_follows_the_data(ready):
 
     def flags(name, colour, **train):
         params = ready.model_copy(update={"train": ready.train.model_copy(update=train)}) if train else ready
-        return make_strategy(params, Candidate(name)).augmentation(colour)
+        which = make_strategy(params, Candidate(name)).augmentation(colour)
+        return which.geometric, which.colour
 
     assert flags("scratch", False) == (True, False)
     assert flags("dann", False) == (True, False)

@@ -1,4 +1,5 @@
-"""From the manifest to tensors: decoded once, kept in memory as uint8, normalised per batch.
+"""From the manifest to batches: decoded once at the training size (in memory, or in an on-disk
+cache read per batch: io/store.py), uint8 until a batch is normalised.
 
 The stages after ``validate`` read ``reports/manifest.csv`` (written by validate, with a
 ``usage`` column that already applies the label cap), so that every stage sees the same
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,16 +23,22 @@ from autotransfer.config import Params
 from autotransfer.errors import StageInputError
 from autotransfer.io.images import Interpolation, load_rgb, resize_square
 from autotransfer.io.progress import bar_disabled
+from autotransfer.io.store import DecodedCache, ImageStore, TensorStore
 
 
 @dataclass(frozen=True)
 class ImageSet:
-    images: torch.Tensor  # uint8, (N, 3, S, S)
+    images: ImageStore  # uint8 (N, 3, S, S) by index; a tensor given here is wrapped in a TensorStore
     labels: torch.Tensor  # int64, (N,); -1 where there is no label
     classes: tuple[str, ...]
     hashes: tuple[str, ...]  # sha256 of each file: what caches are keyed on
     paths: tuple[str, ...]
     interpolation: str = "bilinear"  # the resize filter that made ``images`` (part of cache keys)
+
+    def __post_init__(self) -> None:
+        given: Any = self.images
+        if isinstance(given, torch.Tensor):
+            object.__setattr__(self, "images", TensorStore(given))
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -40,9 +48,8 @@ class ImageSet:
 
     @classmethod
     def empty(cls, size: int, classes: tuple[str, ...] = ()) -> ImageSet:
-        return cls(
-            torch.zeros((0, 3, size, size), dtype=torch.uint8), torch.zeros(0, dtype=torch.long), classes, (), ()
-        )
+        images = TensorStore(torch.zeros((0, 3, size, size), dtype=torch.uint8))
+        return cls(images, torch.zeros(0, dtype=torch.long), classes, (), ())
 
 
 @dataclass(frozen=True)
@@ -87,12 +94,7 @@ class TrainData:
     def has_colour(self) -> bool:
         """Whether any image (not just its file mode) has channels that differ."""
         sets = [self.train, self.val, self.unlabeled, self.source_train]
-        return any(
-            s is not None
-            and len(s)
-            and bool((s.images[:, 0] != s.images[:, 1]).any() or (s.images[:, 1] != s.images[:, 2]).any())
-            for s in sets
-        )
+        return any(s is not None and len(s) and s.images.has_colour() for s in sets)
 
 
 def load_train_data(params: Params, with_source: bool, spec: InputSpec, progress: bool | None = None) -> TrainData:
@@ -100,9 +102,11 @@ def load_train_data(params: Params, with_source: bool, spec: InputSpec, progress
     manifest = read_manifest(params.reports.dir)
     target, source = params.data.target, params.data.source
 
+    cache = decoded_cache(params)
+
     def load(domain: str, usage: str, classes: tuple[str, ...]) -> ImageSet:
         rows = domain_rows(manifest, domain, (usage,))
-        return load_images(rows, classes, spec.size, progress, f"{domain} {usage}", spec.interpolation)
+        return load_images(rows, classes, spec.size, progress, f"{domain} {usage}", spec.interpolation, cache)
 
     classes = class_names(manifest, target)
     data = TrainData(
@@ -132,6 +136,10 @@ def read_manifest(reports_dir: str | Path) -> pd.DataFrame:
     return manifest
 
 
+def decoded_cache(params: Params) -> DecodedCache | None:
+    return DecodedCache(params.data.decoded_cache) if params.data.decoded_cache else None
+
+
 def load_images(
     rows: pd.DataFrame,
     classes: tuple[str, ...],
@@ -139,25 +147,34 @@ def load_images(
     progress: bool | None = None,
     desc: str = "loading images",
     interpolation: Interpolation = "bilinear",
+    cache: DecodedCache | None = None,
 ) -> ImageSet:
-    """Decode ``rows`` (manifest rows) to a uint8 tensor at ``size``x``size``; labels index ``classes``."""
+    """Decode ``rows`` (manifest rows) at ``size``x``size``; labels index ``classes``.
+
+    With a ``cache`` the images stay on disk (decoded once per content, read per batch);
+    without, they are decoded into memory.
+    """
     index = {name: i for i, name in enumerate(classes)}
-    images = np.empty((len(rows), size, size, 3), dtype=np.uint8)
-    labels = np.full(len(rows), -1, dtype=np.int64)
     paths = rows["path"].tolist()
-    items = list(zip(paths, rows["label"]))
-    for i, (path, label) in enumerate(tqdm(items, desc=desc, unit="img", disable=bar_disabled(progress, len(items)))):
-        images[i] = np.asarray(resize_square(load_rgb(Path(path)), size, interpolation))
-        if isinstance(label, str) and label in index:
-            labels[i] = index[label]
-    return ImageSet(
-        torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
-        torch.from_numpy(labels),
-        tuple(classes),
-        tuple(rows["sha256"].tolist()),
-        tuple(paths),
-        interpolation,
+    labels = np.array(
+        [index[label] if isinstance(label, str) and label in index else -1 for label in rows["label"]], dtype=np.int64
     )
+    hashes = tuple(rows["sha256"].tolist())
+
+    def decode(i: int) -> np.ndarray:
+        return np.asarray(resize_square(load_rgb(Path(paths[i])), size, interpolation))
+
+    with tqdm(total=len(paths), desc=desc, unit="img", disable=bar_disabled(progress, len(paths))) as bar:
+        store: ImageStore
+        if cache is not None and len(paths):
+            store = cache.store(hashes, size, interpolation, decode, bar.update)
+        else:
+            images = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+            for i in range(len(paths)):
+                images[i] = decode(i)
+                bar.update(1)
+            store = TensorStore(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous())
+    return ImageSet(store, torch.from_numpy(labels), tuple(classes), hashes, tuple(paths), interpolation)
 
 
 def data_hash(manifest: pd.DataFrame) -> str:

@@ -124,7 +124,16 @@ def load_rgb(path: Path) -> Image.Image:
 
 
 def resize_square(image: Image.Image, size: int, interpolation: Interpolation = "bilinear") -> Image.Image:
-    """``size`` x ``size`` (squashed, as training saw it); training, evaluation and serving share it."""
-    if image.size == (size, size):
+    """``size`` x ``size``: the shorter side resized to ``size`` (aspect kept), then the centre cropped.
+
+    Training, evaluation and serving share it; a square image is simply resized.
+    """
+    width, height = image.size
+    if (width, height) == (size, size):
         return image
-    return image.resize((size, size), resample=RESAMPLE[interpolation])
+    scale = size / min(width, height)
+    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    # One resample of just the crop's source box: the same as resizing all and cropping.
+    box = (left / scale, top / scale, (left + size) / scale, (top + size) / scale)
+    return image.resize((size, size), resample=RESAMPLE[interpolation], box=box)

@@ -20,7 +20,7 @@ from autotransfer.analysis.metrics import classification_metrics, predict_names
 from autotransfer.artifacts import METRICS_JSON, MODEL_FILE, PLOTS_DIR, TRAIN_HISTORY_CSV, MetricsReport
 from autotransfer.config import Params
 from autotransfer.errors import StageInputError, WeightsError
-from autotransfer.io.data import class_names, domain_rows, load_images, read_manifest, sample_rows
+from autotransfer.io.data import class_names, decoded_cache, domain_rows, load_images, read_manifest, sample_rows
 from autotransfer.io.files import write_report
 from autotransfer.io.images import sha256_file
 from autotransfer.models.weights import TrainedModel, load_backbone, load_trained_model
@@ -32,7 +32,8 @@ def evaluate(params: Params, progress: bool | None = None) -> MetricsReport:
     target = params.data.target
     classes = class_names(manifest, target)
     size, interpolation = trained.model.input_size, trained.meta.interpolation
-    test = load_images(domain_rows(manifest, target, ("test",)), classes, size, progress, "target test", interpolation)
+    test_rows = domain_rows(manifest, target, ("test",))
+    test = load_images(test_rows, classes, size, progress, "target test", interpolation, decoded_cache(params))
     if len(test) == 0:
         raise StageInputError(f"target {target!r} has no readable test images to score on")
     predicted = predict_names(trained.model, test, trained.normalization, trained.head_classes, torch.device("cpu"))
@@ -142,7 +143,7 @@ def _feature_map(
     for ax, (title, model, normalization) in zip(axes[0], panels):
         with torch.no_grad():
             model.eval()
-            feats = [model.features(normalization(s.images)).numpy() for s in (source, target)]
+            feats = [model.features(normalization(s.images[:])).numpy() for s in (source, target)]
         both = np.concatenate(feats)
         centered = both - both.mean(0)
         _, _, vt = np.linalg.svd(centered, full_matrices=False)

@@ -22,7 +22,15 @@ from autotransfer.artifacts import (
 )
 from autotransfer.config import Params
 from autotransfer.engine.loop import train
-from autotransfer.io.data import ImageSet, TrainData, class_names, domain_rows, load_images, read_manifest
+from autotransfer.io.data import (
+    ImageSet,
+    TrainData,
+    class_names,
+    decoded_cache,
+    domain_rows,
+    load_images,
+    read_manifest,
+)
 from autotransfer.io.files import write_report, write_safetensors
 from autotransfer.models.backbones import input_spec
 from autotransfer.transfer.strategies import SourcePretraining
@@ -43,9 +51,11 @@ def pretrain(params: Params, progress: bool | None = None) -> tuple[PretrainSkip
     manifest = read_manifest(params.reports.dir)
     classes = class_names(manifest, source)
 
+    cache = decoded_cache(params)
+
     def load(usage: str) -> ImageSet:
         rows = domain_rows(manifest, source, (usage,))
-        return load_images(rows, classes, size, progress, f"source {usage}", spec.interpolation)
+        return load_images(rows, classes, size, progress, f"source {usage}", spec.interpolation, cache)
 
     train_set, val = load("train"), load("val")
     data = TrainData(classes, train_set, val, unlabeled=ImageSet.empty(size, classes))

@@ -22,7 +22,15 @@ from autotransfer.analysis.metrics import evaluate_head
 from autotransfer.analysis.similarity import frechet_distance, linear_probe_accuracy, logme, mmd2_rbf, proxy_a_distance
 from autotransfer.artifacts import SIMILARITY_JSON, SimilarityReport
 from autotransfer.config import Params
-from autotransfer.io.data import ImageSet, class_names, domain_rows, load_images, read_manifest, sample_rows
+from autotransfer.io.data import (
+    ImageSet,
+    class_names,
+    decoded_cache,
+    domain_rows,
+    load_images,
+    read_manifest,
+    sample_rows,
+)
 from autotransfer.io.files import write_report
 from autotransfer.models.backbones import TransferModel
 from autotransfer.models.features import FeatureCache, state_hash
@@ -56,11 +64,12 @@ def measure_similarity(params: Params, progress: bool | None = None) -> Similari
     target_rows = sample_rows(domain_rows(manifest, target, TARGET_POOL), cfg.n_per_domain, cfg.seed)
     labeled_rows = sample_rows(domain_rows(manifest, target, ("train", "val")), cfg.max_labeled, cfg.seed)
     started = time.perf_counter()
+    decoded = decoded_cache(params)
     source_images = load_images(
-        source_rows, class_names(manifest, source), size, progress, "source sample", interpolation
+        source_rows, class_names(manifest, source), size, progress, "source sample", interpolation, decoded
     )
-    target_images = load_images(target_rows, target_classes, size, progress, "target sample", interpolation)
-    labeled = load_images(labeled_rows, target_classes, size, progress, "labeled target", interpolation)
+    target_images = load_images(target_rows, target_classes, size, progress, "target sample", interpolation, decoded)
+    labeled = load_images(labeled_rows, target_classes, size, progress, "labeled target", interpolation, decoded)
     source_features = features(body, source_images, weights_hash)
     target_features = features(body, target_images, weights_hash)
     extract_seconds = time.perf_counter() - started

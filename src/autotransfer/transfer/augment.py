@@ -2,7 +2,9 @@
 
 Augmentation aimed at the shift is the biggest lever measured here (docs/strategies.md).
 - geometric: rotation, scale and shift;
-- color: channel shuffle, per-channel inversion, brightness/contrast, some grayscale.
+- color: channel shuffle, per-channel inversion, brightness/contrast, some grayscale;
+- crop and flip, for photos: a random resized crop (a share of the area and an aspect
+  ratio drawn per image, as torchvision's RandomResizedCrop) and a horizontal flip.
 Everything runs as a few tensor operations on the whole batch (no per-image Python loop),
 from an explicit generator so that a resumed run draws exactly what it would have drawn.
 """
@@ -10,6 +12,7 @@ from an explicit generator so that a resumed run draws exactly what it would hav
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -56,9 +59,50 @@ def color(
     return x.round().clamp(0, 255).to(torch.uint8)
 
 
-def augment(images: torch.Tensor, generator: torch.Generator, use_geometric: bool, use_color: bool) -> torch.Tensor:
-    if use_geometric:
+def crop_flip(
+    images: torch.Tensor,
+    generator: torch.Generator,
+    crop: bool,
+    flip: bool,
+    area: tuple[float, float] = (0.25, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> torch.Tensor:
+    """A random resized crop of each image (its area share and aspect drawn per image) and/or a mirror image."""
+    n = images.shape[0]
+    ones = torch.ones(n)
+    sx, sy, tx, ty = ones, ones, torch.zeros(n), torch.zeros(n)
+    if crop:
+        share = area[0] + torch.rand(n, generator=generator) * (area[1] - area[0])
+        log_ratio = math.log(ratio[0]) + torch.rand(n, generator=generator) * (math.log(ratio[1]) - math.log(ratio[0]))
+        aspect = torch.exp(log_ratio)
+        sx = torch.sqrt(share * aspect).clamp(max=1.0)  # crop width / image width
+        sy = torch.sqrt(share / aspect).clamp(max=1.0)
+        tx = (torch.rand(n, generator=generator) * 2 - 1) * (1 - sx)  # centre kept inside the image
+        ty = (torch.rand(n, generator=generator) * 2 - 1) * (1 - sy)
+    if flip:
+        sx = sx * torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
+    zero = torch.zeros(n)
+    theta = torch.stack([torch.stack([sx, zero, tx], 1), torch.stack([zero, sy, ty], 1)], 1)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    out = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out.round().clamp(0, 255).to(torch.uint8)
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Which augmentations a strategy's batches get (train.augment, train.augment_per_strategy)."""
+
+    geometric: bool
+    colour: bool
+    crop: bool = False
+    flip: bool = False
+
+
+def augment(images: torch.Tensor, generator: torch.Generator, which: Augmentation) -> torch.Tensor:
+    if which.crop or which.flip:
+        images = crop_flip(images, generator, which.crop, which.flip)
+    if which.geometric:
         images = geometric(images, generator)
-    if use_color:
+    if which.colour:
         images = color(images, generator)
     return images

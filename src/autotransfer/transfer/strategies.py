@@ -33,10 +33,11 @@ from torch import nn
 from autotransfer.config import Params
 from autotransfer.errors import TrainingError
 from autotransfer.io.data import ImageSet, Normalization, TrainData
+from autotransfer.io.store import ImageStore, concat
 from autotransfer.models.backbones import TransferModel
 from autotransfer.models.features import FeatureCache, state_hash
 from autotransfer.models.weights import DEFAULT_NORMALIZATION, load_backbone
-from autotransfer.transfer.augment import augment
+from autotransfer.transfer.augment import Augmentation, augment
 from autotransfer.transfer.dann import DannForward, DomainClassifier, class_confusion, consistency, dann_lambda, entropy
 from autotransfer.transfer.modes import autocast, set_train_mode
 from autotransfer.transfer.optim import dann_annealing, make_optimizer, plain_cosine, warmup_cosine, weight_decay_groups
@@ -132,7 +133,7 @@ class Strategy:
         backbone.model.replace_head(len(data.classes))
         return backbone.model, backbone.normalization, data.classes
 
-    def labeled_pool(self, data: TrainData) -> tuple[torch.Tensor, torch.Tensor]:
+    def labeled_pool(self, data: TrainData) -> tuple[ImageStore, torch.Tensor]:
         """The labeled images the strategy learns from, with labels indexing ``head_classes``."""
         return data.train.images, data.train.labels
 
@@ -141,7 +142,7 @@ class Strategy:
         (an on-disk cache): under DDP the engine makes rank 0 do it first, the others then read it."""
         self.data = data
         self.model, self.normalization, self.head_classes = self.build(data)
-        self.geometric, self.colour = self.augmentation(data.has_colour)
+        self.augment = self.augmentation(data.has_colour)
         self.extra_modules: list[nn.Module] = self.make_extra_modules()
         self.pool_images, self.pool_labels = self.labeled_pool(data)
         if self.trains and len(self.pool_images) == 0:
@@ -150,12 +151,12 @@ class Strategy:
     def make_extra_modules(self) -> list[nn.Module]:
         return []
 
-    def augmentation(self, has_colour: bool) -> tuple[bool, bool]:
-        """(geometric, colour). Colour "auto" is on only where colour data meets a cross-domain strategy:
-        a strategy that learns from the target's own labels is better off seeing its colours as they are."""
+    def augmentation(self, has_colour: bool) -> Augmentation:
+        """Colour "auto" is on only where colour data meets a cross-domain strategy: a strategy that
+        learns from the target's own labels is better off seeing its colours as they are."""
         aug = self.cfg.augment_per_strategy.get(self.name, self.cfg.augment)  # type: ignore[call-overload]
         colour = has_colour and self.cross_domain if aug.color == "auto" else bool(aug.color)
-        return aug.geometric, colour
+        return Augmentation(aug.geometric, colour, aug.crop, aug.flip)
 
     def steps_per_epoch(self) -> int:
         return max(1, math.ceil(len(self.pool_images) / self.batch_size)) if self.trains else 0
@@ -211,7 +212,7 @@ class Strategy:
         self, net: nn.Module, index: torch.Tensor, draws: torch.Generator, progress: float, device: torch.device
     ) -> StepOutput:
         y = self.pool_labels[index].to(device)
-        x = augment(self.pool_images[index], draws, self.geometric, self.colour)
+        x = augment(self.pool_images[index], draws, self.augment)
         with autocast(device):
             logits = net(self.normalization(x.to(device)))
         return StepOutput(F.cross_entropy(logits.float(), y), logits, y)
@@ -391,7 +392,7 @@ class Dann(SourceHead):
 
     def setup(self, data: TrainData, progress: bool | None, shared: SharedGuard = contextlib.nullcontext) -> None:
         super().setup(data, progress, shared)
-        self.target_pool = torch.cat([data.unlabeled.images, data.train.images])
+        self.target_pool = concat([data.unlabeled.images, data.train.images])
         if len(self.target_pool) == 0:
             raise TrainingError("dann: no target images (unlabeled or train) to adapt on")
 
@@ -399,13 +400,13 @@ class Dann(SourceHead):
         self.domain = DomainClassifier(self.model.bottleneck, self.cfg.dann.domain_hidden)
         return [self.domain]
 
-    def labeled_pool(self, data: TrainData) -> tuple[torch.Tensor, torch.Tensor]:
+    def labeled_pool(self, data: TrainData) -> tuple[ImageStore, torch.Tensor]:
         """Labeled source, plus the labeled target images when there are any, in the source head's classes."""
         assert data.source_train is not None
         mapping = torch.tensor([self.head_classes.index(c) for c in data.classes], dtype=torch.long)
         target_labels = mapping[data.train.labels] if len(data.train) else data.train.labels
         return (
-            torch.cat([data.source_train.images, data.train.images]),
+            concat([data.source_train.images, data.train.images]),
             torch.cat([data.source_train.labels, target_labels]),
         )
 
@@ -427,9 +428,9 @@ class Dann(SourceHead):
         cfg = self.cfg.dann
         n = len(index)
         y = self.pool_labels[index].to(device)
-        x = augment(self.pool_images[index], draws, self.geometric, self.colour)
+        x = augment(self.pool_images[index], draws, self.augment)
         t_index = torch.randint(len(self.target_pool), (n,), generator=draws)
-        xt = augment(self.target_pool[t_index], draws, self.geometric, self.colour)
+        xt = augment(self.target_pool[t_index], draws, self.augment)
         both = self.normalization(torch.cat([x, xt]).to(device))
         with autocast(device):
             logits_all, d_logits = net(both, dann_lambda(progress))
@@ -488,8 +489,8 @@ class SourcePretraining(Strategy):
         model = TransferModel(self.params.backbone.arch, len(data.classes), int(data.train.images.shape[-1]))
         return model, DEFAULT_NORMALIZATION, data.classes
 
-    def augmentation(self, has_colour: bool) -> tuple[bool, bool]:
-        return self.params.pretrain.augment, False
+    def augmentation(self, has_colour: bool) -> Augmentation:
+        return Augmentation(self.params.pretrain.augment, False)
 
     def configure(self, phase: Phase, steps: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
         cfg = self.params.pretrain

@@ -1,0 +1,93 @@
+"""Decoded images on disk, read per batch: the same pixels as in memory, decoded once per content."""
+
+import numpy as np
+import pytest
+import torch
+
+from autotransfer.io.data import domain_rows, load_images, read_manifest
+from autotransfer.io.store import ConcatStore, DecodedCache, FileStore, TensorStore, concat
+from autotransfer.stages.validate import validate
+from stage_helpers import tiny_params
+
+
+@pytest.fixture
+def rows(data_root, tmp_path):
+    params = tiny_params(data_root, tmp_path)
+    validate(params, progress=False)
+    return domain_rows(read_manifest(params.reports.dir), "tgt", ("train", "val", "test"))
+
+
+def test_the_disk_cache_serves_exactly_what_decoding_into_memory_gives(rows, tmp_path):
+    memory = load_images(rows, ("a", "b"), 24, interpolation="bicubic")
+    cached = load_images(rows, ("a", "b"), 24, interpolation="bicubic", cache=DecodedCache(tmp_path / "c"))
+    assert isinstance(memory.images, TensorStore) and isinstance(cached.images, FileStore)
+    assert cached.images.shape == memory.images.shape and torch.equal(cached.labels, memory.labels)
+    # whole, sliced, and gathered in any order, with repeats: the same bytes
+    assert torch.equal(cached.images[:], memory.images[:])
+    assert torch.equal(cached.images[2:7], memory.images[2:7])
+    index = torch.tensor([5, 0, 1, 2, 9, 9, 3])
+    assert torch.equal(cached.images[index], memory.images[index])
+    assert cached.images.has_colour() == memory.images.has_colour()
+    with pytest.raises(IndexError):
+        cached.images[torch.tensor([len(rows)])]
+
+
+def test_a_second_load_decodes_nothing_and_another_size_or_filter_is_another_entry(rows, tmp_path):
+    cache = DecodedCache(tmp_path / "c")
+    decoded: list[int] = []
+    original = cache.store
+
+    def counting(hashes, side, interpolation, decode, progress=None):
+        def spy(i):
+            decoded.append(i)
+            return decode(i)
+
+        return original(hashes, side, interpolation, spy, progress)
+
+    cache.store = counting
+    load_images(rows, ("a", "b"), 24, cache=cache)
+    assert len(decoded) == len(rows)
+    load_images(rows, ("a", "b"), 24, cache=cache)
+    assert len(decoded) == len(rows)  # nothing decoded again
+    load_images(rows, ("a", "b"), 24, interpolation="nearest", cache=cache)
+    load_images(rows, ("a", "b"), 20, cache=cache)
+    assert len(decoded) == 3 * len(rows)
+    assert len(list((tmp_path / "c").glob("*.u8"))) == 3 and not list((tmp_path / "c").glob("*.partial"))
+
+
+def test_a_truncated_cache_entry_is_decoded_again_not_read(rows, tmp_path):
+    cache = DecodedCache(tmp_path / "c")
+    good = load_images(rows, ("a", "b"), 24, cache=cache).images[:]
+    (entry,) = (tmp_path / "c").glob("*.u8")
+    entry.write_bytes(entry.read_bytes()[:100])
+    assert torch.equal(load_images(rows, ("a", "b"), 24, cache=cache).images[:], good)
+
+
+def test_concatenated_stores_index_across_their_parts(rows, tmp_path):
+    cached = load_images(rows, ("a", "b"), 24, cache=DecodedCache(tmp_path / "c")).images
+    memory = TensorStore(torch.arange(2 * 3 * 24 * 24, dtype=torch.int32).remainder(251).to(torch.uint8).view(2, 3, 24, 24))
+    both = concat([cached, memory])
+    assert isinstance(both, ConcatStore) and len(both) == len(cached) + 2
+    index = torch.tensor([len(cached) + 1, 0, len(cached), 3])
+    expected = torch.stack([memory[1], cached[0:1][0], memory[0], cached[3:4][0]])
+    assert torch.equal(both[index], expected)
+    assert isinstance(concat([memory, memory]), TensorStore)
+
+
+def test_training_on_the_disk_cache_ends_bit_identical_to_training_in_memory(data_root, tmp_path):
+    from autotransfer.engine.loop import fit
+    from autotransfer.io.data import load_train_data
+    from autotransfer.models.weights import backbone_input
+    from autotransfer.transfer.strategies import Candidate
+    from stage_helpers import plan_ready
+
+    results = {}
+    for name, cache in (("memory", None), ("disk", str(tmp_path / "decoded-run"))):
+        params = plan_ready(tiny_params(data_root, tmp_path / name, data={"decoded_cache": cache},
+                                        train={"epochs": 2, "batch_size": 4}))
+        data = load_train_data(params, True, backbone_input(params), progress=False)
+        assert isinstance(data.train.images, TensorStore if cache is None else FileStore)
+        results[name] = fit(params, Candidate("dann"), data, tmp_path / name / "runs", 2, False)
+    memory, disk = results["memory"].model.state_dict(), results["disk"].model.state_dict()
+    assert all(torch.equal(memory[k], disk[k]) for k in memory)
+    assert np.isclose(results["memory"].history[-1]["train_loss"], results["disk"].history[-1]["train_loss"])
