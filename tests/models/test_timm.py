@@ -107,3 +107,13 @@ def test_imagenet_weights_load_offline_from_the_torch_hub_cache(empty_caches):
     state = reference.state_dict()
     assert all(torch.equal(v, state[k]) for k, v in model.body.state_dict().items())
     assert report.source == f"imagenet:{path.name}" and not report.head_loaded
+
+
+def test_weights_of_another_input_size_are_refused_by_name_not_with_a_traceback(tmp_path):
+    from safetensors.torch import save_file
+
+    # given a ViT's weights at 224 px (its position embedding has 14x14 patches)
+    save_file(TransferModel("vit_tiny_patch16_224", 3, 224).state_dict(), str(tmp_path / "vit224.safetensors"))
+    # when loaded into the same ViT at 64 px, then the error names the file, the model and the size
+    with pytest.raises(WeightsError, match=r"vit224.safetensors'.*does not fit vit_tiny_patch16_224 at 64 px"):
+        load_weights(TransferModel("vit_tiny_patch16_224", 3, 64), tmp_path / "vit224.safetensors")

@@ -209,7 +209,13 @@ def load_weights(model: TransferModel, spec: str | Path) -> LoadReport:
         prefixes = ARCHS[model.arch].strip_prefixes
         body_state = {k: v for k, v in state.items() if not k.startswith(prefixes)}
         head_state = {}
-    result = model.body.load_state_dict(body_state, strict=False)
+    try:
+        result = model.body.load_state_dict(body_state, strict=False)
+    except RuntimeError as exc:  # a shape mismatch, e.g. a ViT's position embedding at another input size
+        detail = " ".join(str(exc).split())[:400]
+        raise WeightsError(
+            f"backbone.weights={spec_text!r}: does not fit {model.arch} at {model.input_size} px: {detail}"
+        ) from None
     if result.missing_keys:
         raise WeightsError(
             f"backbone.weights={spec_text!r}: does not fit {model.arch}: {len(result.missing_keys)} parameters "

@@ -6,7 +6,9 @@ Augmentation aimed at the shift is the biggest lever measured here (docs/strateg
 - crop and flip, for photos: a random resized crop (a share of the area and an aspect
   ratio drawn per image, as torchvision's RandomResizedCrop) and a horizontal flip.
 Everything runs as a few tensor operations on the whole batch (no per-image Python loop),
-from an explicit generator so that a resumed run draws exactly what it would have drawn.
+on the batch's device (the GPU when training runs there), with every random draw made on
+the CPU from an explicit generator: a resumed run draws exactly what it would have drawn,
+on any device.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ def geometric(
     offset = (torch.rand(n, 2, generator=generator) * 2 - 1) * shift * 2  # grid units span [-1, 1]
     cos, sin = torch.cos(angle) / factor, torch.sin(angle) / factor
     theta = torch.stack([torch.stack([cos, -sin, offset[:, 0]], 1), torch.stack([sin, cos, offset[:, 1]], 1)], 1)
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    grid = F.affine_grid(theta.to(images.device), list(images.shape), align_corners=False)
     out = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return out.round().clamp(0, 255).to(torch.uint8)
 
@@ -46,15 +48,15 @@ def color(
 ) -> torch.Tensor:
     n = images.shape[0]
     x = images.float()
-    permutation = torch.argsort(torch.rand(n, 3, generator=generator), dim=1)  # channel shuffle
+    permutation = torch.argsort(torch.rand(n, 3, generator=generator), dim=1).to(x.device)  # channel shuffle
     x = torch.gather(x, 1, permutation[:, :, None, None].expand_as(x))
-    invert = (torch.rand(n, 3, 1, 1, generator=generator) < p_invert).float()
+    invert = (torch.rand(n, 3, 1, 1, generator=generator) < p_invert).float().to(x.device)
     x = invert * (255.0 - x) + (1 - invert) * x
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    c = 1 + (torch.rand(n, 1, 1, 1, generator=generator) * 2 - 1) * contrast
-    b = (torch.rand(n, 1, 1, 1, generator=generator) * 2 - 1) * brightness * 255
+    c = (1 + (torch.rand(n, 1, 1, 1, generator=generator) * 2 - 1) * contrast).to(x.device)
+    b = ((torch.rand(n, 1, 1, 1, generator=generator) * 2 - 1) * brightness * 255).to(x.device)
     x = (x - mean) * c + mean + b
-    gray = (torch.rand(n, 1, 1, 1, generator=generator) < p_gray).float()
+    gray = (torch.rand(n, 1, 1, 1, generator=generator) < p_gray).float().to(x.device)
     x = gray * x.mean(dim=1, keepdim=True).expand_as(x) + (1 - gray) * x
     return x.round().clamp(0, 255).to(torch.uint8)
 
@@ -83,7 +85,7 @@ def crop_flip(
         sx = sx * torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
     zero = torch.zeros(n)
     theta = torch.stack([torch.stack([sx, zero, tx], 1), torch.stack([zero, sy, ty], 1)], 1)
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    grid = F.affine_grid(theta.to(images.device), list(images.shape), align_corners=False)
     out = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
     return out.round().clamp(0, 255).to(torch.uint8)
 
@@ -96,6 +98,13 @@ class Augmentation:
     colour: bool
     crop: bool = False
     flip: bool = False
+
+
+def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch on ``device``: through pinned memory and a non-blocking copy on CUDA."""
+    if device.type == "cuda":
+        return batch.pin_memory().to(device, non_blocking=True)
+    return batch.to(device)
 
 
 def augment(images: torch.Tensor, generator: torch.Generator, which: Augmentation) -> torch.Tensor:

@@ -37,7 +37,7 @@ from autotransfer.io.store import ImageStore, concat
 from autotransfer.models.backbones import TransferModel
 from autotransfer.models.features import FeatureCache, state_hash
 from autotransfer.models.weights import DEFAULT_NORMALIZATION, load_backbone
-from autotransfer.transfer.augment import Augmentation, augment
+from autotransfer.transfer.augment import Augmentation, augment, to_device
 from autotransfer.transfer.dann import DannForward, DomainClassifier, class_confusion, consistency, dann_lambda, entropy
 from autotransfer.transfer.modes import autocast, set_train_mode
 from autotransfer.transfer.optim import dann_annealing, make_optimizer, plain_cosine, warmup_cosine, weight_decay_groups
@@ -212,9 +212,9 @@ class Strategy:
         self, net: nn.Module, index: torch.Tensor, draws: torch.Generator, progress: float, device: torch.device
     ) -> StepOutput:
         y = self.pool_labels[index].to(device)
-        x = augment(self.pool_images[index], draws, self.augment)
+        x = augment(to_device(self.pool_images[index], device), draws, self.augment)
         with autocast(device):
-            logits = net(self.normalization(x.to(device)))
+            logits = net(self.normalization(x))
         return StepOutput(F.cross_entropy(logits.float(), y), logits, y)
 
     def epoch_record(self, epochs_done: int, epochs: int) -> dict[str, float]:
@@ -428,10 +428,11 @@ class Dann(SourceHead):
         cfg = self.cfg.dann
         n = len(index)
         y = self.pool_labels[index].to(device)
-        x = augment(self.pool_images[index], draws, self.augment)
+        x = augment(to_device(self.pool_images[index], device), draws, self.augment)
         t_index = torch.randint(len(self.target_pool), (n,), generator=draws)
-        xt = augment(self.target_pool[t_index], draws, self.augment)
-        both = self.normalization(torch.cat([x, xt]).to(device))
+        plain_target = to_device(self.target_pool[t_index], device)
+        xt = augment(plain_target, draws, self.augment)
+        both = self.normalization(torch.cat([x, xt]))
         with autocast(device):
             logits_all, d_logits = net(both, dann_lambda(progress))
             logits = logits_all[:n]
@@ -451,7 +452,7 @@ class Dann(SourceHead):
         if cfg.mcc_weight > 0:
             loss = loss + cfg.mcc_weight * class_confusion(target_logits())
         if cfg.pseudo_label_weight > 0 and progress >= cfg.pseudo_label_from:
-            plain = self.normalization(self.target_pool[t_index].to(device))
+            plain = self.normalization(plain_target)
             loss = loss + cfg.pseudo_label_weight * consistency(
                 self.model, plain, target_logits(), cfg.pseudo_label_threshold, self.frozen
             )
