@@ -77,6 +77,7 @@ class Scan:
 def scan(domains: list[Domain], max_pixels: int, progress: bool | None = None, state: ScanState | None = None) -> Scan:
     """Scan ``domains``; with a ``state``, files unchanged since its last scan are not read again."""
     state = state or ScanState(None)
+    containment = _Containment()
     planned: list[tuple[Domain, str, str | None, Path]] = []
     folder_rows: list[dict] = []
     ignored: list[Path] = []
@@ -86,7 +87,7 @@ def scan(domains: list[Domain], max_pixels: int, progress: bool | None = None, s
         folder_rows += domain_folders
 
     rows = [
-        _file_row(domain, split, label, path, max_pixels, state)
+        _file_row(domain, split, label, path, max_pixels, state, containment)
         for domain, split, label, path in tqdm(
             planned, desc="scanning images", unit="img", disable=bar_disabled(progress, len(planned))
         )
@@ -176,8 +177,37 @@ def _escapes(path: Path, root: Path) -> bool:
     return not path.resolve().is_relative_to(root.resolve())
 
 
+class _Containment:
+    """``_escapes`` for many files under few folders: each folder and the root resolved once.
+
+    A file that is not itself a link lies where its folder really is, so only links and
+    each distinct folder need resolving (resolving every file cost 0.3 ms, most of a rerun).
+    """
+
+    def __init__(self) -> None:
+        self._roots: dict[Path, Path] = {}
+        self._folders: dict[Path, Path] = {}
+
+    def escapes(self, path: Path, root: Path) -> bool:
+        real_root = self._roots.get(root)
+        if real_root is None:
+            real_root = self._roots[root] = root.resolve()
+        if path.is_symlink():
+            return not path.resolve().is_relative_to(real_root)
+        folder = self._folders.get(path.parent)
+        if folder is None:
+            folder = self._folders[path.parent] = path.parent.resolve()
+        return not (folder / path.name).is_relative_to(real_root)
+
+
 def _file_row(
-    domain: Domain, split: str, label: str | None, path: Path, max_pixels: int, state: ScanState
+    domain: Domain,
+    split: str,
+    label: str | None,
+    path: Path,
+    max_pixels: int,
+    state: ScanState,
+    containment: _Containment,
 ) -> dict[str, Any]:
     row: dict[str, Any] = {
         "path": path.as_posix(),
@@ -194,7 +224,7 @@ def _file_row(
         "readable": False,
         "error": None,
     }
-    if _escapes(path, domain.root):
+    if containment.escapes(path, domain.root):
         row["error"] = (
             f"link leads outside the data root {domain.root.as_posix()!r} (to {path.resolve().as_posix()!r}): refused"
         )

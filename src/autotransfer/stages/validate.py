@@ -92,16 +92,26 @@ def _tables(scanned: Scan) -> dict[str, pd.DataFrame]:
     files = scanned.files.assign(item=scanned.files["path"])
     folders = scanned.folders.assign(item=scanned.folders["folder"])
     readable = files[files["readable"]]
-    content = (
-        readable.assign(place=readable["domain"] + "/" + readable["split"])
+    placed = readable.assign(place=readable["domain"] + "/" + readable["split"])[["sha256", "place", "path"]]
+    # A hash held by one file (nearly all of them) is its own row; only shared ones are grouped
+    # (grouping every hash in Python took most of a rerun's time on 100k files).
+    shared = placed["sha256"].duplicated(keep=False)
+    single = placed[~shared]
+    grouped = (
+        placed[shared]
         .groupby(["sha256", "place"], sort=True)["path"]
         .agg(lambda paths: ", ".join(sorted(paths)))
         .reset_index()
     )
     # One row per (hash, place); the item names every file carrying that hash.
-    everywhere = content.groupby("sha256")["path"].agg(lambda p: ", ".join(sorted(p)))
-    places = content.groupby("sha256")["place"].agg(lambda p: " and ".join(sorted(p)))
-    content = content.assign(item=content["sha256"].map(everywhere), places=content["sha256"].map(places))
+    everywhere = grouped.groupby("sha256")["path"].agg(lambda p: ", ".join(sorted(p)))
+    places = grouped.groupby("sha256")["place"].agg(lambda p: " and ".join(sorted(p)))
+    grouped = grouped.assign(item=grouped["sha256"].map(everywhere), places=grouped["sha256"].map(places))
+    content = (
+        pd.concat([single.assign(item=single["path"], places=single["place"]), grouped], ignore_index=True)
+        .sort_values(["sha256", "place"], kind="stable")
+        .reset_index(drop=True)
+    )
     return {"files": files, "folders": folders, "content": content}
 
 
