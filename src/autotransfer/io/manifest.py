@@ -266,8 +266,8 @@ def assign_usage(files: pd.DataFrame, target: str, labeled_per_class: int | None
 
     The cap on labeled target images covers train and val together and is split between
     them in proportion to their sizes; the capped-away target train images become
-    unlabeled (usable by DANN, never by a supervised loss). The test split is only ever
-    used for scoring and is never capped. Unreadable files are ``unused``.
+    unlabeled (usable by DANN, never by a supervised loss). The test split is never
+    trained on and never capped (evaluate and the champion gate score on it). Unreadable files are ``unused``.
     """
     usage = files["split"].where(files["readable"], "unused").copy()
     if labeled_per_class is None:
