@@ -138,9 +138,7 @@ def timm_imagenet_file(arch: str) -> Path:
     )
 
 
-def map_by_order(
-    state: dict[str, torch.Tensor], target: dict[str, torch.Tensor], source: str
-) -> dict[str, torch.Tensor]:
+def map_by_order(state: StateDict, target: StateDict, source: str) -> StateDict:
     """``state``'s tensors under ``target``'s names, position by position; any shape mismatch is an error."""
     if len(state) != len(target):
         raise WeightsError(f"{source}: {len(state)} tensors, the model has {len(target)}: not the same network")
@@ -152,7 +150,7 @@ def map_by_order(
     return dict(zip(target, state.values()))
 
 
-def _timm_body_state(model: TransferModel, state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+def _timm_body_state(model: TransferModel, state: StateDict, source: str) -> StateDict:
     """A timm (or EfficientNet-PyTorch) ImageNet state dict without its classifier, in the body's names."""
     if "_conv_stem.weight" in state:  # EfficientNet-PyTorch: its classifier is _fc
         body = {k: v for k, v in state.items() if not k.startswith("_fc.")}

@@ -17,19 +17,16 @@ import numpy as np
 import torch
 
 from autotransfer.io.data import Normalization, TrainData
-from autotransfer.io.store import ImageStore, TensorStore
-from autotransfer.models.backbones import PIXEL_SIDE, PIXELS, TransferModel
+from autotransfer.io.store import ImageStore
+from autotransfer.models.backbones import PIXEL_SIDE, PIXELS, PixelBody, TransferModel
 
 PIXEL_NORMALIZATION = Normalization((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # uint8 / 255: the body pools raw pixels
 
 
-def pixel_features(images: ImageStore | torch.Tensor, side: int = PIXEL_SIDE) -> np.ndarray:
-    """What the ``pixels`` body computes: uint8 (N,3,S,S) → [0,1], average-pooled to side², flattened."""
-    store = TensorStore(images) if isinstance(images, torch.Tensor) else images
-    parts = [
-        torch.nn.functional.adaptive_avg_pool2d(PIXEL_NORMALIZATION(chunk), side).flatten(1).numpy()
-        for chunk in store.chunks(1024)
-    ]
+def pixel_features(images: ImageStore, side: int = PIXEL_SIDE) -> np.ndarray:
+    """The ``pixels`` model's features: its body on uint8 (N,3,S,S) scaled to [0,1], chunk by chunk."""
+    body = PixelBody(side)
+    parts = [body(PIXEL_NORMALIZATION(chunk)).numpy() for chunk in images.chunks(1024)]
     return np.concatenate(parts).astype(np.float64) if parts else np.zeros((0, 3 * side * side))
 
 
