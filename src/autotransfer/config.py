@@ -54,6 +54,13 @@ class DataConfig(Section):
         description="Decoded images at the training size live here and are read batch by batch, so memory does "
         "not grow with the number of images; null: decode into memory.",
     )
+    workers: int = Field(
+        0,
+        ge=0,
+        description="Worker processes (torch DataLoader) that decode images into the decoded cache and read "
+        "training batches from it ahead of the step; 0: all in the calling process. Results do not depend on it.",
+    )
+    prefetch: int = Field(2, ge=1, description="Batches each worker reads ahead (data.workers > 0).")
 
 
 class ValidationConfig(Section):

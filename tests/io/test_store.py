@@ -37,10 +37,11 @@ def test_a_second_load_decodes_nothing_and_another_size_or_filter_is_another_ent
     decoded: list[int] = []
     original = cache.store
 
-    def counting(hashes, side, interpolation, decode, progress=None):
-        def spy(i):
-            decoded.append(i)
-            return decode(i)
+    def counting(hashes, side, interpolation, blocks, progress=None):
+        def spy(size):
+            for block in blocks(size):
+                decoded.extend(range(len(block)))
+                yield block
 
         return original(hashes, side, interpolation, spy, progress)
 
@@ -82,12 +83,16 @@ def test_training_on_the_disk_cache_ends_bit_identical_to_training_in_memory(dat
     from stage_helpers import plan_ready
 
     results = {}
-    for name, cache in (("memory", None), ("disk", str(tmp_path / "decoded-run"))):
-        params = plan_ready(tiny_params(data_root, tmp_path / name, data={"decoded_cache": cache},
+    runs = (("memory", None, 0), ("disk", str(tmp_path / "decoded-run"), 0),
+            ("disk, 2 workers", str(tmp_path / "decoded-workers"), 2))
+    for name, cache, workers in runs:
+        params = plan_ready(tiny_params(data_root, tmp_path / name, data={"decoded_cache": cache, "workers": workers},
                                         train={"epochs": 2, "batch_size": 4}))
         data = load_train_data(params, True, backbone_input(params), progress=False)
         assert isinstance(data.train.images, TensorStore if cache is None else FileStore)
         results[name] = fit(params, Candidate("dann"), data, tmp_path / name / "runs", 2, False)
-    memory, disk = results["memory"].model.state_dict(), results["disk"].model.state_dict()
-    assert all(torch.equal(memory[k], disk[k]) for k in memory)
-    assert np.isclose(results["memory"].history[-1]["train_loss"], results["disk"].history[-1]["train_loss"])
+    memory = results["memory"].model.state_dict()
+    for name in ("disk", "disk, 2 workers"):  # decoded and read ahead by worker processes: the same run
+        other = results[name].model.state_dict()
+        assert all(torch.equal(memory[k], other[k]) for k in memory), name
+        assert np.isclose(results["memory"].history[-1]["train_loss"], results[name].history[-1]["train_loss"])

@@ -12,9 +12,11 @@ uninterrupted run would be.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ from autotransfer.engine.checkpoint import (
 from autotransfer.engine.ddp import World, all_finite, current_world, main_first, sync_buffers, wrap
 from autotransfer.errors import TrainingError
 from autotransfer.io.data import Normalization, TrainData
+from autotransfer.io.workers import PrefetchStore, prefetching
 from autotransfer.models.backbones import TransferModel
 from autotransfer.models.features import state_hash
 from autotransfer.transfer.strategies import Candidate, Phase, StepOutput, Strategy, make_strategy
@@ -79,48 +82,66 @@ def train(
     started = time.perf_counter()
     bar = progress_bar(strategy.label, steps * epochs, run.start_epoch * steps, world, progress)
     current: Phase | None = None
-    for epoch in range(run.start_epoch, min(epochs, stop_after or epochs) if strategy.trains else 0):
-        phase = next(p for p in plan if p.start_epoch <= epoch < p.end_epoch)
-        strategy.train_mode(phase)
-        if phase != current:  # a new phase: new param groups, a fresh (re-warmed) schedule, DDP re-wrapped
-            optimizer, scheduler = strategy.configure(phase, steps * (phase.end_epoch - phase.start_epoch))
-            net = wrap(strategy.forward_module(), world, device)
-            run.restore_optimizer(phase, optimizer, scheduler)
-            current = phase
-        order, draws = run.randomness(epoch, world)
-        meter, epoch_started = EpochMeter(), time.perf_counter()
-        for step in range(steps):
-            index = shard(order, step * strategy.batch_size, strategy.batch_size, world)
-            out = strategy.step(net, index, draws, (epoch * steps + step) / max(1, steps * epochs), device)
-            if not all_finite(out.loss.detach(), world):
-                raise TrainingError(
-                    f"{strategy.label}: non-finite loss ({out.loss.item()}) at epoch {epoch + 1}, "
-                    f"step {step + 1}; stopped, no model written"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            optimizer.step()
-            scheduler.step()
-            meter.add(out)
-            bar.update(1)
-        seconds = time.perf_counter() - epoch_started
-        sync_buffers(model, world)
-        val = validate(strategy, data, device)
-        record = {
-            "epoch": epoch + 1,
-            "phase": phase.index,
-            **meter.summary(val, optimizer, seconds, world),
-            **strategy.epoch_record(epoch + 1, epochs),
-        }
-        bar.set_postfix(loss=f"{record['train_loss']:.3f}", val="n/a" if val is None else f"{val:.3f}")
-        stop = run.end_epoch(record, val if val is not None and strategy.selects_by_val else epoch)
-        if world.is_main and checkpoint is not None:  # the ranks' weights are equal; one writer
-            save_atomic(run.checkpoint(key, epochs, phase, optimizer, scheduler), checkpoint)
-        if stop:
-            log.info("early stopping after epoch %d (best %d)", epoch + 1, run.best_epoch)
-            break
+    with read_ahead(strategy, device) as announce:
+        for epoch in range(run.start_epoch, min(epochs, stop_after or epochs) if strategy.trains else 0):
+            phase = next(p for p in plan if p.start_epoch <= epoch < p.end_epoch)
+            strategy.train_mode(phase)
+            if phase != current:  # a new phase: new param groups, a fresh (re-warmed) schedule, DDP re-wrapped
+                optimizer, scheduler = strategy.configure(phase, steps * (phase.end_epoch - phase.start_epoch))
+                net = wrap(strategy.forward_module(), world, device)
+                run.restore_optimizer(phase, optimizer, scheduler)
+                current = phase
+            order, draws = run.randomness(epoch, world)
+            meter, epoch_started = EpochMeter(), time.perf_counter()
+            batches = [shard(order, step * strategy.batch_size, strategy.batch_size, world) for step in range(steps)]
+            announce(batches)
+            for step, index in enumerate(batches):
+                out = strategy.step(net, index, draws, (epoch * steps + step) / max(1, steps * epochs), device)
+                if not all_finite(out.loss.detach(), world):
+                    raise TrainingError(
+                        f"{strategy.label}: non-finite loss ({out.loss.item()}) at epoch {epoch + 1}, "
+                        f"step {step + 1}; stopped, no model written"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                out.loss.backward()
+                optimizer.step()
+                scheduler.step()
+                meter.add(out)
+                bar.update(1)
+            seconds = time.perf_counter() - epoch_started
+            sync_buffers(model, world)
+            val = validate(strategy, data, device)
+            record = {
+                "epoch": epoch + 1,
+                "phase": phase.index,
+                **meter.summary(val, optimizer, seconds, world),
+                **strategy.epoch_record(epoch + 1, epochs),
+            }
+            bar.set_postfix(loss=f"{record['train_loss']:.3f}", val="n/a" if val is None else f"{val:.3f}")
+            stop = run.end_epoch(record, val if val is not None and strategy.selects_by_val else epoch)
+            if world.is_main and checkpoint is not None:  # the ranks' weights are equal; one writer
+                save_atomic(run.checkpoint(key, epochs, phase, optimizer, scheduler), checkpoint)
+            if stop:
+                log.info("early stopping after epoch %d (best %d)", epoch + 1, run.best_epoch)
+                break
     bar.close()
     return run.finish(strategy, data, started)
+
+
+@contextlib.contextmanager
+def read_ahead(strategy: Strategy, device: torch.device) -> Iterator[Callable[[list[torch.Tensor]], None]]:
+    """While training, the strategy's labeled images read ahead by ``data.workers`` processes.
+
+    Yields ``announce(batches)``: the epoch's batches, told to the workers before its first step.
+    """
+    cfg = strategy.params.data
+    pool = strategy.pool_images
+    with prefetching(pool, cfg.workers if strategy.reads_images else 0, cfg.prefetch, device.type == "cuda") as ahead:
+        strategy.pool_images = ahead
+        try:
+            yield ahead.announce if isinstance(ahead, PrefetchStore) else (lambda batches: None)
+        finally:
+            strategy.pool_images = pool
 
 
 def fit(

@@ -24,6 +24,7 @@ from autotransfer.errors import StageInputError
 from autotransfer.io.images import Interpolation, load_rgb, resize_square
 from autotransfer.io.progress import bar_disabled
 from autotransfer.io.store import DecodedCache, ImageStore, TensorStore
+from autotransfer.io.workers import decode_blocks
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,20 @@ def read_manifest(reports_dir: str | Path) -> pd.DataFrame:
 
 
 def decoded_cache(params: Params) -> DecodedCache | None:
-    return DecodedCache(params.data.decoded_cache) if params.data.decoded_cache else None
+    cfg = params.data
+    return DecodedCache(cfg.decoded_cache, cfg.workers) if cfg.decoded_cache else None
+
+
+@dataclass(frozen=True)
+class FileDecoder:
+    """Image file ``i`` as ``(size, size, 3)`` uint8; an object, not a closure, so worker processes can take it."""
+
+    paths: tuple[str, ...]
+    size: int
+    interpolation: Interpolation
+
+    def __call__(self, i: int) -> np.ndarray:
+        return np.asarray(resize_square(load_rgb(Path(self.paths[i])), self.size, self.interpolation))
 
 
 def load_images(
@@ -161,13 +175,18 @@ def load_images(
     )
     hashes = tuple(rows["sha256"].tolist())
 
-    def decode(i: int) -> np.ndarray:
-        return np.asarray(resize_square(load_rgb(Path(paths[i])), size, interpolation))
+    decode = FileDecoder(tuple(paths), size, interpolation)
 
     with tqdm(total=len(paths), desc=desc, unit="img", disable=bar_disabled(progress, len(paths))) as bar:
         store: ImageStore
         if cache is not None and len(paths):
-            store = cache.store(hashes, size, interpolation, decode, bar.update)
+            store = cache.store(
+                hashes,
+                size,
+                interpolation,
+                lambda block: decode_blocks(decode, len(paths), block, cache.workers),
+                bar.update,
+            )
         else:
             images = np.empty((len(paths), size, size, 3), dtype=np.uint8)
             for i in range(len(paths)):

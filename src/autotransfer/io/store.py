@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -149,8 +149,8 @@ class DecodedCache:
 
     CHUNK = 512  # images decoded per write: bounds the memory a build needs
 
-    def __init__(self, folder: str | Path) -> None:
-        self.folder = Path(folder)
+    def __init__(self, folder: str | Path, workers: int = 0) -> None:
+        self.folder, self.workers = Path(folder), workers  # workers: processes that decode a missing entry
 
     def key(self, hashes: Sequence[str], side: int, interpolation: str) -> str:
         digest = hashlib.sha256(f"decoded-v1:{side}:{interpolation}\n".encode())
@@ -162,10 +162,11 @@ class DecodedCache:
         hashes: Sequence[str],
         side: int,
         interpolation: str,
-        decode: Callable[[int], np.ndarray],
+        blocks: Callable[[int], Iterable[np.ndarray]],
         progress: Callable[[int], None] | None = None,
     ) -> FileStore:
-        """The cached images, built with ``decode(i) -> (S, S, 3) uint8`` for each missing entry."""
+        """The cached images; a missing entry is built from ``blocks(CHUNK)``: the images in order,
+        ``(n, S, S, 3)`` uint8 a block of at most CHUNK at a time."""
         key = self.key(hashes, side, interpolation)
         data, meta = self.folder / f"{key}.u8", self.folder / f"{key}.json"
         expected = len(hashes) * side * side * 3
@@ -182,8 +183,7 @@ class DecodedCache:
         partial = data.with_name(f"{data.name}.{os.getpid()}.partial")
         colour = False
         with partial.open("wb") as out:
-            for start in range(0, len(hashes), self.CHUNK):
-                block = np.stack([decode(i) for i in range(start, min(len(hashes), start + self.CHUNK))])
+            for block in blocks(self.CHUNK):
                 colour = colour or bool(
                     (block[..., 0] != block[..., 1]).any() or (block[..., 1] != block[..., 2]).any()
                 )

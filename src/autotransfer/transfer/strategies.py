@@ -110,6 +110,7 @@ class Strategy:
     cross_domain: ClassVar[bool] = False  # carries a source-trained model across domains (colour aug "auto")
     trains: ClassVar[bool] = True  # False: the model is used as built (zero-shot)
     selects_by_val: ClassVar[bool] = True  # keep the best labeled-val epoch (else the last)
+    reads_images: ClassVar[bool] = True  # a step reads ``pool_images[index]`` (the loop has them read ahead)
 
     def __init__(self, params: Params, candidate: Candidate) -> None:
         cfg = params.train
@@ -306,6 +307,7 @@ class LinearProbe(Strategy):
     """A new head on frozen features, computed once (cached on disk): no backbone forward per epoch."""
 
     name = "linear_probe"
+    reads_images = False  # a step reads cached features
 
     def phases(self, epochs: int) -> list[Phase]:
         return single_phase(epochs, ("head",))
