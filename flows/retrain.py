@@ -9,23 +9,28 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
 from prefect import Task, flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.exceptions import CancelledRun
+from prefect.states import Cancelled
 
 from autotransfer.artifacts import MetricsReport, PlanReport, RegistrationReport, TrainReport
 from autotransfer.config import DEFAULT_PARAMS_FILE, Params, load_params
 from autotransfer.io.data import data_hash, read_manifest
+from autotransfer.ops import stopping
 from autotransfer.stages.pipeline import outputs_match, stage_key, stage_names
+from flows.server import owned_temporary_server
 from tasks.stages import STAGE_TASKS, already_trained
 
 FLOW_STAGES = stage_names()
 
 
+STOPPED_NOTE = "nothing was registered after the signal; the last checkpoint is kept, and the next run resumes from it"
 LOCK_FILE = ".retrain.lock"
 LOCK_WAIT_S = 6 * 3600
 
@@ -79,19 +84,31 @@ def retrain(
     """
     logger = get_run_logger()
     params = load_params(params_file, overrides or [])
-    with exclusive_outputs(params):
-        results: dict[str, Any] = {"validate": run_stage("validate", params)}
-        unchanged = _unchanged_since_registered(params)
-        if unchanged and not force:
-            logger.info(unchanged)
-            _decision_report(params, results, skipped=unchanged)
-            return {"skipped": True, "reason": unchanged, **results}
-        for name in FLOW_STAGES[1:]:
-            results[name] = run_stage(name, params)
-        _decision_report(params, results)
-        results["dvc"] = _record_in_dvc(params_file, overrides)
-        logger.info(results["dvc"])
-        return {"skipped": False, **results}
+    # Prefect's engine put its own SIGTERM handler in place for the run; ours stops it in order
+    # (a worker's flow process, started without `main`, gets ours here).
+    signals = stopping.installed() or stopping.StopSignals().install()
+    signals.reinstall()
+    stage = "validate"
+    try:
+        with exclusive_outputs(params):
+            results: dict[str, Any] = {"validate": run_stage("validate", params)}
+            unchanged = _unchanged_since_registered(params)
+            if unchanged and not force:
+                logger.info(unchanged)
+                _decision_report(params, results, skipped=unchanged)
+                return {"skipped": True, "reason": unchanged, **results}
+            for stage in FLOW_STAGES[1:]:
+                signals.check()
+                with signals.deferred() if stage == "register" else nullcontext():  # a version is written whole
+                    results[stage] = run_stage(stage, params)
+            _decision_report(params, results)
+            results["dvc"] = _record_in_dvc(params_file, overrides)
+            logger.info(results["dvc"])
+            return {"skipped": False, **results}
+    except stopping.RunStopped as stop:
+        message = f"{stop} during {stage}: {STOPPED_NOTE}"
+        logger.warning(message)
+        return Cancelled(message=message)  # type: ignore[return-value]
 
 
 def _unchanged_since_registered(params: Params) -> str | None:
@@ -172,9 +189,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
+    signals = stopping.StopSignals().install()
+
     def run() -> int:
         started = time.perf_counter()
-        result = retrain(params_file=str(args.params), overrides=args.overrides, force=args.force)
+        # stopped last: the flow's final state and its logs go to it after a stop signal too
+        with owned_temporary_server():
+            try:
+                result = retrain(params_file=str(args.params), overrides=args.overrides, force=args.force)
+            except CancelledRun:
+                if signals.received is None:
+                    raise
+                raise stopping.RunStopped(signals.received) from None
         print(
             f"retrain flow finished in {time.perf_counter() - started:.1f} s"
             + (f": {result['reason']}" if result["skipped"] else "")

@@ -1,7 +1,8 @@
 """``autotransfer``: one subcommand per pipeline stage, plus the demo data.
 
 Exit codes: 0 success, 1 the stage ran and found a problem (e.g. invalid data),
-2 bad usage or configuration (the message names the key or file).
+2 bad usage or configuration (the message names the key or file), 130 / 143 stopped by
+SIGINT / SIGTERM (the last checkpoint is kept; the same command resumes).
 """
 
 from __future__ import annotations
@@ -10,14 +11,17 @@ import argparse
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from autotransfer.config import DEFAULT_PARAMS_FILE, Params, load_params
 from autotransfer.errors import AutotransferError, ConfigError, ImageDecodeError
+from autotransfer.ops.stopping import RunStopped, StopSignals, kill_descendants
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+STOPPED = "nothing more was done; the last checkpoint is kept, and the same command resumes from it"
 
 
 def common_options() -> argparse.ArgumentParser:
@@ -140,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        StopSignals().install()  # SIGINT/SIGTERM: stop at once, in order (ops/stopping.py)
     return guarded(args.command, lambda: args.handler(args))
 
 
@@ -153,6 +159,10 @@ def guarded(command: str, action: Callable[[], int]) -> int:
     except (AutotransferError, ImageDecodeError) as exc:
         print(f"autotransfer {command}: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except RunStopped as exc:
+        kill_descendants()  # torchrun ranks, data workers: nothing of the run outlives it
+        print(f"autotransfer {command}: {exc}; {STOPPED}", file=sys.stderr)
+        return exc.exit_code
 
 
 def cmd_stack(args: argparse.Namespace) -> int:

@@ -1,0 +1,122 @@
+"""Stop signals: SIGINT and SIGTERM end a run promptly, in order, and within a bounded grace.
+
+The first SIGINT or SIGTERM raises ``RunStopped`` in the main thread at once (training
+stops between two operations; the last checkpoint is whole, since checkpoints are written
+to a temporary file and renamed). It is a ``BaseException``: no ``except Exception``, and
+no task retry, turns it into something else. Repeated signals (Ctrl-C hit twice, a
+supervisor forwarding the one ``timeout`` sent) change nothing: the run is already
+stopping. If it has not ended ``grace`` seconds after the first signal, a watchdog kills
+every process the run started and exits with 128 + the signal number.
+
+A step that must finish whole (writing a model version to the registry) runs
+``deferred()``: a signal inside it stops the run right after it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from types import FrameType
+
+import psutil
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+GRACE_S = 10.0
+_installed: StopSignals | None = None
+
+
+def installed() -> StopSignals | None:
+    """The handling this process installed (None: none yet)."""
+    return _installed
+
+
+class RunStopped(BaseException):
+    """A stop signal arrived; the run ends without doing anything more."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def kill_descendants(timeout: float = 3.0) -> None:
+    """SIGTERM every process this one started (and theirs), then SIGKILL what is left after ``timeout``."""
+    try:
+        children = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            child.terminate()
+    _, alive = psutil.wait_procs(children, timeout=timeout)
+    for child in alive:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+    psutil.wait_procs(alive, timeout=timeout)
+
+
+class StopSignals:
+    """The process's SIGINT/SIGTERM handling while a run is under way (install it in the main thread)."""
+
+    def __init__(self, grace: float = GRACE_S, on_timeout: Callable[[], None] | None = None) -> None:
+        self.grace, self.on_timeout = grace, on_timeout
+        self.received: int | None = None
+        self._deferring = 0
+        self._raised = False
+
+    def install(self) -> StopSignals:
+        global _installed
+        for sig in SIGNALS:
+            signal.signal(sig, self._handle)
+        _installed = self
+        return self
+
+    def reinstall(self) -> None:
+        """Take the signals back from code that replaced the handlers (Prefect's flow engine does for SIGTERM)."""
+        if threading.current_thread() is threading.main_thread():
+            self.install()
+
+    @property
+    def stopping(self) -> bool:
+        return self.received is not None
+
+    def check(self) -> None:
+        """Raise ``RunStopped`` if a signal arrived and nothing has raised it yet (a stage boundary)."""
+        if self.received is not None and not self._raised and not self._deferring:
+            self._raised = True
+            raise RunStopped(self.received)
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        self._deferring += 1
+        try:
+            yield
+        finally:
+            self._deferring -= 1
+        self.check()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.received is not None:
+            return  # already stopping: the watchdog bounds how long that takes
+        self.received = signum
+        threading.Thread(target=self._watchdog, name="stop-watchdog", daemon=True).start()
+        self.check()
+
+    def _watchdog(self) -> None:
+        time.sleep(self.grace)
+        assert self.received is not None
+        name = signal.Signals(self.received).name
+        print(f"autotransfer: still running {self.grace:g} s after {name}; ending by force", file=sys.stderr)
+        if self.on_timeout is not None:
+            with contextlib.suppress(Exception):
+                self.on_timeout()
+        kill_descendants()
+        os._exit(128 + self.received)
