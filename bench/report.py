@@ -184,6 +184,47 @@ def strategy_selection(r: dict[str, Any]) -> list[str]:
     return rows
 
 
+def strategy_selection_imagenet(r: dict[str, Any]) -> list[str]:
+    """Every strategy on the ImageNet backbone beside the floor and both modes' picks (bench/strategy_selection.py)."""
+    def stats(values: list[float]) -> str:
+        import statistics
+
+        mean = statistics.mean(values)
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f"{mean:.4f} ± {std:.4f} ({min(values):.4f}–{max(values):.4f})"
+
+    rows = ["## 10. Every strategy on the ImageNet backbone", "", header(r), "",
+            f"{r['setup']['arch']} with its ImageNet weights at params.yaml's size, seeds {r['setup']['seeds']}; "
+            "target test accuracy, mean ± std (min–max) over seeds. Each strategy is trained to the full budget "
+            "with the floor off (the oracle); `rules` and `race` run as the product does, floor on, so a pick "
+            "the floor replaced is scored as the model it wrote. Regret = best strategy of the seed − the pick "
+            "(points); compute = the mode's seconds / all strategies' seconds.", ""]
+    for name, v in r["scenarios"].items():
+        runs = v["runs"]
+        rows += [f"**{name}**", "", "| model | test accuracy | seconds (median) |", "|---|---|---|"]
+        labels = sorted({k for run in runs for k in run["oracle"]},
+                        key=lambda k: -sum(run["oracle"][k]["accuracy"] for run in runs))
+        for label in labels:
+            acc = [run["oracle"][label]["accuracy"] for run in runs if label in run["oracle"]]
+            sec = sorted(run["oracle"][label]["seconds"] for run in runs if label in run["oracle"])
+            rows.append(f"| {label} | {stats(acc)} | {sec[len(sec) // 2]:.0f} |")
+        pixels = [run["floor"]["logistic_pixels"] for run in runs if run["floor"].get("logistic_pixels") is not None]
+        if pixels:
+            rows.append(f"| floor: logistic regression on pixels | {stats(pixels)} | — |")
+        for mode in ("rules", "race"):
+            acc = [run[mode]["accuracy"] for run in runs]
+            regret = [run[mode]["regret_pts"] for run in runs]
+            share = [run[mode]["compute_share"] for run in runs]
+            used = [(run[mode]["floor"] or {}).get("used") for run in runs]
+            floor = f"; the floor replaced it in {sum(u is not None for u in used)}/{len(runs)}" if any(used) else ""
+            rows.append(f"| **{mode}**: {_picks([run[mode]['pick'] for run in runs])} | {stats(acc)} | "
+                        f"regret {stats(regret).split(' (')[0]} pts (worst {max(regret):.2f}), compute "
+                        f"{min(share):.2f}–{max(share):.2f}{floor} |")
+        best = [_best(run) for run in runs]
+        rows += ["", f"Best strategy per seed: {', '.join(best)}.", ""]
+    return rows
+
+
 def similarity_cost(r: dict[str, Any]) -> list[str]:
     names = ["pad", "mmd2_rbf", "frechet", "logme", "linear_probe"]
     fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
@@ -412,10 +453,14 @@ def main() -> None:
                                "(oracle vs `rules` vs `race`, 3 seeds); see the benchmarks issue._", ""],
         "peers": ["## 7. Peers side by side (fastai, Lightning)", "", "_Not measured yet; see the benchmarks "
                   "issue._", ""],
+        "strategy_selection_tf_efficientnet_lite0": [
+            "## 10. Every strategy on the ImageNet backbone", "",
+            "_Not measured yet: `cd bench && python strategy_selection.py --scenarios 'similar, all labels'`._", ""],
     }
     sections = [("efficiency", efficiency), ("probe_cache", probe_cache), ("orchestration", orchestration),
                 ("dann", dann), ("strategy_selection", strategy_selection), ("similarity_cost", similarity_cost),
-                ("peers", peers), ("pipeline_scale", pipeline_scale), ("loader", loader)]
+                ("peers", peers), ("pipeline_scale", pipeline_scale), ("loader", loader),
+                ("strategy_selection_tf_efficientnet_lite0", strategy_selection_imagenet)]
     results = {name: load(name) for name, _ in sections}
     dates = {name: r["machine"]["date"] for name, r in results.items() if r}
     # The overview notes describe the seven tables of one bench-full run; later sections do not stale them.

@@ -84,13 +84,11 @@ def retrain(
     """
     logger = get_run_logger()
     params = load_params(params_file, overrides or [])
-    # Prefect's engine put its own SIGTERM handler in place for the run; ours stops it in order
-    # (a worker's flow process, started without `main`, gets ours here).
-    signals = stopping.installed() or stopping.StopSignals().install()
-    signals.reinstall()
     stage = "validate"
+    # Prefect's engine put its own SIGTERM handler in place for the run; ours stops it in order
+    # (`main` installed it for the process; a worker's flow process gets it for the run).
     try:
-        with exclusive_outputs(params):
+        with stopping.handling() as signals, exclusive_outputs(params):
             results: dict[str, Any] = {"validate": run_stage("validate", params)}
             unchanged = _unchanged_since_registered(params)
             if unchanged and not force:
@@ -189,12 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    signals = stopping.StopSignals().install()
-
     def run() -> int:
         started = time.perf_counter()
-        # stopped last: the flow's final state and its logs go to it after a stop signal too
-        with owned_temporary_server():
+        # the server is stopped last: the flow's final state and its logs go to it after a stop signal too
+        with stopping.handling(process_wide=argv is None) as signals, owned_temporary_server():
             try:
                 result = retrain(params_file=str(args.params), overrides=args.overrides, force=args.force)
             except CancelledRun:

@@ -52,6 +52,17 @@ class OwnedTemporaryServer(SubprocessASGIServer):
             preexec_fn=die_with_parent,
         )
 
+    def stop(self) -> None:
+        """Prefect waits up to 5 s for a graceful shutdown; by now its logs are sent, so wait 2 s."""
+        process = self.server_process
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        super().stop()
+
 
 def _flush_to_server() -> None:
     """Send what Prefect's background workers still hold (the final state's logs and events)."""

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -150,3 +151,36 @@ def test_fresh_clone_rebuilds_the_data_byte_for_byte_and_reproduces(clone: Path,
 def test_changed_data_shows_in_git_diff(clone: Path):
     sh(["autotransfer", "demo-data", "--no-progress", "-S", "demo.seed=1"], clone)
     assert "data.dvc" in sh(["git", "diff", "--stat"], clone).stdout
+
+
+@pytest.mark.slow
+def test_ctrl_c_under_dvc_repro_stops_the_stage_and_the_next_repro_resumes(clone: Path):
+    import signal
+
+    from test_stop_signals import start_and_signal
+
+    sh(["autotransfer", "demo-data", "--no-progress"], clone)
+    params = yaml.safe_load((clone / "params.yaml").read_text())
+    for section, values in {**SMALL, "train": {"epochs": 12, "batch_size": 8, "patience": 0, "floor": False},
+                            "strategy": {"force": "finetune_all"}}.items():
+        params[section].update(values)
+    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "long training"], clone)
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    checkpoint = clone / "models/target/runs/finetune_all/checkpoint.pt"
+    # given `dvc repro` in its training stage, when Ctrl-C reaches the terminal's group
+    result = start_and_signal([sys.executable, "-m", "dvc", "repro"], env, checkpoint, signal.SIGINT, True, 1,
+                              cwd=clone)
+    print(f"\ndvc repro, SIGINT to the group: exit {result['code']} after {result['seconds']:.1f} s; "
+          f"processes left {len(result['left'])} of {result['children']}")
+    # then dvc and the stage end, nothing of them runs on, no model is written or registered
+    assert result["code"] != 0 and result["left"] == [], result["output"][-3000:]
+    assert "stopped by SIGINT" in result["output"]
+    assert not (clone / "models/target/model.safetensors").exists()
+    assert not (clone / "reports/registration.json").exists()
+    stopped_at = torch.load(checkpoint, weights_only=True)["epoch"]
+    # and the next `dvc repro` resumes the training from its checkpoint
+    rerun = sh([sys.executable, "-m", "dvc", "repro"], clone).stdout
+    assert ran_stages(rerun)[0] == "train"
+    report = json.loads((clone / "reports/train.json").read_text())
+    assert report["resumed_from_epoch"] == stopped_at and report["epochs_run"] == 12

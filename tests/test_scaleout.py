@@ -119,6 +119,54 @@ def test_prefect_on_postgres_runs_the_nightly_deployment_on_a_worker(team, demo_
     assert any(v.tags.get("data_hash") for v in versions)
 
 
+def test_a_deployment_run_cancelled_through_the_worker_stops_and_registers_nothing(team, demo_root, tmp_path):
+    import psutil
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows import deploy as deploy_module
+
+    # given a deployment run training on the stack's worker (its own model name: nothing else registers it)
+    params = demo_params(demo_root, tmp_path / "work", store=team.mlflow_uri, strategy={"force": "finetune_all"},
+                         train={"epochs": 40, "batch_size": 8, "patience": 0},
+                         registry={"model_name": "cancelled-run"})
+    file = params_file(params, tmp_path / "params.yaml")
+    checkpoint = Path(params.train.out) / "runs/finetune_all/checkpoint.pt"
+    worker = psutil.Process(team.pids["worker"])
+    with temporary_settings({PREFECT_API_URL: team.prefect_api}):
+        deploy_module.deploy(parameters={"params_file": file, "force": True}, name="cancel-test")
+        flow_run = run_deployment("retrain/cancel-test", timeout=0)
+        deadline = time.monotonic() + 400
+        while not checkpoint.exists():
+            assert time.monotonic() < deadline, "no checkpoint"
+            time.sleep(0.2)
+        children = worker.children(recursive=True)
+        assert children, "the worker runs the flow in a process of its own"
+        # when it is cancelled as a user would
+        started = time.monotonic()
+        cancel = subprocess.run([sys.executable, "-m", "prefect", "flow-run", "cancel", str(flow_run.id)],
+                                env={**os.environ, "PREFECT_API_URL": team.prefect_api}, capture_output=True,
+                                text=True, timeout=60)
+        assert cancel.returncode == 0, cancel.stderr
+        with get_client(sync_client=True) as client:
+            while True:
+                state = client.read_flow_run(flow_run.id).state
+                if state is not None and state.is_final():
+                    break
+                assert time.monotonic() < started + 60, f"flow run still {state}"
+                time.sleep(0.5)
+    _, alive = psutil.wait_procs(children, timeout=30)
+    print(f"\ncancelled through the worker: {state.type.value} after {time.monotonic() - started:.1f} s; "
+          f"processes left {len(alive)} of {len(children)}")
+    # then the run is Cancelled, its flow process is gone, nothing was registered, the checkpoint is whole
+    assert state.is_cancelled(), state
+    assert alive == []
+    assert MlflowClient(team.mlflow_uri).search_model_versions("name = 'cancelled-run'") == []
+    assert not (Path(params.train.out) / "model.safetensors").exists()
+    assert torch.load(checkpoint, weights_only=True)["epoch"] >= 1
+
+
 def test_stack_down_stops_every_server(tmp_path):
     try:
         postgres_bin("initdb")

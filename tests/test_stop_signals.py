@@ -14,6 +14,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -53,21 +54,27 @@ def flow_runs(prefect_home: Path) -> list[tuple[str, str, str]]:
             "join flow_run_state on flow_run.state_id = flow_run_state.id order by flow_run.created").fetchall()
 
 
-def training_params(demo_root: Path, work: Path) -> Params:
+def training_params(demo_root: Path, work: Path, workers: int = 0) -> Params:
     # long enough to be signalled mid-way: ~1 s per epoch, 40 epochs
-    return demo_params(demo_root, work, strategy={"force": "finetune_all"},
+    return demo_params(demo_root, work, strategy={"force": "finetune_all"}, data={"workers": workers},
                        train={"epochs": 40, "batch_size": 8, "patience": 0})
 
 
 def start_and_signal(command: list[str], env: dict[str, str], checkpoint: Path, sig: signal.Signals,
-                     group: bool, times: int) -> dict:
+                     group: bool, times: int, cwd: Path | None = None) -> dict:
     """Start ``command``, wait for its first checkpoint, send ``sig``; what happened, as numbers."""
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True)
+    log = tempfile.TemporaryFile("w+")  # not a pipe: a full pipe would stall the run before its checkpoint
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True, cwd=cwd)
+
+    def output() -> str:
+        log.seek(0)
+        return log.read()
+
     seen: dict[int, psutil.Process] = {}
     deadline = time.monotonic() + 400
     while not checkpoint.exists():
-        assert process.poll() is None, process.stdout.read()[-3000:]
+        assert process.poll() is None, output()[-3000:]
         assert time.monotonic() < deadline, "no checkpoint"
         for child in psutil.Process(process.pid).children(recursive=True):
             seen.setdefault(child.pid, child)
@@ -84,7 +91,7 @@ def start_and_signal(command: list[str], env: dict[str, str], checkpoint: Path, 
         if i + 1 < times:
             time.sleep(0.3)
     try:
-        output, _ = process.communicate(timeout=60)
+        process.wait(timeout=60)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         for child in seen.values():
@@ -93,19 +100,19 @@ def start_and_signal(command: list[str], env: dict[str, str], checkpoint: Path, 
     seconds = time.monotonic() - sent
     time.sleep(1)  # what dies with its parent has had its chance
     left = [p.pid for p in seen.values() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-    return {"seconds": seconds, "code": process.returncode, "left": left, "output": output,
+    return {"seconds": seconds, "code": process.returncode, "left": left, "output": output(),
             "epoch_at_signal": epoch_at_signal, "children": len(seen)}
 
 
-@pytest.mark.parametrize(("sig", "group", "times"), [
-    (signal.SIGINT, True, 1),  # Ctrl-C in a terminal
-    (signal.SIGTERM, False, 1),  # kill, systemd, a Prefect worker's cancel
-    (signal.SIGTERM, False, 2),  # `timeout` forwarding it, plus a supervisor
-    (signal.SIGTERM, True, 2),  # Kubernetes / systemd sending to the whole group, twice
+@pytest.mark.parametrize(("sig", "group", "times", "workers"), [
+    (signal.SIGINT, True, 1, 2),  # Ctrl-C in a terminal, reaching the data workers too
+    (signal.SIGTERM, False, 1, 0),  # kill, systemd, a Prefect worker's cancel
+    (signal.SIGTERM, False, 2, 0),  # `timeout` forwarding it, plus a supervisor
+    (signal.SIGTERM, True, 2, 2),  # Kubernetes / systemd sending to the whole group, twice
 ], ids=["SIGINT-group", "SIGTERM-once", "SIGTERM-twice", "SIGTERM-group-twice"])
 def test_a_signalled_run_stops_in_order_registers_nothing_and_leaves_no_process(demo_root, tmp_path, sig, group,
-                                                                               times):
-    params = training_params(demo_root, tmp_path / "work")
+                                                                               times, workers):
+    params = training_params(demo_root, tmp_path / "work", workers)
     file = write_params(params, tmp_path / "params.yaml")
     home = tmp_path / "prefect"
     checkpoint = Path(params.train.out) / "runs/finetune_all/checkpoint.pt"
@@ -146,7 +153,7 @@ def test_the_rerun_after_a_ctrl_c_resumes_and_registers_once(demo_root, tmp_path
     assert [row[0] for row in flow_runs(home)] == ["CANCELLED", "COMPLETED"]
 
 
-def test_a_signalled_stage_command_exits_143_and_resumes(demo_root, tmp_path):
+def test_a_signalled_stage_command_exits_143_and_leaves_nothing_running(demo_root, tmp_path):
     from autotransfer.cli import main
 
     params = training_params(demo_root, tmp_path / "work")

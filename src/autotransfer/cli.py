@@ -11,14 +11,13 @@ import argparse
 import json
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from autotransfer.config import DEFAULT_PARAMS_FILE, Params, load_params
 from autotransfer.errors import AutotransferError, ConfigError, ImageDecodeError
-from autotransfer.ops.stopping import RunStopped, StopSignals, kill_descendants
+from autotransfer.ops.stopping import RunStopped, handling, kill_descendants
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 STOPPED = "nothing more was done; the last checkpoint is kept, and the same command resumes from it"
@@ -144,9 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if threading.current_thread() is threading.main_thread():
-        StopSignals().install()  # SIGINT/SIGTERM: stop at once, in order (ops/stopping.py)
-    return guarded(args.command, lambda: args.handler(args))
+    # SIGINT/SIGTERM: stop at once, in order (ops/stopping.py); for the whole process when it is the command's
+    with handling(process_wide=argv is None):
+        return guarded(args.command, lambda: args.handler(args))
 
 
 def guarded(command: str, action: Callable[[], int]) -> int:

@@ -112,6 +112,12 @@ def test_the_trained_model_stays_when_it_beats_the_floor_and_goes_when_it_does_n
     swapped, floor = apply_floor(params, dataclasses.replace(trained, val_accuracy=0.0), data, fit_candidate)
     assert floor.used == swapped.candidate.label
     assert swapped.val_accuracy == max(row.val_accuracy for row in floor.rows)
+    # given a trained linear probe: it is the floor's probe, so it meets only the pixel baseline
+    probe = fit_candidate(Candidate("linear_probe"))
+    kept, floor = apply_floor(params, dataclasses.replace(probe, val_accuracy=1.0), data, fit_candidate)
+    assert [row.model for row in floor.rows] == ["logistic_pixels"] and floor.used is None
+    _, floor = apply_floor(params, dataclasses.replace(probe, val_accuracy=0.0), data, fit_candidate)
+    assert floor.used == "logistic_pixels" and "linear_probe (val 0.000) is not better" in floor.note
     # given no labeled val images: nothing to compare on, the floor is skipped and says why
     empty_val = dataclasses.replace(data, val=ImageSet.empty(16, data.classes))
     kept, floor = apply_floor(params, perfect, empty_val, fit_candidate)

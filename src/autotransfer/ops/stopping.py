@@ -20,7 +20,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from types import FrameType
 
 import psutil
@@ -28,11 +28,6 @@ import psutil
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 GRACE_S = 10.0
 _installed: StopSignals | None = None
-
-
-def installed() -> StopSignals | None:
-    """The handling this process installed (None: none yet)."""
-    return _installed
 
 
 class RunStopped(BaseException):
@@ -47,10 +42,19 @@ class RunStopped(BaseException):
         return 128 + self.signum
 
 
+def _exits_with_us(process: psutil.Process) -> bool:
+    """multiprocessing's resource tracker ignores SIGTERM and ends when this process does (and must
+    outlive it, to clean up shared memory)."""
+    try:
+        return "multiprocessing.resource_tracker" in " ".join(process.cmdline())
+    except psutil.Error:
+        return True
+
+
 def kill_descendants(timeout: float = 3.0) -> None:
     """SIGTERM every process this one started (and theirs), then SIGKILL what is left after ``timeout``."""
     try:
-        children = psutil.Process().children(recursive=True)
+        children = [p for p in psutil.Process().children(recursive=True) if not _exits_with_us(p)]
     except psutil.Error:
         return
     for child in children:
@@ -66,11 +70,12 @@ def kill_descendants(timeout: float = 3.0) -> None:
 class StopSignals:
     """The process's SIGINT/SIGTERM handling while a run is under way (install it in the main thread)."""
 
-    def __init__(self, grace: float = GRACE_S, on_timeout: Callable[[], None] | None = None) -> None:
-        self.grace, self.on_timeout = grace, on_timeout
+    def __init__(self, grace: float = GRACE_S) -> None:
+        self.grace = grace
         self.received: int | None = None
         self._deferring = 0
         self._raised = False
+        self._over = False
 
     def install(self) -> StopSignals:
         global _installed
@@ -84,9 +89,9 @@ class StopSignals:
         if threading.current_thread() is threading.main_thread():
             self.install()
 
-    @property
-    def stopping(self) -> bool:
-        return self.received is not None
+    def disarm(self) -> None:
+        """The run is over: a stop signal's watchdog, if one is running, ends nothing."""
+        self._over = True
 
     def check(self) -> None:
         """Raise ``RunStopped`` if a signal arrived and nothing has raised it yet (a stage boundary)."""
@@ -112,11 +117,39 @@ class StopSignals:
 
     def _watchdog(self) -> None:
         time.sleep(self.grace)
+        if self._over:
+            return
         assert self.received is not None
         name = signal.Signals(self.received).name
         print(f"autotransfer: still running {self.grace:g} s after {name}; ending by force", file=sys.stderr)
-        if self.on_timeout is not None:
-            with contextlib.suppress(Exception):
-                self.on_timeout()
         kill_descendants()
         os._exit(128 + self.received)
+
+
+@contextlib.contextmanager
+def handling(process_wide: bool = False) -> Iterator[StopSignals]:
+    """The handling already installed, else new handling for this block.
+
+    ``process_wide`` (a command's own process, which ends with it) keeps it installed to the
+    end: a repeated signal during the exit still finds it. Otherwise the previous handlers
+    come back after the block and its watchdog is disarmed, so a caller's process (a
+    notebook, a test session, a Prefect worker's flow process) keeps its own handling.
+    """
+    global _installed
+    if _installed is not None:
+        _installed.reinstall()
+        yield _installed
+        return
+    if threading.current_thread() is not threading.main_thread():
+        yield StopSignals()  # signals reach the main thread only: nothing to handle here
+        return
+    previous = {sig: signal.getsignal(sig) for sig in SIGNALS}
+    signals = StopSignals().install()
+    try:
+        yield signals
+    finally:
+        if not process_wide:
+            signals.disarm()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            _installed = None

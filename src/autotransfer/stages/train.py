@@ -154,9 +154,10 @@ def apply_floor(
     contenders: list[FitResult] = []
     rows: list[FloorRow] = []
     started = time.perf_counter()
-    probe = result if result.candidate == Candidate("linear_probe") else fit_candidate(Candidate("linear_probe"))
-    contenders.append(probe)
-    rows.append(FloorRow(model="linear_probe", val_accuracy=probe.val_accuracy, seconds=_since(started)))
+    if result.candidate != Candidate("linear_probe"):  # a trained linear probe is the floor's probe itself
+        probe = fit_candidate(Candidate("linear_probe"))
+        contenders.append(probe)
+        rows.append(FloorRow(model="linear_probe", val_accuracy=probe.val_accuracy, seconds=_since(started)))
     started = time.perf_counter()
     pixels = fit_logistic_pixels(data, params.train.seed)
     cpu = torch.device("cpu")
