@@ -159,10 +159,17 @@ def test_ctrl_c_under_dvc_repro_stops_the_stage_and_the_next_repro_resumes(clone
 
     from test_stop_signals import start_and_signal
 
+    from safetensors.torch import save_file
+
+    from autotransfer.models.backbones import TransferModel
+
     sh(["autotransfer", "demo-data", "--no-progress"], clone)
+    weights = clone.parent / "small_cnn.safetensors"  # a start model: pretrain is skipped, train is what is tested
+    save_file(TransferModel("small_cnn", 10, 32).state_dict(), str(weights))
     params = yaml.safe_load((clone / "params.yaml").read_text())
     for section, values in {**SMALL, "train": {"epochs": 12, "batch_size": 8, "patience": 0, "floor": False},
-                            "strategy": {"force": "finetune_all"}}.items():
+                            "strategy": {"force": "finetune_all"},
+                            "backbone": {**SMALL["backbone"], "weights": str(weights)}}.items():
         params[section].update(values)
     (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "long training"], clone)

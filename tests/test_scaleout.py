@@ -128,8 +128,14 @@ def test_a_deployment_run_cancelled_through_the_worker_stops_and_registers_nothi
     from flows import deploy as deploy_module
 
     # given a deployment run training on the stack's worker (its own model name: nothing else registers it)
+    from safetensors.torch import save_file
+
+    from autotransfer.models.backbones import TransferModel
+
+    weights = tmp_path / "small_cnn.safetensors"  # a start model: pretrain is skipped, train is what is tested
+    save_file(TransferModel("small_cnn", 10, 32).state_dict(), str(weights))
     params = demo_params(demo_root, tmp_path / "work", store=team.mlflow_uri, strategy={"force": "finetune_all"},
-                         train={"epochs": 40, "batch_size": 8, "patience": 0},
+                         train={"epochs": 40, "batch_size": 8, "patience": 0}, backbone={"weights": str(weights)},
                          registry={"model_name": "cancelled-run"})
     file = params_file(params, tmp_path / "params.yaml")
     checkpoint = Path(params.train.out) / "runs/finetune_all/checkpoint.pt"

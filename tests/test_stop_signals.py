@@ -22,9 +22,11 @@ import psutil
 import pytest
 import torch
 import yaml
+from safetensors.torch import save_file
 from mlflow import MlflowClient
 
 from autotransfer.config import Params
+from autotransfer.models.backbones import TransferModel
 from registry_helpers import demo_params
 
 pytestmark = pytest.mark.slow
@@ -37,9 +39,23 @@ def write_params(params: Params, path: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def prefect_home(tmp_path_factory) -> Path:
+    """One Prefect home for the module's runs: its database (the flow runs' states) is read back below."""
+    return tmp_path_factory.mktemp("prefect")
+
+
+@pytest.fixture(scope="module")
+def start_weights(tmp_path_factory) -> Path:
+    """A backbone file, so the runs skip pretraining: what is tested starts at the train stage."""
+    path = tmp_path_factory.mktemp("weights") / "small_cnn.safetensors"
+    torch.manual_seed(0)
+    save_file(TransferModel("small_cnn", 10, 32).state_dict(), str(path))
+    return path
+
+
 def run_env(prefect_home: Path) -> dict[str, str]:
-    # a Prefect home of its own: the temporary server's database is read back below
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # the run's own temporary server
     return {**env, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PREFECT_HOME": str(prefect_home)}
 
 
@@ -47,17 +63,17 @@ def versions(params: Params) -> int:
     return len(MlflowClient(params.registry.tracking_uri).search_model_versions("name = 'autotransfer'"))
 
 
-def flow_runs(prefect_home: Path) -> list[tuple[str, str, str]]:
+def last_flow_run(prefect_home: Path) -> tuple[str, str]:
     with sqlite3.connect(prefect_home / "prefect.db") as db:
         return db.execute(
-            "select flow_run.state_type, flow_run.state_name, flow_run_state.message from flow_run "
-            "join flow_run_state on flow_run.state_id = flow_run_state.id order by flow_run.created").fetchall()
+            "select flow_run.state_type, flow_run_state.message from flow_run join flow_run_state "
+            "on flow_run.state_id = flow_run_state.id order by flow_run.created desc limit 1").fetchone()
 
 
-def training_params(demo_root: Path, work: Path, workers: int = 0) -> Params:
-    # long enough to be signalled mid-way: ~1 s per epoch, 40 epochs
-    return demo_params(demo_root, work, strategy={"force": "finetune_all"}, data={"workers": workers},
-                       train={"epochs": 40, "batch_size": 8, "patience": 0})
+def training_params(demo_root: Path, work: Path, weights: Path, epochs: int = 40, workers: int = 0) -> Params:
+    # long enough to be signalled mid-way (well under a second per epoch)
+    return demo_params(demo_root, work, backbone={"weights": str(weights)}, strategy={"force": "finetune_all"},
+                       data={"workers": workers}, train={"epochs": epochs, "batch_size": 8, "patience": 0})
 
 
 def start_and_signal(command: list[str], env: dict[str, str], checkpoint: Path, sig: signal.Signals,
@@ -104,75 +120,73 @@ def start_and_signal(command: list[str], env: dict[str, str], checkpoint: Path, 
             "epoch_at_signal": epoch_at_signal, "children": len(seen)}
 
 
-@pytest.mark.parametrize(("sig", "group", "times", "workers"), [
-    (signal.SIGINT, True, 1, 2),  # Ctrl-C in a terminal, reaching the data workers too
-    (signal.SIGTERM, False, 1, 0),  # kill, systemd, a Prefect worker's cancel
-    (signal.SIGTERM, False, 2, 0),  # `timeout` forwarding it, plus a supervisor
-    (signal.SIGTERM, True, 2, 2),  # Kubernetes / systemd sending to the whole group, twice
-], ids=["SIGINT-group", "SIGTERM-once", "SIGTERM-twice", "SIGTERM-group-twice"])
-def test_a_signalled_run_stops_in_order_registers_nothing_and_leaves_no_process(demo_root, tmp_path, sig, group,
-                                                                               times, workers):
-    params = training_params(demo_root, tmp_path / "work", workers)
+def signalled_run(params: Params, tmp_path: Path, home: Path, sig: signal.Signals, group: bool, times: int) -> dict:
+    """`autotransfer run` signalled in its training stage; checks what every stopped run must show."""
     file = write_params(params, tmp_path / "params.yaml")
-    home = tmp_path / "prefect"
     checkpoint = Path(params.train.out) / "runs/finetune_all/checkpoint.pt"
-    # given a retrain flow in its training stage, when the signal arrives
     result = start_and_signal([str(BIN / "autotransfer"), "run", "--params", str(file)], run_env(home),
                               checkpoint, sig, group, times)
+    state, message = last_flow_run(home)
     print(f"\n{sig.name} x{times} to {'the group' if group else 'the main process'}: exit {result['code']} after "
-          f"{result['seconds']:.1f} s; flow run {flow_runs(home)[-1][:2]}; versions {versions(params)}; "
+          f"{result['seconds']:.1f} s; flow run {state}; versions {versions(params)}; "
           f"processes left {len(result['left'])} of {result['children']}")
-    # then it exits with 128 + the signal, within the grace, saying why
+    # it exits with 128 + the signal, within the grace, saying why
     assert result["code"] == 128 + sig, result["output"][-3000:]
     assert result["seconds"] < GRACE_S + 5, result["output"][-3000:]
     assert f"stopped by {sig.name}" in result["output"]
     # the flow run is Cancelled with the reason, nothing was registered, no process survives
-    state_type, _, message = flow_runs(home)[-1]
-    assert state_type == "CANCELLED" and f"stopped by {sig.name} during train" in message
+    assert state == "CANCELLED" and f"stopped by {sig.name} during train" in message
     assert versions(params) == 0 and not (Path(params.train.out) / "model.safetensors").exists()
     assert result["left"] == []
     # and the last checkpoint is whole: it loads
     assert torch.load(checkpoint, weights_only=True)["epoch"] >= result["epoch_at_signal"]
+    return result
 
 
-def test_the_rerun_after_a_ctrl_c_resumes_and_registers_once(demo_root, tmp_path):
-    params = demo_params(demo_root, tmp_path / "work", strategy={"force": "finetune_all"},
-                         train={"epochs": 8, "batch_size": 8, "patience": 0})
-    file = write_params(params, tmp_path / "params.yaml")
-    home = tmp_path / "prefect"
-    checkpoint = Path(params.train.out) / "runs/finetune_all/checkpoint.pt"
-    command = [str(BIN / "autotransfer"), "run", "--params", str(file)]
-    first = start_and_signal(command, run_env(home), checkpoint, signal.SIGINT, True, 1)
-    assert first["code"] == 130
-    stopped_at = torch.load(checkpoint, weights_only=True)["epoch"]
-    rerun = subprocess.run(command, env=run_env(home), capture_output=True, text=True, timeout=600)
+@pytest.mark.parametrize(("sig", "group", "times", "workers"), [
+    (signal.SIGTERM, False, 1, 0),  # kill, systemd, a Prefect worker's cancel
+    (signal.SIGTERM, True, 2, 2),  # `timeout` and a supervisor both forwarding it to the group; data workers too
+], ids=["SIGTERM-once", "SIGTERM-twice-group"])
+def test_a_signalled_run_stops_in_order_registers_nothing_and_leaves_no_process(demo_root, tmp_path, prefect_home,
+                                                                               start_weights, sig, group, times,
+                                                                               workers):
+    params = training_params(demo_root, tmp_path / "work", start_weights, workers=workers)
+    signalled_run(params, tmp_path, prefect_home, sig, group, times)
+
+
+def test_ctrl_c_stops_the_run_the_same_way_and_the_rerun_resumes_and_registers_once(demo_root, tmp_path,
+                                                                                  prefect_home, start_weights):
+    params = training_params(demo_root, tmp_path / "work", start_weights, epochs=10, workers=2)
+    signalled_run(params, tmp_path, prefect_home, signal.SIGINT, True, 1)  # Ctrl-C: SIGINT to the group
+    stopped_at = torch.load(Path(params.train.out) / "runs/finetune_all/checkpoint.pt", weights_only=True)["epoch"]
+    rerun = subprocess.run([str(BIN / "autotransfer"), "run", "--params", str(tmp_path / "params.yaml")],
+                           env=run_env(prefect_home), capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     report = yaml.safe_load((Path(params.reports.dir) / "train.json").read_text())
-    assert report["resumed_from_epoch"] == stopped_at and report["epochs_run"] == 8
-    assert versions(params) == 1
-    assert [row[0] for row in flow_runs(home)] == ["CANCELLED", "COMPLETED"]
+    assert report["resumed_from_epoch"] == stopped_at and report["epochs_run"] == 10
+    assert versions(params) == 1 and last_flow_run(prefect_home)[0] == "COMPLETED"
 
 
-def test_a_signalled_stage_command_exits_143_and_leaves_nothing_running(demo_root, tmp_path):
+def test_a_sigkilled_run_leaves_no_temporary_server_behind(demo_root, tmp_path, prefect_home, start_weights):
+    params = training_params(demo_root, tmp_path / "work", start_weights)
+    file = write_params(params, tmp_path / "params.yaml")
+    checkpoint = Path(params.train.out) / "runs/finetune_all/checkpoint.pt"
+    # SIGKILL to the main process only: nothing of it can run, the kernel ends its children
+    result = start_and_signal([str(BIN / "autotransfer"), "run", "--params", str(file)],
+                              run_env(prefect_home), checkpoint, signal.SIGKILL, False, 1)
+    assert result["code"] == -signal.SIGKILL
+    assert result["children"] >= 1 and result["left"] == []
+
+
+def test_a_signalled_stage_command_exits_143_and_leaves_nothing_running(demo_root, tmp_path, start_weights):
     from autotransfer.cli import main
 
-    params = training_params(demo_root, tmp_path / "work")
+    params = training_params(demo_root, tmp_path / "work", start_weights, workers=2)
     file = write_params(params, tmp_path / "params.yaml")
-    for stage in ("validate", "pretrain", "similarity", "plan"):
+    for stage in ("validate", "similarity", "plan"):
         assert main([stage, "--params", str(file), "--no-progress"]) == 0
     checkpoint = Path(params.train.out) / "runs/finetune_all/checkpoint.pt"
     result = start_and_signal([str(BIN / "autotransfer"), "train", "--params", str(file), "--no-progress"],
                               run_env(tmp_path / "prefect"), checkpoint, signal.SIGTERM, False, 1)
     assert result["code"] == 143 and "stopped by SIGTERM" in result["output"], result["output"][-3000:]
     assert result["left"] == [] and not (Path(params.train.out) / "model.safetensors").exists()
-
-
-def test_a_sigkilled_run_leaves_no_temporary_server_behind(demo_root, tmp_path):
-    params = training_params(demo_root, tmp_path / "work")
-    file = write_params(params, tmp_path / "params.yaml")
-    checkpoint = Path(params.train.out) / "runs/finetune_all/checkpoint.pt"
-    # SIGKILL to the main process only: nothing of it can run, the kernel ends its children
-    result = start_and_signal([str(BIN / "autotransfer"), "run", "--params", str(file)],
-                              run_env(tmp_path / "prefect"), checkpoint, signal.SIGKILL, False, 1)
-    assert result["code"] == -signal.SIGKILL
-    assert result["children"] >= 1 and result["left"] == []
