@@ -217,8 +217,9 @@ def strategy_selection_imagenet(r: dict[str, Any]) -> list[str]:
             share = [run[mode]["compute_share"] for run in runs]
             used = [(run[mode]["floor"] or {}).get("used") for run in runs]
             floor = f"; the floor replaced it in {sum(u is not None for u in used)}/{len(runs)}" if any(used) else ""
+            mean_regret = sum(regret) / len(regret)
             rows.append(f"| **{mode}**: {_picks([run[mode]['pick'] for run in runs])} | {stats(acc)} | "
-                        f"regret {stats(regret).split(' (')[0]} pts (worst {max(regret):.2f}), compute "
+                        f"regret {mean_regret:.2f} pts mean (worst {max(regret):.2f}), compute "
                         f"{min(share):.2f}–{max(share):.2f}{floor} |")
         best = [_best(run) for run in runs]
         rows += ["", f"Best strategy per seed: {', '.join(best)}.", ""]
