@@ -13,7 +13,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,20 +22,14 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import save_file
-from mlflow import MlflowClient
 
 from autotransfer.config import Params
 from autotransfer.models.backbones import TransferModel
 from registry_helpers import demo_params
+from test_reliability import BIN, versions, write_params
 
 pytestmark = pytest.mark.slow
-BIN = Path(sys.executable).parent
 GRACE_S = 10
-
-
-def write_params(params: Params, path: Path) -> Path:
-    path.write_text(yaml.safe_dump(params.model_dump(mode="json")))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +50,6 @@ def start_weights(tmp_path_factory) -> Path:
 def run_env(prefect_home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # the run's own temporary server
     return {**env, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PREFECT_HOME": str(prefect_home)}
-
-
-def versions(params: Params) -> int:
-    return len(MlflowClient(params.registry.tracking_uri).search_model_versions("name = 'autotransfer'"))
 
 
 def last_flow_run(prefect_home: Path) -> tuple[str, str]:
@@ -128,7 +117,7 @@ def signalled_run(params: Params, tmp_path: Path, home: Path, sig: signal.Signal
                               checkpoint, sig, group, times)
     state, message = last_flow_run(home)
     print(f"\n{sig.name} x{times} to {'the group' if group else 'the main process'}: exit {result['code']} after "
-          f"{result['seconds']:.1f} s; flow run {state}; versions {versions(params)}; "
+          f"{result['seconds']:.1f} s; flow run {state}; versions {len(versions(params))}; "
           f"processes left {len(result['left'])} of {result['children']}")
     # it exits with 128 + the signal, within the grace, saying why
     assert result["code"] == 128 + sig, result["output"][-3000:]
@@ -136,7 +125,7 @@ def signalled_run(params: Params, tmp_path: Path, home: Path, sig: signal.Signal
     assert f"stopped by {sig.name}" in result["output"]
     # the flow run is Cancelled with the reason, nothing was registered, no process survives
     assert state == "CANCELLED" and f"stopped by {sig.name} during train" in message
-    assert versions(params) == 0 and not (Path(params.train.out) / "model.safetensors").exists()
+    assert len(versions(params)) == 0 and not (Path(params.train.out) / "model.safetensors").exists()
     assert result["left"] == []
     # and the last checkpoint is whole: it loads
     assert torch.load(checkpoint, weights_only=True)["epoch"] >= result["epoch_at_signal"]
@@ -164,7 +153,7 @@ def test_ctrl_c_stops_the_run_the_same_way_and_the_rerun_resumes_and_registers_o
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     report = yaml.safe_load((Path(params.reports.dir) / "train.json").read_text())
     assert report["resumed_from_epoch"] == stopped_at and report["epochs_run"] == 10
-    assert versions(params) == 1 and last_flow_run(prefect_home)[0] == "COMPLETED"
+    assert len(versions(params)) == 1 and last_flow_run(prefect_home)[0] == "COMPLETED"
 
 
 def test_a_sigkilled_run_leaves_no_temporary_server_behind(demo_root, tmp_path, prefect_home, start_weights):
