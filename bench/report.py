@@ -194,7 +194,7 @@ def strategy_selection_imagenet(r: dict[str, Any]) -> list[str]:
         return f"{mean:.4f} ± {std:.4f} ({min(values):.4f}–{max(values):.4f})"
 
     rows = ["## 10. Every strategy on the ImageNet backbone", "", header(r), "",
-            f"{r['setup']['arch']} with its ImageNet weights at params.yaml's size, seeds {r['setup']['seeds']}; "
+            f"{r['setup']['arch']} with its ImageNet weights at params.yaml's size, seeds {r['setup'].get('seeds_done', r['setup']['seeds'])}; "
             "target test accuracy, mean ± std (min–max) over seeds. Each strategy is trained to the full budget "
             "with the floor off (the oracle); `rules` and `race` run as the product does, floor on, so a pick "
             "the floor replaced is scored as the model it wrote. Regret = best strategy of the seed − the pick "

@@ -131,7 +131,7 @@ def run_scenario(name: str, seed: int, arch: str, work: Path) -> dict:
     print(f"{name} seed {seed}: best {best:.4f} ({max(oracle, key=lambda k: oracle[k]['accuracy'])}); "
           f"rules {rules['pick']} regret {rules['regret_pts']}; race {race['pick']} regret {race['regret_pts']:.2f} "
           f"at {race['compute_share']:.2f} of the oracle's compute")
-    return {"oracle": oracle, "floor": floor, "best": best, "oracle_seconds": oracle_s, "rules": rules,
+    return {"seed": seed, "oracle": oracle, "floor": floor, "best": best, "oracle_seconds": oracle_s, "rules": rules,
             "race": race, "plan_reason": plan.reason}
 
 
@@ -159,28 +159,34 @@ def main() -> None:
     args = parser.parse_args()
     names = QUICK if args.scenarios == ["quick"] else args.scenarios
     work = WORK / "strategy_selection"
-    results = {}
+    results: dict = {}
     for name in names:
-        runs = [run_scenario(name, seed, args.arch, work) for seed in args.seeds]
-        results[name] = {"runs": runs, "summary": summarise(runs)}
+        runs = []
+        for seed in args.seeds:  # saved after every seed: an interrupted run keeps what it finished
+            runs.append(run_scenario(name, seed, args.arch, work))
+            results[name] = {"runs": runs, "summary": summarise(runs)}
+            write(results, args)
+
+
+def write(results: dict, args: argparse.Namespace) -> None:
+    name = "strategy_selection" if args.arch == "resnet18" else f"strategy_selection_{args.arch}"
     provenance = None
     if args.merge:
-        results, provenance = merged("strategy_selection", results)
+        results, provenance = merged(name, results)
     regrets = [r["race"]["regret_pts"] for v in results.values() for r in v["runs"]]
     shares = [r["race"]["compute_share"] for v in results.values() for r in v["runs"]]
     rules = [r["rules"]["regret_pts"] for v in results.values() for r in v["runs"] if r["rules"]["regret_pts"] is not None]
-    name = "strategy_selection" if args.arch == "resnet18" else f"strategy_selection_{args.arch}"
-    save(name, {"setup": {"arch": args.arch, "seeds": args.seeds, "scenarios": list(results)},
-                                "provenance": provenance,
-                                "scenarios": results,
-                                "overall": {"race_mean_regret_pts": statistics.mean(regrets),
-                                            "race_worst_regret_pts": max(regrets),
-                                            "race_mean_compute_share": statistics.mean(shares),
-                                            "rules_mean_regret_pts": statistics.mean(rules) if rules else None,
-                                            "rules_worst_regret_pts": max(rules) if rules else None},
-                                "target": {"race_mean_regret_pts": 1.0, "race_worst_regret_pts": 3.0,
-                                           "race_compute_share": 0.40}})
-
+    done = sorted({r["seed"] for v in results.values() for r in v["runs"]})
+    save(name, {"setup": {"arch": args.arch, "seeds": args.seeds, "seeds_done": done, "scenarios": list(results)},
+                "provenance": provenance,
+                "scenarios": results,
+                "overall": {"race_mean_regret_pts": statistics.mean(regrets),
+                            "race_worst_regret_pts": max(regrets),
+                            "race_mean_compute_share": statistics.mean(shares),
+                            "rules_mean_regret_pts": statistics.mean(rules) if rules else None,
+                            "rules_worst_regret_pts": max(rules) if rules else None},
+                "target": {"race_mean_regret_pts": 1.0, "race_worst_regret_pts": 3.0,
+                           "race_compute_share": 0.40}})
 
 if __name__ == "__main__":
     main()
