@@ -269,6 +269,7 @@ class SimilarityReport(Report):
                 lines.append(
                     f"  {name}: {e['pretrained']:.3f} pretrained vs {e['random_init']:.3f} random init "
                     f"(gain {e['gain']:+.3f}, n={e['n']})"
+                    + ("; exact log-evidence, not comparable with published LogME scores" if "method" in e else "")
                 )
         return "\n".join(lines)
 

@@ -148,7 +148,10 @@ class PretrainConfig(Section):
 
 class SimilarityConfig(Section):
     n_per_domain: int = Field(
-        500, ge=10, description="Images per domain for PAD, MMD and Fréchet (fixed so values compare)."
+        500,
+        ge=10,
+        description="Images per domain for PAD, MMD and Fréchet (fixed so values compare; the smaller domain's size "
+        "when it has fewer), both domains drawn at random to the same number.",
     )
     max_labeled: int = Field(2000, ge=10, description="Cap on labeled target images for LogME and the probe.")
     probe_folds: int = Field(5, ge=2)

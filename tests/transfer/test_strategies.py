@@ -54,6 +54,20 @@ def test_no_weight_decay_on_biases_and_norm_parameters(ready):
             assert all(p.ndim <= 1 for p in group["params"]), group["name"]
 
 
+def test_vit_class_token_and_position_embedding_are_not_decayed(ready):
+    from autotransfer.models.backbones import TransferModel
+
+    strategy = make_strategy(ready, Candidate("finetune_all"))
+    strategy.model, strategy.extra_modules = TransferModel("vit_tiny_patch16_224", 3, 32), []
+    [phase] = strategy.phases(3)
+    decay = {id(p): g["weight_decay"] for g in strategy.param_groups(phase) for p in g["params"]}
+    body = strategy.model.body
+    assert ready.train.weight_decay > 0
+    assert decay[id(body.cls_token)] == decay[id(body.pos_embed)] == 0.0  # 3-D, but named by timm
+    assert decay[id(body.patch_embed.proj.weight)] == decay[id(body.blocks[0].attn.qkv.weight)] > 0
+    assert len(decay) == sum(1 for _ in strategy.model.parameters())
+
+
 def test_progressive_phases_add_groups_with_decreasing_lrs(ready):
     strategy = set_up(ready, "progressive", phase_epochs=1, lr_ratio=2.0, lr=0.08)
     plan = strategy.phases(5)
@@ -88,6 +102,20 @@ def test_dann_uses_its_own_lr_and_layer_decay_and_trains_the_domain_classifier_a
     head_params = {id(p) for g in dann.param_groups(phase) if g["name"].startswith("head") for p in g["params"]}
     assert {id(p) for p in dann.domain.parameters()} <= head_params
     assert lrs(finetune, finetune.phases(3)[0])["stem"] == pytest.approx(0.025)
+
+
+def test_dann_labels_its_labeled_target_rows_target_for_the_domain_classifier(ready):
+    import torch
+
+    # given a target with labeled train images, which dann learns classes from beside the source
+    dann = set_up(ready, "dann")
+    n_source, n_target = len(dann.data.source_train), len(dann.data.train)
+    assert n_source and n_target and len(dann.pool_images) == n_source + n_target
+    # then the domain classifier sees each labeled row as the domain its image came from
+    domains = dann.domain_labels(torch.arange(n_source + n_target))
+    assert domains.tolist() == [0.0] * n_source + [1.0] * n_target
+    target_rows = torch.arange(n_source, n_source + n_target)
+    assert torch.equal(dann.pool_images[target_rows], dann.data.train.images[torch.arange(n_target)])
 
 
 def test_dann_annealing_is_a_scheduler_stepped_like_every_other(ready):

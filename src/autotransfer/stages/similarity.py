@@ -46,6 +46,14 @@ def _timed(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     return {**result, "seconds": round(time.perf_counter() - started, 3)}
 
 
+# Said in every report, so nobody reads these scores against a paper's table (docs/strategies.md).
+LOGME_METHOD = (
+    "exact maximised log-evidence / N (all D eigenvalues of FᵀF, zeros included); thuml/LogME's default "
+    "fixed point drops the zero ones and differs when N < D: compare gains within this project, not with "
+    "published LogME scores"
+)
+
+
 def measure_similarity(params: Params, progress: bool | None = None) -> SimilarityReport:
     cfg = params.similarity
     manifest = read_manifest(params.reports.dir)
@@ -60,8 +68,11 @@ def measure_similarity(params: Params, progress: bool | None = None) -> Similari
     def features(model_body: torch.nn.Module, images: ImageSet, hash_: str) -> np.ndarray:
         return cache.features(model_body, arch, images, normalization, cfg.batch_size, hash_, progress)
 
-    source_rows = sample_rows(domain_rows(manifest, source, ("train",)), cfg.n_per_domain, cfg.seed)
-    target_rows = sample_rows(domain_rows(manifest, target, TARGET_POOL), cfg.n_per_domain, cfg.seed)
+    source_pool, target_pool = domain_rows(manifest, source, ("train",)), domain_rows(manifest, target, TARGET_POOL)
+    # Both domains drawn at random to the same n: cutting the larger one afterwards would keep
+    # its first paths, i.e. its first classes.
+    n = min(len(source_pool), len(target_pool), cfg.n_per_domain)
+    source_rows, target_rows = sample_rows(source_pool, n, cfg.seed), sample_rows(target_pool, n, cfg.seed)
     labeled_rows = sample_rows(domain_rows(manifest, target, ("train", "val")), cfg.max_labeled, cfg.seed)
     started = time.perf_counter()
     decoded = decoded_cache(params)
@@ -74,7 +85,6 @@ def measure_similarity(params: Params, progress: bool | None = None) -> Similari
     target_features = features(body, target_images, weights_hash)
     extract_seconds = time.perf_counter() - started
 
-    n = min(len(source_features), len(target_features))
     report: dict[str, Any] = {
         "source": source,
         "target": target,
@@ -92,11 +102,9 @@ def measure_similarity(params: Params, progress: bool | None = None) -> Similari
             "target_classes": list(target_classes),
         },
         "domain": {
-            "pad": _timed(lambda: proxy_a_distance(source_features[:n], target_features[:n], seed=cfg.seed)),
-            "mmd2_rbf": _timed(lambda: mmd2_rbf(source_features[:n], target_features[:n])),
-            "frechet": _timed(
-                lambda: {"value": frechet_distance(source_features[:n], target_features[:n]), "n_per_domain": n}
-            ),
+            "pad": _timed(lambda: proxy_a_distance(source_features, target_features, seed=cfg.seed)),
+            "mmd2_rbf": _timed(lambda: mmd2_rbf(source_features, target_features)),
+            "frechet": _timed(lambda: {"value": frechet_distance(source_features, target_features), "n_per_domain": n}),
         },
     }
 
@@ -108,7 +116,7 @@ def measure_similarity(params: Params, progress: bool | None = None) -> Similari
         random_body = TransferModel(arch, len(target_classes), size).body
         random = features(random_body, labeled, state_hash(random_body))
         report["transferability"] = {
-            "logme": _gain(lambda f: logme(f, labels), pretrained, random, "logme"),
+            "logme": {**_gain(lambda f: logme(f, labels), pretrained, random, "logme"), "method": LOGME_METHOD},
             "probe_accuracy": _gain(
                 lambda f: linear_probe_accuracy(f, labels, cfg.probe_folds, cfg.seed), pretrained, random, "accuracy"
             ),

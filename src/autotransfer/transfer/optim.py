@@ -13,22 +13,42 @@ from torch.optim.lr_scheduler import LambdaLR
 from autotransfer.config import TrainConfig
 
 
-def weight_decay_groups(modules: Iterable[nn.Module], weight_decay: float, **extra: float) -> list[dict[str, Any]]:
+def decay_exempt(model: nn.Module) -> frozenset[int]:
+    """Parameters a model names as never to be decayed (timm's ``no_weight_decay()``: ViT's
+    ``cls_token`` and ``pos_embed``, Swin's position tables), as parameter ids.
+
+    They are 2-D or 3-D, so the ``ndim <= 1`` rule misses them; decaying a position
+    embedding pulls it towards zero and erases what the network knows about where a patch is.
+    """
+    exempt: set[int] = set()
+    for module in model.modules():
+        declared = getattr(module, "no_weight_decay", None)
+        if not callable(declared):
+            continue
+        names = set(declared())
+        exempt.update(id(p) for name, p in module.named_parameters() if name in names)
+    return frozenset(exempt)
+
+
+def weight_decay_groups(
+    modules: Iterable[nn.Module], weight_decay: float, exempt: frozenset[int] = frozenset(), **extra: float
+) -> list[dict[str, Any]]:
     """Two param groups: decayed weights, and biases/norm parameters without weight decay.
 
     Decaying a BatchNorm scale or a bias pulls it towards zero for no regularisation
-    benefit; frozen parameters (requires_grad False) are left out entirely, so weight decay
-    can never move them.
+    benefit; nor is anything in ``exempt`` (see :func:`decay_exempt`) decayed. Frozen
+    parameters (requires_grad False) are left out entirely, so weight decay can never move them.
     """
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
     seen: set[int] = set()
     for module in modules:
-        for param in module.parameters():
+        for name, param in module.named_parameters():
             if not param.requires_grad or id(param) in seen:
                 continue
             seen.add(id(param))
-            (no_decay if param.ndim <= 1 else decay).append(param)
+            skip = param.ndim <= 1 or name.endswith(".bias") or id(param) in exempt
+            (no_decay if skip else decay).append(param)
     groups = [
         {"params": decay, "weight_decay": weight_decay, **extra},
         {"params": no_decay, "weight_decay": 0.0, **extra},

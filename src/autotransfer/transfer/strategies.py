@@ -40,7 +40,14 @@ from autotransfer.models.weights import DEFAULT_NORMALIZATION, load_backbone
 from autotransfer.transfer.augment import Augmentation, augment, to_device
 from autotransfer.transfer.dann import DannForward, DomainClassifier, class_confusion, consistency, dann_lambda, entropy
 from autotransfer.transfer.modes import autocast, set_train_mode
-from autotransfer.transfer.optim import dann_annealing, make_optimizer, plain_cosine, warmup_cosine, weight_decay_groups
+from autotransfer.transfer.optim import (
+    dann_annealing,
+    decay_exempt,
+    make_optimizer,
+    plain_cosine,
+    warmup_cosine,
+    weight_decay_groups,
+)
 
 SharedGuard = Callable[[], contextlib.AbstractContextManager[Any]]
 
@@ -185,10 +192,11 @@ class Strategy:
         groups = [(name, modules) for name, modules in self.model.layer_groups() if name in phase.trainable]
         body = [g for g in groups if g[0] != "head"]
         out: list[dict[str, Any]] = []
+        exempt, decay = decay_exempt(self.model), self.cfg.weight_decay
         for depth, (name, modules) in enumerate(reversed(body)):  # depth 0: the top body group
-            out += _named(weight_decay_groups(modules, self.cfg.weight_decay, lr=self.body_lr(depth)), name)
+            out += _named(weight_decay_groups(modules, decay, exempt, lr=self.body_lr(depth)), name)
         head = [m for name, modules in groups if name == "head" for m in modules] + self.extra_modules
-        out += _named(weight_decay_groups(head, self.cfg.weight_decay, lr=self.head_lr()), "head")
+        out += _named(weight_decay_groups(head, decay, exempt, lr=self.head_lr()), "head")
         return out
 
     def configure(self, phase: Phase, steps: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
@@ -395,6 +403,11 @@ class Dann(SourceHead):
     def setup(self, data: TrainData, progress: bool | None, shared: SharedGuard = contextlib.nullcontext) -> None:
         super().setup(data, progress, shared)
         self.target_pool = concat([data.unlabeled.images, data.train.images])
+        # The labeled pool's own domain per row (source 0, labeled target 1): the target's
+        # labeled images train the class head beside the source but are target to the domain
+        # classifier.
+        assert data.source_train is not None
+        self.pool_domains = torch.cat([torch.zeros(len(data.source_train)), torch.ones(len(data.train))])
         if len(self.target_pool) == 0:
             raise TrainingError("dann: no target images (unlabeled or train) to adapt on")
 
@@ -411,6 +424,10 @@ class Dann(SourceHead):
             concat([data.source_train.images, data.train.images]),
             torch.cat([data.source_train.labels, target_labels]),
         )
+
+    def domain_labels(self, index: torch.Tensor) -> torch.Tensor:
+        """The domain classifier's labels for rows ``index`` of the labeled pool (0 source, 1 target)."""
+        return self.pool_domains[index]
 
     def head_lr(self) -> float:
         return self.cfg.dann.lr
@@ -438,7 +455,7 @@ class Dann(SourceHead):
         with autocast(device):
             logits_all, d_logits = net(both, dann_lambda(progress))
             logits = logits_all[:n]
-        d_target = torch.cat([torch.zeros(n), torch.ones(n)]).to(device)
+        d_target = torch.cat([self.domain_labels(index), torch.ones(n)]).to(device)
 
         def target_logits() -> torch.Tensor:
             # Each term takes its own slice: autograd then sums their gradients in the order
@@ -498,6 +515,9 @@ class SourcePretraining(Strategy):
     def configure(self, phase: Phase, steps: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
         cfg = self.params.pretrain
         optimizer = torch.optim.SGD(
-            weight_decay_groups([self.model], cfg.weight_decay), lr=cfg.lr, momentum=0.9, nesterov=True
+            weight_decay_groups([self.model], cfg.weight_decay, decay_exempt(self.model)),
+            lr=cfg.lr,
+            momentum=0.9,
+            nesterov=True,
         )
         return optimizer, plain_cosine(optimizer, steps)
