@@ -2,8 +2,8 @@
 
 Two jobs, one mechanism (``data.workers``; 0 keeps everything in the calling process):
 
-- ``decode_blocks`` decodes files in parallel, in order, a block at a time: what the
-  decoded cache (and the in-memory path) is built from.
+- ``decode_blocks`` decodes files in parallel, in order, a block at a time: what missing
+  decoded-cache entries are built from (the in-memory path decodes in the calling process).
 - ``PrefetchStore`` wraps a store whose reads the training loop announces an epoch ahead:
   the workers read those batches (from the decoded cache's file) while the step computes,
   and hand them over through pinned memory on CUDA.
