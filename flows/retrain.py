@@ -152,8 +152,9 @@ def _decision_report(params: Params, results: dict[str, Any], skipped: str | Non
         lines += [
             "**Plan:** " + plan.summary().replace("\n", "\n\n**Why:** "),
             "",
-            "**Trained:** " + train.summary().splitlines()[-1],
+            "**Trained:** " + next(line for line in train.summary().splitlines() if line.startswith("trained ")),
             "",
+            *(["**Health:** " + train.health.line().removeprefix("health: "), ""] if train.health else []),
             "**Target test:** " + metrics.summary().splitlines()[0],
             "",
             "**Registry:** " + reg.summary().replace("\n", ": "),

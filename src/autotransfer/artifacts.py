@@ -287,6 +287,7 @@ class PlanSignals(Part):
     used: list[str]  # compared with a threshold by the rules
     reported_only: list[str]  # measured and shown, never deciding alone
     unavailable: dict[str, str]  # signal -> why it could not be measured
+    after_training: str | None = None  # what checks the trained model when no target labels can
 
 
 class CandidateSpec(Part):
@@ -336,6 +337,32 @@ class FloorRow(Part):
     seconds: float
 
 
+class HealthReport(Open):
+    """Label-free checks of the written model on target images (analysis/health.py), and what they gate."""
+
+    n: int
+    collapsed: bool | None
+    verdict: str
+    gates_promotion: bool  # no labeled target val: these checks are all that stands before promotion
+    domain_accuracy: float | None = None  # dann's domain classifier, last epoch (0.5: domains confused)
+    source_val_accuracy: float | None = None  # a source-head model on the source's val split
+
+    def line(self) -> str:
+        parts = [self.verdict]
+        if self.get("mean_entropy") is not None:
+            parts.append(f"mean prediction entropy {self.get('mean_entropy'):.2f} of 1")
+        if self.domain_accuracy is not None:
+            parts.append(f"domain classifier accuracy {self.domain_accuracy:.3f}")
+        if self.source_val_accuracy is not None:
+            parts.append(f"source val accuracy {self.source_val_accuracy:.3f}")
+        gate = (
+            "no labeled target val: a collapsed model is registered but never promoted"
+            if self.gates_promotion
+            else "reported only (target val labels checked the model)"
+        )
+        return f"health: {'; '.join(parts)} ({gate})"
+
+
 class FloorReport(Part):
     """The cheap baselines the trained model was compared with on the target val split."""
 
@@ -365,6 +392,7 @@ class TrainReport(Report):
     oracle_cost_epochs: int | None = None
     processes: int | None = None
     floor: FloorReport | None = None  # None: train.floor off (or a report from before the floor)
+    health: HealthReport | None = None  # None: a report from before the label-free checks
 
     def summary(self) -> str:
         lines = [
@@ -383,6 +411,8 @@ class TrainReport(Report):
         )
         if self.floor:
             lines.append(f"floor: {self.floor.note}")
+        if self.health:
+            lines.append(self.health.line())
         return "\n".join(lines)
 
 

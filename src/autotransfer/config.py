@@ -246,6 +246,20 @@ class RaceConfig(Section):
     keep: float = Field(0.5, gt=0, lt=1, description="Share of candidates kept after each round (successive halving).")
 
 
+class HealthConfig(Section):
+    sample: int = Field(1000, ge=10, description="Target images (unlabeled and train) the label-free health reads.")
+    collapse_classes: int = Field(
+        2, ge=1, description="A model whose this-many most predicted classes take collapse_share of its target..."
+    )
+    collapse_share: float = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="... predictions is collapsed; with no labeled target val to check it, it is registered but "
+        "never promoted. Fewer classes than 2 × collapse_classes: the top half of the classes.",
+    )
+
+
 class TrainConfig(Section):
     out: OutputPath = Field("models/target", description="Final model, metadata and checkpoints.")
     epochs: int = Field(10, ge=1)
@@ -282,6 +296,7 @@ class TrainConfig(Section):
     )
     dann: DannConfig = DannConfig()
     race: RaceConfig = RaceConfig()
+    health: HealthConfig = HealthConfig()
 
 
 class RegistryConfig(Section):

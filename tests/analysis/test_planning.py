@@ -138,3 +138,6 @@ def test_the_plan_lists_the_signals_it_used_and_why_others_are_missing():
     # given no labels at all: neither task-aware signal exists, and the plan says so
     blind = decide(inputs(per_class=0, zero_shot=None, head=False, logme_gain=None, probe_gain=None), CFG)
     assert set(blind["signals"]["unavailable"]) == {"zero_shot", "logme_gain"}
+    # and what will check the trained model instead (with labels, val accuracy does)
+    assert "label-free health" in blind["signals"]["after_training"]
+    assert with_head["after_training"] is None

@@ -111,6 +111,26 @@ def test_worse_challenger_is_kept_out_better_one_takes_over_rollback_and_promote
     assert rollback(good)["champion"] == "1"
 
 
+def test_a_collapsed_model_without_target_labels_is_registered_but_never_promoted(demo_root, trained, tmp_path):
+    # given a target without labels (dann from the labeled source) and a collapse rule that any
+    # model meets (its 2 most predicted classes take at least 1 % of its target predictions)
+    params = run_pipeline(demo_params(demo_root, tmp_path / "work", data={"labeled_per_class": 0},
+                                      train={"health": {"collapse_share": 0.01}}))
+    health = json.loads((Path(params.reports.dir) / "train.json").read_text())["health"]
+    assert health["gates_promotion"] and health["collapsed"] and health["n"] > 0
+    assert 0 <= health["domain_accuracy"] <= 1 and 0 <= health["source_val_accuracy"] <= 1
+    # when it is registered into an empty store, where a first model is always promoted
+    report = register(params)
+    # then it is a version with its reason, and there is still no champion
+    assert report.version == "1" and report.decision == "kept" and report.champion is None
+    assert report.reason.startswith("not promoted: with no labeled target val") and "collapsed" in report.reason
+    client = store_of(params)
+    assert client.get_model_version("autotransfer", "1").tags["reason"] == report.reason
+    # and where target val labels checked the model, the same checks are only reported
+    checked = json.loads((Path(trained.reports.dir) / "train.json").read_text())["health"]
+    assert checked["gates_promotion"] is False and checked["collapsed"] is False
+
+
 def test_rerunning_register_adds_no_duplicate_version(trained, tmp_path):
     params = variant(trained, tmp_path / "a")
     first = register(params).to_json()

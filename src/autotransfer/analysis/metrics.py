@@ -12,10 +12,31 @@ import numpy as np
 import torch
 
 from autotransfer.io.data import ImageSet, Normalization
+from autotransfer.io.store import ImageStore
 from autotransfer.models.backbones import TransferModel
 
 
 @torch.no_grad()
+def predict_logits(
+    model: TransferModel,
+    images: ImageStore,
+    normalization: Normalization,
+    device: torch.device,
+    features: torch.Tensor | None = None,
+    batch_size: int = 512,
+) -> torch.Tensor:
+    """The head's logits for every image (or for cached ``features``), on the CPU."""
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        if features is not None:
+            logits = model.head(model.neck(features[start : start + batch_size].to(device)))
+        else:
+            logits = model(normalization(images[start : start + batch_size].to(device)))
+        out.append(logits.float().cpu())
+    return torch.cat(out) if out else torch.zeros(0, model.head.out_features)
+
+
 def predict_names(
     model: TransferModel,
     images: ImageSet,
@@ -25,15 +46,7 @@ def predict_names(
     features: torch.Tensor | None = None,
     batch_size: int = 512,
 ) -> np.ndarray:
-    model.eval()
-    predicted = []
-    for start in range(0, len(images), batch_size):
-        if features is not None:
-            logits = model.head(model.neck(features[start : start + batch_size].to(device)))
-        else:
-            logits = model(normalization(images.images[start : start + batch_size].to(device)))
-        predicted.append(logits.argmax(1).cpu())
-    index = torch.cat(predicted).numpy() if predicted else np.zeros(0, dtype=np.int64)
+    index = predict_logits(model, images.images, normalization, device, features, batch_size).argmax(1).numpy()
     return np.array(head_classes, dtype=object)[index]
 
 

@@ -232,7 +232,14 @@ def signals_used(inputs: PlanInputs) -> dict[str, Any]:
         else:
             unavailable[name] = "no labeled target images to score features on"
     reported = [name for name in ("probe_gain", "pad", "mmd2") if getattr(inputs, name) is not None]
-    return {"used": used, "reported_only": reported, "unavailable": unavailable}
+    after = (
+        "no target labels: the trained model's label-free health (train.json `health`: entropy and class "
+        "balance of its target predictions, domain-classifier and source val accuracy) is all that checks it, "
+        "and a collapsed model is registered but never promoted"
+        if not sum(inputs.labeled_per_class.values())
+        else None
+    )
+    return {"used": used, "reported_only": reported, "unavailable": unavailable, "after_training": after}
 
 
 def candidates(ranking: list[str], similar: bool) -> list[dict[str, Any]]:

@@ -33,3 +33,12 @@ def decide(
         f"{metric} {challenger:.4f} vs champion v{champion_version}'s {champion:.4f} on the "
         f"same test split: {gain:+.4f} is less than min_delta {min_delta}; champion kept",
     )
+
+
+def health_veto(collapsed: bool | None, gates_promotion: bool, verdict: str) -> str | None:
+    """Why a model that would win may not be promoted: with no labeled target val, the label-free
+    checks are all that vouch for it, and a collapsed model (nearly all its target predictions in
+    one or two classes) is no better than chance whatever its test score on a few labels."""
+    if gates_promotion and collapsed:
+        return f"not promoted: with no labeled target val to check it, the model is {verdict}; champion kept"
+    return None

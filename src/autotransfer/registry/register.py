@@ -46,9 +46,11 @@ from autotransfer.artifacts import (
     TRAIN_JSON,
     VALIDATION_JSON,
     VALIDATION_MD,
+    HealthReport,
     MetricsReport,
     RegistrationReport,
     TargetModelMeta,
+    TrainReport,
     read_report,
 )
 from autotransfer.config import Params, model_params_hash
@@ -57,7 +59,7 @@ from autotransfer.io.data import class_names, data_hash, domain_rows, read_manif
 from autotransfer.io.files import write_report
 from autotransfer.io.images import sha256_file
 from autotransfer.models.weights import load_trained_model
-from autotransfer.registry.promotion import decide
+from autotransfer.registry.promotion import decide, health_veto
 from autotransfer.registry.pyfunc import MODEL_CODE, REQUIREMENTS, SIGNATURE, encode_images
 from autotransfer.registry.store import (
     CHALLENGER,
@@ -96,6 +98,7 @@ class RunInputs:
     test_truth: np.ndarray
     classes: tuple[str, ...]
     data_hash: str
+    health: HealthReport | None  # train.json's label-free checks (None: no train.json)
 
 
 def read_inputs(params: Params) -> RunInputs:
@@ -122,6 +125,7 @@ def read_inputs(params: Params) -> RunInputs:
         test["label"].to_numpy(dtype=object),
         class_names(manifest, target),
         data_hash(manifest),
+        read_report(train_path, TrainReport, "train").health if (train_path := reports / TRAIN_JSON).exists() else None,
     )
 
 
@@ -166,6 +170,10 @@ def register(params: Params) -> RegistrationReport:
             )
             decision = decide(metric, challenger_score, champion_score, champion_number, config.min_delta)
             promote, reason = decision.promote, decision.reason
+            health = inputs.health
+            veto = health_veto(health.collapsed, health.gates_promotion, health.verdict) if health else None
+            if promote and veto:
+                promote, reason = False, veto
         record = {
             "decision": "promoted" if promote else "kept",
             "reason": reason,

@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from autotransfer.analysis.metrics import evaluate_head
+from autotransfer.analysis.health import prediction_health
+from autotransfer.analysis.metrics import evaluate_head, predict_logits
 from autotransfer.artifacts import (
     META_FILE,
     MODEL_FILE,
@@ -27,6 +28,7 @@ from autotransfer.artifacts import (
     TRAIN_JSON,
     FloorReport,
     FloorRow,
+    HealthReport,
     NormalizationSpec,
     PlanReport,
     RaceRow,
@@ -39,9 +41,18 @@ from autotransfer.engine.ddp import current_world
 from autotransfer.engine.loop import FitResult, fit
 from autotransfer.engine.race import race
 from autotransfer.errors import StageInputError
-from autotransfer.io.data import TrainData, load_train_data
+from autotransfer.io.data import (
+    TrainData,
+    decoded_cache,
+    domain_rows,
+    load_images,
+    load_train_data,
+    read_manifest,
+    sample_rows,
+)
 from autotransfer.io.files import write_report, write_safetensors, write_text
 from autotransfer.io.images import Interpolation
+from autotransfer.io.store import TensorStore, concat
 from autotransfer.models.weights import backbone_input
 from autotransfer.ops.launch import launch
 from autotransfer.stages.pipeline import code_version
@@ -110,6 +121,7 @@ def train_stage(params: Params, progress: bool | None = None) -> TrainReport:
     trained, floor = result, None
     if params.train.floor:
         result, floor = apply_floor(params, result, data, fit_candidate)
+    health = label_free_health(params, result, data, trained.history, progress)
     report = TrainReport(
         strategy=result.candidate.strategy,
         candidate=result.candidate.label,
@@ -129,6 +141,7 @@ def train_stage(params: Params, progress: bool | None = None) -> TrainReport:
         oracle_cost_epochs=len({row.candidate for row in race_table}) * epochs if race_table else None,
         processes=world.size if world.distributed else None,
         floor=floor,
+        health=health,
     )
     if world.is_main:  # every rank holds the same model; one writes it
         write_model(result, params, data, out, spec.interpolation)
@@ -178,6 +191,40 @@ def apply_floor(
         f"the {used} model is what is written, evaluated and registered"
     )
     return best, report(rows, used, note)
+
+
+def label_free_health(
+    params: Params, result: FitResult, data: TrainData, history: list[dict[str, Any]], progress: bool | None
+) -> HealthReport:
+    """The written model's predictions on target images, no labels read (see analysis/health.py)."""
+    cfg = params.train.health
+    pool = concat([data.unlabeled.images, data.train.images])
+    draws = torch.Generator().manual_seed(params.train.seed)  # its own: the global RNG stays as training left it
+    index = torch.randperm(len(pool), generator=draws)[: cfg.sample].sort().values
+    device = next(result.model.parameters()).device
+    images = TensorStore(pool[index]) if len(index) else TensorStore(torch.zeros(0, 3, 1, 1, dtype=torch.uint8))
+    logits = predict_logits(result.model, images, result.normalization, device)
+    health = prediction_health(
+        torch.softmax(logits, 1).numpy(), result.head_classes, cfg.collapse_classes, cfg.collapse_share
+    )
+    last = history[-1] if history else {}
+    source_val = None
+    if data.source_classes is not None and result.head_classes == data.source_classes:
+        manifest, source = read_manifest(params.reports.dir), params.data.source
+        rows = sample_rows(domain_rows(manifest, source, ("val",)), cfg.sample, params.train.seed)
+        spec = backbone_input(params)
+        source_images = load_images(
+            rows, data.source_classes, spec.size, progress, "source val", spec.interpolation, decoded_cache(params)
+        )
+        source_val = evaluate_head(
+            result.model, source_images, result.normalization, result.head_classes, data.source_classes, device
+        )
+    return HealthReport(
+        **health,
+        gates_promotion=len(data.val) == 0,
+        domain_accuracy=last.get("domain_accuracy"),
+        source_val_accuracy=source_val,
+    )
 
 
 def _since(started: float) -> float:
