@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import statistics
 from typing import Any
 
 from common import REPO, RESULTS, median
@@ -145,7 +146,7 @@ def peers(r: dict[str, Any]) -> list[str]:
 
 
 def strategy_selection(r: dict[str, Any]) -> list[str]:
-    o, t = r["overall"], r["target"]
+    o = r["overall"]
     rows = ["## 5. Strategy selection: oracle vs `rules` vs `race`", "", header(r), "",
             f"{r['setup']['arch']}, seeds {r['setup']['seeds']}; test accuracy (mean ± std over seeds) of every "
             "candidate trained to the full budget (the oracle), each mode's pick and its regret (best − picked, "
@@ -156,9 +157,11 @@ def strategy_selection(r: dict[str, Any]) -> list[str]:
         summary = v["summary"]
         best = sorted({_best(run) for run in v["runs"]})
         brief = lambda x: "n/a" if x is None else f"{x['mean']:.2f} ({x['max']:.2f})"  # noqa: E731
+        raced = any(run["race"]["table"] for run in v["runs"])
+        race = (f"{_picks(summary['race_picks'])}, {brief(summary['race_regret_pts'])} | "
+                f"{brief(summary['race_compute_share'])}" if raced else "no race (no labeled val) | —")
         rows.append(f"| {name} | {', '.join(best)} | {_picks(summary['rules_picks'])}, "
-                    f"{brief(summary['rules_regret_pts'])} | {_picks(summary['race_picks'])}, "
-                    f"{brief(summary['race_regret_pts'])} | {brief(summary['race_compute_share'])} |")
+                    f"{brief(summary['rules_regret_pts'])} | {race} |")
     rows += ["", f"![strategy selection]({_selection_plot(r)})", ""]
     for name, v in r["scenarios"].items():
         summary = v["summary"]
@@ -167,20 +170,28 @@ def strategy_selection(r: dict[str, Any]) -> list[str]:
             rows.append(f"| {label} | {stats['mean']:.4f} ± {stats['std']:.4f} |")
         rr, ra, share = summary["rules_regret_pts"], summary["race_regret_pts"], summary["race_compute_share"]
         fmt = lambda s: "n/a" if s is None else f"{s['mean']:.2f} ± {s['std']:.2f} (worst {s['max']:.2f})"  # noqa: E731
-        rows += ["", f"rules picked {', '.join(summary['rules_picks'])}: regret {fmt(rr)} pts; "
-                     f"race picked {', '.join(summary['race_picks'])}: regret {fmt(ra)} pts at "
-                     f"{fmt(share)} of the oracle's compute.", ""]
-    met = (o["race_mean_regret_pts"] <= t["race_mean_regret_pts"] and o["race_worst_regret_pts"]
-           <= t["race_worst_regret_pts"] and o["race_mean_compute_share"] <= t["race_compute_share"])
+        race = (f"race picked {', '.join(summary['race_picks'])}: regret {fmt(ra)} pts at {fmt(share)} of the "
+                "oracle's compute." if any(run["race"]["table"] for run in v["runs"])
+                else "no race ran (no labeled val images): the rules' choice was trained.")
+        rows += ["", f"rules picked {', '.join(summary['rules_picks'])}: regret {fmt(rr)} pts; {race}", ""]
+    # The race is scored over the races that ran: where the scenario grants no labeled val
+    # images no race runs (the rules' choice is trained), and counting those as 0 regret
+    # flattered the mean.
+    runs = [run for v in r["scenarios"].values() for run in v["runs"]]
+    raced = [run["race"] for run in runs if run["race"]["table"]]
+    regret = [race["regret_pts"] for race in raced]
+    share = [race["compute_share"] for race in raced]
+    mean_regret, worst, mean_share = statistics.mean(regret), max(regret), statistics.mean(share)
+    goal = {"mean": 1.0, "worst": 3.0, "share": 0.5}
+    met = mean_regret <= goal["mean"] and worst <= goal["worst"] and mean_share <= goal["share"]
     rules = ("n/a" if o["rules_mean_regret_pts"] is None
              else f"{o['rules_mean_regret_pts']:.2f} mean, {o['rules_worst_regret_pts']:.2f} worst")
-    rows += [verdict(met, f"race mean regret {o['race_mean_regret_pts']:.2f} pts "
-                          f"({status(o['race_mean_regret_pts'] <= t['race_mean_regret_pts'])}, ≤ 1), worst "
-                          f"{o['race_worst_regret_pts']:.2f} pts "
-                          f"({status(o['race_worst_regret_pts'] <= t['race_worst_regret_pts'])}, ≤ 3), at "
-                          f"{100 * o['race_mean_compute_share']:.0f} % of the oracle's compute "
-                          f"({status(o['race_mean_compute_share'] <= t['race_compute_share'])}, ≤ 40 %); "
-                          f"rules regret {rules} pts (reported as is)."), ""]
+    rows += [verdict(met, f"over the {len(raced)} scenario-seeds where a race ran ({len(runs) - len(raced)} others "
+                          f"grant no labeled val images: no race, the rules' choice is trained): race mean regret "
+                          f"{mean_regret:.2f} pts ({status(mean_regret <= goal['mean'])}, ≤ 1), worst {worst:.2f} "
+                          f"pts ({status(worst <= goal['worst'])}, ≤ 3), at {100 * mean_share:.0f} % of the "
+                          f"oracle's compute ({status(mean_share <= goal['share'])}, ≤ 50 %); rules regret {rules} "
+                          "pts over all scenario-seeds, on the seeds that set its thresholds (reported as is)."), ""]
     return rows
 
 

@@ -186,7 +186,7 @@ def write(results: dict, args: argparse.Namespace) -> None:
                             "rules_mean_regret_pts": statistics.mean(rules) if rules else None,
                             "rules_worst_regret_pts": max(rules) if rules else None},
                 "target": {"race_mean_regret_pts": 1.0, "race_worst_regret_pts": 3.0,
-                           "race_compute_share": 0.40}})
+                           "race_compute_share": 0.50}})
 
 if __name__ == "__main__":
     main()
