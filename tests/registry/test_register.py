@@ -115,7 +115,7 @@ def test_a_collapsed_model_without_target_labels_is_registered_but_never_promote
     # given a target without labels (dann from the labeled source) and a collapse rule that any
     # model meets (its 2 most predicted classes take at least 1 % of its target predictions)
     params = run_pipeline(demo_params(demo_root, tmp_path / "work", data={"labeled_per_class": 0},
-                                      train={"health": {"collapse_share": 0.01}}))
+                                      train={"epochs": 1, "health": {"collapse_share": 0.01}}))
     health = json.loads((Path(params.reports.dir) / "train.json").read_text())["health"]
     assert health["gates_promotion"] and health["collapsed"] and health["n"] > 0
     assert 0 <= health["domain_accuracy"] <= 1 and 0 <= health["source_val_accuracy"] <= 1
