@@ -356,11 +356,11 @@ class HealthReport(Open):
         if self.source_val_accuracy is not None:
             parts.append(f"source val accuracy {self.source_val_accuracy:.3f}")
         gate = (
-            "no labeled target val: a collapsed model is registered but never promoted"
+            "no labeled target val, so a collapsed model is registered but never promoted"
             if self.gates_promotion
-            else "reported only (target val labels checked the model)"
+            else "reported only: target val labels checked the model"
         )
-        return f"health: {'; '.join(parts)} ({gate})"
+        return f"health: {'; '.join(parts)} — {gate}"
 
 
 class FloorReport(Part):
