@@ -209,7 +209,9 @@ def strategy_selection_imagenet(r: dict[str, Any]) -> list[str]:
             "target test accuracy, mean ± std (min–max) over seeds. Each strategy is trained to the full budget "
             "with the floor off (the oracle); `rules` and `race` run as the product does, floor on, so a pick "
             "the floor replaced is scored as the model it wrote. Regret = best strategy of the seed − the pick "
-            "(points); compute = the mode's seconds / all strategies' seconds.", ""]
+            "(points); compute = the mode's seconds / all strategies' seconds, and for the race also its epochs "
+            "priced at the oracle's seconds per epoch of each candidate (load-independent when runs minutes apart "
+            "saw different load).", ""]
     for name, v in r["scenarios"].items():
         runs = v["runs"]
         rows += [f"**{name}**", "", "| model | test accuracy | seconds (median) |", "|---|---|---|"]
@@ -229,9 +231,12 @@ def strategy_selection_imagenet(r: dict[str, Any]) -> list[str]:
             used = [(run[mode]["floor"] or {}).get("used") for run in runs]
             floor = f"; the floor replaced it in {sum(u is not None for u in used)}/{len(runs)}" if any(used) else ""
             mean_regret = sum(regret) / len(regret)
+            epochs = [run[mode].get("epoch_share") for run in runs]
+            priced = (f" (at the oracle's seconds per epoch: {min(epochs):.2f}–{max(epochs):.2f})"
+                      if all(e is not None for e in epochs) else "")
             rows.append(f"| **{mode}**: {_picks([run[mode]['pick'] for run in runs])} | {stats(acc)} | "
                         f"regret {mean_regret:.2f} pts mean (worst {max(regret):.2f}), compute "
-                        f"{min(share):.2f}–{max(share):.2f}{floor} |")
+                        f"{min(share):.2f}–{max(share):.2f}{priced}{floor} |")
         best = [_best(run) for run in runs]
         rows += ["", f"Best strategy per seed: {', '.join(best)}.", ""]
     return rows

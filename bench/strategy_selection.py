@@ -109,8 +109,9 @@ def run_scenario(name: str, seed: int, arch: str, work: Path) -> dict:
             extra.append(f"train.backbone_lr_mult={candidate.backbone_lr_mult}")
         p = load_params(None, [*base, *extra])
         started = time.perf_counter()
-        train_stage(p, progress=False)
-        oracle[label] = {"accuracy": test_accuracy(p), "seconds": time.perf_counter() - started}
+        trained = train_stage(p, progress=False)
+        oracle[label] = {"accuracy": test_accuracy(p), "seconds": time.perf_counter() - started,
+                         "epochs": trained.epochs_run}
     best = max(v["accuracy"] for v in oracle.values())
     oracle_s = sum(v["seconds"] for v in oracle.values())
     floor = {"logistic_pixels": pixel_floor_accuracy(params)}
@@ -128,11 +129,26 @@ def run_scenario(name: str, seed: int, arch: str, work: Path) -> dict:
     for pick in (rules, race):
         pick["regret_pts"] = None if pick["accuracy"] is None else 100 * (best - pick["accuracy"])
         pick["compute_share"] = None if pick["seconds"] is None else pick["seconds"] / oracle_s
+    race["epoch_share"] = epoch_share(race["table"], oracle)
     print(f"{name} seed {seed}: best {best:.4f} ({max(oracle, key=lambda k: oracle[k]['accuracy'])}); "
           f"rules {rules['pick']} regret {rules['regret_pts']}; race {race['pick']} regret {race['regret_pts']:.2f} "
           f"at {race['compute_share']:.2f} of the oracle's compute")
     return {"seed": seed, "oracle": oracle, "floor": floor, "best": best, "oracle_seconds": oracle_s, "rules": rules,
             "race": race, "plan_reason": plan.reason}
+
+
+def epoch_share(table: list[dict], oracle: dict) -> float | None:
+    """The race's cost at the oracle's own seconds per epoch of each candidate, over the oracle's seconds.
+
+    Seconds measured minutes apart compare only on an otherwise idle machine; this share
+    counts the epochs the race trained instead, priced at what an epoch of that candidate
+    cost in the oracle run.
+    """
+    if not table or any("epochs" not in v for v in oracle.values()):
+        return None
+    per_epoch = {k: v["seconds"] / max(v["epochs"], 1) for k, v in oracle.items()}
+    spent = sum(row["epochs_trained"] * per_epoch[row["candidate"]] for row in table)
+    return spent / sum(v["seconds"] for v in oracle.values())
 
 
 def summarise(runs: list[dict]) -> dict:
