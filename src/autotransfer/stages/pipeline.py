@@ -115,7 +115,7 @@ STAGES: tuple[Stage, ...] = (
         _both(_reports(MANIFEST_CSV, PLAN_JSON), _source_model),
         _both(_model(MODEL_FILE, META_FILE), _reports(TRAIN_JSON, TRAIN_HISTORY_CSV)),
         ("train", "strategy.mode", "strategy.force", "strategy.top_k"),
-        ("stages/train.py", "stages/torchrun.py", "ops/launch.py", *TRAINING, "artifacts.py"),
+        ("stages/train.py", "stages/torchrun.py", "ops/launch.py", *TRAINING, "analysis/health.py", "artifacts.py"),
     ),
     Stage(
         "evaluate",
@@ -128,7 +128,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "register",
         "register the model in MLflow and promote it if it beats the champion",
-        _both(_model(MODEL_FILE, META_FILE), _reports(METRICS_JSON)),
+        _both(_model(MODEL_FILE, META_FILE), _reports(METRICS_JSON, TRAIN_JSON)),  # train.json: its health
         _reports(REGISTRATION_JSON),
         ("registry",),
         ("stages/register.py", "registry", "serving", "analysis/metrics.py", "models", "io", "artifacts.py"),
