@@ -219,7 +219,8 @@ def strategy_selection_imagenet(r: dict[str, Any]) -> list[str]:
                         key=lambda k: -sum(run["oracle"][k]["accuracy"] for run in runs))
         for label in labels:
             acc = [run["oracle"][label]["accuracy"] for run in runs if label in run["oracle"]]
-            sec = sorted(run["oracle"][label]["seconds"] for run in runs if label in run["oracle"])
+            sec = sorted(run["oracle"][label]["seconds"] for run in runs
+                         if label in run["oracle"] and run["oracle"][label]["seconds"] is not None)
             rows.append(f"| {label} | {stats(acc)} | {sec[len(sec) // 2]:.0f} |")
         pixels = [run["floor"]["logistic_pixels"] for run in runs if run["floor"].get("logistic_pixels") is not None]
         if pixels:
@@ -227,18 +228,21 @@ def strategy_selection_imagenet(r: dict[str, Any]) -> list[str]:
         for mode in ("rules", "race"):
             acc = [run[mode]["accuracy"] for run in runs]
             regret = [run[mode]["regret_pts"] for run in runs]
-            share = [run[mode]["compute_share"] for run in runs]
+            share = [run[mode]["compute_share"] for run in runs if run[mode]["compute_share"] is not None]
             used = [(run[mode]["floor"] or {}).get("used") for run in runs]
             floor = f"; the floor replaced it in {sum(u is not None for u in used)}/{len(runs)}" if any(used) else ""
             mean_regret = sum(regret) / len(regret)
-            epochs = [run[mode].get("epoch_share") for run in runs]
-            priced = (f" (at the oracle's seconds per epoch: {min(epochs):.2f}–{max(epochs):.2f})"
-                      if all(e is not None for e in epochs) else "")
+            epochs = [run[mode]["epoch_share"] for run in runs if run[mode].get("epoch_share") is not None]
+            priced = f" (at the oracle's seconds per epoch: {min(epochs):.2f}–{max(epochs):.2f})" if epochs else ""
+            if len(share) < len(runs):
+                priced += f", over the {len(share)} seeds whose seconds were measured"
             rows.append(f"| **{mode}**: {_picks([run[mode]['pick'] for run in runs])} | {stats(acc)} | "
                         f"regret {mean_regret:.2f} pts mean (worst {max(regret):.2f}), compute "
                         f"{min(share):.2f}–{max(share):.2f}{priced}{floor} |")
         best = [_best(run) for run in runs]
         rows += ["", f"Best strategy per seed: {', '.join(best)}.", ""]
+        rows += [f"Seed {run['seed']}: {run['resumed']}." for run in runs if run.get("resumed")]
+        rows += [""] if any(run.get("resumed") for run in runs) else []
     return rows
 
 
