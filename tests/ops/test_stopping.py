@@ -67,3 +67,39 @@ def gone(pid: int, timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def test_a_repeated_signal_during_the_interpreter_exit_does_not_kill_it(tmp_path):
+    # CPython puts SIG_DFL back for Python handlers as it finalizes, then tears down modules (torch's take
+    # a while): a second SIGTERM then (``timeout`` and a supervisor both forwarding it) killed the command
+    # with -15 instead of the 143 the first one chose
+    marker = tmp_path / "finalizing"
+    script = tmp_path / "slow_exit.py"
+    script.write_text(
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from autotransfer.ops.stopping import RunStopped, handling\n"
+        "class SlowTeardown:\n"
+        "    def __del__(self):\n"
+        f"        Path({str(marker)!r}).touch()\n"
+        "        time.sleep(2)\n"
+        "teardown = SlowTeardown()  # a module global: deleted while the interpreter finalizes\n"
+        "def main():\n"
+        "    with handling(process_wide=True):\n"
+        "        try:\n"
+        "            print('ready', flush=True)\n"
+        "            time.sleep(60)\n"
+        "        except RunStopped as exc:\n"
+        "            return exc.exit_code\n"
+        "    return 0\n"
+        "sys.exit(main())\n"
+    )
+    process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "ready"
+    process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while not marker.exists():
+        assert process.poll() is None and time.monotonic() < deadline, process.returncode
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=20) == 143

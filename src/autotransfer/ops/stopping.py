@@ -148,6 +148,13 @@ def handling(process_wide: bool = False) -> Iterator[StopSignals]:
     try:
         yield signals
     finally:
+        if process_wide and signals.received is not None:
+            # the command is ending because of a signal: ignore further ones. CPython puts SIG_DFL
+            # back for Python handlers early in its exit (SIG_IGN it leaves), and a repeated signal
+            # during the module teardown that follows would kill it with -signum, not 128 + signum;
+            # the watchdog still bounds the exit
+            for sig in SIGNALS:
+                signal.signal(sig, signal.SIG_IGN)
         if not process_wide:
             signals.disarm()
             for sig, handler in previous.items():
