@@ -4,6 +4,8 @@ import sys
 from pathlib import Path
 
 
+import pytest
+
 from autotransfer.cli import main
 
 
@@ -106,3 +108,29 @@ def test_unknown_forced_strategy_is_a_config_error(capsys):
 def test_summary_without_a_run_says_what_to_do(tmp_path, capsys):
     assert main(["summary", "-S", f"reports.dir={tmp_path}"]) == 1
     assert "make run" in capsys.readouterr().err
+
+
+def test_version_is_the_installed_package_version(capsys):
+    from importlib.metadata import version
+
+    import autotransfer
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"autotransfer {version('autotransfer')}"
+    assert version("autotransfer") == autotransfer.__version__  # pyproject.toml and the package agree
+
+
+def test_every_command_and_argument_has_help_and_the_top_level_has_examples():
+    import argparse
+
+    from autotransfer.cli import build_parser
+
+    parser = build_parser()
+    assert "examples:" in parser.format_help() and "autotransfer predict" in parser.format_help()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    undocumented = [f"{name} {action.dest}" for name, sub in commands.choices.items() for action in sub._actions
+                    if not action.help]
+    assert undocumented == []
+    assert all(choice.help for choice in commands._choices_actions)

@@ -16,11 +16,35 @@ from collections.abc import Callable
 from pathlib import Path
 
 from autotransfer.config import DEFAULT_PARAMS_FILE, Params, load_params
-from autotransfer.errors import AutotransferError, ConfigError, ImageDecodeError
+from autotransfer.errors import AutotransferError, ConfigError, ImageDecodeError, StageInputError
 from autotransfer.ops.stopping import RunStopped, handling, kill_descendants
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXAMPLES = """\
+examples:
+  autotransfer demo-data                      build the demo domains into data/ (and data.dvc)
+  autotransfer run                            the whole retrain flow (Prefect): validate … register
+  autotransfer run -S data.target=digits-m    the same on another target domain
+  autotransfer plan --force linear_probe      rank the strategies, but use this one
+  autotransfer summary                        what the last run decided and scored
+  autotransfer predict data/digits/test --out predictions.csv --top-k 3
+  autotransfer rollback                       give champion back to the version it replaced
+
+exit codes: 0 success, 1 the command ran and found a problem, 2 bad usage or configuration,
+130 / 143 stopped by SIGINT / SIGTERM (the same command resumes).
+`autotransfer COMMAND --help` shows a command's options."""
 STOPPED = "nothing more was done; the last checkpoint is kept, and the same command resumes from it"
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    import autotransfer
+
+    try:
+        return version("autotransfer")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return autotransfer.__version__
 
 
 def common_options() -> argparse.ArgumentParser:
@@ -57,7 +81,13 @@ def run_options() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="autotransfer", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="autotransfer",
+        description=__doc__.splitlines()[0],
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = common_options()
 
@@ -111,14 +141,30 @@ def build_parser() -> argparse.ArgumentParser:
     rollback = sub.add_parser("rollback", parents=[common], help="give champion back to the version it replaced")
     rollback.set_defaults(handler=cmd_rollback)
 
-    predict = sub.add_parser("predict", parents=[common], help="label image files with a model")
+    predict = sub.add_parser(
+        "predict",
+        parents=[common],
+        help="label image files and folders with a model (stdout, or a CSV with --out)",
+        description="Label image files, and folders searched recursively for images, in batches.\n"
+        "A file that does not decode is listed (stderr, and the CSV's error column) and the\n"
+        "others are still labeled; the exit code is then 1.",
+        epilog="examples:\n"
+        "  autotransfer predict data/digits/test --out predictions.csv --top-k 3\n"
+        "  autotransfer predict photo.jpg --model models/target --json\n"
+        "  autotransfer predict scans/ --model models:/autotransfer/4 --out scans.csv",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     predict.add_argument(
         "--model",
         help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/… or a model folder "
         "(default: models:/<registry.model_name>@champion)",
     )
-    predict.add_argument("--json", action="store_true", help="one JSON object per image")
-    predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    output = predict.add_mutually_exclusive_group()
+    output.add_argument("--out", type=Path, help="write a CSV: path, label, probability[, label_2, …], error")
+    output.add_argument("--json", action="store_true", help="print one JSON object per image")
+    predict.add_argument("--top-k", type=int, default=1, help="the K most probable labels per image (default: 1)")
+    predict.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
+    predict.add_argument("images", nargs="+", type=Path, metavar="PATH", help="image file or folder (recursive)")
     predict.set_defaults(handler=cmd_predict)
 
     run = sub.add_parser(
@@ -134,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="start/stop the team stack on loopback: PostgreSQL, S3, MLflow and "
         "Prefect servers, a worker (make stack-up / stack-down)",
     )
-    stack.add_argument("action", choices=["up", "down", "status"])
+    stack.add_argument("action", choices=["up", "down", "status"], help="start, stop, or show what runs and where")
     stack.add_argument("--root", type=Path, default=Path(".stack"), help="state, data and logs (default .stack/)")
     stack.add_argument("--no-worker", action="store_true", help="up: no Prefect worker")
     stack.set_defaults(handler=cmd_stack)
@@ -308,24 +354,54 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from autotransfer.errors import StageInputError
-    from autotransfer.io.images import inspect_image
     from autotransfer.registry.pyfunc import load_predictor
+    from autotransfer.serving.batch import Labeled, Unreadable, find_images, predict_files, write_csv
 
+    for key, value in (("--top-k", args.top_k), ("--batch-size", args.batch_size)):
+        if value < 1:
+            raise ConfigError(f"{key} must be at least 1, got {value}")
     params = _params(args)
-    for path in args.images:  # refuse bad files up front, by name, before loading any model
-        if not path.is_file():
-            raise StageInputError(f"{path}: no such file")
-        info = inspect_image(path, params.validation.max_pixels)
-        if not info.readable:
-            raise StageInputError(f"{path}: {info.error}")
+    files, missing = find_images(args.images)
+    if not files:
+        reasons = [f"{m.path}: {m.error}" for m in missing] or [f"no image files in {', '.join(map(str, args.images))}"]
+        raise StageInputError("; ".join(reasons))
     model = args.model or f"models:/{params.registry.model_name}@champion"
-    for path, (label, probability) in zip(args.images, load_predictor(model, params)(args.images)):
+    started = time.perf_counter()
+    results = predict_files(
+        load_predictor(model, params), files, args.batch_size, args.top_k, progress=False if args.no_progress else None
+    )
+    seconds = time.perf_counter() - started
+    bad = missing + [r for r in results if isinstance(r, Unreadable)]
+    if args.out:
+        write_csv([*results, *missing], args.out, args.top_k)
+    for result in results:
+        if not isinstance(result, Labeled) or args.out:
+            continue
+        top = result.prediction.top
         if args.json:
-            print(json.dumps({"image": str(path), "label": label, "probability": round(probability, 6)}))
+            print(
+                json.dumps(
+                    {
+                        "image": str(result.path),
+                        "label": top[0][0],
+                        "probability": round(top[0][1], 6),
+                        **({"top": [[lab, round(p, 6)] for lab, p in top]} if args.top_k > 1 else {}),
+                    }
+                )
+            )
         else:
-            print(f"{path}\t{label}\t{probability:.4f}")
-    return EXIT_OK
+            print("\t".join([str(result.path), *(f"{lab}\t{p:.4f}" for lab, p in top)]))
+    for failure in bad:
+        print(f"autotransfer predict: {failure.path}: {failure.error}", file=sys.stderr)
+    labeled = len(results) - (len(bad) - len(missing))
+    if args.out or bad:
+        print(
+            f"{labeled} of {labeled + len(bad)} images labeled in {seconds:.1f} s"
+            + (f" -> {args.out}" if args.out else "")
+            + (f"; {len(bad)} unreadable (listed above)" if bad else ""),
+            file=sys.stderr,
+        )
+    return EXIT_FAILED if bad else EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -350,7 +426,6 @@ def cmd_summary(args: argparse.Namespace) -> int:
         TrainReport,
         read_report,
     )
-    from autotransfer.errors import StageInputError
 
     reports = Path(_params(args).reports.dir)
     if not (reports / PLAN_JSON).exists():

@@ -184,8 +184,13 @@ def test_predict_through_the_champion_alias_matches_the_in_memory_model(trained,
     # when the registered champion labels the same raw files
     served = load_predictor("models:/autotransfer@champion", params)(paths)
     # then the labels are identical, and the probabilities are probabilities
-    assert [label for label, _ in served] == list(expected)
-    assert all(0.0 < p <= 1.0 for _, p in served)
+    assert [p.label for p in served] == list(expected)
+    assert all(0.0 < p.probability <= 1.0 for p in served)
+    # and its top 3 are the model folder's, through the pyfunc's top_k param
+    top3 = load_predictor("models:/autotransfer@champion", params)(paths[:5], 3)
+    local = load_predictor(params.train.out, params)(paths[:5], 3)
+    assert [[lab for lab, _ in p.top] for p in top3] == [[lab for lab, _ in p.top] for p in local]
+    assert all(len(p.top) == 3 for p in top3)
     # and the CLI prints one line per image
     code = main(["predict", "-S", f"registry.tracking_uri={params.registry.tracking_uri}", str(paths[0]),
                  str(paths[1])])
@@ -259,8 +264,8 @@ def test_registration_and_predict_through_a_real_tracking_server(trained, tmp_pa
     # the artifacts went to the server's destination, not to a local folder
     assert any((tmp_path / "server-artifacts").rglob("model.safetensors"))
     path = Path(read_manifest(params.reports.dir).query("domain == 'digits' and split == 'test'")["path"].iloc[0])
-    label, probability = load_predictor("models:/autotransfer@champion", params)([path])[0]
-    assert label == load_predictor(params.train.out, params)([path])[0][0]
+    served = load_predictor("models:/autotransfer@champion", params)([path])[0]
+    assert served.label == load_predictor(params.train.out, params)([path])[0].label
 
 
 def test_mlflow_models_serve_answers_invocations_with_labels_for_raw_images(trained, tmp_path):
@@ -283,7 +288,14 @@ def test_mlflow_models_serve_answers_invocations_with_labels_for_raw_images(trai
         assert answer.status_code == 200, answer.text
         predictions = answer.json()["predictions"]
         expected = load_predictor(params.train.out, params)([Path(p) for p in rows["path"]])
-        assert [p["label"] for p in predictions] == [label for label, _ in expected]
+        assert [p["label"] for p in predictions] == [p.label for p in expected]
+        # the top_k param adds the runner-up labels
+        payload["params"] = {"top_k": 2}
+        answer = requests.post(f"http://127.0.0.1:{port}/invocations", json=payload, timeout=60)
+        assert answer.status_code == 200, answer.text
+        assert [p["label_2"] for p in answer.json()["predictions"]] == [p.top[1][0] for p in
+                                                                         load_predictor(params.train.out, params)(
+                                                                             [Path(x) for x in rows["path"]], 2)]
         # a broken image is a client error that says which input
         bad = requests.post(f"http://127.0.0.1:{port}/invocations", timeout=60,
                             json={"dataframe_split": {"columns": ["image"], "data": [["bm90IGFuIGltYWdl"]]}})

@@ -7,23 +7,24 @@ unpickled object, and the model carries the library's preprocessing (``serving.p
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import pandas as pd
 from mlflow.models.signature import ModelSignature
-from mlflow.types.schema import ColSpec, Schema
+from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
 from autotransfer.config import Params
 from autotransfer.models.weights import load_trained_model
 from autotransfer.registry.store import connect
-from autotransfer.serving.predict import classify
+from autotransfer.serving.predict import Prediction, Predictor, classify
 
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("string", "image")]),
     outputs=Schema([ColSpec("string", "label"), ColSpec("double", "probability")]),
+    # top_k > 1 adds label_2, probability_2, … label_k, probability_k
+    params=ParamSchema([ParamSpec("top_k", "long", 1)]),
 )
 # The file MLflow stores as the model: loading a version runs this. Written next to the
 # model files at logging time.
@@ -52,7 +53,8 @@ REQUIREMENTS = (
 
 
 class ImageClassifier(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defined]
-    """pyfunc model: a DataFrame column ``image`` of base64-encoded image files -> ``label``, ``probability``."""
+    """pyfunc model: a DataFrame column ``image`` of base64-encoded image files -> ``label``, ``probability``
+    (and, with the param ``top_k``, the next most probable labels as ``label_2``, ``probability_2``, …)."""
 
     def load_context(self, context: Any) -> None:
         self._trained = load_trained_model(context.artifacts["model"])
@@ -64,10 +66,23 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defi
             images = model_input["image"].tolist()
         else:
             images = list(model_input)
-        predictions = classify(self._trained, images)
-        return pd.DataFrame(
-            {"label": [p.label for p in predictions], "probability": [p.probability for p in predictions]}
-        )
+        top_k = int((params or {}).get("top_k", 1))
+        return predictions_frame(self.classify(images, top_k=top_k))
+
+    def classify(self, images: list[bytes | str], names: list[str] | None = None, top_k: int = 1) -> list[Prediction]:
+        return classify(self._trained, images, names, top_k=top_k)
+
+
+def predictions_frame(predictions: list[Prediction]) -> pd.DataFrame:
+    """``label``, ``probability``, then ``label_2``, ``probability_2``, … as far as the predictions go."""
+    columns: dict[str, list[Any]] = {
+        "label": [p.label for p in predictions],
+        "probability": [p.probability for p in predictions],
+    }
+    for rank in range(2, min((len(p.top) for p in predictions), default=1) + 1):
+        columns[f"label_{rank}"] = [p.top[rank - 1][0] for p in predictions]
+        columns[f"probability_{rank}"] = [p.top[rank - 1][1] for p in predictions]
+    return pd.DataFrame(columns)
 
 
 def encode_images(paths: list[Path]) -> pd.DataFrame:
@@ -78,20 +93,23 @@ def encode_images(paths: list[Path]) -> pd.DataFrame:
 # --------------------------------------------------------------------------- predict
 
 
-def load_predictor(model: str, params: Params) -> Callable[[list[Path]], list[tuple[str, float]]]:
-    """``models:/…`` / ``runs:/…`` URIs through MLflow; a folder (models/target) directly."""
+def load_predictor(model: str, params: Params) -> Predictor:
+    """``models:/…`` / ``runs:/…`` URIs through MLflow; a folder (models/target) directly.
+
+    The predictor takes image files and ``top_k``; a file that does not decode raises
+    ``ImageDecodeError`` naming it.
+    """
     folder = Path(model)
     if folder.is_dir():
         trained = load_trained_model(folder)
-        return lambda paths: [
-            (p.label, p.probability)
-            for p in classify(trained, [Path(x).read_bytes() for x in paths], [str(x) for x in paths])
-        ]
+        return lambda paths, top_k=1: classify(
+            trained, [Path(x).read_bytes() for x in paths], [str(x) for x in paths], top_k=top_k
+        )
     with connect(params.registry, exclusive=False):
         pyfunc = mlflow.pyfunc.load_model(model)
-
-    def predict(paths: list[Path]) -> list[tuple[str, float]]:
-        out = pyfunc.predict(encode_images(paths))
-        return list(zip(out["label"].tolist(), out["probability"].astype(float).tolist()))
-
-    return predict
+    # the served code itself, called without the DataFrame round trip: files keep their names in
+    # errors, and versions registered before the top_k param still give their top k
+    served: ImageClassifier = pyfunc.unwrap_python_model()
+    return lambda paths, top_k=1: served.classify(
+        [Path(x).read_bytes() for x in paths], [str(x) for x in paths], top_k=top_k
+    )

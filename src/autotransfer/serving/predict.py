@@ -13,6 +13,8 @@ import base64
 import binascii
 import io
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -24,8 +26,17 @@ from autotransfer.models.weights import TrainedModel
 
 @dataclass(frozen=True)
 class Prediction:
+    """The most probable label, and the ``top_k`` most probable (label, probability), best first."""
+
     label: str
     probability: float
+    top: tuple[tuple[str, float], ...]
+
+
+class Predictor(Protocol):
+    """Image files in, one prediction per file out (``registry.pyfunc.load_predictor`` makes one)."""
+
+    def __call__(self, paths: list[Path], top_k: int = 1) -> list[Prediction]: ...
 
 
 def decode_image(
@@ -56,9 +67,13 @@ def decode_image(
 
 @torch.no_grad()
 def classify(
-    trained: TrainedModel, images: list[bytes | str], names: list[str] | None = None, batch_size: int = 256
+    trained: TrainedModel,
+    images: list[bytes | str],
+    names: list[str] | None = None,
+    batch_size: int = 256,
+    top_k: int = 1,
 ) -> list[Prediction]:
-    """Label and softmax probability of each image under ``trained`` ."""
+    """Label and softmax probability of each image under ``trained``, with its ``top_k`` labels."""
     names = names or [f"image {i}" for i in range(len(images))]
     size = trained.model.input_size
     trained.model.eval()
@@ -70,6 +85,8 @@ def classify(
         ]
         batch = torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2).contiguous()
         probs = torch.softmax(trained.model(trained.normalization(batch)).float(), dim=1)
-        best, index = probs.max(1)
-        out += [Prediction(trained.head_classes[i], float(p)) for i, p in zip(index.tolist(), best.tolist())]
+        best, index = probs.topk(min(max(top_k, 1), probs.shape[1]), dim=1)
+        for row_p, row_i in zip(best.tolist(), index.tolist()):
+            top = tuple((trained.head_classes[i], float(p)) for p, i in zip(row_p, row_i))
+            out.append(Prediction(top[0][0], top[0][1], top))
     return out
