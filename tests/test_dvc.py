@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -136,6 +137,16 @@ def test_fresh_clone_rebuilds_the_data_byte_for_byte_and_reproduces(clone: Path,
     (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     rerun = sh([sys.executable, "-m", "dvc", "repro"], clone).stdout
     assert ran_stages(rerun) == ["train", "evaluate", "register"]
+    # the plots compare the two runs: the curves, the test confusion matrix and the PNGs, HEAD's and this one's
+    plots = json.loads(sh([sys.executable, "-m", "dvc", "plots", "diff", "HEAD", "--json"], clone).stdout)["data"]
+    assert set(plots) == {"training curves", "confusion matrix (target test)", "reports/plots/confusion_matrix.png",
+                          "reports/plots/training_curves.png", "reports/plots/feature_map.png"}
+    for name in ("training curves", "confusion matrix (target test)"):
+        assert set(plots[name][0]["revisions"]) == {"HEAD", "workspace"}, name
+    confusion = plots["confusion matrix (target test)"][0]["content"]["data"]["values"]
+    assert {row["rev"] for row in confusion} == {"HEAD", "workspace"}
+    assert len(confusion) == 2 * len(pd.read_csv(clone / "reports/predictions.csv"))
+    assert all(len(plots[name]) == 2 for name in plots if name.endswith(".png"))
     # metrics are DVC metrics
     assert "accuracy" in sh([sys.executable, "-m", "dvc", "metrics", "show"], clone).stdout
     # and an experiment with a changed param runs in the same clone

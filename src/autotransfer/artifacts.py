@@ -29,6 +29,7 @@ PLAN_JSON = "plan.json"
 TRAIN_JSON = "train.json"
 TRAIN_HISTORY_CSV = "train_history.csv"
 METRICS_JSON = "metrics.json"
+PREDICTIONS_CSV = "predictions.csv"  # path, actual, predicted: one row per target test image
 PLOTS_DIR = "plots"
 REGISTRATION_JSON = "registration.json"
 # models/source (params.pretrain.out) and models/target (params.train.out)

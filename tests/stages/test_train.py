@@ -1,8 +1,10 @@
 """The train and evaluate stages end to end on tiny data: plan in, model and reports out."""
 
 import json
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from autotransfer.errors import StageInputError
@@ -99,6 +101,11 @@ def test_evaluate_scores_the_test_split_and_draws_the_plots(ready, tmp_path):
     for name in ("confusion_matrix", "training_curves", "feature_map"):
         assert (tmp_path / "reports/plots" / f"{name}.png").stat().st_size > 1000
     assert json.loads((tmp_path / "reports/metrics.json").read_text()) == metrics
+    # one prediction row per test image, and they are what the accuracy was computed from
+    rows = pd.read_csv(tmp_path / "reports/predictions.csv", dtype=str)
+    assert list(rows.columns) == ["path", "actual", "predicted"] and len(rows) == metrics["n"]
+    assert set(rows["actual"]) == {"a", "b"} and all(Path(p).exists() for p in rows["path"])
+    assert (rows["actual"] == rows["predicted"]).mean() == pytest.approx(metrics["accuracy"])
     # the saved model reproduces the metric
     trained = load_trained_model(tmp_path / "models/target")
     assert trained.head_classes == ("a", "b")

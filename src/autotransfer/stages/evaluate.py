@@ -1,10 +1,11 @@
 """The evaluate stage: score the trained model on the target test split, and draw it.
 
 Writes ``reports/metrics.json`` (accuracy, macro-F1, per-class precision/recall/F1 and
-support, n) and ``reports/plots/``: the confusion matrix, the training curves (from
-``reports/train_history.csv``) and a 2-D PCA map of source and target features before
-(the source backbone) and after training. The test split is read here and nowhere else
-in training.
+support, n), ``reports/predictions.csv`` (path, actual, predicted: what ``dvc plots``
+draws as a confusion matrix and compares across experiments) and ``reports/plots/``: the
+confusion matrix, the training curves (from ``reports/train_history.csv``) and a 2-D
+PCA map of source and target features before (the source backbone) and after training.
+The test split is read here and nowhere else in training.
 """
 
 from __future__ import annotations
@@ -17,11 +18,18 @@ import pandas as pd
 import torch
 
 from autotransfer.analysis.metrics import classification_metrics, predict_names
-from autotransfer.artifacts import METRICS_JSON, MODEL_FILE, PLOTS_DIR, TRAIN_HISTORY_CSV, MetricsReport
+from autotransfer.artifacts import (
+    METRICS_JSON,
+    MODEL_FILE,
+    PLOTS_DIR,
+    PREDICTIONS_CSV,
+    TRAIN_HISTORY_CSV,
+    MetricsReport,
+)
 from autotransfer.config import Params
 from autotransfer.errors import StageInputError, WeightsError
 from autotransfer.io.data import class_names, decoded_cache, domain_rows, load_images, read_manifest, sample_rows
-from autotransfer.io.files import write_report
+from autotransfer.io.files import write_report, write_text
 from autotransfer.io.images import sha256_file
 from autotransfer.models.weights import TrainedModel, load_backbone, load_trained_model
 
@@ -47,6 +55,8 @@ def evaluate(params: Params, progress: bool | None = None) -> MetricsReport:
         **classification_metrics(truth, predicted, classes),
     }
     reports = Path(params.reports.dir)
+    predictions = pd.DataFrame({"path": test_rows["path"].to_numpy(), "actual": truth, "predicted": predicted})
+    write_text(reports / PREDICTIONS_CSV, predictions.to_csv(index=False))
     plots = reports / PLOTS_DIR
     plots.mkdir(parents=True, exist_ok=True)
     metrics["plots"] = {
