@@ -16,6 +16,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 from prefect import Task, flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.context import get_run_context
 from prefect.exceptions import CancelledRun
 from prefect.states import Cancelled
 
@@ -23,6 +24,7 @@ from autotransfer.artifacts import MetricsReport, PlanReport, RegistrationReport
 from autotransfer.config import DEFAULT_PARAMS_FILE, Params, load_params
 from autotransfer.io.data import data_hash, read_manifest
 from autotransfer.ops import stopping
+from autotransfer.registry import tracking
 from autotransfer.stages.pipeline import outputs_match, stage_key, stage_names
 from flows.server import owned_temporary_server
 from tasks.stages import STAGE_TASKS, already_trained
@@ -72,6 +74,28 @@ def exclusive_outputs(params: Params) -> Iterator[None]:
         lock.release()
 
 
+@contextmanager
+def _live_run(params: Params) -> Iterator[tracking.Tracker]:
+    """This flow run's MLflow run, opened now; ended FAILED (or KILLED) if the flow does not finish."""
+    context = get_run_context()
+    flow_run = getattr(context, "flow_run", None)
+    run = tracking.begin(
+        params,
+        {
+            "prefect_flow_run": str(flow_run.id) if flow_run else "",
+            "prefect_flow_run_name": flow_run.name if flow_run else "",
+        },
+    )
+    try:
+        yield run
+    except Exception as exc:
+        run.end("FAILED", f"{type(exc).__name__}: {exc}")
+        raise
+    except BaseException as exc:
+        run.end("KILLED", str(exc) or type(exc).__name__)
+        raise
+
+
 @flow(name="retrain", description=__doc__.splitlines()[0])
 def retrain(
     params_file: str = str(DEFAULT_PARAMS_FILE), overrides: list[str] | None = None, force: bool = False
@@ -88,11 +112,13 @@ def retrain(
     # Prefect's engine put its own SIGTERM handler in place for the run; ours stops it in order
     # (`main` installed it for the process; a worker's flow process gets it for the run).
     try:
-        with stopping.handling() as signals, exclusive_outputs(params):
+        with stopping.handling() as signals, exclusive_outputs(params), _live_run(params) as run:
             results: dict[str, Any] = {"validate": run_stage("validate", params)}
             unchanged = _unchanged_since_registered(params)
             if unchanged and not force:
                 logger.info(unchanged)
+                run.set_tags({"skipped": unchanged})
+                run.end("FINISHED")
                 _decision_report(params, results, skipped=unchanged)
                 return {"skipped": True, "reason": unchanged, **results}
             for stage in FLOW_STAGES[1:]:

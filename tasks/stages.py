@@ -7,7 +7,9 @@ computed once by the flow and passed in as ``key``), with results persisted, so 
 unchanged stage is a cache hit across runs; the flow forces
 a refresh when the outputs on disk are not the ones that key produced
 (``outputs_match``). ``register`` talks to a service: it retries with backoff and is never
-cached (it is idempotent instead: a model is keyed by the hash of its weights).
+cached (it is idempotent instead: a model is keyed by the hash of its weights). Every task writes
+to the flow's live MLflow run (``autotransfer.registry.tracking``); a cached task does not
+run, so it writes nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from prefect.cache_policies import NO_CACHE
 from autotransfer.artifacts import Report
 from autotransfer.config import Params
 from autotransfer.errors import AutotransferError
+from autotransfer.registry.tracking import tracked
 from autotransfer.stages.pipeline import write_stamp
 
 
@@ -57,7 +60,10 @@ def validate(params: dict[str, Any], key: str) -> dict[str, Any]:
     from autotransfer.stages.validate import validate as run
 
     p = _params(params)
-    result = run(p, progress=False)
+    with tracked(p, "validate") as tracker:
+        result = run(p, progress=False)
+        if not result.success:
+            tracker.end("FAILED", f"validate: data validation failed ({', '.join(result.report.failed_checks)})")
     if not result.success:
         create_markdown_artifact(
             key="validation-report",
@@ -77,7 +83,8 @@ def pretrain(params: dict[str, Any], key: str) -> dict[str, Any]:
     from autotransfer.stages.pretrain import pretrain as run
 
     p = _params(params)
-    meta, _seconds = run(p, progress=False)
+    with tracked(p, "pretrain"):
+        meta, _seconds = run(p, progress=False)
     return _done("pretrain", p, key, meta)
 
 
@@ -86,7 +93,8 @@ def similarity(params: dict[str, Any], key: str) -> dict[str, Any]:
     from autotransfer.stages.similarity import measure_similarity
 
     p = _params(params)
-    return _done("similarity", p, key, measure_similarity(p, progress=False))
+    with tracked(p, "similarity"):
+        return _done("similarity", p, key, measure_similarity(p, progress=False))
 
 
 @_stage_task("plan")
@@ -94,7 +102,8 @@ def plan(params: dict[str, Any], key: str) -> dict[str, Any]:
     from autotransfer.stages.plan import make_plan
 
     p = _params(params)
-    return _done("plan", p, key, make_plan(p))
+    with tracked(p, "plan"):
+        return _done("plan", p, key, make_plan(p))
 
 
 @_stage_task("train")
@@ -102,7 +111,8 @@ def train(params: dict[str, Any], key: str) -> dict[str, Any]:
     from autotransfer.stages.train import train_stage
 
     p = _params(params)
-    return _done("train", p, key, train_stage(p, progress=False))
+    with tracked(p, "train"):
+        return _done("train", p, key, train_stage(p, progress=False))
 
 
 @_stage_task("evaluate")
@@ -110,7 +120,8 @@ def evaluate(params: dict[str, Any], key: str) -> dict[str, Any]:
     from autotransfer.stages.evaluate import evaluate as run
 
     p = _params(params)
-    return _done("evaluate", p, key, run(p, progress=False))
+    with tracked(p, "evaluate"):
+        return _done("evaluate", p, key, run(p, progress=False))
 
 
 # Retries: the flow sets them from registry.task_retries / registry.retry_delay.
@@ -118,7 +129,9 @@ def evaluate(params: dict[str, Any], key: str) -> dict[str, Any]:
 def register(params: dict[str, Any]) -> dict[str, Any]:
     from autotransfer.stages.register import register as run
 
-    return _log("register", run(_params(params)))
+    p = _params(params)
+    with tracked(p, "register"):
+        return _log("register", run(p))
 
 
 @task(name="already-trained", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[10, 20])

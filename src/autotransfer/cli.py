@@ -8,12 +8,14 @@ SIGINT / SIGTERM (the last checkpoint is kept; the same command resumes).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from autotransfer.config import DEFAULT_PARAMS_FILE, Params, load_params
 from autotransfer.errors import AutotransferError, ConfigError, ImageDecodeError, StageInputError
@@ -210,6 +212,13 @@ def guarded(command: str, action: Callable[[], int]) -> int:
         return exc.exit_code
 
 
+def _tracked(params: Params, stage: str) -> contextlib.AbstractContextManager[Any]:
+    """The stage writes to the pipeline's live MLflow run (registry/tracking.py)."""
+    from autotransfer.registry.tracking import tracked
+
+    return tracked(params, stage)
+
+
 def cmd_stack(args: argparse.Namespace) -> int:
     from autotransfer.ops.stack import Stack, StackError, describe  # no torch, no mlflow
 
@@ -282,7 +291,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     params = _params(args, *([f"data.root={json.dumps(args.data)}"] if args.data else []))
     started = time.perf_counter()
-    result = validate(params, reports_dir=args.reports, progress=_progress(args))
+    # a check into another report folder (--reports) is not a pipeline run: not tracked
+    with _tracked(params, "validate") if args.reports is None else contextlib.nullcontext() as tracker:
+        result = validate(params, reports_dir=args.reports, progress=_progress(args))
+        if tracker is not None and not result.success:
+            tracker.end("FAILED", f"validate: data validation failed ({', '.join(result.report.failed_checks)})")
     for line in summary_lines(result.report, params.validation.max_listed):
         print(line)
     print(
@@ -296,7 +309,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from autotransfer.stages.pretrain import pretrain
 
-    meta, seconds = pretrain(_params(args), progress=_progress(args))
+    params = _params(args)
+    with _tracked(params, "pretrain"):
+        meta, seconds = pretrain(params, progress=_progress(args))
     print(f"{meta.summary()} ({seconds:.1f} s)")
     return EXIT_OK
 
@@ -304,14 +319,18 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 def cmd_similarity(args: argparse.Namespace) -> int:
     from autotransfer.stages.similarity import measure_similarity
 
-    print(measure_similarity(_params(args), progress=_progress(args)).summary())
+    params = _params(args)
+    with _tracked(params, "similarity"):
+        print(measure_similarity(params, progress=_progress(args)).summary())
     return EXIT_OK
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from autotransfer.stages.plan import make_plan
 
-    print(make_plan(_params(args, *_force(args))).summary())
+    params = _params(args, *_force(args))
+    with _tracked(params, "plan"):
+        print(make_plan(params).summary())
     return EXIT_OK
 
 
@@ -319,21 +338,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     from autotransfer.stages.train import train_stage
 
     nproc = [f"train.distributed={args.nproc}"] if args.nproc else []
-    print(train_stage(_params(args, *_force(args), *nproc), progress=_progress(args)).summary())
+    params = _params(args, *_force(args), *nproc)
+    with _tracked(params, "train"):
+        print(train_stage(params, progress=_progress(args)).summary())
     return EXIT_OK
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from autotransfer.stages.evaluate import evaluate
 
-    print(evaluate(_params(args), progress=_progress(args)).summary())
+    params = _params(args)
+    with _tracked(params, "evaluate"):
+        print(evaluate(params, progress=_progress(args)).summary())
     return EXIT_OK
 
 
 def cmd_register(args: argparse.Namespace) -> int:
     from autotransfer.stages.register import register
 
-    print(register(_params(args)).summary())
+    params = _params(args)
+    with _tracked(params, "register"):
+        print(register(params).summary())
     return EXIT_OK
 
 

@@ -321,6 +321,15 @@ class RegistryConfig(Section):
     retry_delay: float = Field(
         10, ge=0, description="Seconds before the register task's first retry; doubled for each next one."
     )
+    live_tracking: bool = Field(
+        True,
+        description="One MLflow run per pipeline run, written while the stages run: per-epoch metrics, race "
+        "candidates as nested runs, system metrics, dataset inputs; FAILED with the error when a stage fails. "
+        "false: only `register` writes the run, at the end.",
+    )
+    system_metrics_interval: float = Field(
+        10, gt=0, description="Seconds between two samples of CPU, memory (and GPU) use on the live run."
+    )
 
 
 class Params(Section):

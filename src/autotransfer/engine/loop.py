@@ -46,6 +46,21 @@ from autotransfer.transfer.strategies import Candidate, Phase, StepOutput, Strat
 
 log = logging.getLogger(__name__)
 
+# Called on the main rank after each epoch with (candidate label, the epoch's history row,
+# the global step): how live tracking sees training without the loop knowing about it.
+EpochListener = Callable[[str, dict[str, Any], int], None]
+_listeners: list[EpochListener] = []
+
+
+@contextlib.contextmanager
+def listening(listener: EpochListener) -> Iterator[None]:
+    """``listener`` hears every epoch that ends inside this block, in any ``train`` call."""
+    _listeners.append(listener)
+    try:
+        yield
+    finally:
+        _listeners.remove(listener)
+
 
 @dataclass
 class FitResult:
@@ -121,6 +136,9 @@ def train(
             stop = run.end_epoch(record, val if val is not None and strategy.selects_by_val else epoch)
             if world.is_main and checkpoint is not None:  # the ranks' weights are equal; one writer
                 save_atomic(run.checkpoint(key, epochs, phase, optimizer, scheduler), checkpoint)
+            if world.is_main:
+                for listener in list(_listeners):
+                    listener(strategy.label, record, (epoch + 1) * steps)
             if stop:
                 log.info("early stopping after epoch %d (best %d)", epoch + 1, run.best_epoch)
                 break

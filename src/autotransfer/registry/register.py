@@ -72,6 +72,7 @@ from autotransfer.registry.store import (
     set_version_tags,
     utc_now,
 )
+from autotransfer.registry.tracking import current_run
 
 PACKAGE = Path(__file__).resolve().parents[1]  # src/autotransfer: the model carries its code
 RUN_ARTIFACTS = (
@@ -147,6 +148,7 @@ def register(params: Params) -> RegistrationReport:
             version = _log_and_register(params, client, uri, inputs)
         number = str(version.version)
         if already:  # the same weights again: record that they stand for today's data and params
+            _close_live_run(params, client, uri, number)
             set_version_tags(
                 client,
                 config.model_name,
@@ -215,6 +217,14 @@ def register(params: Params) -> RegistrationReport:
     return report
 
 
+def _close_live_run(params: Params, client: MlflowClient, uri: str, number: str) -> None:
+    """The pipeline run trained weights already registered: it says which version, and ends."""
+    live = current_run(params, uri) if params.registry.live_tracking else None
+    if live:
+        client.set_tag(live, "registered_version", f"{number} (these weights were registered before)")
+        client.set_terminated(live, "FINISHED")
+
+
 def find_version(client: MlflowClient, name: str, model_hash: str) -> ModelVersion | None:
     """The version already registered with these exact weights, if any."""
     if not registered_model_exists(client, name):
@@ -242,12 +252,17 @@ def _log_and_register(params: Params, client: MlflowClient, uri: str, inputs: Ru
         "model_sha256": inputs.model_hash,
     }
     experiment_id = ensure_experiment(client, uri, params.registry.experiment)
-    with mlflow.start_run(
-        experiment_id=experiment_id, run_name=f"{meta.strategy}-{params.data.target}", tags=tags
+    live = current_run(params, uri) if params.registry.live_tracking else None  # the pipeline run, if open
+    run_name = f"{meta.strategy}-{params.data.target}"
+    with (
+        mlflow.start_run(run_id=live, tags={**tags, "mlflow.runName": run_name})
+        if live
+        else mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
     ) as run:
         run_id = run.info.run_id
         mlflow.log_params(_flatten(params.model_dump(mode="json")))
-        _log_history(client, run_id, reports / TRAIN_HISTORY_CSV)
+        if not client.get_metric_history(run_id, "val_accuracy"):  # not written live
+            _log_history(client, run_id, reports / TRAIN_HISTORY_CSV)
         mlflow.log_metrics(
             {
                 f"test_{key}": value
@@ -283,6 +298,7 @@ def _log_and_register(params: Params, client: MlflowClient, uri: str, inputs: Ru
                 },
             )
     version = mlflow.register_model(info.model_uri, params.registry.model_name, tags=tags)
+    client.set_tag(run_id, "registered_version", str(version.version))
     return client.get_model_version(params.registry.model_name, version.version)
 
 

@@ -1,0 +1,120 @@
+"""Live tracking: one MLflow run per pipeline run, written while the stages run (real SQLite store)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from autotransfer.cli import main
+from conftest import make_domain
+from stage_helpers import tiny_params
+
+pytestmark = pytest.mark.slow
+STAGES = ("validate", "pretrain", "similarity", "plan", "train", "evaluate", "register")
+
+
+def overrides(params) -> list[str]:
+    return [f"-S{key}={value}" for key, value in {
+        "data.root": params.data.root, "data.source": "src", "data.target": "tgt",
+        "backbone.arch": "small_cnn", "backbone.weights": "null", "backbone.input_size": 32,
+        "pretrain.out": params.pretrain.out, "pretrain.epochs": 2, "pretrain.batch_size": 8,
+        "train.out": params.train.out, "train.floor": "false", "train.epochs": 3, "train.batch_size": 4, "train.patience": 0,
+        "reports.dir": params.reports.dir, "validation.state_dir": params.validation.state_dir,
+        "data.decoded_cache": params.data.decoded_cache, "similarity.n_per_domain": 20,
+        "similarity.max_labeled": 100, "similarity.probe_folds": 2, "similarity.cache_dir": params.similarity.cache_dir,
+        "registry.tracking_uri": params.registry.tracking_uri, "registry.system_metrics_interval": 0.2,
+        "strategy.force": "finetune_all",
+    }.items()] + ["--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """Every stage through the CLI, as `dvc repro` runs them; when register started."""
+    work = tmp_path_factory.mktemp("tracking")
+    make_domain(work / "data", "src", seed=1)
+    make_domain(work / "data", "tgt", seed=2)
+    params = tiny_params(work / "data", work, registry={"tracking_uri": f"sqlite:///{work}/mlflow.db"})
+    args = overrides(params)
+    started = {}
+    for stage in STAGES:
+        started[stage] = time.time() * 1000
+        assert main([stage, *args]) == 0, stage
+    return params, args, started
+
+
+def runs(params) -> list:
+    client = MlflowClient(params.registry.tracking_uri)
+    experiment = client.get_experiment_by_name(params.registry.experiment)
+    return client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+def test_one_run_holds_every_stage_epochs_live_datasets_system_metrics_and_the_model(pipeline):
+    params, _, started = pipeline
+    client = MlflowClient(params.registry.tracking_uri)
+    every = runs(params)
+    parents = [r for r in every if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1, [r.info.run_name for r in every]
+    run = parents[0]
+    # the run was opened by the first stage and ended by register, which attached the model to it
+    assert run.data.tags["opened_by"] == "validate" and run.info.status == "FINISHED"
+    version = client.get_model_version(params.registry.model_name, run.data.tags["registered_version"])
+    assert version.run_id == run.info.run_id
+    # one val accuracy point per epoch, at the global step, written while train ran (before evaluate)
+    history = client.get_metric_history(run.info.run_id, "val_accuracy")
+    assert [m.step for m in history] == sorted(m.step for m in history) and len(history) == 3
+    assert len({m.step for m in history}) == 3 and history[0].step > 1
+    assert all(started["train"] < m.timestamp < started["evaluate"] for m in history)
+    assert client.get_metric_history(run.info.run_id, "test_accuracy")
+    # the datasets: the manifest's rows per context, with their digest and source
+    inputs = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs}
+    assert set(inputs) == {"training", "validation", "test"}
+    assert all(d.digest and Path(params.data.root).name in d.source for d in inputs.values())
+    # CPU and memory while the stages ran
+    assert any(key.startswith("system/cpu_utilization") for key in run.data.metrics), sorted(run.data.metrics)
+    assert any(key.startswith("system/system_memory") for key in run.data.metrics)
+    # pretraining has its own nested run with its curve
+    nested = [r for r in every if r.data.tags.get("mlflow.parentRunId") == run.info.run_id]
+    assert len(nested) == 1 and nested[0].info.run_name.startswith("pretrain ")
+    assert len(client.get_metric_history(nested[0].info.run_id, "train_loss")) == 2
+
+
+def test_a_failing_stage_ends_its_run_failed_with_the_error_and_the_next_run_starts_fresh(pipeline):
+    params, args, _ = pipeline
+    before = {r.info.run_id for r in runs(params)}
+    model = Path(params.train.out) / "model.safetensors"
+    kept = model.read_bytes()
+    model.unlink()  # a broken rerun: evaluate finds no model
+    try:
+        assert main(["evaluate", *args]) == 1
+    finally:
+        model.write_bytes(kept)
+    failed = [r for r in runs(params) if r.info.run_id not in before]
+    assert len(failed) == 1 and failed[0].info.status == "FAILED"
+    assert failed[0].data.tags["opened_by"] == "evaluate" and "evaluate:" in failed[0].data.tags["error"]
+
+
+def test_race_candidates_are_nested_runs_with_their_curves(pipeline):
+    params, args, _ = pipeline
+    before = {r.info.run_id for r in runs(params)}
+    race = [a for a in args if not a.startswith("-Sstrategy.force")]
+    assert main(["train", *race, "-Sstrategy.mode=race", "-Sstrategy.top_k=2", "-Strain.epochs=2"]) == 0
+    new = [r for r in runs(params) if r.info.run_id not in before]
+    parent = next(r for r in new if "mlflow.parentRunId" not in r.data.tags)
+    children = [r for r in new if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 2 and {r.data.tags["candidate"] for r in children} == {r.info.run_name for r in children}
+    client = MlflowClient(params.registry.tracking_uri)
+    assert all(client.get_metric_history(r.info.run_id, "val_accuracy") for r in children)
+    # the pipeline run gets the winner's whole curve
+    winner = parent.data.tags["candidate"]
+    assert len(client.get_metric_history(parent.info.run_id, "val_accuracy")) == 2, winner
+    assert parent.info.status == "RUNNING"  # evaluate and register would follow
+
+
+def test_live_tracking_off_writes_nothing_before_register(tmp_path, pipeline):
+    params, args, _ = pipeline
+    count = len(runs(params))
+    assert main(["plan", *args, "-Sregistry.live_tracking=false"]) == 0
+    assert len(runs(params)) == count
