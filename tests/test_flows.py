@@ -26,6 +26,14 @@ def versions(params) -> list:
     return MlflowClient(params.registry.tracking_uri).search_model_versions("name = 'autotransfer'")
 
 
+def pipeline_runs(params) -> list:
+    """The flow's MLflow runs (not the nested ones), oldest first."""
+    client = MlflowClient(params.registry.tracking_uri)
+    experiment = client.get_experiment_by_name(params.registry.experiment)
+    return [r for r in client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+            if "mlflow.parentRunId" not in r.data.tags]
+
+
 def test_the_flow_dvc_yaml_and_the_stage_list_agree():
     dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     assert FLOW_STAGES == list(STAGE_TASKS) == stage_names() == list(dvc)
@@ -52,11 +60,21 @@ def test_full_run_registers_an_unchanged_rerun_skips_changed_params_retrain(demo
     # then every stage ran and the model is registered as champion
     assert not first["skipped"] and list(first)[1:] == [*FLOW_STAGES, "dvc"]
     assert first["register"]["decision"] == "promoted" and len(versions(params)) == 1
+    # in one MLflow run, opened by the flow, written while it trained, the model attached to it
+    (run,) = pipeline_runs(params)
+    client = MlflowClient(params.registry.tracking_uri)
+    assert run.info.status == "FINISHED" and run.data.tags["opened_by"] == "flow" and run.data.tags["prefect_flow_run"]
+    assert run.data.tags["registered_version"] == "1" and versions(params)[0].run_id == run.info.run_id
+    history = client.get_metric_history(run.info.run_id, "val_accuracy")
+    assert len(history) == first["train"]["epochs_run"]
+    assert {i.tags[0].value for i in run.inputs.dataset_inputs} == {"training", "validation", "test"}
     model = Path(params.train.out) / "model.safetensors"
     mtime = model.stat().st_mtime_ns
     # when it runs again with the same data and params, it says so and does not retrain
     second = retrain(params_file=file)
     assert second["skipped"] and "unchanged since v1 was trained and promoted" in second["reason"]
+    skipped = pipeline_runs(params)[-1]
+    assert skipped.info.status == "FINISHED" and "unchanged since v1" in skipped.data.tags["skipped"]
     assert model.stat().st_mtime_ns == mtime and len(versions(params)) == 1
     # forced, the unchanged stages are cache hits (no retraining) and no duplicate version appears
     forced = retrain(params_file=file, force=True)
@@ -91,5 +109,8 @@ def test_invalid_data_fails_at_validation_and_nothing_is_trained_or_registered(d
         state.result()
     # and nothing downstream ran: no model, no registry
     assert not Path(params.train.out).exists() and not Path(params.pretrain.out).exists()
-    assert not (tmp_path / "mlflow.db").exists() or versions(params) == []
+    assert versions(params) == []
     assert broken.name in (Path(params.reports.dir) / "validation.md").read_text()
+    # and the flow's MLflow run ended FAILED, saying why
+    (run,) = pipeline_runs(params)
+    assert run.info.status == "FAILED" and "data validation failed" in run.data.tags["error"]
