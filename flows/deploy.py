@@ -1,9 +1,13 @@
-"""The nightly retraining deployment, on a ``process`` work pool.
+"""The nightly retraining deployment, on a ``process`` work pool; new data triggers it too.
 
     python -m flows.deploy                # deploy to the Prefect API in PREFECT_API_URL
     python -m flows.deploy --serve        # local: start `prefect server` on 127.0.0.1 (if none
                                           # answers), deploy, then run a worker until Ctrl-C
                                           # (what `make serve` does)
+
+Besides its cron, the deployment runs on each ``autotransfer.data.changed`` event
+(``python -m flows.events`` emits one when data.dvc changes), one run at a time: a run that
+arrives while one is running waits in the queue (state AwaitingConcurrencySlot).
 
 prefect.yaml declares the same deployment for ``prefect deploy --all``; a test keeps the
 two in step. A team points this at its own server by exporting PREFECT_API_URL (and
@@ -24,9 +28,12 @@ from uuid import UUID
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.events import DeploymentEventTrigger
 from prefect.exceptions import ObjectAlreadyExists
 from prefect.schedules import Cron
 
+from flows.events import DATA_CHANGED, RESOURCE_PREFIX
 from flows.retrain import retrain
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -36,6 +43,14 @@ ENTRYPOINT = "flows/retrain.py:retrain"
 CRON = "0 2 * * *"  # every night at 02:00
 TIMEZONE = "UTC"
 LOCAL_API = "http://127.0.0.1:4200/api"
+TRIGGER = "on data change"
+CONCURRENCY = 1  # a second run queues (not waits hours on the output lock, not runs twice)
+
+
+def data_trigger(resource: str = f"{RESOURCE_PREFIX}*") -> DeploymentEventTrigger:
+    """One retrain run per ``autotransfer.data.changed`` event about ``resource`` (``flows/events.py``
+    emits them as ``autotransfer.data.<pointer name>``: ``autotransfer.data.data`` for data.dvc)."""
+    return DeploymentEventTrigger(name=TRIGGER, expect={DATA_CHANGED}, match={"prefect.resource.id": resource})
 
 
 def ensure_pool(name: str = POOL) -> None:
@@ -50,6 +65,7 @@ def deploy(
     timezone: str = TIMEZONE,
     pool: str = POOL,
     name: str = DEPLOYMENT,
+    data_resource: str = f"{RESOURCE_PREFIX}*",
 ) -> UUID:
     """Create (or update) the deployment: the flow's code is read from ``project`` when a run starts."""
     ensure_pool(pool)
@@ -58,6 +74,10 @@ def deploy(
         name=name,
         work_pool_name=pool,
         schedules=[Cron(cron, timezone=timezone)],
+        triggers=[data_trigger(data_resource)],
+        concurrency_limit=ConcurrencyLimitConfig(
+            limit=CONCURRENCY, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE
+        ),
         parameters=parameters or {"params_file": "params.yaml", "force": False},
         build=False,
         push=False,

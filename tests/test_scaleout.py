@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from mlflow import MlflowClient
 
 from autotransfer.io.data import domain_rows, load_images, read_manifest
@@ -84,7 +85,7 @@ def test_mlflow_on_postgres_and_s3_registers_promotes_and_serves_the_champion(te
     assert prediction["label"] == expected, prediction
 
 
-def test_prefect_on_postgres_runs_the_nightly_deployment_on_a_worker(team, demo_root, tmp_path):
+def test_prefect_on_postgres_runs_the_nightly_deployment_on_a_worker(team, demo_root, tmp_path, request):
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -97,6 +98,7 @@ def test_prefect_on_postgres_runs_the_nightly_deployment_on_a_worker(team, demo_
     with temporary_settings({PREFECT_API_URL: team.prefect_api}):
         # given the deployment on the team's server, with its cron
         deployment_id = deploy_module.deploy(parameters={"params_file": file, "force": False})
+        request.addfinalizer(lambda: _delete_deployment(team, deployment_id))  # its data trigger ends with it
         with get_client(sync_client=True) as client:
             deployment = client.read_deployment(deployment_id)
             [schedule] = deployment.schedules
@@ -119,7 +121,8 @@ def test_prefect_on_postgres_runs_the_nightly_deployment_on_a_worker(team, demo_
     assert any(v.tags.get("data_hash") for v in versions)
 
 
-def test_a_deployment_run_cancelled_through_the_worker_stops_and_registers_nothing(team, demo_root, tmp_path):
+def test_a_deployment_run_cancelled_through_the_worker_stops_and_registers_nothing(team, demo_root, tmp_path,
+                                                                                 request):
     import psutil
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
@@ -141,7 +144,8 @@ def test_a_deployment_run_cancelled_through_the_worker_stops_and_registers_nothi
     checkpoint = Path(params.train.out) / "runs/finetune_all/checkpoint.pt"
     worker = psutil.Process(team.pids["worker"])
     with temporary_settings({PREFECT_API_URL: team.prefect_api}):
-        deploy_module.deploy(parameters={"params_file": file, "force": True}, name="cancel-test")
+        deployment_id = deploy_module.deploy(parameters={"params_file": file, "force": True}, name="cancel-test")
+        request.addfinalizer(lambda: _delete_deployment(team, deployment_id))
         flow_run = run_deployment("retrain/cancel-test", timeout=0)
         deadline = time.monotonic() + 400
         while not checkpoint.exists():
@@ -171,6 +175,100 @@ def test_a_deployment_run_cancelled_through_the_worker_stops_and_registers_nothi
     assert MlflowClient(team.mlflow_uri).search_model_versions("name = 'cancelled-run'") == []
     assert not (Path(params.train.out) / "model.safetensors").exists()
     assert torch.load(checkpoint, weights_only=True)["epoch"] >= 1
+
+
+def _delete_deployment(team, deployment_id) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: team.prefect_api}), get_client(sync_client=True) as client:
+        client.delete_deployment(deployment_id)
+
+
+def _cancel(team, flow_run_ids) -> None:
+    for flow_run_id in flow_run_ids:
+        subprocess.run([sys.executable, "-m", "prefect", "flow-run", "cancel", str(flow_run_id)],
+                       env={**os.environ, "PREFECT_API_URL": team.prefect_api}, capture_output=True, timeout=60)
+
+
+def test_a_data_change_event_starts_exactly_one_run_and_a_second_one_queues(team, demo_root, tmp_path, request):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from safetensors.torch import save_file
+
+    from autotransfer.models.backbones import TransferModel
+    from flows import deploy as deploy_module
+
+    weights = tmp_path / "small_cnn.safetensors"  # long enough to still run when the second event comes
+    save_file(TransferModel("small_cnn", 10, 32).state_dict(), str(weights))
+    params = demo_params(demo_root, tmp_path / "work", store=team.mlflow_uri, strategy={"force": "finetune_all"},
+                         train={"epochs": 40, "batch_size": 8, "patience": 0}, backbone={"weights": str(weights)},
+                         registry={"model_name": "event-run"})
+    file = params_file(params, tmp_path / "params.yaml")
+    pointer, state = tmp_path / "eventdata.dvc", tmp_path / "state.json"
+    env = {**os.environ, "PREFECT_API_URL": team.prefect_api}
+
+    def data_changes_to(md5: str) -> str:
+        pointer.write_text(yaml.safe_dump({"outs": [{"md5": f"{md5}.dir", "path": "data"}]}))
+        out = subprocess.run([sys.executable, "-m", "flows.events", "--once", "--data-dvc", str(pointer),
+                              "--state", str(state)], env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    with temporary_settings({PREFECT_API_URL: team.prefect_api}), get_client(sync_client=True) as client:
+        # given the deployment with its trigger on this data's events, and the data's md5 recorded
+        deployment_id = deploy_module.deploy(parameters={"params_file": file, "force": True}, name="event-test",
+                                             data_resource="autotransfer.data.eventdata")
+        request.addfinalizer(lambda: _delete_deployment(team, deployment_id))
+        deployment = client.read_deployment(deployment_id)
+        assert deployment.global_concurrency_limit.limit == 1
+        assert deployment.concurrency_options.collision_strategy.value == "ENQUEUE"
+        assert "recorded" in data_changes_to("a" * 32)
+
+        def flow_runs() -> list:  # the runs events started (not the cron's coming nights)
+            return sorted((r for r in client.read_flow_runs(deployment_filter=DeploymentFilter(
+                id=DeploymentFilterId(any_=[deployment_id]))) if not r.auto_scheduled), key=lambda r: r.created)
+
+        def wait_for(n: int) -> list:
+            deadline = time.monotonic() + 120
+            while len(runs := flow_runs()) < n:
+                assert time.monotonic() < deadline, f"{len(runs)} flow runs, expected {n}"
+                time.sleep(1)
+            return runs
+
+        # when the data changes, one event is emitted and exactly one flow run starts
+        try:
+            assert "autotransfer.data.changed" in data_changes_to("b" * 32)
+            wait_for(1)
+            time.sleep(10)  # time for a second (wrong) one to appear
+            assert len(flow_runs()) == 1
+            # an unchanged data.dvc emits nothing
+            assert "recorded" not in data_changes_to("b" * 32) and len(flow_runs()) == 1
+            # a second change while the first still runs queues its run behind it
+            deadline = time.monotonic() + 300
+            while flow_runs()[0].state.type.value != "RUNNING":
+                assert time.monotonic() < deadline, flow_runs()[0].state
+                time.sleep(1)
+            data_changes_to("c" * 32)
+            first, second = wait_for(2)
+            seen = set()
+            for _ in range(30):
+                first, second = flow_runs()
+                running = [r for r in (first, second) if r.state.type.value == "RUNNING"]
+                assert len(running) <= 1, "two runs at once despite the concurrency limit"
+                seen.add(second.state.name)
+                if "AwaitingConcurrencySlot" in seen:
+                    break
+                time.sleep(1)
+            print(f"\nevent runs: {[(r.name, r.state.name) for r in flow_runs()]}")
+            assert "AwaitingConcurrencySlot" in seen, seen
+        finally:
+            _cancel(team, [r.id for r in flow_runs()])
+        deadline = time.monotonic() + 120
+        while not all(r.state.is_final() for r in flow_runs()):
+            assert time.monotonic() < deadline, [r.state for r in flow_runs()]
+            time.sleep(1)
 
 
 def test_stack_down_stops_every_server(tmp_path):

@@ -19,6 +19,12 @@ def test_prefect_yaml_declares_the_deployment_flows_deploy_creates():
     assert entry["work_pool"]["name"] == deploy_module.POOL
     assert entry["schedules"] == [{"cron": deploy_module.CRON, "timezone": deploy_module.TIMEZONE}]
     assert (REPO / entry["entrypoint"].split(":")[0]).exists()
+    # the data trigger and the concurrency limit are the ones flows.deploy gives the deployment
+    [trigger] = entry["triggers"]
+    made = deploy_module.data_trigger()
+    assert trigger["name"] == made.name and set(trigger["expect"]) == made.expect
+    assert {k: [v] if isinstance(v, str) else v for k, v in trigger["match"].items()} == dict(made.match.items())
+    assert entry["concurrency_limit"] == {"limit": deploy_module.CONCURRENCY, "collision_strategy": "ENQUEUE"}
 
 
 # The deployment running on a real worker: test_scaleout (Prefect server on PostgreSQL, the
