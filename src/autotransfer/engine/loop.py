@@ -37,6 +37,7 @@ from autotransfer.engine.checkpoint import (
     state_subset,
 )
 from autotransfer.engine.ddp import World, all_finite, current_world, main_first, sync_buffers, wrap
+from autotransfer.engine.listeners import epoch_ended
 from autotransfer.errors import TrainingError
 from autotransfer.io.data import Normalization, TrainData
 from autotransfer.io.workers import PrefetchStore, prefetching
@@ -45,21 +46,6 @@ from autotransfer.models.features import state_hash
 from autotransfer.transfer.strategies import Candidate, Phase, StepOutput, Strategy, make_strategy
 
 log = logging.getLogger(__name__)
-
-# Called on the main rank after each epoch with (candidate label, the epoch's history row,
-# the global step): how live tracking sees training without the loop knowing about it.
-EpochListener = Callable[[str, dict[str, Any], int], None]
-_listeners: list[EpochListener] = []
-
-
-@contextlib.contextmanager
-def listening(listener: EpochListener) -> Iterator[None]:
-    """``listener`` hears every epoch that ends inside this block, in any ``train`` call."""
-    _listeners.append(listener)
-    try:
-        yield
-    finally:
-        _listeners.remove(listener)
 
 
 @dataclass
@@ -137,8 +123,7 @@ def train(
             if world.is_main and checkpoint is not None:  # the ranks' weights are equal; one writer
                 save_atomic(run.checkpoint(key, epochs, phase, optimizer, scheduler), checkpoint)
             if world.is_main:
-                for listener in list(_listeners):
-                    listener(strategy.label, record, (epoch + 1) * steps)
+                epoch_ended(strategy.label, record, (epoch + 1) * steps)
             if stop:
                 log.info("early stopping after epoch %d (best %d)", epoch + 1, run.best_epoch)
                 break

@@ -42,7 +42,7 @@ from autotransfer.artifacts import (
     read_report,
 )
 from autotransfer.config import Params
-from autotransfer.engine.loop import listening
+from autotransfer.engine.listeners import listening
 from autotransfer.errors import RegistryError
 from autotransfer.io.data import data_hash
 from autotransfer.io.files import write_json
