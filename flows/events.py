@@ -67,12 +67,19 @@ def check(pointer: Path, state: Path, first_emits: bool = False) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.events", description=__doc__.splitlines()[0])
     parser.add_argument("--data-dvc", type=Path, default=PROJECT / "data.dvc", help="the DVC pointer to watch")
-    parser.add_argument("--state", type=Path, default=PROJECT / ".autotransfer/data-event.json",
-                        help="where the last announced md5 is kept (git-ignored)")
+    parser.add_argument(
+        "--state",
+        type=Path,
+        default=PROJECT / ".autotransfer/data-event.json",
+        help="where the last announced md5 is kept (git-ignored)",
+    )
     parser.add_argument("--once", action="store_true", help="check once and exit (a git hook, cron)")
     parser.add_argument("--interval", type=float, default=60, help="seconds between two checks (default 60)")
-    parser.add_argument("--first-emits", action="store_true",
-                        help="emit on the first check too (default: the first check only records the md5)")
+    parser.add_argument(
+        "--first-emits",
+        action="store_true",
+        help="emit on the first check too (default: the first check only records the md5)",
+    )
     args = parser.parse_args(argv)
     first = args.first_emits
     try:

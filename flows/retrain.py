@@ -15,12 +15,12 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 from prefect import Task, flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.context import get_run_context
 from prefect.exceptions import CancelledRun
 from prefect.states import Cancelled
 
-from autotransfer.artifacts import MetricsReport, PlanReport, RegistrationReport, TrainReport
+from autotransfer.artifacts import REPORT_HTML, MetricsReport, PlanReport, RegistrationReport, TrainReport
 from autotransfer.config import DEFAULT_PARAMS_FILE, Params, load_params
 from autotransfer.io.data import data_hash, read_manifest
 from autotransfer.ops import stopping
@@ -185,6 +185,15 @@ def _decision_report(params: Params, results: dict[str, Any], skipped: str | Non
             "",
             "**Registry:** " + reg.summary().replace("\n", ": "),
         ]
+        report = Path(params.reports.dir) / REPORT_HTML
+        if report.exists():
+            lines += ["", f"**Report:** [{report.name}]({report.resolve().as_uri()}) (also on MLflow run {reg.run_id})"]
+            create_link_artifact(
+                key="retrain-report",
+                link=report.resolve().as_uri(),
+                link_text="report.html",
+                description="this run on one page: validation, similarity, plan, race, curves, errors, decision",
+            )
         create_table_artifact(
             key="retrain-metrics",
             description="target test metrics of this run",

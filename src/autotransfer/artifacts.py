@@ -32,6 +32,7 @@ METRICS_JSON = "metrics.json"
 PREDICTIONS_CSV = "predictions.csv"  # path, actual, predicted: one row per target test image
 PLOTS_DIR = "plots"
 REGISTRATION_JSON = "registration.json"
+REPORT_HTML = "report.html"  # the run on one self-contained page (stages/report.py)
 TRACKING_JSON = "tracking.json"  # the live MLflow run every stage of a pipeline run writes to
 # models/source (params.pretrain.out) and models/target (params.train.out)
 MODEL_FILE = "model.safetensors"

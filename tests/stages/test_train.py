@@ -103,7 +103,7 @@ def test_evaluate_scores_the_test_split_and_draws_the_plots(ready, tmp_path):
     assert json.loads((tmp_path / "reports/metrics.json").read_text()) == metrics
     # one prediction row per test image, and they are what the accuracy was computed from
     rows = pd.read_csv(tmp_path / "reports/predictions.csv", dtype=str)
-    assert list(rows.columns) == ["path", "actual", "predicted"] and len(rows) == metrics["n"]
+    assert list(rows.columns) == ["path", "actual", "predicted", "probability"] and len(rows) == metrics["n"]
     assert set(rows["actual"]) == {"a", "b"} and all(Path(p).exists() for p in rows["path"])
     assert (rows["actual"] == rows["predicted"]).mean() == pytest.approx(metrics["accuracy"])
     # the saved model reproduces the metric

@@ -217,6 +217,12 @@ def register(params: Params) -> RegistrationReport:
     return report
 
 
+def attach_report(params: Params, run_id: str, path: Path) -> None:
+    """``reports/report.html`` onto the run that holds the registered version."""
+    with connect(params.registry, exclusive=False) as (_, client):
+        client.log_artifact(run_id, str(path), artifact_path="reports")
+
+
 def _close_live_run(params: Params, client: MlflowClient, uri: str, number: str) -> None:
     """The pipeline run trained weights already registered: it says which version, and ends."""
     live = current_run(params, uri) if params.registry.live_tracking else None

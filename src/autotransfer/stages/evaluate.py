@@ -1,7 +1,7 @@
 """The evaluate stage: score the trained model on the target test split, and draw it.
 
 Writes ``reports/metrics.json`` (accuracy, macro-F1, per-class precision/recall/F1 and
-support, n), ``reports/predictions.csv`` (path, actual, predicted: what ``dvc plots``
+support, n), ``reports/predictions.csv`` (path, actual, predicted, its probability: what ``dvc plots``
 draws as a confusion matrix and compares across experiments) and ``reports/plots/``: the
 confusion matrix, the training curves (from ``reports/train_history.csv``) and a 2-D
 PCA map of source and target features before (the source backbone) and after training.
@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from autotransfer.analysis.metrics import classification_metrics, predict_names
+from autotransfer.analysis.metrics import classification_metrics, predict_logits
 from autotransfer.artifacts import (
     METRICS_JSON,
     MODEL_FILE,
@@ -44,7 +44,9 @@ def evaluate(params: Params, progress: bool | None = None) -> MetricsReport:
     test = load_images(test_rows, classes, size, progress, "target test", interpolation, decoded_cache(params))
     if len(test) == 0:
         raise StageInputError(f"target {target!r} has no readable test images to score on")
-    predicted = predict_names(trained.model, test, trained.normalization, trained.head_classes, torch.device("cpu"))
+    probs = torch.softmax(predict_logits(trained.model, test.images, trained.normalization, torch.device("cpu")), 1)
+    confidence, index = probs.max(1)
+    predicted = np.array(trained.head_classes, dtype=object)[index.numpy()]
     truth = np.array(classes, dtype=object)[test.labels.numpy()]
     metrics: dict[str, Any] = {
         "target": target,
@@ -55,7 +57,14 @@ def evaluate(params: Params, progress: bool | None = None) -> MetricsReport:
         **classification_metrics(truth, predicted, classes),
     }
     reports = Path(params.reports.dir)
-    predictions = pd.DataFrame({"path": test_rows["path"].to_numpy(), "actual": truth, "predicted": predicted})
+    predictions = pd.DataFrame(
+        {
+            "path": test_rows["path"].to_numpy(),
+            "actual": truth,
+            "predicted": predicted,
+            "probability": confidence.numpy().round(6),
+        }
+    )
     write_text(reports / PREDICTIONS_CSV, predictions.to_csv(index=False))
     plots = reports / PLOTS_DIR
     plots.mkdir(parents=True, exist_ok=True)

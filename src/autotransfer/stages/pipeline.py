@@ -32,6 +32,7 @@ from autotransfer.artifacts import (
     PLOTS_DIR,
     PREDICTIONS_CSV,
     REGISTRATION_JSON,
+    REPORT_HTML,
     SIMILARITY_JSON,
     TRAIN_HISTORY_CSV,
     TRAIN_JSON,
@@ -130,10 +131,11 @@ STAGES: tuple[Stage, ...] = (
         "register",
         "register the model in MLflow and promote it if it beats the champion",
         _both(_model(MODEL_FILE, META_FILE), _reports(METRICS_JSON, TRAIN_JSON)),  # train.json: its health
-        _reports(REGISTRATION_JSON),
+        _reports(REGISTRATION_JSON, REPORT_HTML),
         ("registry",),
         (
             "stages/register.py",
+            "stages/report.py",
             "registry",
             "serving",
             "analysis/metrics.py",
