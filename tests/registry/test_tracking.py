@@ -107,6 +107,7 @@ def test_race_candidates_are_nested_runs_with_their_curves(pipeline):
     assert len(children) == 2 and {r.data.tags["candidate"] for r in children} == {r.info.run_name for r in children}
     client = MlflowClient(params.registry.tracking_uri)
     assert all(client.get_metric_history(r.info.run_id, "val_accuracy") for r in children)
+    assert {client.get_run(r.info.run_id).info.status for r in children} == {"FINISHED"}  # ended with train
     # the pipeline run gets the winner's whole curve
     winner = parent.data.tags["candidate"]
     assert len(client.get_metric_history(parent.info.run_id, "val_accuracy")) == 2, winner

@@ -54,7 +54,7 @@ def connect(config: RegistryConfig, exclusive: bool = True) -> Iterator[tuple[st
         database.parent.mkdir(parents=True, exist_ok=True)
     elif uri.startswith(("http://", "https://")):
         _check_reachable(uri, config)
-    with _mlflow_environment(uri, config), registry_lock(uri) if exclusive or database is not None else nullcontext():
+    with mlflow_environment(uri, config), registry_lock(uri) if exclusive or database is not None else nullcontext():
         try:
             yield uri, MlflowClient(tracking_uri=uri, registry_uri=uri)
         except MlflowException as exc:
@@ -64,7 +64,7 @@ def connect(config: RegistryConfig, exclusive: bool = True) -> Iterator[tuple[st
 
 
 @contextmanager
-def _mlflow_environment(uri: str, config: RegistryConfig) -> Iterator[None]:
+def mlflow_environment(uri: str, config: RegistryConfig) -> Iterator[None]:
     """MLflow reads these from the environment (and ``set_tracking_uri`` writes one there).
 
     Restored afterwards: otherwise this store's URI would outlive the call, be taken for

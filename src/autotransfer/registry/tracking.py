@@ -46,7 +46,7 @@ from autotransfer.engine.listeners import listening
 from autotransfer.errors import RegistryError
 from autotransfer.io.data import data_hash
 from autotransfer.io.files import write_json
-from autotransfer.registry.store import _mlflow_environment, connect, ensure_experiment, utc_now
+from autotransfer.registry.store import connect, ensure_experiment, mlflow_environment, utc_now
 
 log = logging.getLogger(__name__)
 NOT_LOGGED = ("epoch", "phase")  # history columns that are the step, not metrics
@@ -70,7 +70,7 @@ class Tracker:
         if self.client is None or self.run_id is None:
             return
         try:
-            with _mlflow_environment(str(self.uri), self.params.registry):
+            with mlflow_environment(str(self.uri), self.params.registry):
                 action(self.client, self.run_id)
         except Exception as exc:  # a tracking hiccup must not cost the training; register writes the run later
             log.warning(
@@ -130,6 +130,15 @@ class Tracker:
             client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags)])
 
         self._safely(f"logging the {context} dataset", write)
+
+    def end_children(self, status: str = "FINISHED") -> None:
+        """The nested runs (pretraining, race candidates) are over."""
+
+        def write(client: MlflowClient, run_id: str) -> None:
+            for child in self._children.values():
+                client.set_terminated(child, status)
+
+        self._safely(f"ending the nested runs {status}", write)
 
     def end(self, status: str, error: str | None = None) -> None:
         def write(client: MlflowClient, run_id: str) -> None:
@@ -243,6 +252,7 @@ def stage(params: Params, name: str, system_metrics: bool = True) -> Iterator[Tr
         raise
     else:
         tracker.log_metrics({f"stage_seconds_{name}": time.perf_counter() - started})
+        tracker.end_children()
     finally:
         if monitor is not None:
             with contextlib.suppress(Exception):
