@@ -158,7 +158,11 @@ def test_bad_input_fails_the_flow_at_validation_and_nothing_is_trained_or_regist
     assert offender.as_posix() in (Path(params.reports.dir) / "validation.md").read_text()
     # and nothing was trained or registered, and the data is as it was
     assert not Path(params.pretrain.out).exists() and not Path(params.train.out).exists()
-    assert not (tmp_path / "mlflow.db").exists()
+    assert versions(params) == []
+    # the run's MLflow run says it failed, and why
+    client = MlflowClient(params.registry.tracking_uri)
+    [run] = client.search_runs([client.get_experiment_by_name(params.registry.experiment).experiment_id])
+    assert run.info.status == "FAILED" and "data validation failed" in run.data.tags["error"]
     assert sorted((p.as_posix(), p.stat().st_size) for p in data_root.rglob("*") if p.is_file()) == before
 
 
