@@ -35,6 +35,18 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", guarded)
 
 
+REPO_STORE = Path(__file__).resolve().parents[1] / "mlflow" / "mlflow.db"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def checkout_store_untouched():
+    """No test writes to the checkout's own MLflow store (mlflow/mlflow.db: the user's registry)."""
+    before = REPO_STORE.stat().st_mtime_ns if REPO_STORE.exists() else None
+    yield
+    after = REPO_STORE.stat().st_mtime_ns if REPO_STORE.exists() else None
+    assert after == before, f"a test wrote to {REPO_STORE}: give it a registry.tracking_uri of its own"
+
+
 def write_image(path: Path, seed: int, size: int = 16, mode: str = "L") -> Path:
     """A small image with content unique to ``seed``."""
     rng = np.random.default_rng(seed)

@@ -18,6 +18,8 @@ def tiny_params(root: Path, work: Path, **sections: dict) -> Params:
         "data": {"decoded_cache": str(work / "decoded")},
         "similarity": {"n_per_domain": 20, "max_labeled": 100, "probe_folds": 2,
                        "cache_dir": str(work / "cache")},
+        # every stage command writes the live MLflow run: to this test's store, never the checkout's
+        "registry": {"tracking_uri": f"sqlite:///{work / 'mlflow.db'}"},
     }
     for key, values in sections.items():
         base[key] = {**base.get(key, {}), **values}

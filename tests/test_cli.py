@@ -68,6 +68,7 @@ def test_pipeline_stages_through_the_cli(data_root, tmp_path, capsys):
         "train": {"out": str(tmp_path / "models/target"), "epochs": 2, "batch_size": 8, "floor": False},
         "similarity": {"n_per_domain": 20, "probe_folds": 2, "cache_dir": str(tmp_path / "cache")},
         "reports": {"dir": str(tmp_path / "reports")},
+        "registry": {"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"},
     }))
     # when each stage runs in order, then each succeeds and says what it found
     def run(*args: str) -> int:
@@ -95,7 +96,8 @@ def test_pipeline_stages_through_the_cli(data_root, tmp_path, capsys):
 
 
 def test_stage_without_its_inputs_exits_1_and_says_what_to_run(tmp_path, capsys):
-    code = main(["similarity", "-S", f"reports.dir={tmp_path}", "--no-progress"])
+    code = main(["similarity", "-S", f"reports.dir={tmp_path}", "-S", f"registry.tracking_uri=sqlite:///{tmp_path}/m.db",
+                 "--no-progress"])
     assert code == 1
     assert "run `autotransfer validate` first" in capsys.readouterr().err
 
