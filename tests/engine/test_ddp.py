@@ -57,6 +57,7 @@ def _progressive_config(tmp_path: Path, out: str) -> dict:
         "similarity": {"n_per_domain": 20, "probe_folds": 2, "cache_dir": str(tmp_path / "cache")},
         "reports": {"dir": str(tmp_path / out / "reports")},
         "strategy": {"force": "progressive"},
+        "registry": {"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"},  # not the checkout's store
         "train": {"epochs": 6, "phase_epochs": 3, "batch_size": 4, "patience": 0, "distributed": 2, "floor": False,
                   "out": str(tmp_path / out / "model")},
     }

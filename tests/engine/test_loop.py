@@ -170,6 +170,7 @@ def test_sigkill_mid_run_then_rerun_resumes_to_the_same_result(data_root, tmp_pa
         "similarity": {"n_per_domain": 20, "probe_folds": 2, "cache_dir": str(tmp_path / "cache")},
         "reports": {"dir": str(tmp_path / "reports")},
         "strategy": {"force": "progressive"},
+        "registry": {"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"},  # not the checkout's store
         "train": {"epochs": 6, "phase_epochs": 3, "batch_size": 2, "patience": 0, "floor": False,
                   "out": str(tmp_path / "models/target")},
     }
