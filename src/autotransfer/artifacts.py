@@ -307,6 +307,7 @@ class PlanReport(Report):
     signals: PlanSignals | None = None  # None: plans written before it was recorded
     ranking: list[str]
     chosen: str
+    components: list[str] = []  # the terms the chosen adaptation strategy adds to the loss
     runner_up: str | None
     candidates: list[CandidateSpec]
     excluded: dict[str, str]
@@ -347,7 +348,7 @@ class HealthReport(Open):
     collapsed: bool | None
     verdict: str
     gates_promotion: bool  # no labeled target val: these checks are all that stands before promotion
-    domain_accuracy: float | None = None  # dann's domain classifier, last epoch (0.5: domains confused)
+    domain_accuracy: float | None = None  # dann's / dann_mcc_pl's domain classifier, last epoch (0.5: domains confused)
     source_val_accuracy: float | None = None  # a source-head model on the source's val split
 
     def line(self) -> str:

@@ -106,7 +106,9 @@ TORCHVISION_ARCHS = (
     "vit_b_16",
 )
 # The names of transfer/strategies.py's STRATEGIES (a test checks they agree).
-StrategyName = Literal["linear_probe", "finetune_top", "progressive", "finetune_all", "scratch", "dann", "source_only"]
+StrategyName = Literal[
+    "linear_probe", "finetune_top", "progressive", "finetune_all", "scratch", "dann", "dann_mcc_pl", "source_only"
+]
 
 
 class BackboneConfig(Section):
@@ -180,10 +182,10 @@ class StrategyConfig(Section):
         20,
         ge=0,
         description="A target with fewer labels per class than this (and enough unlabeled images) "
-        "ranks dann first (docs/strategies.md gives the evidence). 0: never.",
+        "ranks dann_mcc_pl first (docs/strategies.md gives the evidence). 0: never.",
     )
     dann_min_unlabeled: int = Field(
-        200, ge=1, description="Unlabeled target images dann needs before label scarcity ranks it first."
+        200, ge=1, description="Unlabeled target images dann_mcc_pl needs before label scarcity ranks it first."
     )
     top_k: int = Field(3, ge=1, description="Candidates raced in race mode.")
 
@@ -193,7 +195,7 @@ class AugmentConfig(Section):
     color: bool | Literal["auto"] = Field(
         "auto",
         description="Channel shuffle, per-channel inversion, brightness/contrast, grayscale. "
-        "auto: on for strategies that carry a model across domains (dann, source_only) when any image has "
+        "auto: on for strategies that carry a model across domains (dann, dann_mcc_pl, source_only) when any image has "
         "colour, off for strategies trained on the target's labels (docs/strategies.md).",
     )
     crop: bool = Field(False, description="Random resized crop (area 25-100 %, aspect 3/4-4/3): for photos.")
@@ -203,8 +205,8 @@ class AugmentConfig(Section):
 class DannConfig(Section):
     bottleneck: int = Field(256, ge=8, description="Width of the bottleneck layer between features and heads.")
     domain_hidden: int = Field(1024, ge=8, description="Hidden width of the domain classifier.")
-    entropy_weight: float = Field(0.1, ge=0, description="Entropy minimisation on target predictions.")
-    domain_weight: float = Field(1.0, ge=0, description="Scale of the adversarial loss (0: source-only baseline).")
+    entropy_weight: float = Field(0.1, ge=0, description="dann_mcc_pl: entropy minimisation on target predictions.")
+    domain_weight: float = Field(1.0, ge=0, description="Scale of the adversarial loss (0: no adversarial term).")
     lr: float = Field(0.03, gt=0, description="SGD learning rate, annealed as lr·(1+10p)^-0.75.")
     layer_decay: float = Field(
         1.0,
@@ -214,12 +216,12 @@ class DannConfig(Section):
         "adversarial loss must move the lower layers too (docs/strategies.md).",
     )
     mcc_weight: float = Field(
-        1.0, ge=0, description="Minimum Class Confusion on target predictions (Jin et al. 2020; 0: off)."
+        1.0, ge=0, description="dann_mcc_pl: Minimum Class Confusion on target predictions (Jin et al. 2020; 0: off)."
     )
     pseudo_label_weight: float = Field(
         1.0,
         ge=0,
-        description="Consistency on unlabeled target images (FixMatch-style): the model's confident "
+        description="dann_mcc_pl: consistency on unlabeled target images (FixMatch-style): the model's confident "
         "prediction on the plain image, under the target batch's own BatchNorm statistics, is the label for an "
         "augmented view of it (0: off).",
     )
@@ -277,6 +279,11 @@ class TrainConfig(Section):
         2.6, ge=1, description="progressive: each newly unfrozen group's LR is the previous / this."
     )
     patience: int = Field(5, ge=0, description="Early stopping: epochs without val improvement (0: off).")
+    select: Literal["best_val", "last"] = Field(
+        "best_val",
+        description="Which epoch's weights are kept: the best on labeled target val (the last when there is none), "
+        "or the last (what an upper bound matched to an adaptation run without target val uses).",
+    )
     floor: bool = Field(
         True,
         description="Compare the trained model on target val with a linear probe and a logistic regression on "

@@ -4,7 +4,7 @@ import pytest
 
 from autotransfer.config import StrategyConfig
 from autotransfer.errors import StageInputError
-from autotransfer.analysis.planning import PlanInputs, decide
+from autotransfer.analysis.planning import PlanInputs, decide, explain
 from autotransfer.errors import PlanError
 from autotransfer.stages.plan import make_plan
 from autotransfer.stages.pretrain import pretrain
@@ -28,7 +28,7 @@ def inputs(per_class=30, zero_shot=0.8, logme_gain=0.3, unlabeled=500, shared=Tr
     (inputs(per_class=500, zero_shot=0.8), "finetune_all", ("large", "similar")),
     (inputs(per_class=500, zero_shot=0.2), "finetune_all", ("large", "different")),
     (inputs(per_class=500, zero_shot=0.2, logme_gain=0.0), "scratch", ("large", "different")),
-    (inputs(per_class=0, zero_shot=None, logme_gain=None, probe_gain=None), "dann", ("none", "different")),
+    (inputs(per_class=0, zero_shot=None, logme_gain=None, probe_gain=None), "dann_mcc_pl", ("none", "different")),
     (inputs(per_class=1, zero_shot=0.8), "source_only", ("none", "similar")),
 ])
 def test_every_cell_of_the_strategy_table(case, expected, cell):
@@ -68,18 +68,19 @@ def test_without_zero_shot_the_logme_gain_decides_similarity():
 
 def test_dann_needs_unlabeled_target_images_and_shared_classes():
     no_unlabeled = decide(inputs(per_class=0, zero_shot=None, logme_gain=None, unlabeled=0), CFG)
-    assert no_unlabeled["chosen"] == "source_only" and "dann" in no_unlabeled["excluded"]
+    assert no_unlabeled["chosen"] == "source_only"
+    assert {"dann", "dann_mcc_pl"} <= set(no_unlabeled["excluded"])
     with pytest.raises(PlanError, match="no strategy applies"):
         decide(inputs(per_class=0, zero_shot=None, logme_gain=None, shared=False), CFG)
 
 
-def test_scarce_labels_with_many_unlabeled_images_rank_dann_first():
+def test_scarce_labels_with_many_unlabeled_images_rank_dann_mcc_pl_first():
     # given 3 labels per class, on a target the source head does not know and on one it does
     scarce = decide(inputs(per_class=3, zero_shot=0.2, unlabeled=1000), CFG)
     similar = decide(inputs(per_class=3, zero_shot=0.8, unlabeled=1000), CFG)
-    # then dann leads, the table's cell comes second, and the adjustment says why, naming its threshold
-    assert (scarce["chosen"], scarce["runner_up"]) == ("dann", "progressive")
-    assert (similar["chosen"], similar["runner_up"]) == ("dann", "linear_probe")
+    # then dann_mcc_pl leads, the table's cell comes second, and the adjustment says why, naming its threshold
+    assert (scarce["chosen"], scarce["runner_up"]) == ("dann_mcc_pl", "progressive")
+    assert (similar["chosen"], similar["runner_up"]) == ("dann_mcc_pl", "linear_probe")
     assert any("strategy.dann_below_per_class" in a for a in scarce["adjustments"])
     # but not with too few unlabeled images, without shared classes, or with enough labels
     assert decide(inputs(per_class=3, zero_shot=0.2, unlabeled=50), CFG)["chosen"] == "progressive"
@@ -87,6 +88,19 @@ def test_scarce_labels_with_many_unlabeled_images_rank_dann_first():
     assert decide(inputs(per_class=20, zero_shot=0.2, unlabeled=1000), CFG)["chosen"] == "progressive"
     assert decide(inputs(per_class=3, zero_shot=0.2, unlabeled=1000),
                   CFG.model_copy(update={"dann_below_per_class": 0}))["chosen"] == "progressive"
+
+
+def test_the_plan_lists_what_the_chosen_adaptation_recipe_trains_with():
+    # given no target labels: the adaptation recipe leads, plain DANN right behind it
+    plan = decide(inputs(per_class=0, zero_shot=None, logme_gain=None, probe_gain=None), CFG)
+    assert plan["ranking"][:2] == ["dann_mcc_pl", "dann"]
+    # then plan.json names its components (the adversarial term and the three self-training terms)
+    joined = " | ".join(plan["components"])
+    for part in ("gradient reversal", "entropy", "Minimum Class Confusion", "pseudo-labels"):
+        assert part in joined
+    assert "trains with: gradient reversal" in explain(plan, inputs(per_class=0, zero_shot=None), "digits")
+    # and a strategy without extra terms lists none
+    assert decide(inputs(per_class=500, zero_shot=0.8), CFG)["components"] == []
 
 
 def test_race_candidates_carry_the_backbone_lr_multiplier():

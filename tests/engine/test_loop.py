@@ -53,15 +53,44 @@ def test_finetune_top_trains_only_the_top_group_and_frozen_bn_keeps_its_stats(re
     assert any(not torch.equal(after[k], before[k]) for k in top)
 
 
-def test_dann_class_confusion_is_on_by_default_and_can_be_turned_off(ready, tmp_path):
+def test_dann_mcc_pl_class_confusion_is_on_by_default_and_can_be_turned_off(ready, tmp_path):
     params = ready.model_copy(update={"data": ready.data.model_copy(update={"labeled_per_class": 0})})
     validate(params, progress=False)
     assert params.train.dann.mcc_weight == 1.0
-    confused = run(params, "dann", tmp_path / "mcc", epochs=1)
+    confused = run(params, "dann_mcc_pl", tmp_path / "mcc", epochs=1)
     off = params.model_copy(update={"train": params.train.model_copy(update={
         "dann": params.train.dann.model_copy(update={"mcc_weight": 0.0})})})
-    plain = run(off, "dann", tmp_path / "plain", epochs=1)
+    plain = run(off, "dann_mcc_pl", tmp_path / "plain", epochs=1)
     assert confused.history[0]["train_loss"] != plain.history[0]["train_loss"]
+
+
+def test_plain_dann_is_the_adversarial_loss_alone(ready, tmp_path):
+    # given the self-training weights at their defaults, and all three switched off
+    params = ready.model_copy(update={"data": ready.data.model_copy(update={"labeled_per_class": 0})})
+    validate(params, progress=False)
+    off = params.model_copy(update={"train": params.train.model_copy(update={
+        "dann": params.train.dann.model_copy(update={"entropy_weight": 0.0, "mcc_weight": 0.0,
+                                                     "pseudo_label_weight": 0.0})})})
+    dann, dann_off = run(params, "dann", tmp_path / "a", epochs=1), run(off, "dann", tmp_path / "b", epochs=1)
+    recipe_off = run(off, "dann_mcc_pl", tmp_path / "c", epochs=1)
+    recipe = run(params, "dann_mcc_pl", tmp_path / "d", epochs=1)
+    # then dann never uses them: it trains exactly as dann_mcc_pl with all three off, and unlike the recipe
+    state = dann.model.state_dict()
+    for key, value in recipe_off.model.state_dict().items():
+        assert torch.equal(state[key], value), key
+        assert torch.equal(dann_off.model.state_dict()[key], value), key
+    assert dann.history[0]["train_loss"] != recipe.history[0]["train_loss"]
+
+
+def test_select_last_keeps_the_last_epoch_even_with_labeled_val(ready, tmp_path):
+    # given labeled target val and a learning rate that makes the val curve move
+    best = run(ready, "finetune_all", tmp_path / "best", epochs=4)
+    last_params = ready.model_copy(update={"train": ready.train.model_copy(update={"select": "last", "patience": 1})})
+    last = run(last_params, "finetune_all", tmp_path / "last", epochs=4)
+    # then best_val keeps the best val epoch, last keeps epoch 4 and never stops early
+    vals = [h["val_accuracy"] for h in best.history]
+    assert best.best_epoch == 1 + vals.index(max(vals))
+    assert last.best_epoch == 4 and last.epochs_run == 4
 
 
 def test_pseudo_labels_wait_for_their_share_of_the_run(ready, tmp_path):
@@ -71,7 +100,7 @@ def test_pseudo_labels_wait_for_their_share_of_the_run(ready, tmp_path):
     def dann_with(tag, **dann):
         changed = params.model_copy(update={"train": params.train.model_copy(update={
             "dann": params.train.dann.model_copy(update=dann)})})
-        return [h["train_loss"] for h in run(changed, "dann", tmp_path / tag, epochs=2).history]
+        return [h["train_loss"] for h in run(changed, "dann_mcc_pl", tmp_path / tag, epochs=2).history]
 
     # given the pseudo-label term on from the start, from 99 % of the run (never, in 2 short epochs), or off
     off = dann_with("off", pseudo_label_weight=0.0, pseudo_label_threshold=0.01)

@@ -1,7 +1,7 @@
 """Scoring a model on labeled images, by class *name*, and the classification metrics of a split.
 
 A head may predict another class list than the target's (the source head of
-source_only and dann), so predictions and truths are compared as names.
+source_only, dann and dann_mcc_pl), so predictions and truths are compared as names.
 """
 
 from __future__ import annotations

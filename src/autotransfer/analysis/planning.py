@@ -5,7 +5,7 @@ The table is the prior::
                       similar to source      different from source
     small labeled     linear_probe           progressive
     large labeled     finetune_all           finetune_all or scratch
-    none, source lab. source_only            dann
+    none, source lab. source_only            dann_mcc_pl
 
 "Small", "large" and "none" compare the labeled target images per class (the smallest
 class) with thresholds; "similar" rests on task-aware signals (zero-shot source-head
@@ -24,7 +24,28 @@ from typing import Any
 from autotransfer.config import StrategyConfig
 from autotransfer.errors import PlanError
 
-STRATEGIES = ("linear_probe", "finetune_top", "progressive", "finetune_all", "scratch", "dann", "source_only")
+STRATEGIES = (
+    "linear_probe",
+    "finetune_top",
+    "progressive",
+    "finetune_all",
+    "scratch",
+    "dann_mcc_pl",
+    "dann",
+    "source_only",
+)
+# What each adaptation strategy adds to the classification loss (plan.json names the chosen one's).
+COMPONENTS: dict[str, tuple[str, ...]] = {
+    "dann": ("gradient reversal + domain classifier (λ = 2/(1+e^-10p) - 1)", "SGD annealed as lr·(1+10p)^-0.75"),
+    "dann_mcc_pl": (
+        "gradient reversal + domain classifier (λ = 2/(1+e^-10p) - 1)",
+        "entropy minimisation on target predictions (train.dann.entropy_weight)",
+        "Minimum Class Confusion on target predictions (train.dann.mcc_weight)",
+        "FixMatch-style pseudo-labels, target-batch BatchNorm statistics (train.dann.pseudo_label_weight)",
+        "SGD annealed as lr·(1+10p)^-0.75",
+    ),
+}
+ADAPTATION = ("dann_mcc_pl", "dann")
 
 # The table's cells, each a full preference order; inapplicable strategies are dropped later.
 PREFERENCES: dict[tuple[str, str], tuple[str, ...]] = {
@@ -33,6 +54,7 @@ PREFERENCES: dict[tuple[str, str], tuple[str, ...]] = {
         "finetune_top",
         "progressive",
         "finetune_all",
+        "dann_mcc_pl",
         "dann",
         "scratch",
         "source_only",
@@ -41,6 +63,7 @@ PREFERENCES: dict[tuple[str, str], tuple[str, ...]] = {
         "progressive",
         "finetune_all",
         "finetune_top",
+        "dann_mcc_pl",
         "dann",
         "linear_probe",
         "scratch",
@@ -52,6 +75,7 @@ PREFERENCES: dict[tuple[str, str], tuple[str, ...]] = {
         "finetune_top",
         "linear_probe",
         "scratch",
+        "dann_mcc_pl",
         "dann",
         "source_only",
     ),
@@ -60,12 +84,13 @@ PREFERENCES: dict[tuple[str, str], tuple[str, ...]] = {
         "scratch",
         "progressive",
         "finetune_top",
+        "dann_mcc_pl",
         "dann",
         "linear_probe",
         "source_only",
     ),
-    ("none", "similar"): ("source_only", "dann"),
-    ("none", "different"): ("dann", "source_only"),
+    ("none", "similar"): ("source_only", "dann_mcc_pl", "dann"),
+    ("none", "different"): ("dann_mcc_pl", "dann", "source_only"),
 }
 FROZEN = ("linear_probe", "finetune_top", "source_only")
 
@@ -166,11 +191,13 @@ def decide(inputs: PlanInputs, cfg: StrategyConfig) -> dict[str, Any]:
         for name in ("linear_probe", "finetune_top", "progressive", "finetune_all", "scratch"):
             excluded[name] = f"needs labeled target images ({labeled} per class)"
     if not inputs.target_classes_in_source:
-        excluded["source_only"] = excluded["dann"] = "the target has classes the source does not"
+        for name in ("source_only", *ADAPTATION):
+            excluded[name] = "the target has classes the source does not"
     elif not inputs.source_head:
         excluded["source_only"] = "no source head (backbone.weights is not the pretrain stage's model)"
-    if inputs.unlabeled_target == 0 and "dann" not in excluded:
-        excluded["dann"] = "no unlabeled target images to adapt on"
+    if inputs.unlabeled_target == 0:
+        for name in ADAPTATION:
+            excluded.setdefault(name, "no unlabeled target images to adapt on")
 
     order = list(PREFERENCES[cell])
     adjustments = []
@@ -184,16 +211,16 @@ def decide(inputs: PlanInputs, cfg: StrategyConfig) -> dict[str, Any]:
             adjustments.append("scratch first: with many labels and no transfer gain, pretraining adds nothing")
     if (
         amount == "small"
-        and "dann" not in excluded
+        and "dann_mcc_pl" not in excluded
         and labeled < cfg.dann_below_per_class
         and inputs.unlabeled_target >= cfg.dann_min_unlabeled
     ):
         # A few labels teach the model little; labeled source plus many unlabeled target images
         # teach it more (docs/strategies.md gives the evidence).
-        order.remove("dann")
-        order.insert(0, "dann")
+        order.remove("dann_mcc_pl")
+        order.insert(0, "dann_mcc_pl")
         adjustments.append(
-            f"dann first: fewer than {cfg.dann_below_per_class} labels per class "
+            f"dann_mcc_pl first: fewer than {cfg.dann_below_per_class} labels per class "
             f"(strategy.dann_below_per_class) and {inputs.unlabeled_target} unlabeled target images"
         )
     ranking = [s for s in order if s not in excluded]
@@ -205,6 +232,7 @@ def decide(inputs: PlanInputs, cfg: StrategyConfig) -> dict[str, Any]:
         "signals": signals_used(inputs),
         "ranking": ranking,
         "chosen": ranking[0],
+        "components": list(COMPONENTS.get(ranking[0], ())),
         "runner_up": ranking[1] if len(ranking) > 1 else None,
         "candidates": candidates(ranking, similar),
         "excluded": excluded,
@@ -285,4 +313,6 @@ def explain(plan: dict[str, Any], inputs: PlanInputs, target: str) -> str:
     text += f". Chosen: {plan['chosen']}"
     if plan["runner_up"]:
         text += f", runner-up: {plan['runner_up']}"
+    if plan.get("components"):
+        text += f". {plan['chosen']} trains with: " + "; ".join(plan["components"])
     return text + "."

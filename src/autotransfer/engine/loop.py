@@ -119,7 +119,7 @@ def train(
                 **strategy.epoch_record(epoch + 1, epochs),
             }
             bar.set_postfix(loss=f"{record['train_loss']:.3f}", val="n/a" if val is None else f"{val:.3f}")
-            stop = run.end_epoch(record, val if val is not None and strategy.selects_by_val else epoch)
+            stop = run.end_epoch(record, val if val is not None and strategy.keeps_best_val() else epoch)
             if world.is_main and checkpoint is not None:  # the ranks' weights are equal; one writer
                 save_atomic(run.checkpoint(key, epochs, phase, optimizer, scheduler), checkpoint)
             if world.is_main:

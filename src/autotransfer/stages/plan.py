@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from autotransfer.analysis.planning import PlanInputs, decide, explain
+from autotransfer.analysis.planning import COMPONENTS, PlanInputs, decide, explain
 from autotransfer.artifacts import (
     PLAN_JSON,
     SIMILARITY_JSON,
@@ -77,6 +77,7 @@ def make_plan(params: Params) -> PlanReport:
             update={
                 "rules_choice": plan.chosen,
                 "chosen": force,
+                "components": list(COMPONENTS.get(force, ())),
                 "reason": f"Forced by strategy.force={force!r} (the rules would have chosen {plan.chosen}). " + reason,
             }
         )

@@ -226,7 +226,7 @@ def build_checks(params: Params, domains: list[Domain], scanned: Scan) -> list[C
         checks.append(
             Check(
                 "target_classes_in_source",
-                "every target class is a source class (needed to use the source head: source_only, dann)",
+                "every target class is a source class (needed to use the source head: source_only, dann, dann_mcc_pl)",
                 "folders",
                 e.ExpectColumnValuesToBeInSet(
                     column="label",

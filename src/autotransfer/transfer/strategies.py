@@ -132,6 +132,10 @@ class Strategy:
         self.reseed_each_epoch = True
         self.frozen: list[nn.Module] = []
 
+    def keeps_best_val(self) -> bool:
+        """Keep the best labeled-val epoch (else the last, and early stopping never fires)."""
+        return self.selects_by_val and self.cfg.select == "best_val"
+
     # ----------------------------------------------------------- model and data
 
     def build(self, data: TrainData) -> tuple[TransferModel, Normalization, tuple[str, ...]]:
@@ -384,16 +388,18 @@ class SourceOnly(SourceHead):
 
 @register
 class Dann(SourceHead):
-    """Domain-adversarial training on labeled source (+ any labeled target) and unlabeled target images.
+    """DANN (Ganin & Lempitsky 2015) on labeled source (+ any labeled target) and unlabeled target images.
 
     A bottleneck and a new head over the source classes, a domain classifier behind a
-    gradient reversal layer (λ ramps up with progress), entropy minimisation, Minimum
-    Class Confusion and confident pseudo-labels on the target batch; the LR anneals as
-    lr·(1+10p)^−0.75. Without labeled target val the last epoch is kept.
+    gradient reversal layer (λ ramps up with progress), the LR annealed as
+    lr·(1+10p)^−0.75: the classification loss and the adversarial one, nothing else.
+    Without labeled target val the last epoch is kept.
     """
 
     name = "dann"
     needs_source = True
+    # The target-side terms beyond the adversarial loss (subclasses add them).
+    target_terms: ClassVar[tuple[str, ...]] = ()
 
     def build(self, data: TrainData) -> tuple[TransferModel, Normalization, tuple[str, ...]]:
         model, normalization, head_classes = super().build(data)
@@ -463,14 +469,15 @@ class Dann(SourceHead):
             # the last-bit differences grow over hundreds of adversarial steps.
             return logits_all[n:].float()
 
-        loss = (
-            F.cross_entropy(logits.float(), y)
-            + cfg.domain_weight * F.binary_cross_entropy_with_logits(d_logits.float(), d_target)
-            + cfg.entropy_weight * entropy(target_logits())
+        loss = F.cross_entropy(logits.float(), y) + cfg.domain_weight * F.binary_cross_entropy_with_logits(
+            d_logits.float(), d_target
         )
-        if cfg.mcc_weight > 0:
+        terms = self.target_terms
+        if "entropy" in terms:
+            loss = loss + cfg.entropy_weight * entropy(target_logits())
+        if "mcc" in terms and cfg.mcc_weight > 0:
             loss = loss + cfg.mcc_weight * class_confusion(target_logits())
-        if cfg.pseudo_label_weight > 0 and progress >= cfg.pseudo_label_from:
+        if "pseudo_labels" in terms and cfg.pseudo_label_weight > 0 and progress >= cfg.pseudo_label_from:
             plain = self.normalization(plain_target)
             loss = loss + cfg.pseudo_label_weight * consistency(
                 self.model, plain, target_logits(), cfg.pseudo_label_threshold, self.frozen
@@ -486,6 +493,20 @@ class Dann(SourceHead):
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.domain.load_state_dict(state["domain"])
+
+
+@register
+class DannMccPl(Dann):
+    """DANN plus three self-training terms on the target batch, the default adaptation recipe.
+
+    Entropy minimisation, Minimum Class Confusion (Jin et al. 2020) and FixMatch-style
+    pseudo-labels computed under the target batch's own BatchNorm statistics, on top of
+    ``dann``'s adversarial loss; the weights are train.dann's. With train.dann.domain_weight
+    0 it is the self-training alone (the ablation BENCHMARKS.md reports).
+    """
+
+    name = "dann_mcc_pl"
+    target_terms = ("entropy", "mcc", "pseudo_labels")
 
 
 class SourcePretraining(Strategy):
