@@ -7,7 +7,9 @@ as the pipeline does (progress bar and history on, a checkpoint and a validation
 per epoch); the bare loop normalises each batch, steps, and does nothing else.
 Throughput = training images per second inside the step loop (ours reports it per
 epoch); end-to-end also counts ours' validation and checkpoints. Augmentation is off on
-both sides (its own cost is reported separately). Repeats alternate ours/bare.
+both sides (its own cost is reported separately). Each contender runs once untimed first
+(warm-up: allocator, first-call kernels, the first checkpoint write); then every repeat runs
+the three in a new random order (seeded, recorded), so no contender always goes first.
 
     python bench/efficiency.py [--repeats 3] [--epochs 2]
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import random
 import tempfile
 import time
 from pathlib import Path
@@ -92,21 +95,33 @@ def main() -> None:
     validate(params, progress=False)
     data = load_train_data(params, False, backbone_input(params), progress=False)
     steps = math.ceil(len(data.train) / params.train.batch_size) * args.epochs
+    contenders = {
+        "ours": lambda tmp: ours(params, data, tmp),
+        "bare": lambda tmp: (bare_loop(data, params, steps), None, None),
+        "ours_augmented": lambda tmp: ours(params_for(work, args.epochs, augment=True), data, tmp),
+    }
+    for run in contenders.values():  # warm-up, not recorded
+        with tempfile.TemporaryDirectory(dir=WORK) as tmp:
+            run(Path(tmp))
     rows = []
     for repeat in range(args.repeats):
-        with tempfile.TemporaryDirectory(dir=WORK) as tmp:
-            step_ips, wall_ips, wall = ours(params, data, Path(tmp))
-        bare_ips = bare_loop(data, params, steps)
-        with tempfile.TemporaryDirectory(dir=WORK) as tmp:
-            aug_ips, _, _ = ours(params_for(work, args.epochs, augment=True), data, Path(tmp))
-        rows.append({"repeat": repeat, "ours_step_ips": step_ips, "ours_end_to_end_ips": wall_ips,
+        order = list(contenders)
+        random.Random(repeat).shuffle(order)
+        measured = {}
+        for name in order:
+            with tempfile.TemporaryDirectory(dir=WORK) as tmp:
+                measured[name] = contenders[name](Path(tmp))
+        (step_ips, wall_ips, _), (bare_ips, _, _) = measured["ours"], measured["bare"]
+        aug_ips = measured["ours_augmented"][0]
+        rows.append({"repeat": repeat, "order": order, "ours_step_ips": step_ips, "ours_end_to_end_ips": wall_ips,
                      "bare_ips": bare_ips, "ours_with_augmentation_ips": aug_ips,
                      "ratio_step": step_ips / bare_ips, "ratio_end_to_end": wall_ips / bare_ips})
-        print(f"repeat {repeat}: ours {step_ips:.0f} img/s in the loop ({wall_ips:.0f} end to end), "
-              f"bare {bare_ips:.0f} img/s, ratio {step_ips / bare_ips:.3f}; with augmentation {aug_ips:.0f}")
-    summary = {key: median([r[key] for r in rows]) for key in rows[0] if key != "repeat"}
+        print(f"repeat {repeat} ({' → '.join(order)}): ours {step_ips:.0f} img/s in the loop ({wall_ips:.0f} end to "
+              f"end), bare {bare_ips:.0f} img/s, ratio {step_ips / bare_ips:.3f}; with augmentation {aug_ips:.0f}")
+    summary = {key: median([r[key] for r in rows]) for key in rows[0] if key not in ("repeat", "order")}
     save("efficiency", {"setup": {"arch": "resnet18", "input_size": 32, "batch": params.train.batch_size,
-                                  "steps": steps, "images": len(data.train), "device": "cpu"},
+                                  "steps": steps, "images": len(data.train), "device": "cpu",
+                                  "warmup": "each contender once, untimed", "order": "random per repeat"},
                         "repeats": rows, "median": summary, "target": {"ratio_step": 0.90}})
 
 

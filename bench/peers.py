@@ -6,7 +6,9 @@ sees the project's .venv and adds fastai 2.8.12 and lightning 2.6.6; nothing at 
 
 Per scenario and seed, each contender gets the same labeled target images (the scenario's label
 cap, val included), the same resnet18 pretrained on the source domain, `train.epochs` epochs,
-and is scored on the target test split:
+the same batch size (train.batch_size, or the number of labeled train images when fewer: no
+contender may drop its only batch) and is scored on the target test split; each row prints
+the optimizer steps it took:
 - autotransfer: `rules` mode with params.yaml's defaults (similarity + plan + train timed);
 - fastai: `vision_learner(dls, arch, pretrained=True)` + `fine_tune(epochs - 1)` (one frozen
   epoch + the rest unfrozen: the same epoch count), `aug_transforms(do_flip=False)` (digits are
@@ -33,6 +35,7 @@ from torch import nn
 
 from autotransfer.transfer.augment import augment
 from autotransfer.config import load_params
+from autotransfer.engine.listeners import listening
 from autotransfer.io.data import class_names, domain_rows, load_images, read_manifest
 from autotransfer.stages.plan import make_plan
 from autotransfer.models.weights import load_backbone
@@ -62,10 +65,17 @@ def run_ours(params) -> dict:
     measure_similarity(params, progress=False)
     plan = make_plan(params)
     train_started = time.perf_counter()
-    report = train_stage(params, progress=False)
+    steps: dict[str, int] = {}
+    with listening(lambda label, record, step: steps.__setitem__(label, step)):
+        report = train_stage(params, progress=False)
     return {"accuracy": test_accuracy(params), "seconds": time.perf_counter() - started,
             "train_seconds": time.perf_counter() - train_started, "pick": report.candidate,
-            "plan": plan.chosen}
+            "plan": plan.chosen, "steps": max(steps.values(), default=0)}
+
+
+def batch_size(params, n_train: int) -> int:
+    """train.batch_size, or every labeled train image when there are fewer (one full batch per epoch)."""
+    return max(1, min(params.train.batch_size, n_train))
 
 
 def source_resnet(params) -> nn.Module:
@@ -87,8 +97,16 @@ def rows(params, usages: tuple[str, ...]):
 
 def run_fastai(params) -> dict:
     import pandas as pd
-    from fastai.vision.all import (ImageDataLoaders, Normalize, Resize, accuracy, aug_transforms, set_seed,
-                                   vision_learner)
+    from fastai.vision.all import (Callback, ImageDataLoaders, Normalize, Resize, accuracy, aug_transforms,
+                                   set_seed, vision_learner)
+
+    class CountSteps(Callback):
+        """Optimizer steps fastai actually took (its training DataLoader drops the last partial batch)."""
+
+        count = 0
+
+        def after_step(self) -> None:
+            self.count += 1
 
     set_seed(params.train.seed, reproducible=True)
     manifest, labeled = rows(params, ("train", "val"))
@@ -97,14 +115,16 @@ def run_fastai(params) -> dict:
     if not df["is_valid"].any():  # fastai needs a validation set; one labeled image per class
         df.loc[df.groupby("label").head(1).index, "is_valid"] = True
     size = params.backbone.input_size
+    bs = batch_size(params, int((~df["is_valid"]).sum()))
     # A custom arch has no stats in fastai's model_meta; a careful user adds the weights' own.
     norm = load_backbone(params, num_classes=10).normalization
     stats = Normalize.from_stats(list(norm.mean), list(norm.std))
     started = time.perf_counter()
     dls = ImageDataLoaders.from_df(df, path="/", fn_col="fn", label_col="label", valid_col="is_valid",
                                    item_tfms=Resize(size), batch_tfms=[*aug_transforms(do_flip=False), stats],
-                                   bs=params.train.batch_size, num_workers=0)
-    learner = vision_learner(dls, lambda pretrained=True: source_resnet(params), metrics=accuracy)
+                                   bs=bs, num_workers=0)
+    steps = CountSteps()
+    learner = vision_learner(dls, lambda pretrained=True: source_resnet(params), metrics=accuracy, cbs=[steps])
     with learner.no_bar(), learner.no_logging():
         learner.fine_tune(params.train.epochs - 1)  # 1 frozen epoch + epochs - 1 unfrozen
     seconds = time.perf_counter() - started
@@ -112,7 +132,8 @@ def run_fastai(params) -> dict:
     with learner.no_bar():
         preds, _ = learner.get_preds(dl=dls.test_dl([str(Path(p).resolve()) for p in test["path"]]))
     predicted = np.array(dls.vocab)[preds.argmax(1).numpy()]
-    return {"accuracy": float((predicted == test["label"].astype(str).to_numpy()).mean()), "seconds": seconds}
+    return {"accuracy": float((predicted == test["label"].astype(str).to_numpy()).mean()), "seconds": seconds,
+            "steps": steps.count, "batch_size": bs}
 
 
 def run_lightning(params) -> dict:
@@ -152,7 +173,8 @@ def run_lightning(params) -> dict:
         return normalization(augment(x, generator, True, False)), y
 
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images.images, images.labels),
-                                         batch_size=params.train.batch_size, shuffle=True, collate_fn=collate)
+                                         batch_size=batch_size(params, len(images)), shuffle=True,
+                                         collate_fn=collate)
     module = Module()
     started = time.perf_counter()
     trainer = L.Trainer(max_epochs=params.train.epochs, callbacks=[BackboneFinetuning()], accelerator="cpu",
@@ -166,7 +188,8 @@ def run_lightning(params) -> dict:
     with torch.no_grad():
         predicted = torch.cat([module(normalization(test.images[i:i + 256])).argmax(1)
                                for i in range(0, len(test), 256)])
-    return {"accuracy": float((predicted == test.labels).float().mean()), "seconds": seconds}
+    return {"accuracy": float((predicted == test.labels).float().mean()), "seconds": seconds,
+            "steps": trainer.global_step, "batch_size": batch_size(params, len(images))}
 
 
 def main() -> None:
@@ -187,7 +210,8 @@ def main() -> None:
             if not (Path(params.pretrain.out) / "model.safetensors").exists():
                 pretrain(params, progress=False)
             run = {"autotransfer": run_ours(params), "fastai": run_fastai(params), "lightning": run_lightning(params)}
-            print(f"{name} seed {seed}: " + ", ".join(f"{k} {v['accuracy']:.3f} ({v['seconds']:.0f} s)"
+            print(f"{name} seed {seed}: " + ", ".join(f"{k} {v['accuracy']:.3f} ({v['seconds']:.0f} s, "
+                                                       f"{v['steps']} steps)"
                                                        for k, v in run.items()), flush=True)
             runs.append(run)
         summary = {}
