@@ -172,9 +172,9 @@ def run_lightning(params) -> dict:
         y = torch.stack([b[1] for b in batch])
         return normalization(augment(x, generator, True, False)), y
 
+    bs = batch_size(params, len(images))
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images.images, images.labels),
-                                         batch_size=batch_size(params, len(images)), shuffle=True,
-                                         collate_fn=collate)
+                                         batch_size=bs, shuffle=True, collate_fn=collate)
     module = Module()
     started = time.perf_counter()
     trainer = L.Trainer(max_epochs=params.train.epochs, callbacks=[BackboneFinetuning()], accelerator="cpu",
@@ -189,7 +189,7 @@ def run_lightning(params) -> dict:
         predicted = torch.cat([module(normalization(test.images[i:i + 256])).argmax(1)
                                for i in range(0, len(test), 256)])
     return {"accuracy": float((predicted == test.labels).float().mean()), "seconds": seconds,
-            "steps": trainer.global_step, "batch_size": batch_size(params, len(images))}
+            "steps": trainer.global_step, "batch_size": bs}
 
 
 def main() -> None:
