@@ -6,7 +6,9 @@ outlives a SIGKILLed run. ``owned_temporary_server`` starts it first instead, fr
 main thread: in its own session (signals sent to the terminal's group do not reach it)
 and with the kernel told to kill it when the run's process dies. Prefect's own code then
 finds this instance (it is the class's default-port singleton) and uses it; the run stops
-it last, after the flow's final state and logs are sent.
+it last, after the flow's final state and logs are sent. It waits at least
+``MIN_STARTUP_SECONDS`` for the server to answer (more if
+PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS says so).
 """
 
 from __future__ import annotations
@@ -20,9 +22,18 @@ from typing import Any
 
 import prefect
 from prefect.server.api.server import SubprocessASGIServer
-from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED, get_current_settings
+from prefect.settings import (
+    PREFECT_API_URL,
+    PREFECT_SERVER_EPHEMERAL_ENABLED,
+    PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+    get_current_settings,
+)
 
 from autotransfer.ops.launch import die_with_parent
+
+# Prefect gives its temporary server 20 s, which a fresh database's migrations on a busy
+# 2-core machine overrun; the run then fails before its first stage. Failing late costs nothing.
+MIN_STARTUP_SECONDS = 120
 
 
 class OwnedTemporaryServer(SubprocessASGIServer):
@@ -85,7 +96,7 @@ def owned_temporary_server() -> Iterator[OwnedTemporaryServer | None]:
         yield None  # Prefect already started its own in this process (a test harness): leave it be
         return
     server = OwnedTemporaryServer()
-    server.start()
+    server.start(timeout=max(MIN_STARTUP_SECONDS, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()))
     try:
         yield server
     finally:
