@@ -14,6 +14,9 @@ Gap closure = (adapted − source_only) / (bound − source_only). The default s
 are ones no recipe choice was made on (the recipe was set on seeds 0-2).
 
     python bench/dann.py --seeds 10 11 12 13 14 --steps 800
+
+Each run is recorded in bench/results/dann_runs/ as it ends; a rerun reuses the runs recorded
+with the same settings, so the two-hour bench can be stopped and resumed.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ PAIRS = {"digits->digits-m": ("digits", "digits-m"), "synth-digits->digits": ("s
 
 def run_pair(name: str, source: str, target: str, seed: int, steps: int, arch: str, work: Path,
              data_root: Path, pretrain_epochs: int, dann_overrides: list[str] = (),
-             only: list[str] | None = None, recipe_overrides: list[str] = ()) -> dict:
+             only: list[str] | None = None, recipe_overrides: list[str] = (), records: Path | None = None) -> dict:
     base = [f"data.root={data_root}", f"data.source={source}", f"data.target={target}",
             f"backbone.arch={arch}", "backbone.weights=null", "backbone.input_size=32", "train.floor=false",
             f"pretrain.epochs={pretrain_epochs}", f"pretrain.seed={seed}",
@@ -61,8 +64,16 @@ def run_pair(name: str, source: str, target: str, seed: int, steps: int, arch: s
         "mcc_pl": [*unlabeled, "strategy.force=dann_mcc_pl", *recipe_overrides, *dann_overrides, *off],
         "bound": ["data.labeled_per_class=null", "strategy.force=dann", *off, *recipe_overrides, "train.select=last"],
     }
+    setup = {"steps": steps, "arch": arch, "pretrain_epochs": pretrain_epochs,
+             "dann_overrides": list(dann_overrides), "recipe_overrides": list(recipe_overrides)}
     for variant, extra in variants.items():
         if only and variant not in only:
+            continue
+        # one file per run: a stopped bench resumes where it was, and a rerun with other settings redoes it
+        record = records / name.replace("->", "_to_") / f"seed{seed}" / f"{variant}.json" if records else None
+        if record is not None and record.exists() and json.loads(record.read_text()).get("setup") == setup:
+            results[variant] = json.loads(record.read_text())["result"]
+            print(f"{name} seed {seed} {variant}: {results[variant]['accuracy']:.3f} (recorded)", flush=True)
             continue
         reports = work / variant / "reports"
         params = load_params(None, [*base, *extra, f"reports.dir={reports}", f"train.out={work}/{variant}/model"])
@@ -84,6 +95,9 @@ def run_pair(name: str, source: str, target: str, seed: int, steps: int, arch: s
                             "seconds": round(time.perf_counter() - started, 1),
                             "images_per_second": report.images_per_second}
         print(f"{name} seed {seed} {variant}: {metrics.accuracy:.3f} ({results[variant]['seconds']} s)", flush=True)
+        if record is not None:
+            record.parent.mkdir(parents=True, exist_ok=True)
+            record.write_text(json.dumps({"setup": setup, "result": results[variant]}, indent=2) + "\n")
     if only:
         return results
     so, bound = results["source_only"]["accuracy"], results["bound"]["accuracy"]
@@ -106,6 +120,9 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="run only these variants (no summary)")
     parser.add_argument("--work", type=Path, default=REPO / "bench/results/tmp")
     parser.add_argument("--out", type=Path, default=REPO / "bench/results/dann.json")
+    parser.add_argument("--records", type=Path, default=REPO / "bench/results/dann_runs",
+                        help="one JSON per (pair, seed, variant); runs already recorded with the same settings are "
+                             "reused, so a stopped bench resumes")
     args = parser.parse_args()
     summary = {"steps": args.steps, "arch": args.arch, "seeds": args.seeds, "dann_overrides": args.dann_set,
                "recipe_overrides": args.recipe_set,
@@ -114,7 +131,7 @@ def main() -> None:
         source, target = PAIRS[name]
         runs = {seed: run_pair(name, source, target, seed, args.steps, args.arch,
                                args.work / name / f"seed{seed}", args.data, args.pretrain_epochs, args.dann_set, args.only,
-                               args.recipe_set)
+                               args.recipe_set, args.records)
                 for seed in args.seeds}
         entry = {"runs": runs}
         if args.only:
