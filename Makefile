@@ -65,14 +65,14 @@ bench: $(STAMP)
 	cd bench && python strategy_selection.py --seeds 0 --scenarios quick
 	cd bench && python report.py
 
-# Peers (fastai, Lightning) are bench-only: a venv that sees .venv and adds them, never a
+# Peers (fastai, Lightning, skada) are bench-only: a venv that sees .venv and adds them, never a
 # dependency of the project.
 PEERS := .venv-peers
 $(PEERS)/.installed: $(STAMP)
 	@test -x $(PEERS)/bin/python || $(PYTHON) -m venv $(PEERS)
 	echo "import site; site.addsitedir('$(CURDIR)/$(VENV)/lib/python3.11/site-packages')" \
 		> $(PEERS)/lib/python3.11/site-packages/autotransfer-venv.pth
-	$(PEERS)/bin/python -m pip install --quiet "fastai==2.8.12" "lightning==2.6.6"
+	$(PEERS)/bin/python -m pip install --quiet "fastai==2.8.12" "lightning==2.6.6" "skada==0.6.0" "skorch==1.4.0"
 	@touch $@
 
 bench-peers: $(PEERS)/.installed
@@ -85,11 +85,11 @@ bench-full: $(STAMP) $(PEERS)/.installed
 	cd bench && python orchestration.py --repeats 3 --demo
 	cd bench && python similarity_cost.py --repeats 3
 	cd bench && python strategy_selection.py --seeds 0 1 2
-	cd bench && python dann.py --seeds 0 1 2 --steps 800
+	cd bench && ../$(PEERS)/bin/python dann.py --seeds 10 11 12 13 14 --steps 800
 	cd bench && ../$(PEERS)/bin/python peers.py --seeds 0 1 2 --scenarios all
 	cd bench && python report.py
 
-# The full suite, what CI runs (about 15 minutes on 2 cores).
+# The full suite, what CI runs (25-40 minutes on 2 cores).
 test: $(STAMP)
 	$(BIN)/python -m pytest --durations=15 $(PYTEST_ARGS)
 

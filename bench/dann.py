@@ -1,6 +1,6 @@
 """Domain adaptation gap closure on the demo domains (a measurement, not a test).
 
-For each (source, target) pair and seed, five runs from the *same* starting point (the source
+For each (source, target) pair and seed, five runs (six with the peer) from the *same* starting point (the source
 model pretrained on the source domain), with the same network (bottleneck + head over the
 source classes + domain classifier), augmentation, optimizer (SGD, lr·(1+10p)^-0.75), step
 budget and selection rule (the last epoch):
@@ -8,7 +8,10 @@ budget and selection rule (the last epoch):
 - dann: Ganin & Lempitsky's DANN, the adversarial term (GRL + domain classifier, λ ramp);
 - dann_mcc_pl: the default adaptation recipe, DANN + entropy + MCC + pseudo-labels;
 - mcc_pl: the same without the adversarial term (domain_weight 0), the ablation;
-- bound: the source_only recipe with every target train label in its labeled pool.
+- bound: the source_only recipe with every target train label in its labeled pool;
+- skada_dann: the peer, skada's DANN from the same source model (bench/skada_peer.py says
+  what it shares and what differs), when skada is importable:
+  `cd bench && ../.venv-peers/bin/python dann.py` (after `make .venv-peers/.installed`).
 The target's labels are seen only by the bound; all are scored on the target test split.
 Gap closure = (adapted − source_only) / (bound − source_only). The default seeds (10-14)
 are ones no recipe choice was made on (the recipe was set on seeds 0-2).
@@ -22,6 +25,7 @@ with the same settings, so the two-hour bench can be stopped and resumed.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import shlex
@@ -43,6 +47,14 @@ from autotransfer.stages.validate import validate  # noqa: E402
 from common import machine, spread  # noqa: E402
 
 ADAPTED = ("dann", "dann_mcc_pl", "mcc_pl")
+PEER = "skada_dann"  # the domain-adaptation peer, run when skada is importable (.venv-peers)
+PEER_AVAILABLE = importlib.util.find_spec("skada") is not None
+
+
+def adapted(results: dict) -> tuple[str, ...]:
+    return (*ADAPTED, PEER) if PEER in results else ADAPTED
+
+
 PAIRS = {"digits->digits-m": ("digits", "digits-m"), "synth-digits->digits": ("synth-digits", "digits")}
 
 
@@ -64,6 +76,8 @@ def run_pair(name: str, source: str, target: str, seed: int, steps: int, arch: s
         "mcc_pl": [*unlabeled, "strategy.force=dann_mcc_pl", *recipe_overrides, *dann_overrides, *off],
         "bound": ["data.labeled_per_class=null", "strategy.force=dann", *off, *recipe_overrides, "train.select=last"],
     }
+    if PEER_AVAILABLE:
+        variants["skada_dann"] = [*unlabeled, "strategy.force=dann", *recipe_overrides]
     setup = {"steps": steps, "arch": arch, "pretrain_epochs": pretrain_epochs,
              "dann_overrides": list(dann_overrides), "recipe_overrides": list(recipe_overrides)}
     for variant, extra in variants.items():
@@ -86,15 +100,21 @@ def run_pair(name: str, source: str, target: str, seed: int, steps: int, arch: s
         epochs = max(1, math.ceil(steps / per_epoch))
         params = load_params(None, [*base, *extra, f"reports.dir={reports}", f"train.out={work}/{variant}/model",
                                     f"train.epochs={epochs}"])
-        measure_similarity(params, progress=False)
-        make_plan(params)
-        started = time.perf_counter()
-        report = train_stage(params, progress=False)
-        metrics = evaluate(params, progress=False)
-        results[variant] = {"accuracy": metrics.accuracy, "epochs": epochs, "steps": epochs * per_epoch,
-                            "seconds": round(time.perf_counter() - started, 1),
-                            "images_per_second": report.images_per_second}
-        print(f"{name} seed {seed} {variant}: {metrics.accuracy:.3f} ({results[variant]['seconds']} s)", flush=True)
+        if variant == "skada_dann":
+            from skada_peer import run_skada_dann
+
+            results[variant] = run_skada_dann(params, steps)
+        else:
+            measure_similarity(params, progress=False)
+            make_plan(params)
+            started = time.perf_counter()
+            report = train_stage(params, progress=False)
+            metrics = evaluate(params, progress=False)
+            results[variant] = {"accuracy": metrics.accuracy, "epochs": epochs, "steps": epochs * per_epoch,
+                                "seconds": round(time.perf_counter() - started, 1),
+                                "images_per_second": report.images_per_second}
+        print(f"{name} seed {seed} {variant}: {results[variant]['accuracy']:.3f} ({results[variant]['seconds']} s)",
+              flush=True)
         if record is not None:
             record.parent.mkdir(parents=True, exist_ok=True)
             record.write_text(json.dumps({"setup": setup, "result": results[variant]}, indent=2) + "\n")
@@ -102,7 +122,7 @@ def run_pair(name: str, source: str, target: str, seed: int, steps: int, arch: s
         return results
     so, bound = results["source_only"]["accuracy"], results["bound"]["accuracy"]
     results["gap_closure"] = {v: (results[v]["accuracy"] - so) / (bound - so) if bound != so else None
-                              for v in ADAPTED}
+                              for v in adapted(results)}
     return results
 
 
@@ -129,25 +149,26 @@ def main() -> None:
                "pairs": {}}
     for name in args.pairs:
         source, target = PAIRS[name]
-        runs = {seed: run_pair(name, source, target, seed, args.steps, args.arch,
-                               args.work / name / f"seed{seed}", args.data, args.pretrain_epochs, args.dann_set, args.only,
-                               args.recipe_set, args.records)
+        runs = {seed: run_pair(name, source, target, seed, args.steps, args.arch, args.work / name / f"seed{seed}",
+                               args.data, args.pretrain_epochs, args.dann_set, args.only, args.recipe_set,
+                               args.records)
                 for seed in args.seeds}
         entry = {"runs": runs}
         if args.only:
             summary["pairs"][name] = entry
             continue
-        for key in ("source_only", *ADAPTED, "bound"):
+        keys = adapted(next(iter(runs.values())))
+        for key in ("source_only", *keys, "bound"):
             values = [r[key]["accuracy"] for r in runs.values()]
             entry[key] = {"mean": statistics.mean(values), "stdev": spread(values)["std"]}
         entry["gap_closure"] = {}
-        for key in ADAPTED:
+        for key in keys:
             closures = [r["gap_closure"][key] for r in runs.values() if r["gap_closure"][key] is not None]
             entry["gap_closure"][key] = {"mean": statistics.mean(closures) if closures else None,
                                          "stdev": spread(closures)["std"] if closures else None, "values": closures}
         summary["pairs"][name] = entry
-        print(f"{name}: " + ", ".join(f"{k} {entry[k]['mean']:.3f}" for k in ("source_only", *ADAPTED, "bound"))
-              + "; gap closure " + ", ".join(f"{k} {entry['gap_closure'][k]['mean']}" for k in ADAPTED), flush=True)
+        print(f"{name}: " + ", ".join(f"{k} {entry[k]['mean']:.3f}" for k in ("source_only", *keys, "bound"))
+              + "; gap closure " + ", ".join(f"{k} {entry['gap_closure'][k]['mean']}" for k in keys), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     record = {"benchmark": "dann", "machine": machine(), "command": shlex.join(sys.argv), **summary}
     args.out.write_text(json.dumps(record, indent=2) + "\n")

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from autotransfer.transfer.augment import augment
+from autotransfer.transfer.augment import Augmentation, augment
 from autotransfer.config import load_params
 from autotransfer.engine.listeners import listening
 from autotransfer.io.data import class_names, domain_rows, load_images, read_manifest
@@ -170,7 +170,7 @@ def run_lightning(params) -> dict:
     def collate(batch):
         x = torch.stack([b[0] for b in batch])
         y = torch.stack([b[1] for b in batch])
-        return normalization(augment(x, generator, True, False)), y
+        return normalization(augment(x, generator, Augmentation(geometric=True, colour=False))), y
 
     bs = batch_size(params, len(images))
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images.images, images.labels),
