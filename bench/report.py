@@ -122,10 +122,11 @@ def dann(r: dict[str, Any]) -> list[str]:
             + ", ".join(f"{k} {'/'.join(map(str, v))}" for k, v in steps.items())
             + ". Target test accuracy, mean ± std over seeds (per seed in brackets); the target's labels are used "
             "only by the bound (the source_only recipe with every target train label in its pool)."
-            + (" The peer (skada 0.6.0's DANN from the same source model and network, bench/skada_peer.py) differs: "
-               "skada's own loop (domain loss at reg 1, gradient reversal fixed at 1, no λ ramp), no augmentation, "
-               "and a Sigmoid where its default domain classifier ends in a one-output Softmax (constant 1, no "
-               "gradient: DANN would train as source-only)." if with_peer else ""), "",
+            + (" The peer (skada 0.6.0's DANN from the same source model, network, images and augmentation, "
+               "bench/skada_peer.py) differs: skada's own loop (domain loss at reg 1, gradient reversal fixed at 1, "
+               "no λ ramp, its 100-wide domain classifier), weight decay on every parameter, and a Sigmoid where "
+               "that classifier ends in a one-output Softmax (constant 1, no gradient: DANN would train as "
+               "source-only)." if with_peer else ""), "",
             "| pair | " + " | ".join(["source only", *adapted.values(), "bound (target labels)"]) + " |",
             "|---|" + "---|" * len(columns)]
     closure_rows = ["", "Gap closure = (adapted − source only) / (bound − source only), mean ± std (per seed):", "",
