@@ -33,6 +33,7 @@ from autotransfer.io.data import (
 )
 from autotransfer.models.weights import backbone_input, load_backbone
 from autotransfer.transfer.augment import Augmentation, augment
+from autotransfer.transfer.strategies import Candidate, make_strategy
 
 SOURCE, TARGET = 1, -2  # skada's sample_domain: positive for source, negative for target
 
@@ -53,13 +54,6 @@ class _Classifier(nn.Module):
         return out
 
 
-def dann_augmentation(params: Params, has_colour: bool) -> Augmentation:
-    """What our dann strategy's batches get (Strategy.augmentation for a cross-domain strategy)."""
-    aug = params.train.augment_per_strategy.get("dann", params.train.augment)
-    colour = has_colour if aug.color == "auto" else bool(aug.color)
-    return Augmentation(aug.geometric, colour, aug.crop, aug.flip)
-
-
 def domain_classifier_defect() -> float:
     """The gradient skada 0.6.0's default domain classifier passes back (0.0: it cannot learn)."""
     from skada.deep.modules import DomainClassifier
@@ -70,7 +64,7 @@ def domain_classifier_defect() -> float:
     return float(x.grad.norm())
 
 
-def run_skada_dann(params: Params, steps: int, reg: float = 1.0) -> dict[str, Any]:
+def run_skada_dann(params: Params, steps: int) -> dict[str, Any]:
     """Train skada's DANN for about ``steps`` optimizer steps; target test accuracy and the steps taken."""
     from skada.deep import DANN
     from skada.deep.modules import DomainClassifier
@@ -105,8 +99,9 @@ def run_skada_dann(params: Params, steps: int, reg: float = 1.0) -> dict[str, An
     classifier = DomainClassifier(num_features=params.train.dann.bottleneck)
     classifier.classifier[-1] = nn.Sigmoid()  # see the module docstring
     counter = CountSteps()
-    peer = _Classifier(model, norm, dann_augmentation(params, data.has_colour), params.train.seed)
-    net = DANN(peer, layer_name="model.neck", reg=reg, domain_classifier=classifier,
+    which = make_strategy(params, Candidate("dann")).augmentation(data.has_colour)  # what our dann's batches get
+    peer = _Classifier(model, norm, which, params.train.seed)
+    net = DANN(peer, layer_name="model.neck", reg=1.0, domain_classifier=classifier,
                batch_size=batch, max_epochs=epochs, train_split=None, device="cpu", verbose=0,
                optimizer=torch.optim.SGD, lr=params.train.dann.lr, optimizer__momentum=0.9,
                optimizer__weight_decay=params.train.weight_decay,
