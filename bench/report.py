@@ -251,6 +251,51 @@ def strategy_selection(r: dict[str, Any]) -> list[str]:
     return rows
 
 
+def race_fresh_seeds(r: dict[str, Any]) -> list[str]:
+    """The race's two rules on seeds that set nothing, from the same oracle curves (bench/strategy_selection.py)."""
+    rows = ["## 5b. The race on fresh seeds: rising slot vs val only", "", header(r), "",
+            f"{r['setup']['arch']}, seeds {r['setup']['seeds_done']} (the rising slot was designed after seeds 0-2; "
+            "nothing was chosen on these). Both rules are replayed on the oracle's recorded val curves (same "
+            "candidates, same code as the product's race, no training; the floor's swap is not replayed); "
+            "`real race` is the product's race run with the default (rising slot on), which checks the replay. "
+            "Regret in points against the oracle's best; cost = the race's epochs priced at the oracle's seconds "
+            "per epoch of each candidate, over the oracle's seconds.", "",
+            "| scenario | seed | oracle best | val only: pick, regret | rising slot: pick, regret | real race: "
+            "pick, regret | cost (both rules) |", "|---|---|---|---|---|---|---|"]
+    regrets: dict[str, list[float]] = {"rising_slot=True": [], "rising_slot=False": []}
+    shares: list[float] = []
+    agree = 0
+    races = 0
+    for name, v in r["scenarios"].items():
+        for run in v["runs"]:
+            replayed = run["race"].get("replayed")
+            if not replayed:
+                continue
+            races += 1
+            on, off = replayed["rising_slot=True"], replayed["rising_slot=False"]
+            for flag, rep in replayed.items():
+                regrets[flag].append(rep["regret_pts"])
+            shares.append(on["epoch_share"])
+            agree += on["pick"] == run["race"]["pick"]
+            rows.append(f"| {name} | {run['seed']} | {_best(run)} {run['best']:.3f} | {off['pick']}, "
+                        f"{off['regret_pts']:.1f} | {on['pick']}, {on['regret_pts']:.1f} | {run['race']['pick']}, "
+                        f"{run['race']['regret_pts']:.1f} | {on['epoch_share']:.2f} |")
+    if not races:
+        return rows + ["", "_No race ran in these scenarios._", ""]
+    mean = {flag: statistics.mean(v) for flag, v in regrets.items()}
+    worst = {flag: max(v) for flag, v in regrets.items()}
+    share = statistics.mean(shares)
+    met = mean["rising_slot=True"] <= 1.0 and worst["rising_slot=True"] <= 3.0 and share <= 0.5
+    rows += ["", f"Val only: mean regret {mean['rising_slot=False']:.2f} pts, worst {worst['rising_slot=False']:.2f}; "
+             f"rising slot: mean {mean['rising_slot=True']:.2f}, worst {worst['rising_slot=True']:.2f}; the real race "
+             f"picked what the replay picked in {agree} of {races}.", "",
+             verdict(met, f"race with the rising slot on fresh seeds over {races} real races: mean regret "
+                          f"{mean['rising_slot=True']:.2f} pts ({status(mean['rising_slot=True'] <= 1.0)}, ≤ 1), worst "
+                          f"{worst['rising_slot=True']:.2f} ({status(worst['rising_slot=True'] <= 3.0)}, ≤ 3), at "
+                          f"{100 * share:.0f} % of the oracle's compute ({status(share <= 0.5)}, ≤ 50 %)."), ""]
+    return rows
+
+
 def strategy_selection_imagenet(r: dict[str, Any]) -> list[str]:
     """Every strategy on the ImageNet backbone beside the floor and both modes' picks (bench/strategy_selection.py)."""
     def stats(values: list[float]) -> str:
@@ -529,12 +574,17 @@ def main() -> None:
                                "(oracle vs `rules` vs `race`, 3 seeds); see the benchmarks issue._", ""],
         "peers": ["## 7. Peers side by side (fastai, Lightning)", "", "_Not measured yet; see the benchmarks "
                   "issue._", ""],
+        "strategy_selection_race_fresh": [
+            "## 5b. The race on fresh seeds: rising slot vs val only", "",
+            "_Not measured yet: `cd bench && python strategy_selection.py --arch resnet18 --seeds 3 4 5 --scenarios "
+            "'similar, all labels' 'shifted, all labels' --name strategy_selection_race_fresh`._", ""],
         "strategy_selection_tf_efficientnet_lite0": [
             "## 10. Every strategy on the ImageNet backbone", "",
             "_Not measured yet: `cd bench && python strategy_selection.py --scenarios 'similar, all labels'`._", ""],
     }
     sections = [("efficiency", efficiency), ("probe_cache", probe_cache), ("orchestration", orchestration),
-                ("dann", dann), ("strategy_selection", strategy_selection), ("similarity_cost", similarity_cost),
+                ("dann", dann), ("strategy_selection", strategy_selection),
+                ("strategy_selection_race_fresh", race_fresh_seeds), ("similarity_cost", similarity_cost),
                 ("peers", peers), ("pipeline_scale", pipeline_scale), ("loader", loader),
                 ("strategy_selection_tf_efficientnet_lite0", strategy_selection_imagenet)]
     results = {name: load(name) for name, _ in sections}

@@ -14,7 +14,11 @@ pick and the race run as the product does, floor on, so a pick the floor replace
 scored as the model it wrote. The floor's pixel baseline is scored on test beside them
 (its linear probe is the oracle's linear_probe).
 
-    python bench/strategy_selection.py [--seeds 0 1 2] [--scenarios all] [--arch tf_efficientnet_lite0] [--merge]
+Where a race runs, both race rules (`train.race.rising_slot` on and off) are also replayed on
+the oracle's recorded val curves (`race.replayed`): same candidates, same decisions as the
+product's race code, no training; the real race run checks the replay of the default rule.
+
+    python bench/strategy_selection.py [--seeds 0 1 2] [--scenarios all] [--arch tf_efficientnet_lite0] [--name N] [--merge]
 
 ``--arch`` defaults to params.yaml's backbone (the ImageNet lite0 at 64 px); any other
 architecture runs as the synth-digits-pretrained source model of earlier versions (weights
@@ -40,6 +44,10 @@ from autotransfer.analysis.metrics import predict_names
 from autotransfer.stages.similarity import measure_similarity
 from autotransfer.stages.train import train_stage
 from autotransfer.stages.validate import validate
+from autotransfer.artifacts import TRAIN_HISTORY_CSV
+from autotransfer.io.data import load_train_data
+from autotransfer.models.weights import backbone_input
+from autotransfer.transfer.strategies import Candidate, make_strategy
 from common import WORK, demo_root, merged, save, spread
 
 SCENARIOS = {
@@ -111,7 +119,8 @@ def run_scenario(name: str, seed: int, arch: str, work: Path) -> dict:
         started = time.perf_counter()
         trained = train_stage(p, progress=False)
         oracle[label] = {"accuracy": test_accuracy(p), "seconds": time.perf_counter() - started,
-                         "epochs": trained.epochs_run}
+                         "epochs": trained.epochs_run, "val_curve": val_curve(p),
+                         "keeps_best_val": make_strategy(p, Candidate(candidate.strategy)).keeps_best_val()}
     best = max(v["accuracy"] for v in oracle.values())
     oracle_s = sum(v["seconds"] for v in oracle.values())
     floor = {"logistic_pixels": pixel_floor_accuracy(params)}
@@ -130,11 +139,57 @@ def run_scenario(name: str, seed: int, arch: str, work: Path) -> dict:
         pick["regret_pts"] = None if pick["accuracy"] is None else 100 * (best - pick["accuracy"])
         pick["compute_share"] = None if pick["seconds"] is None else pick["seconds"] / oracle_s
     race["epoch_share"] = epoch_share(race["table"], oracle)
+    if race["table"]:  # both rules replayed on the oracle's curves; the real race checks the replay
+        images = len(load_train_data(p, False, backbone_input(p), progress=False).train)
+        race["replayed"] = {f"rising_slot={flag}": replay_race(p, plan.candidates, oracle, best, images, flag)
+                            for flag in (True, False)}
     print(f"{name} seed {seed}: best {best:.4f} ({max(oracle, key=lambda k: oracle[k]['accuracy'])}); "
           f"rules {rules['pick']} regret {rules['regret_pts']}; race {race['pick']} regret {race['regret_pts']:.2f} "
           f"at {race['compute_share']:.2f} of the oracle's compute")
     return {"seed": seed, "oracle": oracle, "floor": floor, "best": best, "oracle_seconds": oracle_s, "rules": rules,
             "race": race, "plan_reason": plan.reason}
+
+
+def val_curve(params) -> list[float | None]:
+    """The run's val accuracy after each epoch (reports/train_history.csv, read before the next run writes it)."""
+    import csv
+
+    with (Path(params.reports.dir) / TRAIN_HISTORY_CSV).open() as f:
+        return [float(row["val_accuracy"]) if row["val_accuracy"] not in ("", "None") else None
+                for row in csv.DictReader(f)]
+
+
+def replay_race(params, planned, oracle: dict, best: float, train_images: int, rising_slot: bool) -> dict:
+    """The product's race (engine/race.py) run on the oracle's recorded val curves instead of training.
+
+    A race round is an exact prefix of the candidate's full run (tested: tests/stages/test_train.py),
+    so a round stopped after ``n`` epochs scores what the full run scored by epoch ``n``: the best
+    val so far for a strategy that keeps its best epoch, the last otherwise. The winner's test
+    accuracy is its oracle run's (floor off: the floor's swap is not replayed).
+    """
+    from types import SimpleNamespace
+
+    from autotransfer.engine.race import race
+
+    def fit(candidate, stop_after):
+        entry = oracle[candidate.label]
+        curve = entry["val_curve"][: stop_after or len(entry["val_curve"])]
+        seen = [v for v in curve if v is not None]
+        val = (max(seen) if entry["keeps_best_val"] else curve[-1]) if seen else None
+        history = [{"epoch": i + 1, "val_accuracy": v} for i, v in enumerate(curve)]
+        return SimpleNamespace(val_accuracy=val, epochs_run=len(curve), history=history)
+
+    race_params = params.model_copy(update={"train": params.train.model_copy(update={
+        "race": params.train.race.model_copy(update={"rising_slot": rising_slot})})})
+    candidates = [Candidate(c.strategy, c.backbone_lr_mult) for c in planned[: params.strategy.top_k]]
+    train = SimpleNamespace(train=range(train_images))  # race() reads len(data.train): steps per epoch
+    _, table = race(race_params, candidates, train, fit)
+    pick = table[-1].candidate
+    epochs = sum(row.epochs_trained for row in table)
+    return {"pick": pick, "regret_pts": 100 * (best - oracle[pick]["accuracy"]),
+            "epochs": epochs, "oracle_epochs": sum(oracle[c.label]["epochs"] for c in candidates),
+            "epoch_share": epoch_share([row.model_dump() for row in table], oracle),
+            "rounds": [[row.round, row.candidate, row.budget_epochs] for row in table]}
 
 
 def epoch_share(table: list[dict], oracle: dict) -> float | None:
@@ -157,12 +212,17 @@ def summarise(runs: list[dict]) -> dict:
         return spread(values) if values else None
 
     labels = sorted({k for r in runs for k in r["oracle"]})
+    replayed = [r for r in runs if r["race"].get("replayed")]
     return {"oracle": {k: stats([r["oracle"][k]["accuracy"] for r in runs if k in r["oracle"]]) for k in labels},
             "rules_regret_pts": stats([r["rules"]["regret_pts"] for r in runs]),
             "race_regret_pts": stats([r["race"]["regret_pts"] for r in runs]),
             "race_compute_share": stats([r["race"]["compute_share"] for r in runs]),
             "floor": {k: stats([r.get("floor", {}).get(k) for r in runs]) for k in ("logistic_pixels",)},
-            "rules_picks": [r["rules"]["pick"] for r in runs], "race_picks": [r["race"]["pick"] for r in runs]}
+            "rules_picks": [r["rules"]["pick"] for r in runs], "race_picks": [r["race"]["pick"] for r in runs],
+            "race_replayed": {flag: {"regret_pts": stats([r["race"]["replayed"][flag]["regret_pts"] for r in replayed]),
+                                     "epoch_share": stats([r["race"]["replayed"][flag]["epoch_share"] for r in replayed]),
+                                     "picks": [r["race"]["replayed"][flag]["pick"] for r in replayed]}
+                              for flag in ("rising_slot=True", "rising_slot=False") if replayed}}
 
 
 def main() -> None:
@@ -170,6 +230,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), help=f"names, or 'quick': {QUICK}")
     parser.add_argument("--arch", default=DEFAULT_ARCH)
+    parser.add_argument("--name", help="result file name (default: strategy_selection, or strategy_selection_ARCH "
+                        "for another --arch than resnet18); e.g. a fresh-seed run beside the saved one")
     parser.add_argument("--merge", action="store_true",
                         help="keep the saved file's other scenarios (rerun some after a change that only affects them)")
     args = parser.parse_args()
@@ -185,7 +247,7 @@ def main() -> None:
 
 
 def write(results: dict, args: argparse.Namespace) -> None:
-    name = "strategy_selection" if args.arch == "resnet18" else f"strategy_selection_{args.arch}"
+    name = args.name or ("strategy_selection" if args.arch == "resnet18" else f"strategy_selection_{args.arch}")
     provenance = None
     if args.merge:
         results, provenance = merged(name, results)

@@ -246,6 +246,12 @@ class RaceConfig(Section):
         "curves cross early, and a round cut before that eliminates the winner (docs/strategies.md).",
     )
     keep: float = Field(0.5, gt=0, lt=1, description="Share of candidates kept after each round (successive halving).")
+    rising_slot: bool = Field(
+        True,
+        description="The last place kept after a round goes to the best val projected to the next round's end "
+        "(the round's second-half gain, extrapolated) instead of the best val: a slow starter (scratch) "
+        "that overtakes later survives; as many candidates are kept either way.",
+    )
 
 
 class HealthConfig(Section):

@@ -1,10 +1,18 @@
-"""Successive halving between candidates on the target val split (``strategy.mode: race``)."""
+"""Successive halving between candidates on the target val split (``strategy.mode: race``).
+
+After each round the best ``train.race.keep`` share goes on, by val accuracy, except the
+last place kept when ``train.race.rising_slot`` is on: it goes to the candidate whose val,
+projected linearly from the round's second half to the next round's end, is highest. A
+model trained from scratch starts slow and overtakes; ranking by val alone cuts it after
+the first round (docs/strategies.md). The number kept, hence the compute, is the same.
+"""
 
 from __future__ import annotations
 
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 from autotransfer.artifacts import RaceRow
 from autotransfer.config import Params
@@ -31,25 +39,67 @@ def race(params: Params, candidates: list[Candidate], data: TrainData, fit: Fit)
     round_number = 0
     while True:
         round_number += 1
-        scores = {}
+        scores, rises = {}, {}
         for candidate in alive:
             started = time.perf_counter()
             result = fit(candidate, budget)
             scores[candidate.label] = result.val_accuracy if result.val_accuracy is not None else -math.inf
+            rises[candidate.label] = val_rise(result.history, budget)
             table.append(_row(round_number, candidate, budget, result, trained, started))
             trained[candidate.label] = result.epochs_run
         alive.sort(key=lambda c: scores[c.label], reverse=True)  # stable: ties keep the plan's order
         if budget >= epochs:
             break
-        alive = alive[: max(1, math.ceil(len(alive) * cfg.keep))]
+        next_budget = min(epochs, budget * 2)
+        alive = survivors(alive, scores, rises, math.ceil(len(alive) * cfg.keep), next_budget - budget, cfg.rising_slot)
         if len(alive) == 1:
             break
-        budget = min(epochs, budget * 2)
+        budget = next_budget
     winner = alive[0]
     started = time.perf_counter()
     result = fit(winner, None)
     table.append(_row("final", winner, epochs, result, trained, started))
     return result, table
+
+
+def survivors(
+    ranked: list[Candidate],
+    scores: dict[str, float],
+    rises: dict[str, float],
+    keep: int,
+    epochs_ahead: int,
+    rising_slot: bool,
+) -> list[Candidate]:
+    """The ``keep`` candidates that go on; ``ranked`` is best val first.
+
+    With ``rising_slot`` and two or more places, the last place goes to the rest's best
+    projected val (val + rise per epoch x the next round's extra epochs, at most 1); ties
+    go to the better val, then the plan's order. A single place always goes to the best val.
+    """
+    keep = max(1, keep)
+    if not rising_slot or keep < 2 or keep >= len(ranked):
+        return ranked[:keep]
+
+    def projected(c: Candidate) -> float:
+        return min(1.0, scores[c.label] + max(0.0, rises[c.label]) * epochs_ahead)
+
+    rest = ranked[keep - 1 :]
+    return [*ranked[: keep - 1], max(rest, key=projected)]  # max keeps the first of equals
+
+
+def val_rise(history: list[dict[str, Any]], budget: int) -> float:
+    """Val accuracy gained per epoch over the round's second half (epochs budget//2 .. budget).
+
+    0 when the round is too short to have a second half, when val is missing, or when the
+    run stopped early (patience: it has levelled off).
+    """
+    start = budget // 2
+    if start < 1 or len(history) < budget:
+        return 0.0
+    first, last = history[start - 1].get("val_accuracy"), history[budget - 1].get("val_accuracy")
+    if first is None or last is None:
+        return 0.0
+    return (last - first) / (budget - start)
 
 
 def _row(
@@ -65,4 +115,4 @@ def _row(
     )
 
 
-__all__ = ["Fit", "race"]
+__all__ = ["Fit", "race", "survivors", "val_rise"]
