@@ -85,6 +85,7 @@ bench-full: $(STAMP) $(PEERS)/.installed
 	cd bench && python orchestration.py --repeats 3 --demo
 	cd bench && python similarity_cost.py --repeats 3
 	cd bench && python strategy_selection.py --seeds 0 1 2
+	cd bench && python strategy_selection.py --arch resnet18 --seeds 3 4 5 --scenarios 'shifted, all labels' 'similar, all labels' --name strategy_selection_race_fresh
 	cd bench && ../$(PEERS)/bin/python dann.py --seeds 10 11 12 13 14 --steps 800
 	cd bench && ../$(PEERS)/bin/python peers.py --seeds 0 1 2 --scenarios all
 	cd bench && python report.py
