@@ -162,7 +162,9 @@ def val_curve(params) -> list[float | None]:
 def replay_race(params, planned, oracle: dict, best: float, train_images: int, rising_slot: bool) -> dict:
     """The product's race (engine/race.py) run on the oracle's recorded val curves instead of training.
 
-    A race round is an exact prefix of the candidate's full run (tested: tests/stages/test_train.py),
+    A race round is an exact prefix of the candidate's full run (tests/engine/test_loop.py: a run
+    stopped after epoch k and resumed ends bit-identical to the uninterrupted one; §5b compares each
+    replay with the real race),
     so a round stopped after ``n`` epochs scores what the full run scored by epoch ``n``: the best
     val so far for a strategy that keeps its best epoch, the last otherwise. The winner's test
     accuracy is its oracle run's (floor off: the floor's swap is not replayed).
