@@ -173,7 +173,7 @@ def run_lightning(params) -> dict:
         return normalization(augment(x, generator, Augmentation(geometric=True, colour=False))), y
 
     bs = batch_size(params, len(images))
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images.images, images.labels),
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images.images[:], images.labels),
                                          batch_size=bs, shuffle=True, collate_fn=collate)
     module = Module()
     started = time.perf_counter()
