@@ -5,17 +5,20 @@ Peers are bench-only: they run from `.venv-peers` (made by `make bench-peers-env
 sees the project's .venv and adds fastai 2.8.12 and lightning 2.6.6; nothing at runtime needs them.
 
 Per scenario and seed, each contender gets the same labeled target images (the scenario's label
-cap, val included), the same resnet18 pretrained on the source domain, `train.epochs` epochs,
-the same batch size (train.batch_size, or the number of labeled train images when fewer: no
-contender may drop its only batch) and is scored on the target test split; each row prints
-the optimizer steps it took:
+cap, val included), the same resnet18 pretrained on the source domain, the same batch size
+(train.batch_size, or the number of labeled train images when fewer: no contender may drop its
+only batch) and as many optimizer steps as autotransfer took (its `train.epochs` epochs; an
+adaptation recipe's steps also cover the source, so a peer with few labels makes many passes
+over them), and is scored on the target test split; each row prints the steps each took:
 - autotransfer: `rules` mode with params.yaml's defaults (similarity + plan + train timed);
 - fastai: `vision_learner(dls, arch, pretrained=True)` + `fine_tune(epochs - 1)` (one frozen
-  epoch + the rest unfrozen: the same epoch count), `aug_transforms(do_flip=False)` (digits are
-  not mirror-symmetric; every other default kept) + Normalize with the source model's stats,
-  its own head and LR (2e-3);
+  epoch + the rest unfrozen), epochs enough to cover the steps and the fit cancelled at the
+  last one (less than one epoch of its one-cycle tail is cut), `aug_transforms(do_flip=False)`
+  (digits are not mirror-symmetric; every other default kept) + Normalize with the source
+  model's stats, its own head and LR (2e-3);
 - lightning: a LightningModule `backbone` + linear head, Adam 1e-3 on what requires grad,
-  `BackboneFinetuning()` with its defaults (unfreezes at epoch 10), our geometric augmentation.
+  `max_steps` = the steps, `BackboneFinetuning()` with its defaults (unfreezes at epoch 10),
+  our geometric augmentation.
 
     .venv-peers/bin/python bench/peers.py [--seeds 0 1 2] [--scenarios quick]
 """
@@ -95,18 +98,21 @@ def rows(params, usages: tuple[str, ...]):
     return manifest, domain_rows(manifest, params.data.target, usages)
 
 
-def run_fastai(params) -> dict:
+def run_fastai(params, steps_budget: int) -> dict:
     import pandas as pd
-    from fastai.vision.all import (Callback, ImageDataLoaders, Normalize, Resize, accuracy, aug_transforms,
-                                   set_seed, vision_learner)
+    from fastai.vision.all import (Callback, CancelFitException, ImageDataLoaders, Normalize, Resize, accuracy,
+                                   aug_transforms, set_seed, vision_learner)
 
     class CountSteps(Callback):
-        """Optimizer steps fastai actually took (its training DataLoader drops the last partial batch)."""
+        """Optimizer steps fastai actually took (its training DataLoader drops the last partial batch);
+        the fit stops at the budget."""
 
         count = 0
 
         def after_step(self) -> None:
             self.count += 1
+            if self.count >= steps_budget:
+                raise CancelFitException
 
     set_seed(params.train.seed, reproducible=True)
     manifest, labeled = rows(params, ("train", "val"))
@@ -125,8 +131,9 @@ def run_fastai(params) -> dict:
                                    bs=bs, num_workers=0)
     steps = CountSteps()
     learner = vision_learner(dls, lambda pretrained=True: source_resnet(params), metrics=accuracy, cbs=[steps])
+    epochs = max(2, -(-steps_budget // len(dls.train)))  # len(dls.train): steps per epoch
     with learner.no_bar(), learner.no_logging():
-        learner.fine_tune(params.train.epochs - 1)  # 1 frozen epoch + epochs - 1 unfrozen
+        learner.fine_tune(epochs - 1)  # 1 frozen epoch + epochs - 1 unfrozen
     seconds = time.perf_counter() - started
     _, test = rows(params, ("test",))
     with learner.no_bar():
@@ -136,7 +143,7 @@ def run_fastai(params) -> dict:
             "steps": steps.count, "batch_size": bs}
 
 
-def run_lightning(params) -> dict:
+def run_lightning(params, steps_budget: int) -> dict:
     import lightning as L
     from lightning.pytorch.callbacks import BackboneFinetuning
 
@@ -177,7 +184,7 @@ def run_lightning(params) -> dict:
                                          batch_size=bs, shuffle=True, collate_fn=collate)
     module = Module()
     started = time.perf_counter()
-    trainer = L.Trainer(max_epochs=params.train.epochs, callbacks=[BackboneFinetuning()], accelerator="cpu",
+    trainer = L.Trainer(max_steps=steps_budget, max_epochs=-1, callbacks=[BackboneFinetuning()], accelerator="cpu",
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False)
     trainer.fit(module, loader)
@@ -209,7 +216,9 @@ def main() -> None:
             validate(params, progress=False)
             if not (Path(params.pretrain.out) / "model.safetensors").exists():
                 pretrain(params, progress=False)
-            run = {"autotransfer": run_ours(params), "fastai": run_fastai(params), "lightning": run_lightning(params)}
+            ours = run_ours(params)
+            run = {"autotransfer": ours, "fastai": run_fastai(params, ours["steps"]),
+                   "lightning": run_lightning(params, ours["steps"])}
             print(f"{name} seed {seed}: " + ", ".join(f"{k} {v['accuracy']:.3f} ({v['seconds']:.0f} s, "
                                                        f"{v['steps']} steps)"
                                                        for k, v in run.items()), flush=True)
@@ -227,7 +236,8 @@ def main() -> None:
     met = all(v["summary"]["autotransfer"]["accuracy_mean"] >= max(v["summary"][p]["accuracy_mean"]
                                                                   for p in ("fastai", "lightning"))
               for v in results.values())
-    save("peers", {"setup": {"seeds": args.seeds, "scenarios": list(results), "epochs": 10, "arch": "resnet18",
+    save("peers", {"setup": {"seeds": args.seeds, "scenarios": list(results), "epochs": 10, "steps": "autotransfer's",
+                             "arch": "resnet18",
                              "fastai": _version("fastai"), "lightning": _version("lightning")},
                    "provenance": provenance,
                    "scenarios": results, "accuracy_target_met": met})

@@ -166,15 +166,20 @@ def dann(r: dict[str, Any]) -> list[str]:
 def peers(r: dict[str, Any]) -> list[str]:
     setup = r["setup"]
     rows = ["## 7. Peers side by side (fastai, Lightning)", "", header(r), "",
-            f"_resnet18 pretrained on the source domain, {setup['epochs']} epochs each, the scenario's labels "
-            f"(val included), seeds {setup['seeds']}; fastai {setup['fastai']} `vision_learner` + `fine_tune`, "
+            f"_resnet18 pretrained on the source domain, the scenario's labels (val included), seeds "
+            f"{setup['seeds']}; " + ("each peer takes as many optimizer steps as ours (our "
+                                      f"{setup['epochs']} epochs; with few labels the pick's steps also cover the "
+                                      "source, so the peers make many passes over their labels); "
+                                      if "steps" in setup else f"{setup['epochs']} epochs each; ")
+            + f"fastai {setup['fastai']} `vision_learner` + `fine_tune`, "
             f"Lightning {setup['lightning']} `BackboneFinetuning()` defaults; autotransfer = the `rules` pick, "
             "its seconds include similarity and planning. `make bench-peers` runs the quick scenarios._", "",
             "| scenario | autotransfer (pick) | fastai | Lightning | seconds: ours / fastai / Lightning | "
             "optimizer steps: ours / fastai / Lightning |",
             "|---|---|---|---|---|---|"]
-    accurate, fast = [], []
+    accurate, fast, equal_steps = [], [], []
     for name, v in r["scenarios"].items():
+        equal_steps.append(all(len({run[w]["steps"] for w in CONTENDERS}) == 1 for run in v["runs"]))
         s = v["summary"]
         cell = lambda w: f"{s[w]['accuracy_mean']:.3f} ± {s[w]['accuracy_std']:.3f}"  # noqa: E731
         picks = sorted({run["autotransfer"]["pick"] for run in v["runs"]})
@@ -189,7 +194,8 @@ def peers(r: dict[str, Any]) -> list[str]:
              verdict(as_accurate and all(fast), f"accuracy {status(as_accurate)}: automatic pick "
                          "minus the best peer, per scenario: " + ", ".join(f"{100 * d:+.1f} pts" for d in accurate)
                          + f"; time {status(all(fast))}: no slower than the faster peer in "
-                         f"{sum(fast)}/{len(fast)} scenarios."), ""]
+                         f"{sum(fast)}/{len(fast)} scenarios; equal optimizer steps in "
+                         f"{sum(equal_steps)}/{len(equal_steps)} scenarios (every seed)."), ""]
     return rows
 
 
