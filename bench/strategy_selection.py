@@ -171,7 +171,7 @@ def replay_race(params, planned, oracle: dict, best: float, train_images: int, r
     """
     from types import SimpleNamespace
 
-    from autotransfer.engine.race import race
+    from autotransfer.engine.race import race, race_candidates
 
     def fit(candidate, stop_after):
         entry = oracle[candidate.label]
@@ -183,7 +183,7 @@ def replay_race(params, planned, oracle: dict, best: float, train_images: int, r
 
     race_params = params.model_copy(update={"train": params.train.model_copy(update={
         "race": params.train.race.model_copy(update={"rising_slot": rising_slot})})})
-    candidates = [Candidate(c.strategy, c.backbone_lr_mult) for c in planned[: params.strategy.top_k]]
+    candidates = race_candidates(params, planned)
     train = SimpleNamespace(train=range(train_images))  # race() reads len(data.train): steps per epoch
     _, table = race(race_params, candidates, train, fit)
     pick = table[-1].candidate

@@ -63,7 +63,7 @@ def validate(params: dict[str, Any], key: str) -> dict[str, Any]:
     with tracked(p, "validate") as tracker:
         result = run(p, progress=False)
         if not result.success:
-            tracker.end("FAILED", f"validate: data validation failed ({', '.join(result.report.failed_checks)})")
+            tracker.end("FAILED", f"validate: {result.report.failure()}")
     if not result.success:
         create_markdown_artifact(
             key="validation-report",
@@ -71,8 +71,7 @@ def validate(params: dict[str, Any], key: str) -> dict[str, Any]:
             description="Great Expectations checks of the source and target data",
         )
         raise ValidationFailed(
-            f"data validation failed ({', '.join(result.report.failed_checks)}); "
-            f"see {result.markdown_path} "
+            f"{result.report.failure()}; see {result.markdown_path} "
             "and the 'validation-report' artifact. Nothing was trained or registered."
         )
     return _done("validate", p, key, result.report)

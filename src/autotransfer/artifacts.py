@@ -154,6 +154,10 @@ class ValidationReport(Report):
             f"files readable, {sum(c.success for c in self.checks)}/{len(self.checks)} checks passed"
         )
 
+    def failure(self) -> str:
+        """What a failed run ends with: the tracker's note and the flow's error both start with it."""
+        return f"data validation failed ({', '.join(self.failed_checks)})"
+
 
 # ------------------------------------------------------------------ pretrain
 
@@ -332,6 +336,9 @@ class RaceRow(Part):
     budget_epochs: int
     epochs_trained: int
     val_accuracy: float | None
+    # what the rising slot compared: val projected to the next round's end (None: no next round, or the slot off)
+    projected_val: float | None = None
+    went_on: bool | None = None  # None: the last round or the final run
     seconds: float
 
 
@@ -401,7 +408,10 @@ class TrainReport(Report):
     def summary(self) -> str:
         lines = [
             f"  race round {row.round}: {row.candidate} {row.budget_epochs} epochs "
-            f"-> val {_fmt(row.val_accuracy)} ({row.seconds} s)"
+            f"-> val {_fmt(row.val_accuracy)}"
+            + ("" if row.projected_val is None else f", projected {_fmt(row.projected_val)}")
+            + ("" if row.went_on is None else ", goes on" if row.went_on else ", cut")
+            + f" ({row.seconds} s)"
             for row in self.race
         ]
         if self.race_note:

@@ -295,7 +295,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     with _tracked(params, "validate") if args.reports is None else contextlib.nullcontext() as tracker:
         result = validate(params, reports_dir=args.reports, progress=_progress(args))
         if tracker is not None and not result.success:
-            tracker.end("FAILED", f"validate: data validation failed ({', '.join(result.report.failed_checks)})")
+            tracker.end("FAILED", f"validate: {result.report.failure()}")
     for line in summary_lines(result.report, params.validation.max_listed):
         print(line)
     print(

@@ -60,8 +60,13 @@ def test_race_trains_the_top_candidates_on_a_short_budget_then_the_winner_to_the
     assert {row["budget_epochs"] for row in rounds} == {1, 2}
     assert len([r for r in rounds if r["budget_epochs"] == 1]) == 3
     assert len([r for r in rounds if r["budget_epochs"] == 2]) == 2
+    # each row says whether it went on, and what the rising slot compared
+    second = {r["candidate"] for r in rounds if r["round"] == 2}
+    assert {r["candidate"] for r in rounds if r["round"] == 1 and r["went_on"]} == second
+    assert all(r["projected_val"] >= r["val_accuracy"] for r in rounds if r["round"] == 1)
     final = report["race"][-1]
     assert final["round"] == "final" and final["candidate"] == report["candidate"]
+    assert [r["candidate"] for r in rounds if r["round"] == 2 and r["went_on"]] == [final["candidate"]]
     # the winner resumed its race run: only the remaining epochs were trained
     assert final["epochs_trained"] == 4 - 2
     assert report["race_cost_epochs"] < report["oracle_cost_epochs"]

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from autotransfer.artifacts import RaceRow
+from autotransfer.artifacts import CandidateSpec, RaceRow
 from autotransfer.config import Params
 from autotransfer.engine.loop import FitResult
 from autotransfer.io.data import TrainData
@@ -22,6 +22,11 @@ from autotransfer.transfer.strategies import Candidate
 
 # fit(candidate, stop_after) -> the candidate's run, resumed from its checkpoint
 Fit = Callable[[Candidate, int | None], FitResult]
+
+
+def race_candidates(params: Params, planned: Sequence[CandidateSpec]) -> list[Candidate]:
+    """The plan's first ``strategy.top_k`` candidates: who enters the race."""
+    return [Candidate(c.strategy, c.backbone_lr_mult) for c in planned[: params.strategy.top_k]]
 
 
 def race(params: Params, candidates: list[Candidate], data: TrainData, fit: Fit) -> tuple[FitResult, list[RaceRow]]:
@@ -39,27 +44,40 @@ def race(params: Params, candidates: list[Candidate], data: TrainData, fit: Fit)
     round_number = 0
     while True:
         round_number += 1
-        scores, rises = {}, {}
+        scores, rises, runs = {}, {}, {}
         for candidate in alive:
             started = time.perf_counter()
             result = fit(candidate, budget)
+            runs[candidate.label] = result, round(time.perf_counter() - started, 2)
             scores[candidate.label] = result.val_accuracy if result.val_accuracy is not None else -math.inf
             rises[candidate.label] = val_rise(result.history, budget)
-            table.append(_row(round_number, candidate, budget, result, trained, started))
-            trained[candidate.label] = result.epochs_run
+        order = list(alive)
         alive.sort(key=lambda c: scores[c.label], reverse=True)  # stable: ties keep the plan's order
-        if budget >= epochs:
+        last = budget >= epochs
+        ahead = min(epochs, budget * 2) - budget  # the next round's extra epochs
+        keep = math.ceil(len(alive) * cfg.keep)
+        going = alive[:1] if last else survivors(alive, scores, rises, keep, ahead, cfg.rising_slot)
+        for candidate in order:
+            result, seconds = runs[candidate.label]
+            val, shown = result.val_accuracy, not last and cfg.rising_slot
+            projection = projected_val(val, rises[candidate.label], ahead) if shown and val is not None else None
+            went_on = None if last else candidate in going
+            table.append(_row(round_number, candidate, budget, result, trained, seconds, projection, went_on))
+            trained[candidate.label] = result.epochs_run
+        alive = going
+        if last or len(alive) == 1:
             break
-        next_budget = min(epochs, budget * 2)
-        alive = survivors(alive, scores, rises, math.ceil(len(alive) * cfg.keep), next_budget - budget, cfg.rising_slot)
-        if len(alive) == 1:
-            break
-        budget = next_budget
+        budget += ahead
     winner = alive[0]
     started = time.perf_counter()
     result = fit(winner, None)
-    table.append(_row("final", winner, epochs, result, trained, started))
+    table.append(_row("final", winner, epochs, result, trained, round(time.perf_counter() - started, 2), None, None))
     return result, table
+
+
+def projected_val(val: float, rise: float, epochs_ahead: int) -> float:
+    """Val projected to the next round's end: a falling curve projects flat, and at most 1."""
+    return min(1.0, val + max(0.0, rise) * epochs_ahead)
 
 
 def survivors(
@@ -80,11 +98,9 @@ def survivors(
     if not rising_slot or keep < 2 or keep >= len(ranked):
         return ranked[:keep]
 
-    def projected(c: Candidate) -> float:
-        return min(1.0, scores[c.label] + max(0.0, rises[c.label]) * epochs_ahead)
-
     rest = ranked[keep - 1 :]
-    return [*ranked[: keep - 1], max(rest, key=projected)]  # max keeps the first of equals
+    best = max(rest, key=lambda c: projected_val(scores[c.label], rises[c.label], epochs_ahead))
+    return [*ranked[: keep - 1], best]  # max keeps the first of equals
 
 
 def val_rise(history: list[dict[str, Any]], budget: int) -> float:
@@ -103,7 +119,14 @@ def val_rise(history: list[dict[str, Any]], budget: int) -> float:
 
 
 def _row(
-    round_: int | str, candidate: Candidate, budget: int, result: FitResult, trained: dict[str, int], started: float
+    round_: int | str,
+    candidate: Candidate,
+    budget: int,
+    result: FitResult,
+    trained: dict[str, int],
+    seconds: float,
+    projected: float | None,
+    went_on: bool | None,
 ) -> RaceRow:
     return RaceRow(
         round=round_,
@@ -111,8 +134,10 @@ def _row(
         budget_epochs=budget,
         epochs_trained=result.epochs_run - trained[candidate.label],
         val_accuracy=result.val_accuracy,
-        seconds=round(time.perf_counter() - started, 2),
+        projected_val=None if projected is None else round(projected, 4),
+        went_on=went_on,
+        seconds=seconds,
     )
 
 
-__all__ = ["Fit", "race", "survivors", "val_rise"]
+__all__ = ["Fit", "projected_val", "race", "race_candidates", "survivors", "val_rise"]

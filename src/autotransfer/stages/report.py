@@ -150,13 +150,38 @@ def _race(train: dict[str, Any] | None) -> str:
     )
     if train.get("race"):
         rows = [
-            [r["round"], r["candidate"], r["budget_epochs"], r["epochs_trained"], _fmt(r["val_accuracy"]), r["seconds"]]
+            [
+                r["round"],
+                r["candidate"],
+                r["budget_epochs"],
+                r["epochs_trained"],
+                _fmt(r["val_accuracy"]),
+                _fmt(r.get("projected_val")),
+                _went_on(r.get("went_on")),
+                r["seconds"],
+            ]
             for r in train["race"]
         ]
-        table = _table(["round", "candidate", "budget epochs", "epochs trained", "val accuracy", "seconds"], rows)
+        table = _table(
+            [
+                "round",
+                "candidate",
+                "budget epochs",
+                "epochs trained",
+                "val accuracy",
+                "projected val",
+                "next round",
+                "seconds",
+            ],
+            rows,
+        )
     else:
         table = f"<p class='missing'>{_e(train.get('race_note') or 'no race: strategy.mode is ' + train['mode'])}</p>"
     return _section("race", "Training and race", summary + table)
+
+
+def _went_on(went_on: bool | None) -> str:
+    return "—" if went_on is None else "goes on" if went_on else "cut"
 
 
 def _confusion(metrics: dict[str, Any] | None, reports: Path) -> str:

@@ -39,7 +39,7 @@ from autotransfer.artifacts import (
 from autotransfer.config import Params
 from autotransfer.engine.ddp import current_world
 from autotransfer.engine.loop import FitResult, fit
-from autotransfer.engine.race import race
+from autotransfer.engine.race import race, race_candidates
 from autotransfer.errors import StageInputError
 from autotransfer.io.data import (
     TrainData,
@@ -102,7 +102,7 @@ def train_stage(params: Params, progress: bool | None = None) -> TrainReport:
         return fit(params, candidate, data, out / RUNS_DIR / candidate.label, epochs, progress, stop_after, code)
 
     if params.strategy.mode == "race" and forced is None:
-        candidates = [Candidate(c.strategy, c.backbone_lr_mult) for c in plan.candidates[: params.strategy.top_k]]
+        candidates = race_candidates(params, plan.candidates)
         data = load_train_data(params, any(strategy_class(c.strategy).needs_source for c in candidates), spec, progress)
         if len(data.val) == 0:
             race_note = (
