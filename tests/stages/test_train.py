@@ -64,6 +64,7 @@ def test_race_trains_the_top_candidates_on_a_short_budget_then_the_winner_to_the
     second = {r["candidate"] for r in rounds if r["round"] == 2}
     assert {r["candidate"] for r in rounds if r["round"] == 1 and r["went_on"]} == second
     assert all(r["projected_val"] >= r["val_accuracy"] for r in rounds if r["round"] == 1)
+    assert all(r["projected_val"] is None for r in rounds if r["round"] == 2)  # one place: best val, no projection
     final = report["race"][-1]
     assert final["round"] == "final" and final["candidate"] == report["candidate"]
     assert [r["candidate"] for r in rounds if r["round"] == 2 and r["went_on"]] == [final["candidate"]]

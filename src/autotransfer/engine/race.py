@@ -59,7 +59,7 @@ def race(params: Params, candidates: list[Candidate], data: TrainData, fit: Fit)
         going = alive[:1] if last else survivors(alive, scores, rises, keep, ahead, cfg.rising_slot)
         for candidate in order:
             result, seconds = runs[candidate.label]
-            val, shown = result.val_accuracy, not last and cfg.rising_slot
+            val, shown = result.val_accuracy, not last and cfg.rising_slot and 2 <= keep < len(alive)
             projection = projected_val(val, rises[candidate.label], ahead) if shown and val is not None else None
             went_on = None if last else candidate in going
             table.append(_row(round_number, candidate, budget, result, trained, seconds, projection, went_on))
