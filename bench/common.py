@@ -16,7 +16,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
-WORK = RESULTS / "tmp"  # git-ignored scratch space
+WORK = RESULTS / "tmp"  # git-ignored scratch space: absent in a fresh clone
+WORK.mkdir(parents=True, exist_ok=True)
 
 
 def demo_root() -> Path:
