@@ -82,7 +82,7 @@ bench-peers: $(PEERS)/.installed
 	cd bench && ../$(PEERS)/bin/python peers.py --seeds 0 1 2 --scenarios quick
 	cd bench && python report.py
 
-# Every table of BENCHMARKS.md §1-§7 (about 2.5 h on 2 cores). §5 is the synth-digits resnet18 at
+# Every table of BENCHMARKS.md §1-§7 (about 4 h on 2 cores: §5 ~2 h, §7 ~50 min). §5 is the synth-digits resnet18 at
 # 32 px (7 scenarios x 3 seeds); the ImageNet lite0 backbone at 64 px is `bench-backbone` (§10),
 # several hours on CPU per scenario's 3 seeds. dann.py reuses the runs recorded in
 # bench/results/dann_runs/ whose setup matches (delete them to retrain).
