@@ -84,18 +84,11 @@ bench-peers: $(PEERS)/.installed
 
 # Every table of BENCHMARKS.md §1-§7 (about 4 h on 2 cores: §5 ~2 h, §7 ~50 min). §5 is the synth-digits resnet18 at
 # 32 px (7 scenarios x 3 seeds); the ImageNet lite0 backbone at 64 px is `bench-backbone` (§10),
-# several hours on CPU per scenario's 3 seeds. dann.py reuses the runs recorded in
-# bench/results/dann_runs/ whose setup matches (delete them to retrain).
+# several hours on CPU per scenario's 3 seeds. Resumable: bench/full.py records each step with a
+# fingerprint of the code it measured (bench/results/full_run.json) and a rerun skips the steps
+# done at this code; dann.py also reuses its runs in bench/results/dann_runs/ whose setup matches.
 bench-full: $(STAMP) $(PEERS)/.installed
-	cd bench && python orchestration.py --repeats 3 --demo
-	cd bench && python similarity_cost.py --repeats 3
-	cd bench && python strategy_selection.py --arch resnet18 --seeds 0 1 2
-	cd bench && ../$(PEERS)/bin/python peers.py --seeds 0 1 2 --scenarios all
-	cd bench && python efficiency.py --repeats 5 --epochs 2
-	cd bench && python probe_cache.py --repeats 3
-	cd bench && python strategy_selection.py --arch resnet18 --seeds 3 4 5 --scenarios 'shifted, all labels' 'similar, all labels' --name strategy_selection_race_fresh
-	cd bench && ../$(PEERS)/bin/python dann.py --seeds 10 11 12 13 14 --steps 800
-	cd bench && python report.py
+	cd bench && python full.py --peers-python ../$(PEERS)/bin/python
 
 bench-backbone: $(STAMP)
 	cd bench && python strategy_selection.py --scenarios 'similar, all labels' --seeds 0 1 2

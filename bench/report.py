@@ -565,6 +565,24 @@ def notes(name: str, dates: dict[str, str]) -> list[str]:
     return [text[stamp.end():], ""]
 
 
+def full_run(results: dict[str, dict[str, Any] | None]) -> list[str]:
+    """Which tables the last `make bench-full` wrote (bench/results/full_run.json), when, and at which code."""
+    ledger = load("full_run")
+    if not ledger:
+        return []
+    rows = ["| table | started (UTC) | minutes | code fingerprint |", "|---|---|---|---|"]
+    for name, step in ledger["steps"].items():
+        date = (results.get(name) or {}).get("machine", {}).get("date", "")
+        if step["started"] <= date <= step["ended"]:  # not rewritten since by another command
+            rows.append(f"| {name} | {step['started'][:16].replace('T', ' ')} | {step['minutes']} | "
+                        f"`{step['fingerprint']}` |")
+    starts = ", ".join(s[:16].replace("T", " ") for s in ledger["invocations"])
+    return [f"_`make bench-full` (bench/full.py) wrote these tables; started {len(ledger['invocations'])} "
+            f"time(s), at {starts}, each start skipping the steps already done at the same code "
+            "(fingerprint: src/, flows/, tasks/, params.yaml, pyproject.toml and the step's bench "
+            "scripts)._", "", *rows, ""] if len(rows) > 2 else []
+
+
 OVERVIEW_SECTIONS = ("efficiency", "probe_cache", "orchestration", "dann", "strategy_selection", "similarity_cost", "peers")
 
 
@@ -601,7 +619,7 @@ def main() -> None:
         body += render(result) if result else not_yet.get(name, [f"## {name}", "", "_Not measured yet._", ""])
         if result:  # the hand-written reading of the numbers, kept next to them
             body += notes(name, dates)
-    lines += notes("overview", overview_dates) + verdicts(body)
+    lines += notes("overview", overview_dates) + full_run(results) + verdicts(body)
     OUT.write_text("\n".join(lines + body))
     print(f"wrote {OUT.relative_to(REPO)}")
 

@@ -51,15 +51,15 @@ def race(params: Params, candidates: list[Candidate], data: TrainData, fit: Fit)
             runs[candidate.label] = result, round(time.perf_counter() - started, 2)
             scores[candidate.label] = result.val_accuracy if result.val_accuracy is not None else -math.inf
             rises[candidate.label] = val_rise(result.history, budget)
-        order = list(alive)
-        alive.sort(key=lambda c: scores[c.label], reverse=True)  # stable: ties keep the plan's order
+        ranked = sorted(alive, key=lambda c: scores[c.label], reverse=True)  # stable: ties keep the plan's order
         last = budget >= epochs
         ahead = min(epochs, budget * 2) - budget  # the next round's extra epochs
         keep = math.ceil(len(alive) * cfg.keep)
-        going = alive[:1] if last else survivors(alive, scores, rises, keep, ahead, cfg.rising_slot)
-        for candidate in order:
+        going = ranked[:1] if last else survivors(ranked, scores, rises, keep, ahead, cfg.rising_slot)
+        shown = not last and rising_slot_applies(cfg.rising_slot, keep, len(alive))
+        for candidate in alive:
             result, seconds = runs[candidate.label]
-            val, shown = result.val_accuracy, not last and cfg.rising_slot and 2 <= keep < len(alive)
+            val = result.val_accuracy
             projection = projected_val(val, rises[candidate.label], ahead) if shown and val is not None else None
             went_on = None if last else candidate in going
             table.append(_row(round_number, candidate, budget, result, trained, seconds, projection, went_on))
@@ -80,6 +80,11 @@ def projected_val(val: float, rise: float, epochs_ahead: int) -> float:
     return min(1.0, val + max(0.0, rise) * epochs_ahead)
 
 
+def rising_slot_applies(rising_slot: bool, keep: int, candidates: int) -> bool:
+    """Whether the last place kept is the rising slot: on, two or more places, fewer than the candidates."""
+    return rising_slot and 2 <= keep < candidates
+
+
 def survivors(
     ranked: list[Candidate],
     scores: dict[str, float],
@@ -95,7 +100,7 @@ def survivors(
     go to the better val, then the plan's order. A single place always goes to the best val.
     """
     keep = max(1, keep)
-    if not rising_slot or keep < 2 or keep >= len(ranked):
+    if not rising_slot_applies(rising_slot, keep, len(ranked)):
         return ranked[:keep]
 
     rest = ranked[keep - 1 :]
