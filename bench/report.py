@@ -589,8 +589,8 @@ OVERVIEW_SECTIONS = ("efficiency", "probe_cache", "orchestration", "dann", "stra
 def main() -> None:
     lines = ["# Benchmarks", "",
              "Measurements, not tests: each ratio is measured side by side in one run and repeated. Regenerate "
-             "with `make bench` (quick: one seed, reduced sizes, ≤ 20 min on 2 cores) or `make bench-full`; "
-             "this file is written by `bench/report.py` from `bench/results/*.json`.", ""]
+             "with `make bench` (quick: one seed, reduced sizes, ≤ 20 min on 2 cores) or `make bench-full` "
+             "(about 4 h, resumable); this file is written by `bench/report.py` from `bench/results/*.json`.", ""]
     not_yet = {
         "strategy_selection": ["## 5. Strategy selection regret", "", "_Not measured yet: needs the scenario suite "
                                "(oracle vs `rules` vs `race`, 3 seeds); see the benchmarks issue._", ""],
