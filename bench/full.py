@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> None:
     if LEDGER.exists() and not args.fresh:
         ledger = json.loads(LEDGER.read_text())
     ledger["invocations"].append(now())
+    LEDGER.parent.mkdir(parents=True, exist_ok=True)
+    LEDGER.write_text(json.dumps(ledger, indent=2) + "\n")
     for step in STEPS:
         python = args.peers_python if step.peers else sys.executable
         argv = [python, step.script, *step.args]
