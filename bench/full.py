@@ -104,6 +104,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="the peers venv's python (fastai, Lightning, skada): `make .venv-peers/.installed`")
     parser.add_argument("--fresh", action="store_true", help="forget the recorded steps and run every one")
     parser.add_argument("--no-report", action="store_true", help="leave BENCHMARKS.md as it is")
+    parser.add_argument("--only", nargs="+", choices=[s.output for s in STEPS], metavar="STEP",
+                        help="run (or skip, if done at this code) only these steps, e.g. strategy_selection_race_fresh")
     args = parser.parse_args(argv)
 
     ledger: dict[str, Any] = {"steps": {}, "invocations": []}
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     ledger["invocations"].append(now())
     LEDGER.parent.mkdir(parents=True, exist_ok=True)
     LEDGER.write_text(json.dumps(ledger, indent=2) + "\n")
-    for step in STEPS:
+    for step in (s for s in STEPS if not args.only or s.output in args.only):
         python = args.peers_python if step.peers else sys.executable
         argv = [python, step.script, *step.args]
         command = shlex.join(["python", step.script, *step.args])  # the same record whichever venv path

@@ -65,6 +65,14 @@ def test_a_step_done_at_this_code_is_skipped_and_a_changed_one_runs_again(full, 
     assert len(json.loads((tmp_path / "full_run.json").read_text())["invocations"]) == 1
 
 
+def test_only_runs_the_steps_named(full, tmp_path, monkeypatch):
+    first, second = full.toy()[0], full.toy("--second")[0]
+    monkeypatch.setattr(full, "STEPS", (first, full.Step("other", second.script, second.args)))
+    full.main(["--no-report", "--only", "other"])
+    assert runs(tmp_path) == 1
+    assert list(json.loads((tmp_path / "full_run.json").read_text())["steps"]) == ["other"]
+
+
 def test_a_failed_step_stops_the_run_names_itself_and_is_not_recorded(full, tmp_path, monkeypatch):
     monkeypatch.setattr(full, "STEPS", full.toy("--fail"))
     with pytest.raises(SystemExit, match="bench-full: toy failed \\(exit 3\\)"):
