@@ -90,12 +90,16 @@ def result_date(step: Step) -> str | None:
     return json.loads(path.read_text()).get("machine", {}).get("date") if path.exists() else None
 
 
-def done(step: Step, record: dict[str, Any] | None, command: str) -> bool:
-    """Recorded at this fingerprint and command, and its result file not rewritten since."""
-    if record is None or record["command"] != command or record["fingerprint"] != fingerprint(step):
-        return False
-    date = result_date(step)
+def written_by(record: dict[str, Any], date: str | None) -> bool:
+    """Whether a result dated ``date`` is the one the recorded step wrote (not rewritten since)."""
     return date is not None and record["started"] <= date <= record["ended"]
+
+
+def done(step: Step, record: dict[str, Any] | None, command: str, code: str) -> bool:
+    """Recorded at this code fingerprint and command, and its result file still the one it wrote."""
+    if record is None or record["command"] != command or record["fingerprint"] != code:
+        return False
+    return written_by(record, result_date(step))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -116,23 +120,22 @@ def main(argv: list[str] | None = None) -> None:
     LEDGER.write_text(json.dumps(ledger, indent=2) + "\n")
     for step in (s for s in STEPS if not args.only or s.output in args.only):
         python = args.peers_python if step.peers else sys.executable
-        argv = [python, step.script, *step.args]
         command = shlex.join(["python", step.script, *step.args])  # the same record whichever venv path
-        if done(step, ledger["steps"].get(step.output), command):
+        before = fingerprint(step)
+        if done(step, ledger["steps"].get(step.output), command, before):
             print(f"== {step.output}: recorded at this code, skipped", flush=True)
             continue
         print(f"== {step.output}: {command}", flush=True)
-        started, before, clock = now(), fingerprint(step), time.perf_counter()
-        code = subprocess.run(argv, cwd=BENCH).returncode
-        if code != 0:
-            sys.exit(f"bench-full: {step.output} failed (exit {code}): {command}")
+        started, clock = now(), time.perf_counter()
+        exit_code = subprocess.run([python, step.script, *step.args], cwd=BENCH).returncode
+        if exit_code != 0:
+            sys.exit(f"bench-full: {step.output} failed (exit {exit_code}): {command}")
         if fingerprint(step) != before:  # edited while it ran: which code was measured is unknown
             print(f"== {step.output}: its code changed while it ran; not recorded, a rerun measures it again")
             continue
         ledger["steps"][step.output] = {"command": command, "fingerprint": before, "started": started,
                                         "ended": now(), "minutes": round((time.perf_counter() - clock) / 60, 1)}
         LEDGER.write_text(json.dumps(ledger, indent=2) + "\n")
-    LEDGER.write_text(json.dumps(ledger, indent=2) + "\n")
     if not args.no_report:
         subprocess.run([sys.executable, "report.py"], cwd=BENCH, check=True)
 

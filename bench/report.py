@@ -12,6 +12,7 @@ import statistics
 from typing import Any
 
 from common import REPO, RESULTS, median
+from full import written_by
 
 OUT = REPO / "BENCHMARKS.md"
 CONTENDERS = ("autotransfer", "fastai", "lightning")  # peers.json's keys per run
@@ -572,8 +573,7 @@ def full_run(results: dict[str, dict[str, Any] | None]) -> list[str]:
         return []
     rows = ["| table | started (UTC) | minutes | code fingerprint |", "|---|---|---|---|"]
     for name, step in ledger["steps"].items():
-        date = (results.get(name) or {}).get("machine", {}).get("date", "")
-        if step["started"] <= date <= step["ended"]:  # not rewritten since by another command
+        if written_by(step, (results.get(name) or {}).get("machine", {}).get("date")):
             rows.append(f"| {name} | {step['started'][:16].replace('T', ' ')} | {step['minutes']} | "
                         f"`{step['fingerprint']}` |")
     starts = ", ".join(s[:16].replace("T", " ") for s in ledger["invocations"])
