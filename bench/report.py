@@ -174,7 +174,13 @@ def peers(r: dict[str, Any]) -> list[str]:
                                       if "steps" in setup else f"{setup['epochs']} epochs each; ")
             + f"fastai {setup['fastai']} `vision_learner` + `fine_tune`, "
             f"Lightning {setup['lightning']} `BackboneFinetuning()` defaults; autotransfer = the `rules` pick, "
-            "its seconds include similarity and planning. `make bench-peers` runs the quick scenarios._", "",
+            "its seconds include similarity and planning. `make bench-peers` runs the quick scenarios. "
+            "Same data, labeled images, source model, batch size and optimizer steps; they differ in the "
+            "optimizer (ours: params.yaml's SGD + warm-up/cosine per strategy; fastai: `fine_tune`'s Adam one-cycle, "
+            "lr 2e-3, its own head; Lightning: Adam 1e-3), augmentation (fastai: `aug_transforms(do_flip=False)`; "
+            "Lightning and ours: our geometric augmentation, ours adds colour for an adaptation recipe on colour "
+            "data) and selection (ours: the best-val epoch, early stopping after 5 without gain; the peers: their "
+            "last step; fastai validates on the labeled val images, 1 per class when there are none)._", "",
             "| scenario | autotransfer (pick) | fastai | Lightning | seconds: ours / fastai / Lightning | "
             "optimizer steps: ours / fastai / Lightning |",
             "|---|---|---|---|---|---|"]
