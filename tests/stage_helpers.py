@@ -12,7 +12,10 @@ def tiny_params(root: Path, work: Path, **sections: dict) -> Params:
         "pretrain": {"out": str(work / "models/source"), "epochs": 2, "batch_size": 8},
         # The floor (a probe and a pixel baseline on target val) is tested on its own: on these
         # noise images it would replace the model under test at random.
-        "train": {"out": str(work / "models/target"), "floor": False},
+        # These folders have 2 val images per class: let val choose (as on a real target with
+        # enough of them), and 10 epochs unless a test says otherwise (the step rule would give
+        # a 12-image pool 150 epochs). tests/stages/test_train.py tests both rules at their defaults.
+        "train": {"out": str(work / "models/target"), "floor": False, "min_val_per_class": 1, "min_steps": 1},
         "reports": {"dir": str(work / "reports")},
         "validation": {"state_dir": str(work / "scan-state")},
         "data": {"decoded_cache": str(work / "decoded")},

@@ -384,6 +384,25 @@ class FloorReport(Part):
     note: str
 
 
+class BudgetReport(Part):
+    """How long the written strategy trained, and why that long (transfer/budget.py)."""
+
+    epochs: int
+    steps: int
+    steps_per_epoch: int
+    pool: int  # labeled images per epoch
+    rule: str
+
+
+class SelectionReport(Part):
+    """Which rule chose among epochs, candidates and the floor: the val split, or rules that need none."""
+
+    rule: str  # val | no_val
+    val_smallest_class: int  # labeled val images in the smallest target class (before any fold)
+    min_val_per_class: int
+    note: str
+
+
 class TrainReport(Report):
     strategy: str
     candidate: str
@@ -404,6 +423,9 @@ class TrainReport(Report):
     processes: int | None = None
     floor: FloorReport | None = None  # None: train.floor off (or a report from before the floor)
     health: HealthReport | None = None  # None: a report from before the label-free checks
+    budget: BudgetReport | None = None  # None: a report from before step budgets
+    selection: SelectionReport | None = None
+    fit: str | None = None  # how a closed-form strategy was fitted (the converged probe)
 
     def summary(self) -> str:
         lines = [
@@ -423,6 +445,12 @@ class TrainReport(Report):
             f"{self.seconds} s ({self.images_per_second} img/s"
             + (f", {self.processes} processes)" if self.processes else ")")
         )
+        if self.budget:
+            lines.append(f"budget: {self.budget.rule}")
+        if self.fit:
+            lines.append(f"fit: {self.fit}")
+        if self.selection:
+            lines.append(f"selection: {self.selection.note}")
         if self.floor:
             lines.append(f"floor: {self.floor.note}")
         if self.health:

@@ -270,7 +270,23 @@ class HealthConfig(Section):
 
 class TrainConfig(Section):
     out: OutputPath = Field("models/target", description="Final model, metadata and checkpoints.")
-    epochs: int = Field(10, ge=1)
+    epochs: int | None = Field(
+        None,
+        ge=1,
+        description="Passes over the strategy's labeled pool; null: from the step rule (min_steps, min_epochs), "
+        "so a small target gets enough optimizer steps to converge (docs/strategies.md, 'Budgets').",
+    )
+    min_steps: int = Field(
+        150, ge=1, description="Step rule: at least this many optimizer steps (more epochs on a small pool)."
+    )
+    min_epochs: int = Field(10, ge=1, description="Step rule: at least this many passes over the labeled pool.")
+    min_val_per_class: int = Field(
+        10,
+        ge=1,
+        description="Fewer labeled val images in a class than this: nothing is chosen on val (no early stopping, "
+        "floor or race; the probe's L2 strength by cross-validation) and val trains with train.",
+    )
+    cv_folds: int = Field(5, ge=2, description="Folds of the probe's cross-validation when val is too small.")
     batch_size: int = Field(64, ge=1)
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = Field(0.05, gt=0, description="Learning rate of the head (and of every layer for scratch).")

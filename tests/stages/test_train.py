@@ -130,3 +130,51 @@ def test_classification_metrics_by_hand():
 def test_evaluate_without_a_model_says_what_to_run(ready):
     with pytest.raises(StageInputError, match="autotransfer train"):
         evaluate(ready, progress=False)
+
+
+def test_with_a_handful_of_val_images_nothing_is_chosen_on_val_and_they_train(data_root, tmp_path):
+    # given the product's defaults: a val split of 2 images per class is below train.min_val_per_class (10)
+    params = planned(tiny_params(data_root, tmp_path, strategy={"force": "finetune_all"},
+                                 train={"min_val_per_class": 10, "min_steps": 20, "batch_size": 4, "floor": True}))
+    # when it trains
+    report = train_stage(params, progress=False)
+    # then the report says val chose nothing: the last epoch is kept, the floor is skipped, and val trained
+    assert report.selection.rule == "no_val" and report.selection.val_smallest_class == 2
+    assert "train.min_val_per_class=10" in report.selection.note
+    assert report.best_epoch == report.epochs_run and report.val_accuracy is None
+    assert report.floor.rows == [] and report.floor.note.startswith("skipped")
+    # 6 train + 2 val images per class, 2 classes: 16 images, 4 steps per epoch at batch 4
+    assert report.budget.pool == 16 and report.budget.steps_per_epoch == 4
+    assert report.budget.epochs == 10 and "train.min_epochs decides" in report.budget.rule
+
+
+def test_the_step_rule_gives_a_small_pool_more_epochs_and_says_why(data_root, tmp_path):
+    params = planned(tiny_params(data_root, tmp_path, strategy={"force": "finetune_top"},
+                                 train={"min_steps": 60, "batch_size": 8, "patience": 0}))
+    report = train_stage(params, progress=False)
+    # 12 labeled train images at batch 8: 2 steps per epoch; 60 steps need 30 epochs (more than min_epochs 10)
+    assert (report.budget.steps_per_epoch, report.budget.epochs, report.budget.steps) == (2, 30, 60)
+    assert report.epochs_run == 30 and "train.min_steps decides" in report.budget.rule
+    assert report.selection.rule == "val"
+
+
+def test_the_linear_probe_is_fitted_in_closed_form_and_says_how(data_root, tmp_path):
+    params = planned(tiny_params(data_root, tmp_path, strategy={"force": "linear_probe"},
+                                 train={"min_val_per_class": 10}))
+    report = train_stage(params, progress=False)
+    assert report.strategy == "linear_probe" and report.epochs_run == 1
+    assert report.budget.steps == 0 and report.budget.rule.startswith("closed form")
+    # 8 labels per class once val trains: its L2 strength by cross-validation
+    assert report.fit.startswith("converged logistic regression") and "cross-validation" in report.fit
+
+
+def test_step_budget_rule_by_hand():
+    from autotransfer.config import TrainConfig
+    from autotransfer.transfer.budget import step_budget
+
+    cfg = TrainConfig()  # min_steps 150, min_epochs 10, batch 64
+    assert (step_budget(cfg, 1079).epochs, step_budget(cfg, 1079).steps) == (10, 170)  # the demo: unchanged
+    assert (step_budget(cfg, 100).epochs, step_budget(cfg, 100).steps) == (75, 150)
+    assert step_budget(cfg, 30).epochs == 150
+    assert step_budget(cfg.model_copy(update={"epochs": 3}), 30).epochs == 3  # train.epochs overrides
+    assert step_budget(cfg, 30, closed_form=True).steps == 0

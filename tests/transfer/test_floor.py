@@ -36,18 +36,26 @@ def image_set(n_per_class: int, classes: tuple[str, ...], seed: int) -> ImageSet
 def test_the_pixel_baseline_folded_into_a_model_predicts_what_sklearn_predicts():
     from sklearn.linear_model import LogisticRegression
 
-    # given labeled train images of three classes
+    from autotransfer.config import TrainConfig
+
+    # given labeled train and val images of three classes, val large enough to choose on
     classes = ("a", "b", "c")
-    train, test = image_set(10, classes, seed=0), image_set(5, classes, seed=1)
-    data = TrainData(classes, train, test, ImageSet.empty(16, classes))
+    train, val = image_set(10, classes, seed=0), image_set(5, classes, seed=1)
+    test = image_set(5, classes, seed=2)
+    data = TrainData(classes, train, val, ImageSet.empty(16, classes))
+    cfg = TrainConfig(min_val_per_class=5)
     # when the floor fits its logistic regression and folds it into a pixels model
-    model = fit_logistic_pixels(data, seed=0)
+    model = fit_logistic_pixels(data, cfg)
     with torch.no_grad():
         ours = torch.softmax(model(PIXEL_NORMALIZATION(test.images[:])), 1).numpy()
-    # then the served model gives sklearn's own probabilities on new images
+    # then the served model gives sklearn's own probabilities (at the C chosen on val) on new images
+    from autotransfer.transfer.logistic import fit_logistic
+
     x = pixel_features(train.images)
+    chosen = fit_logistic(x, train.labels.numpy(), pixel_features(val.images), val.labels.numpy(), 3, 5).selection
+    assert chosen.rule == "val"
     mean, std = x.mean(0), x.std(0) + 1e-6
-    reference = LogisticRegression(C=1.0, max_iter=2000, random_state=0).fit((x - mean) / std, train.labels.numpy())
+    reference = LogisticRegression(C=chosen.C, max_iter=2000, tol=1e-6).fit((x - mean) / std, train.labels.numpy())
     expected = reference.predict_proba((pixel_features(test.images) - mean) / std)
     np.testing.assert_allclose(ours, expected, atol=1e-4)
 
@@ -64,7 +72,7 @@ def test_a_trained_model_below_the_floor_is_replaced_by_the_floor_model(tmp_path
         root,
         tmp_path,
         strategy={"force": "scratch"},
-        train={"epochs": 1, "batch_size": 4, "lr": 1e-6, "floor": True},
+        train={"epochs": 1, "batch_size": 4, "lr": 1e-6, "floor": True, "min_val_per_class": 4},
     )
     # when the pipeline runs
     run_pipeline(params)
@@ -92,12 +100,13 @@ def test_the_trained_model_stays_when_it_beats_the_floor_and_goes_when_it_does_n
     from autotransfer.engine.loop import fit
     from autotransfer.io.data import load_train_data
     from autotransfer.models.weights import backbone_input
-    from autotransfer.stages.train import apply_floor
+    from autotransfer.stages.train import apply_floor, selection_rule
     from autotransfer.transfer.strategies import Candidate
     from stage_helpers import plan_ready
 
     params = plan_ready(tiny_params(data_root, tmp_path, train={"epochs": 2, "batch_size": 4}))
-    data = load_train_data(params, False, backbone_input(params), progress=False)
+    data, selection = selection_rule(params, load_train_data(params, False, backbone_input(params), progress=False))
+    assert selection.rule == "val"
 
     def fit_candidate(candidate):
         return fit(params, candidate, data, tmp_path / "runs" / candidate.label, 2, False)
@@ -105,20 +114,22 @@ def test_the_trained_model_stays_when_it_beats_the_floor_and_goes_when_it_does_n
     trained = fit_candidate(Candidate("finetune_all"))
     # given the trained model scored perfect on val: it stays, and the report says it beat the floor
     perfect = dataclasses.replace(trained, val_accuracy=1.0)
-    kept, floor = apply_floor(params, perfect, data, fit_candidate)
+    kept, floor = apply_floor(params, perfect, data, fit_candidate, selection)
     assert kept is perfect and floor.used is None and "beats the floor" in floor.note
     assert [row.model for row in floor.rows] == ["linear_probe", "logistic_pixels"]
     # given the same model scored 0 on val: the best baseline replaces it
-    swapped, floor = apply_floor(params, dataclasses.replace(trained, val_accuracy=0.0), data, fit_candidate)
+    swapped, floor = apply_floor(params, dataclasses.replace(trained, val_accuracy=0.0), data, fit_candidate, selection)
     assert floor.used == swapped.candidate.label
     assert swapped.val_accuracy == max(row.val_accuracy for row in floor.rows)
     # given a trained linear probe: it is the floor's probe, so it meets only the pixel baseline
     probe = fit_candidate(Candidate("linear_probe"))
-    kept, floor = apply_floor(params, dataclasses.replace(probe, val_accuracy=1.0), data, fit_candidate)
+    kept, floor = apply_floor(params, dataclasses.replace(probe, val_accuracy=1.0), data, fit_candidate, selection)
     assert [row.model for row in floor.rows] == ["logistic_pixels"] and floor.used is None
-    _, floor = apply_floor(params, dataclasses.replace(probe, val_accuracy=0.0), data, fit_candidate)
+    _, floor = apply_floor(params, dataclasses.replace(probe, val_accuracy=0.0), data, fit_candidate, selection)
     assert floor.used == "logistic_pixels" and "linear_probe (val 0.000) is not better" in floor.note
     # given no labeled val images: nothing to compare on, the floor is skipped and says why
     empty_val = dataclasses.replace(data, val=ImageSet.empty(16, data.classes))
-    kept, floor = apply_floor(params, perfect, empty_val, fit_candidate)
+    _, no_val = selection_rule(params, empty_val)
+    kept, floor = apply_floor(params, perfect, empty_val, fit_candidate, no_val)
     assert kept is perfect and floor.rows == [] and floor.note.startswith("skipped")
+    assert "no labeled target val images" in floor.note

@@ -60,6 +60,7 @@ class FitResult:
     epochs_run: int
     seconds: float
     resumed_from: int = 0
+    fit_note: str | None = None  # how a closed-form strategy was fitted
 
 
 def train(
@@ -78,6 +79,8 @@ def train(
     """
     world = current_world()
     device = resolve_device(strategy.device, world)
+    if strategy.closed_form:
+        return solve(strategy, data, device)
     model, plan, steps = strategy.model, strategy.phases(epochs), strategy.steps_per_epoch()
     run = RunState.start(strategy, model, device, changing_state_keys(model, plan), load_checkpoint(checkpoint, key))
     started = time.perf_counter()
@@ -129,6 +132,40 @@ def train(
                 break
     bar.close()
     return run.finish(strategy, data, started)
+
+
+def solve(strategy: Strategy, data: TrainData, device: torch.device) -> FitResult:
+    """A closed-form strategy (the converged linear probe): one fit, recorded as one "epoch" of history.
+
+    Nothing to checkpoint or resume: the fit is deterministic and takes seconds.
+    """
+    started = time.perf_counter()
+    record = strategy.solve()
+    seconds = time.perf_counter() - started
+    val = validate(strategy, data, device)
+    record = {
+        "epoch": 1,
+        "phase": 0,
+        **record,
+        "val_accuracy": val,
+        "seconds": round(seconds, 3),
+        "images_per_second": round(len(strategy.pool_labels) / max(seconds, 1e-9), 1),
+    }
+    if current_world().is_main:
+        epoch_ended(strategy.label, record, 1)
+    strategy.model.cpu()
+    return FitResult(
+        strategy.candidate,
+        strategy.model,
+        strategy.normalization,
+        strategy.head_classes,
+        [record],
+        1,
+        val,
+        1,
+        seconds,
+        fit_note=getattr(strategy, "fit_description", None),
+    )
 
 
 @contextlib.contextmanager

@@ -29,13 +29,16 @@ def race_candidates(params: Params, planned: Sequence[CandidateSpec]) -> list[Ca
     return [Candidate(c.strategy, c.backbone_lr_mult) for c in planned[: params.strategy.top_k]]
 
 
-def race(params: Params, candidates: list[Candidate], data: TrainData, fit: Fit) -> tuple[FitResult, list[RaceRow]]:
-    """Successive halving on the target val split; the winner's run continues to the full budget.
+def race(
+    params: Params, candidates: list[Candidate], data: TrainData, fit: Fit, epochs: int
+) -> tuple[FitResult, list[RaceRow]]:
+    """Successive halving on the target val split; the winner's run continues to the full ``epochs``.
 
     Every round trains under the full run's schedule and stops early, so the winner's
-    checkpoint is an exact prefix of its full run and is resumed, not retrained.
+    checkpoint is an exact prefix of its full run and is resumed, not retrained. Every
+    candidate gets the same ``epochs`` (the step budget of the labeled target pool).
     """
-    epochs, cfg = params.train.epochs, params.train.race
+    cfg = params.train.race
     steps_per_epoch = max(1, math.ceil(len(data.train) / params.train.batch_size))
     budget = min(epochs, max(math.ceil(epochs * cfg.budget_fraction), math.ceil(cfg.min_round_steps / steps_per_epoch)))
     alive = list(candidates)

@@ -23,7 +23,7 @@ from autotransfer.config import Params
 from autotransfer.errors import StageInputError
 from autotransfer.io.images import Interpolation, load_rgb, resize_square
 from autotransfer.io.progress import bar_disabled
-from autotransfer.io.store import DecodedCache, ImageStore, TensorStore
+from autotransfer.io.store import DecodedCache, ImageStore, TensorStore, concat
 from autotransfer.io.workers import decode_blocks
 
 
@@ -90,6 +90,25 @@ class TrainData:
     unlabeled: ImageSet  # target images without labels (unlabeled/ and capped-away train)
     source_train: ImageSet | None = None
     source_classes: tuple[str, ...] | None = None
+
+    def with_val_in_train(self) -> TrainData:
+        """The same data with the labeled val images moved into train (nothing is chosen on val)."""
+        train, val = self.train, self.val
+        merged = ImageSet(
+            concat([train.images, val.images]),
+            torch.cat([train.labels, val.labels]),
+            train.classes,
+            train.hashes + val.hashes,
+            train.paths + val.paths,
+            train.interpolation,
+        )
+        empty = ImageSet.empty(int(val.images.shape[-1]), val.classes)
+        return TrainData(self.classes, merged, empty, self.unlabeled, self.source_train, self.source_classes)
+
+    def smallest_val_class(self) -> int:
+        """Labeled val images in the target class that has fewest (0 without val)."""
+        counts = torch.bincount(self.val.labels[self.val.labels >= 0], minlength=len(self.classes))
+        return int(counts.min()) if len(self.classes) else 0
 
     @property
     def has_colour(self) -> bool:

@@ -26,12 +26,14 @@ from autotransfer.artifacts import (
     RUNS_DIR,
     TRAIN_HISTORY_CSV,
     TRAIN_JSON,
+    BudgetReport,
     FloorReport,
     FloorRow,
     HealthReport,
     NormalizationSpec,
     PlanReport,
     RaceRow,
+    SelectionReport,
     TargetModelMeta,
     TrainReport,
     read_report,
@@ -56,6 +58,7 @@ from autotransfer.io.store import TensorStore, concat
 from autotransfer.models.weights import backbone_input
 from autotransfer.ops.launch import launch
 from autotransfer.stages.pipeline import code_version
+from autotransfer.transfer.budget import Budget, step_budget
 from autotransfer.transfer.floor import PIXEL_NORMALIZATION, fit_logistic_pixels
 from autotransfer.transfer.strategies import Candidate, strategy_class
 
@@ -91,37 +94,47 @@ def train_stage(params: Params, progress: bool | None = None) -> TrainReport:
         return launch(params, params.train.distributed)  # torchrun runs this function on each rank
     forced = params.strategy.force
     out = Path(params.train.out)
-    epochs = params.train.epochs
     code = code_version("train")
     started = time.perf_counter()
     race_table: list[RaceRow] = []
     race_note = None
     spec = backbone_input(params)
+    racing = params.strategy.mode == "race" and forced is None
+    candidates = race_candidates(params, plan.candidates) if racing else [Candidate(forced or plan.chosen)]
+    data = load_train_data(params, any(strategy_class(c.strategy).needs_source for c in candidates), spec, progress)
+    val_images = len(data.val)
+    data, selection = selection_rule(params, data)
 
-    def fit_candidate(candidate: Candidate, stop_after: int | None = None) -> FitResult:
+    def budget_of(candidate: Candidate) -> Budget:
+        kind = strategy_class(candidate.strategy)
+        return step_budget(params.train, kind.pool_size(data), kind.closed_form)
+
+    def fit_candidate(candidate: Candidate, stop_after: int | None = None, epochs: int | None = None) -> FitResult:
+        epochs = epochs or budget_of(candidate).epochs
         return fit(params, candidate, data, out / RUNS_DIR / candidate.label, epochs, progress, stop_after, code)
 
-    if params.strategy.mode == "race" and forced is None:
-        candidates = race_candidates(params, plan.candidates)
-        data = load_train_data(params, any(strategy_class(c.strategy).needs_source for c in candidates), spec, progress)
-        if len(data.val) == 0:
-            race_note = (
-                "race skipped: no labeled target val images to score candidates on; the rules' choice is trained"
-            )
-            result = fit_candidate(Candidate(plan.chosen))
-        else:
-            result, race_table = race(params, candidates, data, fit_candidate)
+    race_budget = step_budget(params.train, len(data.train))  # one schedule for every racer
+    race_epochs = race_budget.epochs
+    if racing and selection.rule != "val":
+        race_note = f"race skipped: {selection.note}; the rules' choice is trained"
+        result = fit_candidate(Candidate(plan.chosen))
+    elif racing:
+        result, race_table = race(
+            params, candidates, data, lambda c, stop: fit_candidate(c, stop, race_epochs), race_epochs
+        )
     else:
         # Rules or forced: the strategy with the hyperparameters of params.yaml (the plan's
         # candidate variants are what race mode tries).
-        strategy = forced or plan.chosen
-        data = load_train_data(params, strategy_class(strategy).needs_source, spec, progress)
-        result = fit_candidate(Candidate(strategy))
+        result = fit_candidate(candidates[0])
+    budget = budget_of(result.candidate)
+    if race_table:
+        rule = f"race mode: every candidate {race_epochs} epochs ({race_budget.rule})"
+        budget = Budget(race_epochs, budget.steps_per_epoch, budget.pool, rule)
 
     trained, floor = result, None
     if params.train.floor:
-        result, floor = apply_floor(params, result, data, fit_candidate)
-    health = label_free_health(params, result, data, trained.history, progress)
+        result, floor = apply_floor(params, result, data, fit_candidate, selection)
+    health = label_free_health(params, result, data, trained.history, progress, val_images)
     report = TrainReport(
         strategy=result.candidate.strategy,
         candidate=result.candidate.label,
@@ -138,10 +151,19 @@ def train_stage(params: Params, progress: bool | None = None) -> TrainReport:
         race=race_table,
         race_note=race_note,
         race_cost_epochs=sum(row.epochs_trained for row in race_table) if race_table else None,
-        oracle_cost_epochs=len({row.candidate for row in race_table}) * epochs if race_table else None,
+        oracle_cost_epochs=len({row.candidate for row in race_table}) * race_epochs if race_table else None,
         processes=world.size if world.distributed else None,
         floor=floor,
         health=health,
+        budget=BudgetReport(
+            epochs=budget.epochs,
+            steps=budget.steps,
+            steps_per_epoch=budget.steps_per_epoch,
+            pool=budget.pool,
+            rule=budget.rule,
+        ),
+        selection=selection,
+        fit=trained.fit_note,
     )
     if world.is_main:  # every rank holds the same model; one writes it
         write_model(result, params, data, out, spec.interpolation)
@@ -152,8 +174,38 @@ def train_stage(params: Params, progress: bool | None = None) -> TrainReport:
     return report
 
 
+def selection_rule(params: Params, data: TrainData) -> tuple[TrainData, SelectionReport]:
+    """Whether val can choose (early stopping, floor, race, the probe's L2 strength); if not, it trains.
+
+    A val split with fewer than ``train.min_val_per_class`` images in a class scores a
+    model within a few points only by luck: with 1 image per class, one image is 10 points
+    of a 10-class val accuracy. Below that, nothing is chosen on it: the last epoch is
+    kept, the floor and the race are skipped (the plan's rules choose), the probe's L2
+    strength is cross-validated on the labeled pool, and the val images train.
+    """
+    need, smallest = params.train.min_val_per_class, data.smallest_val_class()
+    if smallest >= need:
+        note = f"on target val ({len(data.val)} images, {smallest} or more per class)"
+        return data, SelectionReport(rule="val", val_smallest_class=smallest, min_val_per_class=need, note=note)
+    if len(data.val):
+        why = f"target val has {smallest} labeled images in its smallest class (train.min_val_per_class={need})"
+    else:
+        why = "no labeled target val images"
+    note = (
+        f"{why}: nothing is chosen on val; the plan's rules choose the strategy, the last epoch is kept, "
+        "the probe's L2 strength is cross-validated on the labeled pool"
+        + (f", and the {len(data.val)} val images train with train" if len(data.val) else "")
+    )
+    folded = data.with_val_in_train() if len(data.val) else data
+    return folded, SelectionReport(rule="no_val", val_smallest_class=smallest, min_val_per_class=need, note=note)
+
+
 def apply_floor(
-    params: Params, result: FitResult, data: TrainData, fit_candidate: Callable[[Candidate], FitResult]
+    params: Params,
+    result: FitResult,
+    data: TrainData,
+    fit_candidate: Callable[[Candidate], FitResult],
+    selection: SelectionReport,
 ) -> tuple[FitResult, FloorReport]:
     """The trained model, or the best floor model when the trained one is not better on target val."""
     label = result.candidate.label
@@ -161,8 +213,12 @@ def apply_floor(
     def report(rows: list[FloorRow], used: str | None, note: str) -> FloorReport:
         return FloorReport(rows=rows, trained=label, trained_val_accuracy=result.val_accuracy, used=used, note=note)
 
-    if len(data.train) == 0 or len(data.val) == 0 or result.val_accuracy is None:
-        note = "skipped: no labeled target train and val images to fit and score the baselines on"
+    if selection.rule != "val" or len(data.train) == 0 or result.val_accuracy is None:
+        note = (
+            "skipped: no labeled target train images to fit the baselines on"
+            if len(data.train) == 0
+            else f"skipped: {selection.note.split(': nothing')[0]}, too few to compare models on"
+        )
         return result, report([], None, note)
     contenders: list[FitResult] = []
     rows: list[FloorRow] = []
@@ -172,7 +228,7 @@ def apply_floor(
         contenders.append(probe)
         rows.append(FloorRow(model="linear_probe", val_accuracy=probe.val_accuracy, seconds=_since(started)))
     started = time.perf_counter()
-    pixels = fit_logistic_pixels(data, params.train.seed)
+    pixels = fit_logistic_pixels(data, params.train)
     cpu = torch.device("cpu")
     pixel_val = evaluate_head(pixels, data.val, PIXEL_NORMALIZATION, data.classes, data.classes, cpu)
     contenders.append(
@@ -194,7 +250,12 @@ def apply_floor(
 
 
 def label_free_health(
-    params: Params, result: FitResult, data: TrainData, history: list[dict[str, Any]], progress: bool | None
+    params: Params,
+    result: FitResult,
+    data: TrainData,
+    history: list[dict[str, Any]],
+    progress: bool | None,
+    val_images: int,
 ) -> HealthReport:
     """The written model's predictions on target images, no labels read (see analysis/health.py)."""
     cfg = params.train.health
@@ -221,7 +282,7 @@ def label_free_health(
         )
     return HealthReport(
         **health,
-        gates_promotion=len(data.val) == 0,
+        gates_promotion=val_images == 0,
         domain_accuracy=last.get("domain_accuracy"),
         source_val_accuracy=source_val,
     )

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -39,6 +40,7 @@ from autotransfer.models.features import FeatureCache, state_hash
 from autotransfer.models.weights import DEFAULT_NORMALIZATION, load_backbone
 from autotransfer.transfer.augment import Augmentation, augment, to_device
 from autotransfer.transfer.dann import DannForward, DomainClassifier, class_confusion, consistency, dann_lambda, entropy
+from autotransfer.transfer.logistic import fit_logistic
 from autotransfer.transfer.modes import autocast, set_train_mode
 from autotransfer.transfer.optim import (
     dann_annealing,
@@ -118,6 +120,7 @@ class Strategy:
     trains: ClassVar[bool] = True  # False: the model is used as built (zero-shot)
     selects_by_val: ClassVar[bool] = True  # keep the best labeled-val epoch (else the last)
     reads_images: ClassVar[bool] = True  # a step reads ``pool_images[index]`` (the loop has them read ahead)
+    closed_form: ClassVar[bool] = False  # True: ``solve`` fits the model directly, no optimizer steps
 
     def __init__(self, params: Params, candidate: Candidate) -> None:
         cfg = params.train
@@ -144,6 +147,11 @@ class Strategy:
         backbone = load_backbone(self.params, num_classes=len(data.classes))
         backbone.model.replace_head(len(data.classes))
         return backbone.model, backbone.normalization, data.classes
+
+    @classmethod
+    def pool_size(cls, data: TrainData) -> int:
+        """Labeled images per epoch, what the step budget scales with (``labeled_pool``'s length)."""
+        return len(data.train)
 
     def labeled_pool(self, data: TrainData) -> tuple[ImageStore, torch.Tensor]:
         """The labeled images the strategy learns from, with labels indexing ``head_classes``."""
@@ -229,6 +237,10 @@ class Strategy:
         with autocast(device):
             logits = net(self.normalization(x))
         return StepOutput(F.cross_entropy(logits.float(), y), logits, y)
+
+    def solve(self) -> dict[str, Any]:
+        """A closed-form strategy's fit (``closed_form``): set the weights, return the history row."""
+        raise NotImplementedError(f"{self.name} trains with optimizer steps, not in closed form")
 
     def epoch_record(self, epochs_done: int, epochs: int) -> dict[str, float]:
         return {}
@@ -316,10 +328,16 @@ class Scratch(Strategy):
 
 @register
 class LinearProbe(Strategy):
-    """A new head on frozen features, computed once (cached on disk): no backbone forward per epoch."""
+    """A converged logistic regression on frozen features (computed once, cached on disk).
+
+    No optimizer steps: ``solve`` fits the head to convergence with L-BFGS, its L2 strength
+    chosen on val or by cross-validation (``transfer.logistic``), and writes it into the
+    model's ``Linear`` head, so the model is served like any other.
+    """
 
     name = "linear_probe"
-    reads_images = False  # a step reads cached features
+    reads_images = False  # the fit reads cached features
+    closed_form = True
 
     def phases(self, epochs: int) -> list[Phase]:
         return single_phase(epochs, ("head",))
@@ -345,15 +363,37 @@ class LinearProbe(Strategy):
                 for name, images in (("train", data.train), ("val", data.val))
             }
 
-    def forward_module(self) -> nn.Module:
-        return self.model.head
-
-    def step(
-        self, net: nn.Module, index: torch.Tensor, draws: torch.Generator, progress: float, device: torch.device
-    ) -> StepOutput:
-        y = self.pool_labels[index].to(device)
-        logits = net(self.features["train"][index].to(device))
-        return StepOutput(F.cross_entropy(logits, y), logits, y)
+    def solve(self) -> dict[str, Any]:
+        """Fit the head; the history row of the fit (its one "epoch")."""
+        if len(self.data.val):
+            val_x, val_y = self.features["val"].numpy(), self.data.val.labels.numpy()
+        else:
+            val_x, val_y = np.zeros((0, self.features["train"].shape[1])), np.zeros(0, dtype=np.int64)
+        head = fit_logistic(
+            self.features["train"].numpy(),
+            self.pool_labels.numpy(),
+            val_x,
+            val_y,
+            len(self.head_classes),
+            self.cfg.min_val_per_class,
+            self.cfg.cv_folds,
+            self.cfg.seed,
+        )
+        with torch.no_grad():
+            self.model.head.weight.copy_(torch.as_tensor(head.weight, dtype=torch.float32))
+            self.model.head.bias.copy_(torch.as_tensor(head.bias, dtype=torch.float32))
+        self.fit_description = f"converged logistic regression (L-BFGS) on frozen features, {head.selection.describe()}"
+        with torch.no_grad():
+            logits = self.model.head(self.features["train"])
+        labels = self.pool_labels
+        return {
+            "train_loss": float(F.cross_entropy(logits, labels)),
+            "train_accuracy": float((logits.argmax(1) == labels).float().mean()),
+            "lr": None,
+            "probe_c": head.selection.C,
+            "probe_selection": head.selection.rule,
+            "probe_fitted_on": head.fitted_on,
+        }
 
     def val_features(self) -> torch.Tensor | None:
         return self.features["val"]
@@ -420,6 +460,10 @@ class Dann(SourceHead):
     def make_extra_modules(self) -> list[nn.Module]:
         self.domain = DomainClassifier(self.model.bottleneck, self.cfg.dann.domain_hidden)
         return [self.domain]
+
+    @classmethod
+    def pool_size(cls, data: TrainData) -> int:
+        return len(data.train) + (len(data.source_train) if data.source_train is not None else 0)
 
     def labeled_pool(self, data: TrainData) -> tuple[ImageStore, torch.Tensor]:
         """Labeled source, plus the labeled target images when there are any, in the source head's classes."""

@@ -1,0 +1,91 @@
+"""The converged logistic regression behind linear_probe and the floor: its fit, and how its L2 strength is chosen."""
+
+import numpy as np
+import pytest
+
+from autotransfer.transfer.logistic import C_GRID, fit_logistic
+
+
+def blobs(n_per_class: int, classes: int, seed: int, dim: int = 20, spread: float = 2.5):
+    """Gaussian classes in ``dim`` dimensions; features on very different scales (as backbone features are)."""
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(99).normal(size=(classes, dim))
+    y = np.repeat(np.arange(classes), n_per_class)
+    x = centres[y] + rng.normal(scale=spread, size=(len(y), dim))
+    return x * np.geomspace(0.01, 100, dim), y
+
+
+def test_the_folded_head_gives_sklearns_probabilities_at_the_chosen_c():
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = blobs(20, 4, seed=0)
+    vx, vy = blobs(12, 4, seed=1)
+    head = fit_logistic(x, y, vx, vy, n_classes=4, min_val_per_class=10)
+    assert head.selection.rule == "val" and head.fitted_on == len(y)  # chosen on val: val does not train
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    reference = LogisticRegression(C=head.selection.C, max_iter=2000, tol=1e-6).fit((x - mean) / std, y)
+    tx, _ = blobs(10, 4, seed=2)
+    logits = tx @ head.weight.T + head.bias
+    ours = np.exp(logits - logits.max(1, keepdims=True))
+    np.testing.assert_allclose(ours / ours.sum(1, keepdims=True), reference.predict_proba((tx - mean) / std), atol=1e-5)
+
+
+def test_c_is_the_val_best_when_val_is_large_enough():
+    x, y = blobs(30, 3, seed=0)
+    vx, vy = blobs(15, 3, seed=1)
+    head = fit_logistic(x, y, vx, vy, n_classes=3, min_val_per_class=10)
+    scores = head.selection.scores
+    assert set(scores) == set(C_GRID)
+    assert scores[head.selection.C] == max(scores.values())
+    # among equal scores the strongest penalty (smallest C) is kept
+    assert all(c >= head.selection.C for c, s in scores.items() if s == max(scores.values()))
+
+
+def test_too_small_a_val_means_cross_validation_on_the_pool_and_val_trains():
+    x, y = blobs(6, 3, seed=0)
+    vx, vy = blobs(2, 3, seed=1)
+    head = fit_logistic(x, y, vx, vy, n_classes=3, min_val_per_class=10, folds=5)
+    assert head.selection.rule == "cv" and head.selection.folds == 5  # 8 labels per class pooled: 5 folds fit
+    assert head.fitted_on == len(y) + len(vy)
+    assert "cross-validation" in head.selection.describe()
+
+
+def test_fewer_than_two_labels_in_a_class_fixes_c():
+    x, y = blobs(1, 3, seed=0)
+    head = fit_logistic(x, y, np.zeros((0, x.shape[1])), np.zeros(0, dtype=int), n_classes=3, min_val_per_class=10)
+    assert head.selection.rule == "fixed" and head.selection.C == 1.0
+    assert (head.predict(x) == y).all()
+
+
+def test_a_class_without_labels_is_never_predicted():
+    x, y = blobs(10, 3, seed=0)
+    head = fit_logistic(x, y, np.zeros((0, x.shape[1])), np.zeros(0, dtype=int), n_classes=5, min_val_per_class=10)
+    assert head.weight.shape == (5, x.shape[1])
+    far, _ = blobs(50, 5, seed=3)
+    assert set(head.predict(far)) <= {0, 1, 2}
+
+
+def test_one_class_is_refused_by_name():
+    x, y = blobs(5, 1, seed=0)
+    with pytest.raises(ValueError, match="two classes"):
+        fit_logistic(x, y, x[:0], y[:0], n_classes=2, min_val_per_class=1)
+
+
+def test_the_converged_fit_beats_a_short_sgd_head_with_few_labels():
+    """What the probe replaced: 10 SGD steps on a linear head stop far from the optimum with 3 labels per class."""
+    import torch
+
+    x, y = blobs(3, 10, seed=0, spread=1.5)
+    tx, ty = blobs(50, 10, seed=5, spread=1.5)
+    head = fit_logistic(x, y, x[:0], y[:0], n_classes=10, min_val_per_class=10, folds=3)
+    converged = (head.predict(tx) == ty).mean()
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(x.shape[1], 10)
+    sgd = torch.optim.SGD(linear.parameters(), lr=0.05, momentum=0.9)
+    features, labels = torch.tensor(x, dtype=torch.float32), torch.tensor(y)
+    for _ in range(10):
+        sgd.zero_grad()
+        torch.nn.functional.cross_entropy(linear(features), labels).backward()
+        sgd.step()
+    short = (linear(torch.tensor(tx, dtype=torch.float32)).argmax(1).numpy() == ty).mean()
+    assert converged > short + 0.1
