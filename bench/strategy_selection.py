@@ -84,7 +84,7 @@ def pixel_floor_accuracy(params) -> float | None:
     data = load_train_data(params, False, spec, progress=False)
     if len(data.train) == 0:
         return None
-    model = fit_logistic_pixels(data, params.train.seed)
+    model = fit_logistic_pixels(data, params.train)
     manifest = read_manifest(params.reports.dir)
     test = load_images(domain_rows(manifest, params.data.target, ("test",)), data.classes, spec.size,
                        interpolation=spec.interpolation)
@@ -185,7 +185,9 @@ def replay_race(params, planned, oracle: dict, best: float, train_images: int, r
         "race": params.train.race.model_copy(update={"rising_slot": rising_slot})})})
     candidates = race_candidates(params, planned)
     train = SimpleNamespace(train=range(train_images))  # race() reads len(data.train): steps per epoch
-    _, table = race(race_params, candidates, train, fit)
+    from autotransfer.transfer.budget import step_budget
+
+    _, table = race(race_params, candidates, train, fit, step_budget(params.train, train_images).epochs)
     pick = table[-1].candidate
     epochs = sum(row.epochs_trained for row in table)
     return {"pick": pick, "regret_pts": 100 * (best - oracle[pick]["accuracy"]),

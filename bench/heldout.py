@@ -1,0 +1,153 @@
+"""Recipes and the automatic choice on held-out sets (bench/heldout_data.py), label levels swept.
+
+For each target, labels per class and seed, side by side on the same labeled images (the
+label cap covers train and val together; the test split chooses nothing):
+- every strategy forced, floor off, at params.yaml's defaults (the step rule's budget);
+- the rules' pick as shipped (floor on);
+- ``sklearn_probe``: a reference written here, not the product's code: scikit-learn's
+  ``LogisticRegression`` (L-BFGS, to convergence) on the same backbone's frozen features of
+  the same labeled images, ``C`` from 10^-4..10^4 chosen on val where val has at least 5
+  images per class (fit on train), else by 3-fold cross-validation on train+val (fit on both);
+- ``pixels``: the floor's logistic regression on pooled pixels.
+
+Runs are recorded one by one in bench/results/heldout_runs/ (a rerun skips what is there).
+
+    python bench/heldout.py [--targets letters scenes textures] [--labels 3 10 30] [--seeds 0]
+                            [--strategies linear_probe finetune_top progressive finetune_all]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from autotransfer.config import load_params
+from autotransfer.io.data import domain_rows, load_images, load_train_data, read_manifest
+from autotransfer.models.features import FeatureCache
+from autotransfer.models.weights import backbone_input, load_backbone
+from autotransfer.stages.plan import make_plan
+from autotransfer.stages.similarity import measure_similarity
+from autotransfer.stages.train import train_stage
+from autotransfer.stages.validate import validate
+from common import RESULTS, WORK, machine
+from heldout_data import build
+from strategy_selection import pixel_floor_accuracy, test_accuracy
+
+RUNS = RESULTS / "heldout_runs"
+# A nominal source for each target (the pipeline asks for one; with ImageNet weights and no
+# shared classes it plays no part in these strategies).
+SOURCE = {"letters": "textures", "scenes": "textures", "textures": "letters", "letters-m": "letters"}
+
+
+def data_root() -> Path:
+    root = WORK / "heldout"
+    if not (root / "textures" / "test").is_dir():
+        build(root)
+    return root
+
+
+def reference_probe(params) -> dict:
+    """scikit-learn's converged logistic regression on the product's cached features (see the docstring)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, PredefinedSplit, StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    spec = backbone_input(params)
+    data = load_train_data(params, False, spec, progress=False)
+    backbone = load_backbone(params, num_classes=len(data.classes))
+    body, norm = backbone.model.body, backbone.normalization
+    cache = FeatureCache(params.similarity.cache_dir)
+    manifest = read_manifest(params.reports.dir)
+    test = load_images(domain_rows(manifest, params.data.target, ("test",)), data.classes, spec.size,
+                       interpolation=spec.interpolation)
+    feats = {k: cache.features(body, params.backbone.arch, s, norm, 256) for k, s in
+             (("train", data.train), ("val", data.val), ("test", test))}
+    ys = {"train": data.train.labels.numpy(), "val": data.val.labels.numpy(), "test": test.labels.numpy()}
+    grid = {"logisticregression__C": np.logspace(-4, 4, 17)}
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
+    val_counts = np.bincount(ys["val"], minlength=len(data.classes)) if len(ys["val"]) else np.zeros(1)
+    if val_counts.min() >= 5:
+        x = np.concatenate([feats["train"], feats["val"]])
+        y = np.concatenate([ys["train"], ys["val"]])
+        split = PredefinedSplit(np.r_[np.full(len(ys["train"]), -1), np.zeros(len(ys["val"]))])
+        search = GridSearchCV(model, grid, cv=split, refit=False).fit(x, y)
+        rule = "val"
+        final = model.set_params(**search.best_params_).fit(feats["train"], ys["train"])
+    else:
+        x = np.concatenate([feats["train"], feats["val"]])
+        y = np.concatenate([ys["train"], ys["val"]])
+        k = int(min(3, np.bincount(y).min()))
+        if k >= 2:
+            search = GridSearchCV(model, grid, cv=StratifiedKFold(k, shuffle=True, random_state=0)).fit(x, y)
+            final, rule = search.best_estimator_, f"{k}-fold cv"
+        else:
+            final, rule = model.set_params(logisticregression__C=1.0).fit(x, y), "fixed C=1"
+    return {"accuracy": float((final.predict(feats["test"]) == ys["test"]).mean()), "rule": rule,
+            "C": float(final.get_params()["logisticregression__C"])}
+
+
+def run_cell(target: str, labels: int | None, seed: int, strategies: list[str], extra: list[str]) -> dict:
+    name = f"{target}-{labels}-{seed}" + ("-" + "-".join(x.replace("=", "_") for x in extra) if extra else "")
+    path = RUNS / f"{name}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    root, folder = data_root(), WORK / "heldout_runs" / name
+    base = [f"data.root={root}", f"data.source={SOURCE[target]}", f"data.target={target}",
+            f"data.labeled_per_class={'null' if labels is None else labels}", f"data.seed={seed}",
+            f"train.seed={seed}", f"reports.dir={folder}/reports", f"similarity.cache_dir={WORK}/heldout_cache",
+            f"data.decoded_cache={WORK}/heldout_decoded", f"validation.state_dir={folder}/scan", "train.device=cpu",
+            f"registry.tracking_uri=sqlite:///{folder}/mlflow.db", "registry.live_tracking=false", *extra]
+    params = load_params(None, base)
+    validate(params, progress=False)
+    measure_similarity(params, progress=False)
+    plan = make_plan(params)
+    out: dict = {"target": target, "labels": labels, "seed": seed, "extra": extra, "plan": plan.chosen,
+                 "plan_reason": plan.reason, "strategies": {}}
+    for strategy in strategies:
+        p = load_params(None, [*base, f"strategy.force={strategy}", f"train.out={folder}/{strategy}",
+                               "train.floor=false"])
+        started = time.perf_counter()
+        report = train_stage(p, progress=False)
+        out["strategies"][strategy] = {"accuracy": test_accuracy(p), "seconds": round(time.perf_counter() - started, 1),
+                                       "epochs": report.epochs_run, "steps": report.budget.steps,
+                                       "selection": report.selection.rule, "fit": report.fit}
+        print(f"  {name} {strategy}: {out['strategies'][strategy]}", flush=True)
+    p = load_params(None, [*base, f"train.out={folder}/rules"])
+    started = time.perf_counter()
+    report = train_stage(p, progress=False)
+    out["rules"] = {"pick": report.strategy, "accuracy": test_accuracy(p),
+                    "seconds": round(time.perf_counter() - started, 1),
+                    "floor": report.floor.note if report.floor else None}
+    out["sklearn_probe"] = reference_probe(params)
+    out["pixels"] = pixel_floor_accuracy(params)
+    RUNS.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**out, "machine": machine()}, indent=2) + "\n")
+    print(f"{name}: rules {out['rules']['pick']} {out['rules']['accuracy']:.3f}, sklearn probe "
+          f"{out['sklearn_probe']['accuracy']:.3f}, pixels {out['pixels']:.3f}", flush=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--targets", nargs="+", default=["letters", "scenes", "textures"])
+    parser.add_argument("--labels", nargs="+", default=["3", "10", "30"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--strategies", nargs="+",
+                        default=["linear_probe", "finetune_top", "progressive", "finetune_all"])
+    parser.add_argument("-S", dest="extra", action="append", default=[], help="extra params override")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    for seed in args.seeds:
+        for labels in args.labels:
+            for target in args.targets:
+                run_cell(target, None if labels == "all" else int(labels), seed, args.strategies, args.extra)
+
+
+if __name__ == "__main__":
+    main()
