@@ -124,7 +124,8 @@ class FileCounts(Part):
 
 class TargetUsage(Part):
     labeled_per_class_cap: int | None
-    labeled_per_class: dict[str, int]
+    labeled_per_class: dict[str, int]  # train + val
+    labeled_val_per_class: dict[str, int] = {}  # val alone ({}: a report from before it was recorded)
     unlabeled: int
     test: int
 
@@ -302,6 +303,16 @@ class CandidateSpec(Part):
     backbone_lr_mult: float | None = None
 
 
+class BudgetReport(Part):
+    """How long the written strategy trained, and why that long (transfer/budget.py)."""
+
+    epochs: int
+    steps: int
+    steps_per_epoch: int
+    pool: int  # labeled images per epoch
+    rule: str
+
+
 class PlanReport(Report):
     mode: str
     target: str
@@ -320,10 +331,12 @@ class PlanReport(Report):
     inputs: dict[str, Any]
     reason: str
     rules_choice: str | None = None  # what the rules chose when strategy.force overrode them
+    budget: BudgetReport | None = None  # the chosen strategy's budget, as train will set it (None: older plans)
 
     def summary(self) -> str:
         return (
             f"strategy: {self.chosen} (runner-up: {self.runner_up}; ranking: {', '.join(self.ranking)})\n{self.reason}"
+            + (f"\nbudget: {self.budget.rule}" if self.budget else "")
         )
 
 
@@ -382,16 +395,6 @@ class FloorReport(Part):
     trained_val_accuracy: float | None
     used: str | None  # the floor model written instead of the trained one; None: the trained one
     note: str
-
-
-class BudgetReport(Part):
-    """How long the written strategy trained, and why that long (transfer/budget.py)."""
-
-    epochs: int
-    steps: int
-    steps_per_epoch: int
-    pool: int  # labeled images per epoch
-    rule: str
 
 
 class SelectionReport(Part):

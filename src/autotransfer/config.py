@@ -124,8 +124,10 @@ class BackboneConfig(Section):
         "or 'imagenet': the architecture's ImageNet weights from a local cache or an installed weights "
         "package (never downloaded; the error names the file and the folder to put it in).",
     )
-    input_size: int | None = Field(
-        64, ge=16, le=1024, description="Images are resized to this square size; null: the model's pretrained_cfg."
+    input_size: Annotated[int, Field(ge=16, le=1024)] | Literal["auto"] | None = Field(
+        64,
+        description="Images are resized to this square size; auto (or null): the backbone's pretrained resolution "
+        "(its timm pretrained_cfg; 224 for torchvision's ImageNet models).",
     )
     interpolation: Literal["bilinear", "bicubic", "nearest"] | None = Field(
         None, description="Resize filter; null: the model's pretrained_cfg (bilinear for torchvision's)."

@@ -126,6 +126,26 @@ def test_make_plan_writes_a_reasoned_plan(measured, tmp_path):
     assert plan["inputs"]["labeled_per_class"] == {"a": 8, "b": 8}
 
 
+def test_the_plan_says_the_budget_train_will_give_its_choice(measured, tmp_path):
+    from autotransfer.stages.train import train_stage
+
+    # given the forced finetune_top, 2 val images per class (tiny_params lets val choose: 6 train per class train)
+    forced = measured.model_copy(update={"strategy": measured.strategy.model_copy(update={"force": "finetune_top"}),
+                                         "train": measured.train.model_copy(update={"min_steps": 30, "batch_size": 4})})
+    plan = make_plan(forced)
+    assert (plan.budget.pool, plan.budget.steps_per_epoch, plan.budget.epochs) == (12, 3, 10)
+    assert plan.budget.rule.startswith("finetune_top: step rule") and "budget:" in plan.summary()
+    # and train gives it that budget
+    assert train_stage(forced, progress=False).budget.model_dump() == {**plan.budget.model_dump(),
+                                                                       "rule": plan.budget.rule[len("finetune_top: "):]}
+    # given val too small to choose on, its images train too: 16 images, 4 steps per epoch
+    small_val = forced.model_copy(update={"train": forced.train.model_copy(update={"min_val_per_class": 10})})
+    assert (make_plan(small_val).budget.pool, make_plan(small_val).budget.steps_per_epoch) == (16, 4)
+    # and the converged probe takes no steps
+    probe = forced.model_copy(update={"strategy": forced.strategy.model_copy(update={"force": "linear_probe"})})
+    assert make_plan(probe).budget.steps == 0
+
+
 def test_force_overrides_and_says_so(measured, tmp_path):
     forced = measured.model_copy(update={"strategy": measured.strategy.model_copy(update={"force": "scratch"})})
     plan = make_plan(forced).to_json()

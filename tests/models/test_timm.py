@@ -64,6 +64,10 @@ def test_input_settings_come_from_pretrained_cfg_unless_params_set_them():
     # and a torchvision architecture keeps torchvision's conventions
     spec = input_spec(load_params(None, ["backbone.arch=resnet18", "backbone.input_size=null"]).backbone)
     assert (spec.size, spec.interpolation, spec.normalization.mean) == (224, "bilinear", (0.485, 0.456, 0.406))
+    # and auto is the backbone's own pretrained resolution, like null
+    assert input_spec(load_params(None, ["backbone.input_size=auto"]).backbone).size == 224
+    with pytest.raises(ValueError, match="backbone.input_size"):
+        load_params(None, ["backbone.input_size=big"])
 
 
 def test_unknown_timm_name_is_an_error_naming_the_key():

@@ -184,7 +184,7 @@ def input_spec(cfg: BackboneConfig) -> InputSpec:
         interpolation = "bicubic"  # timm's "random" and others are training-time choices
     mean, std = cfg.mean or mean, cfg.std or std
     return InputSpec(
-        cfg.input_size or size,
+        cfg.input_size if isinstance(cfg.input_size, int) else size,  # auto / null: the pretrained resolution
         cfg.interpolation or interpolation,  # type: ignore[arg-type]
         Normalization((mean[0], mean[1], mean[2]), (std[0], std[1], std[2])),
     )

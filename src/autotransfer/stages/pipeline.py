@@ -108,8 +108,15 @@ STAGES: tuple[Stage, ...] = (
         "rank the transfer strategies and choose one, with reasons",
         _reports(VALIDATION_JSON, SIMILARITY_JSON),
         _reports(PLAN_JSON),
-        ("strategy",),
-        ("stages/plan.py", "analysis/planning.py", "io/files.py", "artifacts.py"),
+        (
+            "strategy",
+            "train.epochs",
+            "train.min_steps",
+            "train.min_epochs",
+            "train.batch_size",
+            "train.min_val_per_class",
+        ),
+        ("stages/plan.py", "analysis/planning.py", "transfer/budget.py", "io/files.py", "artifacts.py"),
     ),
     Stage(
         "train",

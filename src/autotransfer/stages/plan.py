@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from autotransfer.analysis.planning import COMPONENTS, PlanInputs, decide, explain
+from autotransfer.analysis.planning import ADAPTATION, CLOSED_FORM, COMPONENTS, PlanInputs, decide, explain
 from autotransfer.artifacts import (
     PLAN_JSON,
     SIMILARITY_JSON,
     VALIDATION_JSON,
+    BudgetReport,
     Open,
     PlanReport,
     SimilarityReport,
@@ -19,6 +20,7 @@ from autotransfer.artifacts import (
 from autotransfer.config import Params
 from autotransfer.errors import StageInputError
 from autotransfer.io.files import write_report
+from autotransfer.transfer.budget import step_budget
 
 
 def plan_inputs(validation: ValidationReport, similarity: SimilarityReport) -> PlanInputs:
@@ -81,5 +83,30 @@ def make_plan(params: Params) -> PlanReport:
                 "reason": f"Forced by strategy.force={force!r} (the rules would have chosen {plan.chosen}). " + reason,
             }
         )
+    plan = plan.model_copy(update={"budget": planned_budget(params, validation, plan.chosen)})
     write_report(reports / PLAN_JSON, plan)
     return plan
+
+
+def planned_budget(params: Params, validation: ValidationReport, strategy: str) -> BudgetReport:
+    """The budget train will give ``strategy`` (transfer/budget.py), from validate's counts.
+
+    The labeled pool is the target's labeled train images, plus its val images when val is
+    too small to choose on (they train then), plus the source's train images for a strategy
+    that trains on the source.
+    """
+    usage, cfg = validation.target_usage, params.train
+    classes = validation.domains["target"].classes
+    val = {c: usage.labeled_val_per_class.get(c, 0) for c in classes}
+    labeled = sum(usage.labeled_per_class.values())
+    pool = labeled if min(val.values(), default=0) < cfg.min_val_per_class else labeled - sum(val.values())
+    if strategy in ADAPTATION:
+        pool += validation.domains["source"].images.get("train", 0)
+    budget = step_budget(cfg, pool, closed_form=strategy in CLOSED_FORM)
+    return BudgetReport(
+        epochs=budget.epochs,
+        steps=budget.steps,
+        steps_per_epoch=budget.steps_per_epoch,
+        pool=budget.pool,
+        rule=f"{strategy}: {budget.rule}",
+    )

@@ -354,6 +354,10 @@ def _report(
         "target_usage": {
             "labeled_per_class_cap": params.data.labeled_per_class,
             "labeled_per_class": {str(k): int(v) for k, v in labeled.groupby("label").size().sort_index().items()},
+            "labeled_val_per_class": {
+                str(k): int(v)
+                for k, v in labeled[labeled["usage"] == "val"].groupby("label").size().sort_index().items()
+            },
             "unlabeled": int(((files["domain"] == target) & (files["usage"] == UNLABELED)).sum()),
             "test": int(((files["domain"] == target) & (files["usage"] == "test")).sum()),
         },
