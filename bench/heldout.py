@@ -68,6 +68,8 @@ def reference_probe(params) -> dict:
                        interpolation=spec.interpolation)
     feats = {k: cache.features(body, params.backbone.arch, s, norm, 256) for k, s in
              (("train", data.train), ("val", data.val), ("test", test))}
+    dim = feats["train"].shape[1]
+    feats = {k: f.reshape(0, dim) if len(f) == 0 else f for k, f in feats.items()}  # an empty split: (0, dim)
     ys = {"train": data.train.labels.numpy(), "val": data.val.labels.numpy(), "test": test.labels.numpy()}
     grid = {"logisticregression__C": np.logspace(-4, 4, 17)}
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
@@ -133,6 +135,22 @@ def run_cell(target: str, labels: int | None, seed: int, strategies: list[str], 
     return out
 
 
+def aggregate() -> Path:
+    """bench/results/heldout.json: every recorded run, grouped by (target, labels), for report.py."""
+    runs = [json.loads(p.read_text()) for p in sorted(RUNS.glob("*.json"))]
+    cells: dict[str, list[dict]] = {}
+    for run in runs:
+        if run.get("extra"):
+            continue  # variants (-S) are recorded beside, not in the table
+        cells.setdefault(f"{run['target']}, {run['labels'] if run['labels'] is not None else 'all'}/class", []).append(run)
+    latest = max((run["machine"]["date"] for run in runs), default=machine()["date"])
+    path = RESULTS / "heldout.json"
+    path.write_text(json.dumps({"benchmark": "heldout", "machine": {**machine(), "date": latest},
+                                "command": "python bench/heldout.py (each cell: bench/results/heldout_runs/)",
+                                "cells": cells}, indent=2) + "\n")
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--targets", nargs="+", default=["letters", "scenes", "textures"])
@@ -147,6 +165,7 @@ def main() -> None:
         for labels in args.labels:
             for target in args.targets:
                 run_cell(target, None if labels == "all" else int(labels), seed, args.strategies, args.extra)
+    print(aggregate())
 
 
 if __name__ == "__main__":

@@ -1,7 +1,11 @@
 """Linear-probe cache: head training on cached features vs recomputing the frozen backbone every epoch.
 
+Since the converged probe (transfer/logistic.py) `linear_probe` takes no epochs: its "cached"
+run here is one feature extraction plus one convex fit, and "recompute" is the SGD head of
+its earlier recipe; BENCHMARKS.md §2 records the run of its date (both SGD then).
+
 Same source backbone (resnet18 pretrained on synth-digits by the pretrain stage), same
-head, optimizer, schedule, batch order and epochs (the pipeline's train.epochs default). "cached": autotransfer's
+head, optimizer, schedule, batch order and epochs (10, the earlier train.epochs default). "cached": autotransfer's
 `linear_probe` (features extracted once into the on-disk cache, then the head trains on
 them), measured cold (empty cache: one extraction included) and warm. "recompute": the
 naive loop, a no-grad backbone forward on every batch of every epoch. Both are scored on
@@ -24,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from autotransfer.analysis.metrics import evaluate_head
-from autotransfer.config import TrainConfig, load_params
+from autotransfer.config import load_params
 from autotransfer.engine.loop import fit
 from autotransfer.io.data import domain_rows, load_images, load_train_data, read_manifest
 from autotransfer.models.weights import backbone_input
@@ -65,7 +69,7 @@ def recompute_every_epoch(params, data, epochs: int):
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=TrainConfig().epochs)
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--pretrain-epochs", type=int, default=6)
     args = parser.parse_args()
     work = WORK / "probe_cache"

@@ -92,7 +92,9 @@ def test_pipeline_stages_through_the_cli(data_root, tmp_path, capsys):
     assert run("evaluate") == 0
     assert "test (4 images): accuracy" in capsys.readouterr().out
     assert run("summary") == 0
-    assert "target test accuracy" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "target test accuracy" in out
+    assert "2 epochs (" in out and "train.epochs=2, set explicitly" in out  # the budget and why
 
 
 def test_stage_without_its_inputs_exits_1_and_says_what_to_run(tmp_path, capsys):

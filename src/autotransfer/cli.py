@@ -460,7 +460,12 @@ def cmd_summary(args: argparse.Namespace) -> int:
     print(f"why: {plan.reason}")
     if (reports / TRAIN_JSON).exists():
         t = read_report(reports / TRAIN_JSON, TrainReport, "train")
-        print(f"trained: {t.candidate}, {t.epochs_run} epochs, val accuracy {_fmt(t.val_accuracy)}")
+        done = t.fit if t.fit else f"{t.epochs_run} epochs" + (f" ({t.budget.steps} steps)" if t.budget else "")
+        print(f"trained: {t.candidate}, {done}, val accuracy {_fmt(t.val_accuracy)}")
+        if t.budget and not t.fit:
+            print(f"  budget: {t.budget.rule}")
+        if t.selection:
+            print(f"  chosen {t.selection.note}" if t.selection.rule == "val" else f"  {t.selection.note}")
     if (reports / METRICS_JSON).exists():
         m = read_report(reports / METRICS_JSON, MetricsReport, "evaluate")
         print(f"target test accuracy: {_fmt(m.accuracy)} (macro-F1 {_fmt(m.macro_f1)}, {m.n} images)")

@@ -178,3 +178,12 @@ def test_step_budget_rule_by_hand():
     assert step_budget(cfg, 30).epochs == 150
     assert step_budget(cfg.model_copy(update={"epochs": 3}), 30).epochs == 3  # train.epochs overrides
     assert step_budget(cfg, 30, closed_form=True).steps == 0
+
+
+def test_race_mode_with_a_handful_of_val_images_trains_the_rules_choice_and_says_why(data_root, tmp_path):
+    params = planned(tiny_params(data_root, tmp_path, strategy={"mode": "race", "top_k": 3},
+                                 train={"epochs": 2, "batch_size": 4, "min_val_per_class": 3}))
+    report = train_stage(params, progress=False)
+    plan = json.loads((tmp_path / "reports/plan.json").read_text())
+    assert report.race == [] and report.strategy == plan["chosen"] and report.selection.rule == "no_val"
+    assert report.race_note.startswith("race skipped: target val has 2 labeled images in its smallest class")
