@@ -94,7 +94,9 @@ def test_pipeline_stages_through_the_cli(data_root, tmp_path, capsys):
     assert run("summary") == 0
     out = capsys.readouterr().out
     assert "target test accuracy" in out
-    assert "2 epochs (" in out and "train.epochs=2, set explicitly" in out  # the budget and why
+    # how it trained: the budget and why (the probe: how it was fitted), and which rule chose
+    assert "train.epochs=2, set explicitly" in out or "converged logistic regression" in out
+    assert "target val has 2 labeled images in its smallest class (train.min_val_per_class=10)" in out
 
 
 def test_stage_without_its_inputs_exits_1_and_says_what_to_run(tmp_path, capsys):
