@@ -377,17 +377,23 @@ def heldout(r: dict[str, Any]) -> list[str]:
              "train+val. Each strategy forced, floor off; the rules' pick as shipped (floor on); `sklearn` is "
              "an independent reference: scikit-learn's LogisticRegression on the same frozen features of the same "
              "labeled images, C from 10⁻⁴…10⁴ on val (≥ 5 per class) or by 3-fold CV; `pixels` the floor's "
-             "pixel regression. Test accuracy in points, mean ± std over seeds (n = seeds); regret = best strategy "
-             "− pick; probe − sklearn is the product's probe against the reference.", "",
-             "| target, labels | n | " + " | ".join(HELDOUT_STRATEGIES) + " | sklearn | pixels | rules' pick | "
-             "regret | probe − sklearn | s per run (probe / finetune_all) |",
-             "|---|---|" + "---|" * (len(HELDOUT_STRATEGIES) + 6)]
+             "pixel regression. Test accuracy in points, mean ± std over seeds (n = seeds); \"pick when run\" is "
+             "the rules of the commit that ran it (floor on), \"today's rules\" the current plan replayed on the "
+             "run's own reports and scored as that strategy's run (forced, floor off: the product's run when val is "
+             "too small to choose on); regret = best strategy − today's pick; probe − sklearn is the product's "
+             "probe against the reference. Rows without \"fresh data\" are data seed 0, on whose test split the "
+             "small-target rule was revised (docs/strategies.md); \"fresh data 1\" rows are images built afresh "
+             "with another seed, measured after.", "",
+             "| target, labels | n | " + " | ".join(HELDOUT_STRATEGIES) + " | sklearn | pixels | pick when run | "
+             "pick of today's rules | regret | probe − sklearn | s per run (probe / finetune_all) |",
+             "|---|---|" + "---|" * (len(HELDOUT_STRATEGIES) + 7)]
     regrets, gaps, below_probe = [], [], []
     for name, runs in r["cells"].items():
         accs = {s: [run["strategies"][s]["accuracy"] for run in runs if s in run["strategies"]]
                 for s in HELDOUT_STRATEGIES}
         best = [max(run["strategies"][s]["accuracy"] for s in run["strategies"]) for run in runs]
-        pick = [run["rules"]["accuracy"] for run in runs]
+        today = [run.get("rules_today") or run["rules"] for run in runs]  # today's rules, replayed on the reports
+        pick = [t["accuracy"] for t in today]
         ref = [run["sklearn_probe"]["accuracy"] for run in runs]
         cell_regret = [b - p for b, p in zip(best, pick)]
         gap = [run["strategies"]["linear_probe"]["accuracy"] - run["sklearn_probe"]["accuracy"]
@@ -395,21 +401,22 @@ def heldout(r: dict[str, Any]) -> list[str]:
         regrets += cell_regret
         gaps += gap
         below_probe += [rf - p for rf, p in zip(ref, pick)]
-        picks = sorted({run["rules"]["pick"] for run in runs})
+        picks = sorted({t["pick"] for t in today})
+        then = sorted({run["rules"]["pick"] for run in runs})
         secs = [f"{statistics.median(run['strategies'][s]['seconds'] for run in runs):.0f}"
                 if all(s in run["strategies"] for run in runs) else "—" for s in ("linear_probe", "finetune_all")]
         lines.append(f"| {name} | {len(runs)} | " + " | ".join(cell(accs[s]) for s in HELDOUT_STRATEGIES)
-                     + f" | {cell(ref)} | {cell([run['pixels'] for run in runs])} | {', '.join(picks)} "
-                     f"{cell(pick)} | {cell(cell_regret)} | {cell(gap)} | {' / '.join(secs)} |")
+                     + f" | {cell(ref)} | {cell([run['pixels'] for run in runs])} | {', '.join(then)} "
+                     f"{cell([run['rules']['accuracy'] for run in runs])} | {', '.join(picks)} {cell(pick)} | "
+                     f"{cell(cell_regret)} | {cell(gap)} | {' / '.join(secs)} |")
     lines.append("")
     if regrets:
-        worst_gap = max(abs(g) for g in gaps) if gaps else math.nan
         lines += [f"Over {len(regrets)} runs: regret of the rules' pick {100 * statistics.mean(regrets):.1f} points "
                   f"mean, {100 * max(regrets):.1f} worst; the pick below the reference probe by "
-                  f"{100 * max(below_probe):.1f} points at worst; the product's probe within "
-                  f"{100 * worst_gap:.1f} points of the reference in every run.", "",
-                  verdict(worst_gap <= 0.01, "`linear_probe` within 1 point of scikit-learn's converged probe on "
-                          "the same features in every run"), "",
+                  f"{100 * max(below_probe):.1f} points at worst; the product's probe from "
+                  f"{100 * min(gaps):+.1f} to {100 * max(gaps):+.1f} points of the reference.", "",
+                  verdict(min(gaps) >= -0.01, "`linear_probe` never more than 1 point below scikit-learn's "
+                          "converged probe on the same features"), "",
                   verdict(max(below_probe) <= 0.01 and max(regrets) <= 0.03,
                           "the rules' pick never more than 1 point below the converged probe, regret ≤ 3 points"), ""]
     return lines

@@ -23,8 +23,8 @@ def inputs(per_class=30, zero_shot=0.8, logme_gain=0.3, unlabeled=500, shared=Tr
 
 # Every cell of the strategy table (docs/strategies.md).
 @pytest.mark.parametrize("case, expected, cell", [
-    (inputs(per_class=30, zero_shot=0.8), "linear_probe", ("small", "similar")),
-    (inputs(per_class=30, zero_shot=0.2), "progressive", ("small", "different")),
+    (inputs(per_class=30, zero_shot=0.8), "finetune_top", ("small", "similar")),
+    (inputs(per_class=30, zero_shot=0.2), "finetune_top", ("small", "different")),
     (inputs(per_class=500, zero_shot=0.8), "finetune_all", ("large", "similar")),
     (inputs(per_class=500, zero_shot=0.2), "finetune_all", ("large", "different")),
     (inputs(per_class=500, zero_shot=0.2, logme_gain=0.0), "scratch", ("large", "different")),
@@ -41,7 +41,7 @@ def test_every_cell_of_the_strategy_table(case, expected, cell):
 def test_thresholds_come_from_params():
     case = inputs(per_class=30, zero_shot=0.8)
     assert decide(case, CFG.model_copy(update={"large_from_per_class": 10}))["chosen"] == "finetune_all"
-    assert decide(case, CFG.model_copy(update={"similar_zero_shot": 0.9}))["chosen"] == "progressive"
+    assert decide(case, CFG.model_copy(update={"similar_zero_shot": 0.9}))["cell"]["similarity"] == "different"
 
 
 def test_every_comparison_is_recorded_with_its_threshold():
@@ -63,7 +63,8 @@ def test_without_zero_shot_the_logme_gain_decides_similarity():
     similar = decide(inputs(per_class=30, zero_shot=None, logme_gain=0.3), CFG)
     different = decide(inputs(per_class=30, zero_shot=None, logme_gain=0.1), CFG)
     assert similar["cell"]["similarity_basis"] == "LogME transfer gain"
-    assert (similar["chosen"], different["chosen"]) == ("linear_probe", "progressive")
+    assert (similar["cell"]["similarity"], different["cell"]["similarity"]) == ("similar", "different")
+    assert (similar["ranking"][1], different["ranking"][1]) == ("linear_probe", "finetune_all")
 
 
 def test_dann_needs_unlabeled_target_images_and_shared_classes():
@@ -79,15 +80,15 @@ def test_scarce_labels_with_many_unlabeled_images_rank_dann_mcc_pl_first():
     scarce = decide(inputs(per_class=3, zero_shot=0.2, unlabeled=1000), CFG)
     similar = decide(inputs(per_class=3, zero_shot=0.8, unlabeled=1000), CFG)
     # then dann_mcc_pl leads, the table's cell comes second, and the adjustment says why, naming its threshold
-    assert (scarce["chosen"], scarce["runner_up"]) == ("dann_mcc_pl", "progressive")
-    assert (similar["chosen"], similar["runner_up"]) == ("dann_mcc_pl", "linear_probe")
+    assert (scarce["chosen"], scarce["runner_up"]) == ("dann_mcc_pl", "finetune_top")
+    assert (similar["chosen"], similar["runner_up"]) == ("dann_mcc_pl", "finetune_top")
     assert any("strategy.dann_below_per_class" in a for a in scarce["adjustments"])
     # but not with too few unlabeled images, without shared classes, or with enough labels
-    assert decide(inputs(per_class=3, zero_shot=0.2, unlabeled=50), CFG)["chosen"] == "progressive"
-    assert decide(inputs(per_class=3, zero_shot=None, shared=False, unlabeled=1000), CFG)["chosen"] == "linear_probe"
-    assert decide(inputs(per_class=20, zero_shot=0.2, unlabeled=1000), CFG)["chosen"] == "progressive"
+    assert decide(inputs(per_class=3, zero_shot=0.2, unlabeled=50), CFG)["chosen"] == "finetune_top"
+    assert decide(inputs(per_class=3, zero_shot=None, shared=False, unlabeled=1000), CFG)["chosen"] == "finetune_top"
+    assert decide(inputs(per_class=20, zero_shot=0.2, unlabeled=1000), CFG)["chosen"] == "finetune_top"
     assert decide(inputs(per_class=3, zero_shot=0.2, unlabeled=1000),
-                  CFG.model_copy(update={"dann_below_per_class": 0}))["chosen"] == "progressive"
+                  CFG.model_copy(update={"dann_below_per_class": 0}))["chosen"] == "finetune_top"
 
 
 def test_the_plan_lists_what_the_chosen_adaptation_recipe_trains_with():
