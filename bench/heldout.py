@@ -184,6 +184,11 @@ def aggregate() -> Path:
         data = f" (fresh data {run['data_seed']})" if run.get("data_seed") else ""
         labels = run["labels"] if run["labels"] is not None else "all"
         cells.setdefault(f"{run['target']}, {labels}/class{data}", []).append(run)
+    def order(key: str) -> tuple:
+        run = cells[key][0]
+        return run["target"], run.get("data_seed", 0), run["labels"] if run["labels"] is not None else 10**9
+
+    cells = {key: cells[key] for key in sorted(cells, key=order)}
     latest = max((run["machine"]["date"] for run in runs), default=machine()["date"])
     path = RESULTS / "heldout.json"
     path.write_text(json.dumps({"benchmark": "heldout", "machine": {**machine(), "date": latest},
