@@ -22,6 +22,7 @@ def overrides(params) -> list[str]:
         "backbone.arch": "small_cnn", "backbone.weights": "null", "backbone.input_size": 32,
         "pretrain.out": params.pretrain.out, "pretrain.epochs": 2, "pretrain.batch_size": 8,
         "train.out": params.train.out, "train.floor": "false", "train.epochs": 3, "train.batch_size": 4, "train.patience": 0,
+        "train.min_val_per_class": 1,  # 2 val images per class: let them choose, so there are val curves
         "reports.dir": params.reports.dir, "validation.state_dir": params.validation.state_dir,
         "data.decoded_cache": params.data.decoded_cache, "similarity.n_per_domain": 20,
         "similarity.max_labeled": 100, "similarity.probe_folds": 2, "similarity.cache_dir": params.similarity.cache_dir,

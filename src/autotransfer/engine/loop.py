@@ -140,7 +140,7 @@ def solve(strategy: Strategy, data: TrainData, device: torch.device) -> FitResul
     Nothing to checkpoint or resume: the fit is deterministic and takes seconds.
     """
     started = time.perf_counter()
-    record = strategy.solve()
+    record, description = strategy.solve()
     seconds = time.perf_counter() - started
     val = validate(strategy, data, device)
     record = {
@@ -164,7 +164,7 @@ def solve(strategy: Strategy, data: TrainData, device: torch.device) -> FitResul
         val,
         1,
         seconds,
-        fit_note=getattr(strategy, "fit_description", None),
+        fit_note=description,
     )
 
 

@@ -238,8 +238,8 @@ class Strategy:
             logits = net(self.normalization(x))
         return StepOutput(F.cross_entropy(logits.float(), y), logits, y)
 
-    def solve(self) -> dict[str, Any]:
-        """A closed-form strategy's fit (``closed_form``): set the weights, return the history row."""
+    def solve(self) -> tuple[dict[str, Any], str]:
+        """A closed-form strategy's fit (``closed_form``): set the weights; its history row and how it was fitted."""
         raise NotImplementedError(f"{self.name} trains with optimizer steps, not in closed form")
 
     def epoch_record(self, epochs_done: int, epochs: int) -> dict[str, float]:
@@ -363,30 +363,32 @@ class LinearProbe(Strategy):
                 for name, images in (("train", data.train), ("val", data.val))
             }
 
-    def solve(self) -> dict[str, Any]:
-        """Fit the head; the history row of the fit (its one "epoch")."""
+    def solve(self) -> tuple[dict[str, Any], str]:
+        """Fit the head; the history row of the fit (its one "epoch") and how C was chosen."""
         if len(self.data.val):
             val_x, val_y = self.features["val"].numpy(), self.data.val.labels.numpy()
         else:
             val_x, val_y = np.zeros((0, self.features["train"].shape[1])), np.zeros(0, dtype=np.int64)
-        head = fit_logistic(
-            self.features["train"].numpy(),
-            self.pool_labels.numpy(),
-            val_x,
-            val_y,
-            len(self.head_classes),
-            self.cfg.min_val_per_class,
-            self.cfg.cv_folds,
-            self.cfg.seed,
-        )
+        try:
+            head = fit_logistic(
+                self.features["train"].numpy(),
+                self.pool_labels.numpy(),
+                val_x,
+                val_y,
+                len(self.head_classes),
+                self.cfg.min_val_per_class,
+                self.cfg.cv_folds,
+                self.cfg.seed,
+            )
+        except ValueError as exc:
+            raise TrainingError(f"{self.name}: {exc}; no model written") from exc
         with torch.no_grad():
             self.model.head.weight.copy_(torch.as_tensor(head.weight, dtype=torch.float32))
             self.model.head.bias.copy_(torch.as_tensor(head.bias, dtype=torch.float32))
-        self.fit_description = f"converged logistic regression (L-BFGS) on frozen features, {head.selection.describe()}"
         with torch.no_grad():
             logits = self.model.head(self.features["train"])
         labels = self.pool_labels
-        return {
+        record = {
             "train_loss": float(F.cross_entropy(logits, labels)),
             "train_accuracy": float((logits.argmax(1) == labels).float().mean()),
             "lr": None,
@@ -394,6 +396,7 @@ class LinearProbe(Strategy):
             "probe_selection": head.selection.rule,
             "probe_fitted_on": head.fitted_on,
         }
+        return record, f"converged logistic regression (L-BFGS) on frozen features, {head.selection.describe()}"
 
     def val_features(self) -> torch.Tensor | None:
         return self.features["val"]
