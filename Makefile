@@ -20,7 +20,7 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
 PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
 
-.PHONY: install run serve stack-up stack-down bench bench-peers bench-full bench-backbone test test-fast lint demo-data validate clean
+.PHONY: install run serve stack-up stack-down bench bench-peers bench-full bench-backbone bench-heldout test test-fast lint demo-data validate clean
 
 install: $(STAMP)
 
@@ -89,6 +89,14 @@ bench-peers: $(PEERS)/.installed
 # done at this code; dann.py also reuses its runs in bench/results/dann_runs/ whose setup matches.
 bench-full: $(STAMP) $(PEERS)/.installed
 	cd bench && python full.py --peers-python ../$(PEERS)/bin/python
+
+# Held-out sets (bench/heldout_data.py: letters, scenes, textures; never used to design anything before
+# BENCHMARKS.md §11): every strategy, the rules' pick and a scikit-learn probe at 3, 10, 30 labels per class,
+# on the design data (seed 0) and on data built afresh (seed 1). About 1 h 15 min on 2 cores; resumable.
+bench-heldout: $(STAMP)
+	cd bench && python heldout.py --labels 3 10 30 --seeds 0
+	cd bench && python heldout.py --labels 3 10 30 --seeds 0 --data-seed 1 --strategies linear_probe finetune_top finetune_all
+	cd bench && python report.py
 
 bench-backbone: $(STAMP)
 	cd bench && python strategy_selection.py --scenarios 'similar, all labels' --seeds 0 1 2
