@@ -140,7 +140,9 @@ def run_cell(target: str, labels: int | None, seed: int, strategies: list[str], 
     folder = WORK / "heldout_runs" / name
     base = base_overrides(target, labels, seed, data_seed, folder, extra)
     params = load_params(None, base)
-    validate(params, progress=False)
+    report = validate(params, progress=False)
+    if not report.success:  # measure only what the product would accept
+        raise SystemExit(f"{name}: validation failed ({', '.join(report.report.failed_checks)}); see {folder}/reports")
     measure_similarity(params, progress=False)
     plan = make_plan(params)
     out: dict = {"target": target, "labels": labels, "seed": seed, "data_seed": data_seed, "extra": extra,

@@ -370,7 +370,7 @@ def heldout(r: dict[str, Any]) -> list[str]:
         return f"{mean:.1f}" + (f" ± {100 * statistics.stdev(values):.1f}" if len(values) > 1 else "")
 
     lines = ["## 11. Held-out sets: every strategy, the rules' pick and a converged probe", "", header(r), "",
-             "Targets built by `bench/heldout_data.py` (letters: 10 capital letters in 22 fonts, grey, 40 px; "
+             "Targets built by `bench/heldout_data.py` (letters: 10 capital letters in 20 fonts, grey, 40 px; "
              "scenes: which of 8 colour photographs a crop comes from, 96 px; textures: which of 7 grey textures, "
              "64 px; test crops never overlap training crops), never used to design anything before this table. "
              "ImageNet lite0 at 64 px, params.yaml's defaults (step-rule budgets), CPU. Labels per class cap "
