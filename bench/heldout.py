@@ -57,11 +57,6 @@ def data_root(data_seed: int = 0) -> Path:
 
 def reference_probe(params) -> dict:
     """scikit-learn's converged logistic regression on the product's cached features (see the docstring)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import GridSearchCV, PredefinedSplit, StratifiedKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     spec = backbone_input(params)
     data = load_train_data(params, False, spec, progress=False)
     backbone = load_backbone(params, num_classes=len(data.classes))
@@ -75,26 +70,34 @@ def reference_probe(params) -> dict:
     dim = feats["train"].shape[1]
     feats = {k: f.reshape(0, dim) if len(f) == 0 else f for k, f in feats.items()}  # an empty split: (0, dim)
     ys = {"train": data.train.labels.numpy(), "val": data.val.labels.numpy(), "test": test.labels.numpy()}
+    return reference_probe_on(feats["train"], ys["train"], feats["val"], ys["val"], feats["test"], ys["test"])
+
+
+def reference_probe_on(train_x, train_y, val_x, val_y, test_x, test_y) -> dict:
+    """The reference's rule on given features: C on val (≥ 5 per class), else 3-fold CV, else C = 1."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, PredefinedSplit, StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     grid = {"logisticregression__C": np.logspace(-4, 4, 17)}
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
-    val_counts = np.bincount(ys["val"], minlength=len(data.classes)) if len(ys["val"]) else np.zeros(1)
+    n_classes = int(max(train_y.max(initial=0), val_y.max(initial=0))) + 1
+    val_counts = np.bincount(val_y, minlength=n_classes) if len(val_y) else np.zeros(1)
+    x, y = np.concatenate([train_x, val_x]), np.concatenate([train_y, val_y])
     if val_counts.min() >= 5:
-        x = np.concatenate([feats["train"], feats["val"]])
-        y = np.concatenate([ys["train"], ys["val"]])
-        split = PredefinedSplit(np.r_[np.full(len(ys["train"]), -1), np.zeros(len(ys["val"]))])
+        split = PredefinedSplit(np.r_[np.full(len(train_y), -1), np.zeros(len(val_y))])
         search = GridSearchCV(model, grid, cv=split, refit=False).fit(x, y)
         rule = "val"
-        final = model.set_params(**search.best_params_).fit(feats["train"], ys["train"])
+        final = model.set_params(**search.best_params_).fit(train_x, train_y)
     else:
-        x = np.concatenate([feats["train"], feats["val"]])
-        y = np.concatenate([ys["train"], ys["val"]])
         k = int(min(3, np.bincount(y).min()))
         if k >= 2:
             search = GridSearchCV(model, grid, cv=StratifiedKFold(k, shuffle=True, random_state=0)).fit(x, y)
             final, rule = search.best_estimator_, f"{k}-fold cv"
         else:
             final, rule = model.set_params(logisticregression__C=1.0).fit(x, y), "fixed C=1"
-    return {"accuracy": float((final.predict(feats["test"]) == ys["test"]).mean()), "rule": rule,
+    return {"accuracy": float((final.predict(test_x) == test_y).mean()), "rule": rule,
             "C": float(final.get_params()["logisticregression__C"])}
 
 

@@ -303,6 +303,15 @@ class CandidateSpec(Part):
     backbone_lr_mult: float | None = None
 
 
+class TimeFitReport(Part):
+    """How ``train.time_budget`` was met (transfer/budget.py ``fit_time_budget``)."""
+
+    seconds: float  # the budget
+    estimated_seconds: float  # the chosen resolution and epochs, from the warm-up
+    seconds_per_epoch: dict[int, float]  # measured on this machine: input size -> seconds
+    rule: str
+
+
 class BudgetReport(Part):
     """How long the written strategy trained, and why that long (transfer/budget.py)."""
 
@@ -311,6 +320,17 @@ class BudgetReport(Part):
     steps_per_epoch: int
     pool: int  # labeled images per epoch
     rule: str
+    input_size: int | None = None  # set by a time budget: the resolution train uses (else backbone.input_size)
+    time_fit: TimeFitReport | None = None
+
+    def line(self) -> str:
+        timed = (
+            f"\ntime budget: {self.time_fit.rule}; trains {self.epochs} epochs ({self.steps} steps) "
+            f"at {self.input_size} px"
+            if self.time_fit
+            else ""
+        )
+        return f"budget: {self.rule}{timed}"
 
 
 class PlanReport(Report):
@@ -336,7 +356,7 @@ class PlanReport(Report):
     def summary(self) -> str:
         return (
             f"strategy: {self.chosen} (runner-up: {self.runner_up}; ranking: {', '.join(self.ranking)})\n{self.reason}"
-            + (f"\nbudget: {self.budget.rule}" if self.budget else "")
+            + (f"\n{self.budget.line()}" if self.budget else "")
         )
 
 
@@ -449,7 +469,7 @@ class TrainReport(Report):
             + (f", {self.processes} processes)" if self.processes else ")")
         )
         if self.budget:
-            lines.append(f"budget: {self.budget.rule}")
+            lines.append(self.budget.line())
         if self.fit:
             lines.append(f"fit: {self.fit}")
         if self.selection:

@@ -282,6 +282,12 @@ class TrainConfig(Section):
         150, ge=1, description="Step rule: at least this many optimizer steps (more epochs on a small pool)."
     )
     min_epochs: int = Field(10, ge=1, description="Step rule: at least this many passes over the labeled pool.")
+    time_budget: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = Field(
+        None,
+        description="Seconds the chosen strategy may train; null: no limit. The plan measures a few optimizer "
+        "steps and keeps the step rule's steps at the largest resolution (up to backbone.input_size) that fits, "
+        "cutting steps only when even the smallest does not (docs/strategies.md, 'A time budget').",
+    )
     min_val_per_class: int = Field(
         10,
         ge=1,

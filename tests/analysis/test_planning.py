@@ -176,3 +176,30 @@ def test_the_plan_lists_the_signals_it_used_and_why_others_are_missing():
     # and what will check the trained model instead (with labels, val accuracy does)
     assert "label-free health" in blind["signals"]["after_training"]
     assert with_head["after_training"] is None
+
+
+def test_a_time_budget_is_fitted_by_timing_the_strategys_own_steps(measured, tmp_path):
+    from autotransfer.stages.train import train_stage
+
+    def with_train(params, **train):
+        return params.model_copy(update={"train": params.train.model_copy(update=train)})
+
+    forced = measured.model_copy(update={"strategy": measured.strategy.model_copy(update={"force": "finetune_all"})})
+    unlimited = make_plan(forced).budget
+    # given time to spare: the step rule's budget at the configured size, with what the warm-up measured
+    roomy = make_plan(with_train(forced, time_budget=1e6)).budget
+    assert (roomy.epochs, roomy.steps, roomy.input_size) == (unlimited.epochs, unlimited.steps, 32)
+    assert list(roomy.time_fit.seconds_per_epoch) == [32] and roomy.time_fit.seconds_per_epoch[32] > 0
+    assert roomy.time_fit.estimated_seconds <= 1e6 and roomy.time_fit.rule.endswith("fits")
+    # given far too little (the source model's one size): epochs cut to one, and train trains one
+    tight = with_train(forced, time_budget=1e-6)
+    plan = make_plan(tight)
+    assert plan.budget.epochs == 1 and "epochs cut 10 -> 1" in plan.budget.time_fit.rule
+    assert "time budget:" in plan.summary() and "trains 1 epochs" in plan.summary()
+    report = train_stage(tight, progress=False)
+    assert (report.epochs_run, report.budget.epochs, report.budget.input_size) == (1, 1, 32)
+    assert report.budget.time_fit == plan.budget.time_fit
+    # given race mode: refused by name (successive halving sets its own schedule)
+    racing = tight.model_copy(update={"strategy": tight.strategy.model_copy(update={"mode": "race", "force": None})})
+    with pytest.raises(StageInputError, match="train.time_budget: not supported with strategy.mode=race"):
+        make_plan(racing)

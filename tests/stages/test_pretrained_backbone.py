@@ -43,3 +43,32 @@ def test_imagenet_backbone_runs_every_stage_and_serves_what_evaluate_scored(data
     predictions = classify(trained, [p.read_bytes() for p in tests])
     served = sum(pred.label == path.parent.name for pred, path in zip(predictions, tests)) / len(tests)
     assert served == json.loads((reports / "metrics.json").read_text())["accuracy"]
+
+
+def test_a_time_budget_trains_at_a_smaller_resolution_and_every_stage_follows(data_root, tmp_path):
+    from autotransfer.models.weights import load_trained_model
+    from autotransfer.serving.predict import classify
+
+    # given the ImageNet backbone at 64 px and a time budget no resolution can meet
+    params = tiny_params(
+        data_root,
+        tmp_path,
+        backbone={"arch": "tf_efficientnet_lite0", "weights": "imagenet", "input_size": 64},
+        train={"epochs": 3, "batch_size": 4, "time_budget": 1e-6},
+        strategy={"force": "finetune_top"},
+    )
+    run_pipeline(params)
+    reports = Path(params.reports.dir)
+    # then the plan measured the configured and the smallest size, chose the smallest, and cut epochs
+    plan = json.loads((reports / "plan.json").read_text())["budget"]
+    assert plan["input_size"] == 32 and plan["epochs"] == 1
+    assert {"64", "32"} <= set(plan["time_fit"]["seconds_per_epoch"]) and "epochs cut 3 -> 1" in plan["time_fit"]["rule"]
+    # and train trained that, at that size, and evaluate and serving read the size from the model
+    train = json.loads((reports / "train.json").read_text())
+    assert (train["epochs_run"], train["budget"]["input_size"]) == (1, 32)
+    trained = load_trained_model(params.train.out)
+    assert trained.model.input_size == 32
+    tests = sorted((data_root / "tgt" / "test").glob("*/*.png"))
+    predictions = classify(trained, [p.read_bytes() for p in tests])
+    served = sum(pred.label == path.parent.name for pred, path in zip(predictions, tests)) / len(tests)
+    assert served == json.loads((reports / "metrics.json").read_text())["accuracy"]

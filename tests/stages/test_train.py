@@ -187,3 +187,31 @@ def test_race_mode_with_a_handful_of_val_images_trains_the_rules_choice_and_says
     plan = json.loads((tmp_path / "reports/plan.json").read_text())
     assert report.race == [] and report.strategy == plan["chosen"] and report.selection.rule == "no_val"
     assert report.race_note.startswith("race skipped: target val has 2 labeled images in its smallest class")
+
+
+def test_a_time_budget_gives_way_in_resolution_first_then_in_steps():
+    from autotransfer.config import TrainConfig
+    from autotransfer.transfer.budget import fit_time_budget, step_budget
+
+    budget = step_budget(TrainConfig(), 100)  # 75 epochs, 150 steps
+    sizes = (224, 192, 160, 128, 96, 64)
+    asked = []
+
+    def cost(size):  # seconds per epoch: a fixed part and one growing with the pixels
+        asked.append(size)
+        return 0.05 + 2e-5 * size**2
+
+    # given time for the configured size: it stays, measured once
+    fit = fit_time_budget(budget, 1e4, sizes, cost)
+    assert (fit.input_size, fit.epochs, asked) == (224, 75, [224]) and fit.rule.endswith("fits")
+    # given time for 75 epochs at about 130 px: 128 px, every step kept, the choice measured to confirm
+    asked.clear()
+    fit = fit_time_budget(budget, 75 * cost(130), sizes, cost)
+    assert (fit.input_size, fit.epochs) == (128, 75) and asked[:3] == [130, 224, 64] and 128 in asked
+    assert fit.estimated_seconds <= 75 * cost(130) and "128 px is the largest size that fits" in fit.rule
+    # given less than 75 epochs at the smallest size: the smallest, epochs cut to what fits
+    fit = fit_time_budget(budget, 30.5 * cost(64), sizes, cost)
+    assert (fit.input_size, fit.epochs) == (64, 30) and "epochs cut 75 -> 30" in fit.rule
+    # given a backbone with one size (its weights fix it): epochs cut there, never below one
+    fit = fit_time_budget(budget, 1e-9, (32,), cost)
+    assert (fit.input_size, fit.epochs) == (32, 1) and "only size" in fit.rule

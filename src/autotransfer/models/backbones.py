@@ -190,6 +190,25 @@ def input_spec(cfg: BackboneConfig) -> InputSpec:
     )
 
 
+def resolutions(cfg: BackboneConfig, ladder: tuple[int, ...]) -> tuple[int, ...]:
+    """The input sizes ``cfg`` can train at, largest first: its configured size, then ``ladder``'s smaller ones.
+
+    Only the configured size where the weights fix it: the pretrain stage's source model
+    (``weights`` null) was built for its size, and a model with a fixed input size (a ViT's
+    position embeddings) is loaded at the size its weights were made for.
+    """
+    size = input_spec(cfg).size
+    if cfg.weights is None:
+        return (size,)
+    if is_timm(cfg.arch):
+        fixed, smallest = bool(timm_pretrained_cfg(cfg.arch).fixed_input_size), 32
+    else:
+        fixed, smallest = cfg.arch.startswith("vit"), ARCHS[cfg.arch].min_input
+    if fixed:
+        return (size,)
+    return (size, *(s for s in ladder if smallest <= s < size))
+
+
 def _timm_body(arch: str, input_size: int) -> nn.Module:
     import timm
 

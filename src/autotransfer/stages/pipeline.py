@@ -110,13 +110,17 @@ STAGES: tuple[Stage, ...] = (
         _reports(PLAN_JSON),
         (
             "strategy",
+            "backbone",
             "train.epochs",
             "train.min_steps",
             "train.min_epochs",
             "train.batch_size",
             "train.min_val_per_class",
+            "train.time_budget",
+            "train.device",
         ),
-        ("stages/plan.py", "analysis/planning.py", "transfer/budget.py", "io/files.py", "artifacts.py"),
+        # TRAINING too: a time budget is fitted by timing the strategy's own steps (engine/warmup.py)
+        ("stages/plan.py", "analysis/planning.py", *TRAINING, "artifacts.py"),
     ),
     Stage(
         "train",

@@ -14,13 +14,15 @@ from autotransfer.artifacts import (
     Open,
     PlanReport,
     SimilarityReport,
+    TimeFitReport,
     ValidationReport,
     read_report,
 )
 from autotransfer.config import Params
 from autotransfer.errors import StageInputError
 from autotransfer.io.files import write_report
-from autotransfer.transfer.budget import step_budget
+from autotransfer.models.backbones import resolutions
+from autotransfer.transfer.budget import RESOLUTIONS, Budget, fit_time_budget, step_budget
 
 
 def plan_inputs(validation: ValidationReport, similarity: SimilarityReport) -> PlanInputs:
@@ -99,14 +101,56 @@ def planned_budget(params: Params, validation: ValidationReport, strategy: str) 
     classes = validation.domains["target"].classes
     val = {c: usage.labeled_val_per_class.get(c, 0) for c in classes}
     labeled = sum(usage.labeled_per_class.values())
-    pool = labeled if min(val.values(), default=0) < cfg.min_val_per_class else labeled - sum(val.values())
+    scored = 0 if min(val.values(), default=0) < cfg.min_val_per_class else sum(val.values())  # else val trains
+    pool = labeled - scored
     if strategy in ADAPTATION:
         pool += validation.domains["source"].images.get("train", 0)
     budget = step_budget(cfg, pool, closed_form=strategy in CLOSED_FORM)
-    return BudgetReport(
+    report = BudgetReport(
         epochs=budget.epochs,
         steps=budget.steps,
         steps_per_epoch=budget.steps_per_epoch,
         pool=budget.pool,
         rule=f"{strategy}: {budget.rule}",
+    )
+    if cfg.time_budget is None:
+        return report
+    return within_time(params, validation, strategy, budget, report, val=scored)
+
+
+def within_time(
+    params: Params, validation: ValidationReport, strategy: str, budget: Budget, report: BudgetReport, val: int
+) -> BudgetReport:
+    """``report`` refitted to ``train.time_budget``: resolution first, then epochs (transfer/budget.py)."""
+    from autotransfer.engine.warmup import Workload, epoch_seconds
+
+    if params.strategy.mode == "race":
+        raise StageInputError(
+            "train.time_budget: not supported with strategy.mode=race (successive halving sets the race's "
+            "schedule); set strategy.mode=rules or train.time_budget=null"
+        )
+    seconds = float(params.train.time_budget or 0)
+    work = Workload(
+        classes=len(validation.domains["target"].classes),
+        pool=budget.pool,
+        val=val,
+        source_classes=len(validation.domains["source"].classes),
+    )
+    sizes = resolutions(params.backbone, RESOLUTIONS)
+    fit = fit_time_budget(
+        budget, seconds, sizes, lambda size: epoch_seconds(params, strategy, work, size, budget.epochs)
+    )
+    closed = strategy in CLOSED_FORM
+    return report.model_copy(
+        update={
+            "epochs": budget.epochs if closed else fit.epochs,
+            "steps": budget.steps if closed else fit.epochs * budget.steps_per_epoch,
+            "input_size": fit.input_size,
+            "time_fit": TimeFitReport(
+                seconds=seconds,
+                estimated_seconds=fit.estimated_seconds,
+                seconds_per_epoch={t.input_size: t.seconds_per_epoch for t in fit.measured},
+                rule=fit.rule,
+            ),
+        }
     )

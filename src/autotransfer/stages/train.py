@@ -98,6 +98,11 @@ def train_stage(params: Params, progress: bool | None = None) -> TrainReport:
     started = time.perf_counter()
     race_table: list[RaceRow] = []
     race_note = None
+    timed = plan.budget if plan.budget is not None and plan.budget.time_fit is not None else None
+    if timed is not None and timed.input_size is not None:  # train.time_budget chose the resolution
+        params = params.model_copy(
+            update={"backbone": params.backbone.model_copy(update={"input_size": timed.input_size})}
+        )
     spec = backbone_input(params)
     racing = params.strategy.mode == "race" and forced is None
     candidates = race_candidates(params, plan.candidates) if racing else [Candidate(forced or plan.chosen)]
@@ -107,7 +112,10 @@ def train_stage(params: Params, progress: bool | None = None) -> TrainReport:
 
     def budget_of(candidate: Candidate) -> Budget:
         kind = strategy_class(candidate.strategy)
-        return step_budget(params.train, kind.pool_size(data), kind.closed_form)
+        budget = step_budget(params.train, kind.pool_size(data), kind.closed_form)
+        if timed is not None and candidate.strategy == plan.chosen and not kind.closed_form:
+            return Budget(timed.epochs, budget.steps_per_epoch, budget.pool, budget.rule)  # the why: time_fit
+        return budget
 
     def fit_candidate(candidate: Candidate, stop_after: int | None = None, epochs: int | None = None) -> FitResult:
         epochs = epochs or budget_of(candidate).epochs
@@ -161,6 +169,8 @@ def train_stage(params: Params, progress: bool | None = None) -> TrainReport:
             steps_per_epoch=budget.steps_per_epoch,
             pool=budget.pool,
             rule=budget.rule,
+            input_size=spec.size if timed is not None else None,
+            time_fit=timed.time_fit if timed is not None else None,
         ),
         selection=selection,
         fit=trained.fit_note,

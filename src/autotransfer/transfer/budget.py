@@ -18,6 +18,7 @@ The evidence behind the constants is in docs/strategies.md ("Budgets").
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from autotransfer.config import TrainConfig
@@ -55,3 +56,71 @@ def step_budget(cfg: TrainConfig, pool: int, closed_form: bool = False) -> Budge
         f"at least {cfg.min_steps} steps (train.min_steps) and {cfg.min_epochs} epochs (train.min_epochs) "
         f"give {epochs} epochs, {epochs * per_epoch} steps ({binding} decides)",
     )
+
+
+# Square sides the time budget may step down through (the configured size is always tried first).
+RESOLUTIONS: tuple[int, ...] = (512, 448, 384, 320, 288, 256, 224, 192, 160, 128, 112, 96, 80, 64, 48, 32)
+
+
+@dataclass(frozen=True)
+class Timed:
+    """One warm-up measurement: seconds one epoch of the budget takes at ``input_size``."""
+
+    input_size: int
+    seconds_per_epoch: float
+
+
+@dataclass(frozen=True)
+class TimeFit:
+    """The resolution and epochs a ``train.time_budget`` allows, and the measurements behind them."""
+
+    input_size: int
+    epochs: int
+    estimated_seconds: float
+    measured: tuple[Timed, ...]
+    rule: str
+
+
+def fit_time_budget(budget: Budget, seconds: float, sizes: tuple[int, ...], measure: Callable[[int], float]) -> TimeFit:
+    """The largest of ``sizes`` (descending; the first is the configured one) whose budget fits in ``seconds``.
+
+    The step rule's steps are what a small target needs to converge, so the resolution
+    gives way first: ``measure(size)`` (seconds per epoch, from a warm-up of the strategy's
+    own steps) is taken at the configured size; if the budget does not fit there, at the
+    smallest size, and the sizes between are estimated as ``a + b·size²`` (a convolution's
+    cost grows with the pixels) and the chosen one measured to confirm. Only when even the
+    smallest size does not fit are epochs cut, to what fits (at least one).
+    """
+    measured: dict[int, float] = {}
+
+    def timed(size: int) -> float:
+        if size not in measured:
+            measured[size] = measure(size)
+        return measured[size]
+
+    def result(size: int, epochs: int, how: str) -> TimeFit:
+        cost = epochs * timed(size)
+        table = tuple(Timed(s, round(t, 4)) for s, t in sorted(measured.items(), reverse=True))
+        return TimeFit(size, epochs, round(cost, 1), table, f"train.time_budget={seconds:g} s: {how}")
+
+    top, epochs = sizes[0], budget.epochs
+    if epochs * timed(top) <= seconds:
+        return result(top, epochs, f"{epochs} epochs at {top} px take about {epochs * timed(top):.0f} s: fits")
+    if len(sizes) == 1:
+        cut = max(1, int(seconds // timed(top)))
+        return result(top, cut, f"{top} px is the only size this backbone takes; epochs cut {epochs} -> {cut} to fit")
+    low = sizes[-1]
+    if epochs * timed(low) > seconds:
+        cut = max(1, int(seconds // timed(low)))
+        why = f"even {low} px takes {epochs * timed(low):.0f} s for {epochs} epochs"
+        why += f"; epochs cut {epochs} -> {cut} to fit"
+        return result(low, cut, why)
+    b = max(0.0, (timed(top) - timed(low)) / (top**2 - low**2))
+    a = timed(low) - b * low**2
+    fits = [s for s in sizes[1:] if epochs * (a + b * s**2) <= seconds]  # estimated; each confirmed by measuring
+    size = next((s for s in fits if s == low or epochs * timed(s) <= seconds), low)
+    why = (
+        f"{epochs} epochs at {top} px would take about {epochs * timed(top):.0f} s; "
+        f"{size} px is the largest size that fits ({epochs * timed(size):.0f} s)"
+    )
+    return result(size, epochs, why)
