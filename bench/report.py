@@ -440,6 +440,49 @@ def heldout(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def probe_selection(r: dict[str, Any]) -> list[str]:
+    """The probe's C criterion with few labels, many label draws (bench/probe_selection.py)."""
+    def cell(values: list[float]) -> str:
+        if not values:
+            return "—"
+        return f"{100 * statistics.mean(values):.1f}" + (
+            f" ± {100 * statistics.stdev(values):.1f}" if len(values) > 1 else "")
+
+    criteria = ["accuracy", "log_loss", "accuracy_then_log_loss", "C=1"]
+    lines = ["## 12. The probe's L2 strength with few labels: the cross-validation criterion", "", header(r), "",
+             "The converged probe on lite0's frozen features (64 px) of the held-out sets, its C chosen by "
+             "5-fold stratified cross-validation on the labeled pool (folds cut to the smallest class) under "
+             "each criterion; labels drawn as validate draws them (label seed = draw), test accuracy in points, "
+             "mean ± std over draws. `reference`: bench/heldout.py's independent scikit-learn probe (C in "
+             "10⁻⁴…10⁴, val with ≥ 5 per class else 3-fold CV accuracy), on the first draws only (it is slow), "
+             "with the two criteria on the same draws beside it. `best C on test` is not a rule (it reads the "
+             "test split): what a perfect choice of C would reach. The criterion was chosen on data seed 0 and "
+             "read again on data seed 1, built afresh.", "",
+             "| target, labels, data | draws | " + " | ".join(criteria) + " | best C on test | reference | "
+             "accuracy, same draws | log_loss, same draws | log_loss − reference |",
+             "|---|---|" + "---|" * (len(criteria) + 5)]
+    gaps: dict[str, list[float]] = {"accuracy": [], "log_loss": []}
+    for name, c in r["cells"].items():
+        ref = c["reference"]
+        for key in gaps:
+            gaps[key] += [a - b for a, b in zip(c[f"{key} (reference draws)"], ref)]
+        diff = [a - b for a, b in zip(c["log_loss (reference draws)"], ref)]
+        lines.append(f"| {name} | {len(c['accuracy'])} | " + " | ".join(cell(c[k]) for k in criteria)
+                     + f" | {cell(c['best C on test (not selectable)'])} | {cell(ref)} | "
+                     f"{cell(c['accuracy (reference draws)'])} | {cell(c['log_loss (reference draws)'])} | "
+                     f"{cell(diff)} |")
+    lines += [""]
+    for data_seed in sorted({name.rsplit(" ", 1)[-1] for name in r["cells"]}):
+        runs = {k: v for k, v in r["cells"].items() if k.endswith(f"data seed {data_seed}")}
+        means = {k: statistics.mean(v for c in runs.values() for v in c[k]) for k in criteria}
+        lines.append(f"Data seed {data_seed}: mean over {len(runs)} cells × draws: "
+                     + ", ".join(f"{k} {100 * m:.1f}" for k, m in means.items()) + ".")
+    lines += ["", f"Against the reference, draw by draw: accuracy criterion {100 * min(gaps['accuracy']):+.1f} to "
+              f"{100 * max(gaps['accuracy']):+.1f} points, log-loss criterion {100 * min(gaps['log_loss']):+.1f} "
+              f"to {100 * max(gaps['log_loss']):+.1f}.", ""]
+    return lines
+
+
 def similarity_cost(r: dict[str, Any]) -> list[str]:
     names = ["pad", "mmd2_rbf", "frechet", "logme", "linear_probe"]
     fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
@@ -696,7 +739,8 @@ def main() -> None:
                 ("dann", dann), ("strategy_selection", strategy_selection),
                 ("strategy_selection_race_fresh", race_fresh_seeds), ("similarity_cost", similarity_cost),
                 ("peers", peers), ("pipeline_scale", pipeline_scale), ("loader", loader),
-                ("strategy_selection_tf_efficientnet_lite0", strategy_selection_imagenet), ("heldout", heldout)]
+                ("strategy_selection_tf_efficientnet_lite0", strategy_selection_imagenet), ("heldout", heldout),
+                ("probe_selection", probe_selection)]
     results = {name: load(name) for name, _ in sections}
     dates = {name: r["machine"]["date"] for name, r in results.items() if r}
     # The overview notes describe the seven tables of one bench-full run; later sections do not stale them.

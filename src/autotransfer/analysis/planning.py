@@ -98,7 +98,6 @@ PREFERENCES: dict[tuple[str, str], tuple[str, ...]] = {
     ("none", "different"): ("dann_mcc_pl", "dann", "source_only"),
 }
 FROZEN = ("linear_probe", "finetune_top", "source_only")
-CLOSED_FORM = ("linear_probe",)  # fitted to convergence, no optimizer steps (its budget says so)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from autotransfer.analysis.planning import ADAPTATION, CLOSED_FORM, COMPONENTS, PlanInputs, decide, explain
+from autotransfer.analysis.planning import COMPONENTS, PlanInputs, decide, explain
 from autotransfer.artifacts import (
     PLAN_JSON,
     SIMILARITY_JSON,
@@ -23,6 +23,7 @@ from autotransfer.errors import StageInputError
 from autotransfer.io.files import write_report
 from autotransfer.models.backbones import resolutions
 from autotransfer.transfer.budget import RESOLUTIONS, Budget, fit_time_budget, step_budget
+from autotransfer.transfer.strategies import strategy_class
 
 
 def plan_inputs(validation: ValidationReport, similarity: SimilarityReport) -> PlanInputs:
@@ -103,9 +104,10 @@ def planned_budget(params: Params, validation: ValidationReport, strategy: str) 
     labeled = sum(usage.labeled_per_class.values())
     scored = 0 if min(val.values(), default=0) < cfg.min_val_per_class else sum(val.values())  # else val trains
     pool = labeled - scored
-    if strategy in ADAPTATION:
+    kind = strategy_class(strategy)  # its traits, from the one place the trainer reads them too
+    if kind.needs_source:
         pool += validation.domains["source"].images.get("train", 0)
-    budget = step_budget(cfg, pool, closed_form=strategy in CLOSED_FORM)
+    budget = step_budget(cfg, pool, closed_form=kind.closed_form)
     report = BudgetReport(
         epochs=budget.epochs,
         steps=budget.steps,
@@ -140,7 +142,7 @@ def within_time(
     fit = fit_time_budget(
         budget, seconds, sizes, lambda size: epoch_seconds(params, strategy, work, size, budget.epochs)
     )
-    closed = strategy in CLOSED_FORM
+    closed = strategy_class(strategy).closed_form
     return report.model_copy(
         update={
             "epochs": budget.epochs if closed else fit.epochs,

@@ -14,7 +14,6 @@ target where transfer fails should get the baseline, not a model worse than one.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from autotransfer.config import TrainConfig
 from autotransfer.io.data import Normalization, TrainData
@@ -49,7 +48,5 @@ def fit_logistic_pixels(data: TrainData, cfg: TrainConfig) -> TransferModel:
         cfg.seed,
     )
     model = TransferModel(PIXELS, len(data.classes), int(data.train.images.shape[-1]))
-    with torch.no_grad():
-        model.head.weight.copy_(torch.as_tensor(head.weight, dtype=torch.float32))
-        model.head.bias.copy_(torch.as_tensor(head.bias, dtype=torch.float32))
+    head.load_into(model.head)
     return model.eval()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -57,6 +58,14 @@ class LogisticHead:
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         return np.asarray((features @ self.weight.T + self.bias).argmax(1))
+
+    def load_into(self, linear: Any) -> None:
+        """Write this head into a ``torch.nn.Linear`` of ``(n_classes, d)`` (what the model serves)."""
+        import torch
+
+        with torch.no_grad():
+            linear.weight.copy_(torch.as_tensor(self.weight, dtype=torch.float32))
+            linear.bias.copy_(torch.as_tensor(self.bias, dtype=torch.float32))
 
 
 Fit = tuple[np.ndarray, np.ndarray, np.ndarray]  # coef (classes, d), intercept, the classes seen

@@ -382,9 +382,7 @@ class LinearProbe(Strategy):
             )
         except ValueError as exc:
             raise TrainingError(f"{self.name}: {exc}; no model written") from exc
-        with torch.no_grad():
-            self.model.head.weight.copy_(torch.as_tensor(head.weight, dtype=torch.float32))
-            self.model.head.bias.copy_(torch.as_tensor(head.bias, dtype=torch.float32))
+        head.load_into(self.model.head)
         with torch.no_grad():
             logits = self.model.head(self.features["train"])
         labels = self.pool_labels
