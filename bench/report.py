@@ -483,6 +483,28 @@ def probe_selection(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def time_budget(r: dict[str, Any]) -> list[str]:
+    """What train.time_budget chose and what the run then took (bench/time_budget.py)."""
+    lines = ["## 13. A time budget: the plan's choice against the run's measured seconds", "", header(r), "",
+             "One held-out target at the backbone's pretrained resolution (`backbone.input_size=auto`, 224 px for "
+             "lite0), the rules' run per budget. `estimate`: the plan's warm-up (a few of the strategy's own "
+             "optimizer steps at each size it tried) times the epochs it chose; `steps s`: the optimizer steps as "
+             "train measured them (what the budget covers); `train s`: the whole train stage, loading the images "
+             "at that size included. Test accuracy (the test split chooses nothing). One seed.", "",
+             "| budget s | strategy | size px | epochs (steps) | estimate s | steps s | steps / estimate | "
+             "train s | plan s | test accuracy | sizes timed (s per epoch) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for run in r["runs"]:
+        est, steps = run["estimated_seconds"], run["step_seconds"]
+        ratio = f"{steps / est:.2f}" if est and steps else "—"
+        timed = ", ".join(f"{k}: {v:.2f}" for k, v in (run["measured_per_epoch"] or {}).items()) or "—"
+        lines.append(f"| {run['budget'] if run['budget'] is not None else 'none'} | {run['strategy']} | "
+                     f"{run['input_size']} | {run['epochs']} ({run['steps']}) | {est if est is not None else '—'} | "
+                     f"{steps} | {ratio} | {run['train_seconds']} | {run['plan_seconds']} | "
+                     f"{100 * run['accuracy']:.1f} | {timed} |")
+    return lines + [""]
+
+
 def similarity_cost(r: dict[str, Any]) -> list[str]:
     names = ["pad", "mmd2_rbf", "frechet", "logme", "linear_probe"]
     fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
@@ -740,7 +762,7 @@ def main() -> None:
                 ("strategy_selection_race_fresh", race_fresh_seeds), ("similarity_cost", similarity_cost),
                 ("peers", peers), ("pipeline_scale", pipeline_scale), ("loader", loader),
                 ("strategy_selection_tf_efficientnet_lite0", strategy_selection_imagenet), ("heldout", heldout),
-                ("probe_selection", probe_selection)]
+                ("probe_selection", probe_selection), ("time_budget", time_budget)]
     results = {name: load(name) for name, _ in sections}
     dates = {name: r["machine"]["date"] for name, r in results.items() if r}
     # The overview notes describe the seven tables of one bench-full run; later sections do not stale them.

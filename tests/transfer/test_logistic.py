@@ -33,15 +33,23 @@ def test_the_folded_head_gives_sklearns_probabilities_at_the_chosen_c(dim):
     np.testing.assert_allclose(ours / ours.sum(1, keepdims=True), expected, atol=2e-3)
 
 
-def test_c_is_the_val_best_when_val_is_large_enough():
+def test_c_is_the_val_best_by_log_loss_when_val_is_large_enough():
+    from sklearn.metrics import log_loss
+
     x, y = blobs(30, 3, seed=0)
     vx, vy = blobs(15, 3, seed=1)
     head = fit_logistic(x, y, vx, vy, n_classes=3, min_val_per_class=10)
     scores = head.selection.scores
-    assert set(scores) == set(C_GRID)
-    assert scores[head.selection.C] == max(scores.values())
-    # among equal scores the strongest penalty (smallest C) is kept
-    assert all(c >= head.selection.C for c, s in scores.items() if s == max(scores.values()))
+    assert set(scores) == set(C_GRID) and set(head.selection.accuracy) == set(C_GRID)
+    assert scores[head.selection.C] == min(scores.values())
+    # among equal losses the strongest penalty (smallest C) is kept
+    assert all(c >= head.selection.C for c, s in scores.items() if s == min(scores.values()))
+    # and the loss recorded for the chosen C is scikit-learn's log-loss of the served head on val (refitted
+    # to a tighter tolerance: equal within it)
+    logits = vx @ head.weight.T + head.bias
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    assert log_loss(vy, p / p.sum(1, keepdims=True)) == pytest.approx(scores[head.selection.C], rel=1e-3)
+    assert "log-loss" in head.selection.describe()
 
 
 def test_too_small_a_val_means_cross_validation_on_the_pool_and_val_trains():
