@@ -10,7 +10,8 @@ label cap covers train and val together; the test split chooses nothing):
   images per class (fit on train), else by 3-fold cross-validation on train+val (fit on both);
 - ``pixels``: the floor's logistic regression on pooled pixels.
 
-Runs are recorded one by one in bench/results/heldout_runs/ (a rerun skips what is there).
+Runs are recorded one by one in bench/results/heldout_runs/ (a rerun skips what is there;
+``--rerun linear_probe`` trains that strategy again in recorded cells, after a change to it).
 
     python bench/heldout.py [--targets letters scenes textures] [--labels 3 10 30] [--seeds 0]
                             [--strategies linear_probe finetune_top progressive finetune_all] [--data-seed 0]
@@ -133,13 +134,38 @@ def rules_today(run: dict, path: Path) -> dict:
     return {"pick": pick, "accuracy": None, "as": "not measured"}
 
 
+def forced_run(base: list[str], folder: Path, strategy: str) -> dict:
+    """``strategy`` forced, floor off: its test accuracy, seconds, budget and how it chose."""
+    p = load_params(None, [*base, f"strategy.force={strategy}", f"train.out={folder}/{strategy}", "train.floor=false"])
+    started = time.perf_counter()
+    report = train_stage(p, progress=False)
+    return {"accuracy": test_accuracy(p), "seconds": round(time.perf_counter() - started, 1),
+            "epochs": report.epochs_run, "steps": report.budget.steps, "selection": report.selection.rule,
+            "fit": report.fit, "date": machine()["date"]}
+
+
+def rerun(path: Path, strategies: list[str]) -> dict:
+    """A recorded cell with ``strategies`` trained again at today's code (the plan replayed, the rest kept)."""
+    run = json.loads(path.read_text())
+    folder = WORK / "heldout_runs" / path.stem
+    base = base_overrides(run["target"], run["labels"], run["seed"], run.get("data_seed", 0), folder,
+                          run.get("extra", []))
+    make_plan(load_params(None, base))  # this code's plan.json, which train reads
+    for strategy in strategies:
+        run["strategies"][strategy] = forced_run(base, folder, strategy)
+        print(f"  {path.stem} {strategy} (rerun): {run['strategies'][strategy]}", flush=True)
+    run.setdefault("reruns", []).append({"strategies": strategies, "date": machine()["date"]})
+    path.write_text(json.dumps(run, indent=2) + "\n")
+    return run
+
+
 def run_cell(target: str, labels: int | None, seed: int, strategies: list[str], extra: list[str],
-             data_seed: int = 0) -> dict:
+             data_seed: int = 0, again: list[str] | None = None) -> dict:
     name = f"{target}-{labels}-{seed}" + (f"-data{data_seed}" if data_seed else "")
     name += "-" + "-".join(x.replace("=", "_") for x in extra) if extra else ""
     path = RUNS / f"{name}.json"
     if path.exists():
-        return json.loads(path.read_text())
+        return rerun(path, again) if again else json.loads(path.read_text())
     folder = WORK / "heldout_runs" / name
     base = base_overrides(target, labels, seed, data_seed, folder, extra)
     params = load_params(None, base)
@@ -152,13 +178,7 @@ def run_cell(target: str, labels: int | None, seed: int, strategies: list[str], 
                  "plan": plan.chosen,
                  "plan_reason": plan.reason, "strategies": {}}
     for strategy in strategies:
-        p = load_params(None, [*base, f"strategy.force={strategy}", f"train.out={folder}/{strategy}",
-                               "train.floor=false"])
-        started = time.perf_counter()
-        report = train_stage(p, progress=False)
-        out["strategies"][strategy] = {"accuracy": test_accuracy(p), "seconds": round(time.perf_counter() - started, 1),
-                                       "epochs": report.epochs_run, "steps": report.budget.steps,
-                                       "selection": report.selection.rule, "fit": report.fit}
+        out["strategies"][strategy] = forced_run(base, folder, strategy)
         print(f"  {name} {strategy}: {out['strategies'][strategy]}", flush=True)
     p = load_params(None, [*base, f"train.out={folder}/rules"])
     started = time.perf_counter()
@@ -211,13 +231,15 @@ def main() -> None:
                         default=["linear_probe", "finetune_top", "progressive", "finetune_all"])
     parser.add_argument("-S", dest="extra", action="append", default=[], help="extra params override")
     parser.add_argument("--data-seed", type=int, default=0, help="build the sets afresh with this seed")
+    parser.add_argument("--rerun", nargs="+", default=[],
+                        help="strategies to train again in cells already recorded (after a change to them)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     for seed in args.seeds:
         for labels in args.labels:
             for target in args.targets:
                 run_cell(target, None if labels == "all" else int(labels), seed, args.strategies, args.extra,
-                         args.data_seed)
+                         args.data_seed, args.rerun)
     print(aggregate())
 
 

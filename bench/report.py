@@ -477,9 +477,15 @@ def probe_selection(r: dict[str, Any]) -> list[str]:
         means = {k: statistics.mean(v for c in runs.values() for v in c[k]) for k in criteria}
         lines.append(f"Data seed {data_seed}: mean over {len(runs)} cells × draws: "
                      + ", ".join(f"{k} {100 * m:.1f}" for k, m in means.items()) + ".")
+    below = [(name, 100 * (a - b)) for name, c in r["cells"].items()
+             for a, b in zip(c["log_loss (reference draws)"], c["reference"]) if a - b < -0.01]
     lines += ["", f"Against the reference, draw by draw: accuracy criterion {100 * min(gaps['accuracy']):+.1f} to "
-              f"{100 * max(gaps['accuracy']):+.1f} points, log-loss criterion {100 * min(gaps['log_loss']):+.1f} "
-              f"to {100 * max(gaps['log_loss']):+.1f}.", ""]
+              f"{100 * max(gaps['accuracy']):+.1f} points, log-loss criterion (the product's) "
+              f"{100 * min(gaps['log_loss']):+.1f} to {100 * max(gaps['log_loss']):+.1f}, median "
+              f"{100 * statistics.median(gaps['log_loss']):+.1f}; more than 1 point below it in {len(below)} of "
+              f"{len(gaps['log_loss'])} draws (" + "; ".join(f"{n}: {g:+.1f}" for n, g in below) + ").", "",
+              verdict(not below, "the product's probe never more than 1 point below the reference probe, draw by draw"),
+              ""]
     return lines
 
 
