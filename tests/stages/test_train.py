@@ -204,11 +204,14 @@ def test_a_time_budget_gives_way_in_resolution_first_then_in_steps():
     # given time for the configured size: it stays, measured once
     fit = fit_time_budget(budget, 1e4, sizes, cost)
     assert (fit.input_size, fit.epochs, asked) == (224, 75, [224]) and fit.rule.endswith("fits")
-    # given time for 75 epochs at about 130 px: 128 px, every step kept, the choice measured to confirm
+    # given time for 75 epochs at about 130 px: 128 px, every step kept, found by bisection between the
+    # configured and the smallest size (each step a measurement; none beyond what the search needs)
+    allowed = 75 * cost(130)
     asked.clear()
-    fit = fit_time_budget(budget, 75 * cost(130), sizes, cost)
-    assert (fit.input_size, fit.epochs) == (128, 75) and asked[:3] == [130, 224, 64] and 128 in asked
-    assert fit.estimated_seconds <= 75 * cost(130) and "128 px is the largest size that fits" in fit.rule
+    fit = fit_time_budget(budget, allowed, sizes, cost)
+    assert (fit.input_size, fit.epochs) == (128, 75) and asked == [224, 64, 160, 128]
+    assert fit.estimated_seconds <= allowed and "128 px is the largest size that fits" in fit.rule
+    assert [t.input_size for t in fit.measured] == [224, 160, 128, 64]
     # given less than 75 epochs at the smallest size: the smallest, epochs cut to what fits
     fit = fit_time_budget(budget, 30.5 * cost(64), sizes, cost)
     assert (fit.input_size, fit.epochs) == (64, 30) and "epochs cut 75 -> 30" in fit.rule

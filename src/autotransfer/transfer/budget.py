@@ -85,11 +85,12 @@ def fit_time_budget(budget: Budget, seconds: float, sizes: tuple[int, ...], meas
     """The largest of ``sizes`` (descending; the first is the configured one) whose budget fits in ``seconds``.
 
     The step rule's steps are what a small target needs to converge, so the resolution
-    gives way first: ``measure(size)`` (seconds per epoch, from a warm-up of the strategy's
-    own steps) is taken at the configured size; if the budget does not fit there, at the
-    smallest size, and the sizes between are estimated as ``a + b·size²`` (a convolution's
-    cost grows with the pixels) and the chosen one measured to confirm. Only when even the
-    smallest size does not fit are epochs cut, to what fits (at least one).
+    gives way first. ``measure(size)`` is seconds per epoch from a warm-up of the
+    strategy's own steps. It is taken at the configured size; if the budget does not fit
+    there, at the smallest size; then the sizes between are searched by bisection, each
+    step a measurement (cost grows with the size; a model of how fast was tried and, on a
+    CPU, overestimated the middle sizes twofold). Only when even the smallest size does not
+    fit are epochs cut, to what fits (at least one).
     """
     measured: dict[int, float] = {}
 
@@ -109,16 +110,18 @@ def fit_time_budget(budget: Budget, seconds: float, sizes: tuple[int, ...], meas
     if len(sizes) == 1:
         cut = max(1, int(seconds // timed(top)))
         return result(top, cut, f"{top} px is the only size this backbone takes; epochs cut {epochs} -> {cut} to fit")
-    low = sizes[-1]
-    if epochs * timed(low) > seconds:
-        cut = max(1, int(seconds // timed(low)))
+    if epochs * timed(sizes[-1]) > seconds:
+        low, cut = sizes[-1], max(1, int(seconds // timed(sizes[-1])))
         why = f"even {low} px takes {epochs * timed(low):.0f} s for {epochs} epochs"
-        why += f"; epochs cut {epochs} -> {cut} to fit"
-        return result(low, cut, why)
-    b = max(0.0, (timed(top) - timed(low)) / (top**2 - low**2))
-    a = timed(low) - b * low**2
-    fits = [s for s in sizes[1:] if epochs * (a + b * s**2) <= seconds]  # estimated; each confirmed by measuring
-    size = next((s for s in fits if s == low or epochs * timed(s) <= seconds), low)
+        return result(low, cut, why + f"; epochs cut {epochs} -> {cut} to fit")
+    too_slow, fits = 0, len(sizes) - 1  # indices into sizes: measured not to fit / to fit
+    while fits - too_slow > 1:
+        middle = (too_slow + fits) // 2
+        if epochs * timed(sizes[middle]) <= seconds:
+            fits = middle
+        else:
+            too_slow = middle
+    size = sizes[fits]
     why = (
         f"{epochs} epochs at {top} px would take about {epochs * timed(top):.0f} s; "
         f"{size} px is the largest size that fits ({epochs * timed(size):.0f} s)"
