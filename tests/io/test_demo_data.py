@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -105,3 +106,12 @@ def test_the_shift_is_real(demo_root):
         scores[source, target] = (model.score(*load(source, "test")), model.score(*load(target, "test")))
     for (within, across) in scores.values():
         assert within > 0.9 and across < within - 0.25
+    # and the figures README.md and docs/data.md quote are these (the build is deterministic)
+    (synth_in, synth_out), (digits_in, digits_out) = scores.values()
+    repo = Path(__file__).resolve().parents[2]
+    readme = " ".join((repo / "README.md").read_text().split())
+    data_md = " ".join((repo / "docs/data.md").read_text().split())
+    assert f"scores {synth_in:.2f} on synth-digits' test split and {synth_out:.2f} on digits'" in readme
+    assert f"{digits_in:.2f} there and {digits_out:.2f} on digits-m" in readme
+    assert f"drops from {synth_in:.2f} to {synth_out:.2f} accuracy" in data_md
+    assert f"from {digits_in:.2f} to {digits_out:.2f} from digits to digits-m" in data_md
