@@ -21,6 +21,7 @@ import time
 import torch
 
 from autotransfer.config import load_params
+from autotransfer.models.weights import backbone_input
 from autotransfer.stages.plan import make_plan
 from autotransfer.stages.similarity import measure_similarity
 from autotransfer.stages.train import train_stage
@@ -45,7 +46,7 @@ def run(target: str, labels: int, budget: float | None, seed: int, size: str) ->
     fitted = plan.budget.time_fit if plan.budget else None
     out = {
         "budget": budget, "strategy": plan.chosen, "plan_seconds": round(plan_seconds, 1),
-        "input_size": report.budget.input_size or params.backbone.input_size,
+        "input_size": report.budget.input_size or backbone_input(params).size,
         "epochs": report.budget.epochs, "steps": report.budget.steps,
         "estimated_seconds": fitted.estimated_seconds if fitted else None,
         "measured_per_epoch": fitted.seconds_per_epoch if fitted else None,
