@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import numpy as np
@@ -106,12 +107,18 @@ def test_the_shift_is_real(demo_root):
         scores[source, target] = (model.score(*load(source, "test")), model.score(*load(target, "test")))
     for (within, across) in scores.values():
         assert within > 0.9 and across < within - 0.25
-    # and the figures README.md and docs/data.md quote are these (the build is deterministic)
-    (synth_in, synth_out), (digits_in, digits_out) = scores.values()
+    # and the figures README.md and docs/data.md quote are these, to their two decimals (the
+    # regression stops at 300 iterations, where the thread count can move the last digit)
+    measured = [value for pair in scores.values() for value in pair]
     repo = Path(__file__).resolve().parents[2]
     readme = " ".join((repo / "README.md").read_text().split())
     data_md = " ".join((repo / "docs/data.md").read_text().split())
-    assert f"scores {synth_in:.2f} on synth-digits' test split and {synth_out:.2f} on digits'" in readme
-    assert f"{digits_in:.2f} there and {digits_out:.2f} on digits-m" in readme
-    assert f"drops from {synth_in:.2f} to {synth_out:.2f} accuracy" in data_md
-    assert f"from {digits_in:.2f} to {digits_out:.2f} from digits to digits-m" in data_md
+    quoted = {
+        "README.md": re.search(r"scores (\S+) on synth-digits' test split and (\S+) on digits'; "
+                               r"trained on digits it scores (\S+) there and (\S+) on digits-m", readme),
+        "docs/data.md": re.search(r"drops from (\S+) to (\S+) accuracy from synth-digits to digits, "
+                                  r"and from (\S+) to (\S+) from digits to digits-m", data_md),
+    }
+    for doc, match in quoted.items():
+        assert match, f"{doc} no longer quotes the shift"
+        assert [float(x) for x in match.groups()] == pytest.approx(measured, abs=0.011), doc
