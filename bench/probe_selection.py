@@ -63,25 +63,11 @@ def target_features(target: str, data_seed: int) -> tuple[pd.DataFrame, np.ndarr
     return rows, feats
 
 
-def cv_scores(x: np.ndarray, y: np.ndarray, folds: int, seed: int) -> tuple[dict, dict, int]:
-    """Mean held-out accuracy and log-loss per C over stratified folds (the product's folds)."""
-    from sklearn.model_selection import StratifiedKFold
-
-    k = min(folds, int(np.bincount(y).min()))
-    acc = dict.fromkeys(logistic.C_GRID, 0.0)
-    loss = dict.fromkeys(logistic.C_GRID, 0.0)
-    for fit_rows, held_rows in StratifiedKFold(k, shuffle=True, random_state=seed).split(x, y):
-        scale = logistic._Standardiser(x[fit_rows])
-        held = scale(x[held_rows])
-        for c, (coef, intercept, classes) in logistic._path(scale(x[fit_rows]), y[fit_rows], logistic.C_GRID,
-                                                            seed).items():
-            logits = held @ coef.T + intercept
-            logits -= logits.max(1, keepdims=True)
-            logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
-            truth = np.searchsorted(classes, y[held_rows])
-            acc[c] += float((logits.argmax(1) == truth).mean()) / k
-            loss[c] -= float(logp[np.arange(len(truth)), truth].mean()) / k
-    return acc, loss, k
+def cv_scores(x: np.ndarray, y: np.ndarray, folds: int, seed: int) -> tuple[dict, dict]:
+    """Mean held-out accuracy and log-loss per C over the product's own stratified folds (``select_c``)."""
+    never_val = np.iinfo(np.int32).max  # no val: select_c cross-validates the pool
+    selection = logistic.select_c(x, y, x[:0], y[:0], never_val, folds, seed)
+    return selection.accuracy, selection.scores
 
 
 def choose(criterion: str, acc: dict, loss: dict) -> float:
@@ -112,7 +98,7 @@ def measure(target: str, data_seed: int, labels: int, draws: int, folds: int, re
         usage = assign_usage(rows, target, labels, draw)
         pool = usage.isin(["train", "val"]).to_numpy()
         x, y = feats[pool].astype(np.float64), rows["y"].to_numpy()[pool]
-        acc, loss, _ = cv_scores(x, y, folds, draw)
+        acc, loss = cv_scores(x, y, folds, draw)
         for criterion in CRITERIA[:3]:
             c = choose(criterion, acc, loss)
             out["chosen C"][criterion].append(c)

@@ -365,14 +365,17 @@ def strategy_selection_imagenet(r: dict[str, Any]) -> list[str]:
 HELDOUT_STRATEGIES = ("linear_probe", "finetune_top", "progressive", "finetune_all")
 
 
+def _mean_std_points(values: list[float]) -> str:
+    """Accuracies (0-1) as "mean ± std" in points; "—" for none, no spread for one."""
+    if not values:
+        return "—"
+    mean = 100 * statistics.mean(values)
+    return f"{mean:.1f}" + (f" ± {100 * statistics.stdev(values):.1f}" if len(values) > 1 else "")
+
+
 def heldout(r: dict[str, Any]) -> list[str]:
     """Every strategy, the rules' pick and the reference probe on the held-out sets (bench/heldout.py)."""
-    def cell(values: list[float]) -> str:
-        if not values:
-            return "—"
-        mean = 100 * statistics.mean(values)
-        return f"{mean:.1f}" + (f" ± {100 * statistics.stdev(values):.1f}" if len(values) > 1 else "")
-
+    cell = _mean_std_points
     lines = ["## 11. Held-out sets: every strategy, the rules' pick and a converged probe", "", header(r), "",
              "Targets built by `bench/heldout_data.py` (letters: 10 capital letters in 20 fonts, grey, 40 px; "
              "scenes: which of 8 colour photographs a crop comes from, 96 px; textures: which of 7 grey textures, "
@@ -446,12 +449,7 @@ def heldout(r: dict[str, Any]) -> list[str]:
 
 def probe_selection(r: dict[str, Any]) -> list[str]:
     """The probe's C criterion with few labels, many label draws (bench/probe_selection.py)."""
-    def cell(values: list[float]) -> str:
-        if not values:
-            return "—"
-        return f"{100 * statistics.mean(values):.1f}" + (
-            f" ± {100 * statistics.stdev(values):.1f}" if len(values) > 1 else "")
-
+    cell = _mean_std_points
     criteria = ["accuracy", "log_loss", "accuracy_then_log_loss", "C=1"]
     lines = ["## 12. The probe's L2 strength with few labels: the cross-validation criterion", "", header(r), "",
              "The converged probe on lite0's frozen features (64 px) of the held-out sets, its C chosen by "
