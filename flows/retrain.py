@@ -98,41 +98,63 @@ def _live_run(params: Params) -> Iterator[tracking.Tracker]:
 
 @flow(name="retrain", description=__doc__.splitlines()[0])
 def retrain(
-    params_file: str = str(DEFAULT_PARAMS_FILE), overrides: list[str] | None = None, force: bool = False
+    params_file: str = str(DEFAULT_PARAMS_FILE),
+    overrides: list[str] | None = None,
+    force: bool = False,
+    register_model: bool = True,
 ) -> dict[str, Any]:
     """Retrain on the current data, register the model, promote it if it wins.
 
     params_file: the params YAML (missing default file: all defaults).
     overrides: ``section.key=value`` strings applied on top, e.g. ``["data.target=digits-m"]``.
     force: retrain even when a registered version was trained on this data with these params.
+    register_model: false: stop after evaluate and write report.html; MLflow is not touched (no run is
+        tracked, no version registered, no alias moved), and the registry is not asked whether this
+        was trained before.
     """
     logger = get_run_logger()
-    params = load_params(params_file, overrides or [])
+    # Without register nothing may reach MLflow, the live run included.
+    params = load_params(
+        params_file, [*(overrides or []), *([] if register_model else ["registry.live_tracking=false"])]
+    )
     stage = "validate"
     # Prefect's engine put its own SIGTERM handler in place for the run; ours stops it in order
     # (`main` installed it for the process; a worker's flow process gets it for the run).
     try:
         with stopping.handling() as signals, exclusive_outputs(params), _live_run(params) as run:
             results: dict[str, Any] = {"validate": run_stage("validate", params)}
-            unchanged = _unchanged_since_registered(params)
+            unchanged = _unchanged_since_registered(params) if register_model else None
             if unchanged and not force:
                 logger.info(unchanged)
                 run.set_tags({"skipped": unchanged})
                 run.end("FINISHED")
                 _decision_report(params, results, skipped=unchanged)
                 return {"skipped": True, "reason": unchanged, **results}
-            for stage in FLOW_STAGES[1:]:
+            for stage in [name for name in FLOW_STAGES[1:] if register_model or name != "register"]:
                 signals.check()
                 with signals.deferred() if stage == "register" else nullcontext():  # a version is written whole
                     results[stage] = run_stage(stage, params)
+            if not register_model:
+                results["report"] = str(_report_without_registry(params))
             _decision_report(params, results)
-            results["dvc"] = _record_in_dvc(params_file, overrides)
+            results["dvc"] = (
+                _record_in_dvc(params_file, overrides) if register_model else "not registered: not recorded in dvc.lock"
+            )
             logger.info(results["dvc"])
             return {"skipped": False, **results}
     except stopping.RunStopped as stop:
         message = f"{stop} during {stage}: {STOPPED_NOTE}"
         logger.warning(message)
         return Cancelled(message=message)  # type: ignore[return-value]
+
+
+def _report_without_registry(params: Params) -> Path:
+    """report.html of a run that was not registered: an earlier run's registration.json would not describe it."""
+    from autotransfer.artifacts import REGISTRATION_JSON
+    from autotransfer.stages.report import write_run_report
+
+    (Path(params.reports.dir) / REGISTRATION_JSON).unlink(missing_ok=True)
+    return write_run_report(params, registered=False)
 
 
 def _unchanged_since_registered(params: Params) -> str | None:
@@ -174,7 +196,7 @@ def _decision_report(params: Params, results: dict[str, Any], skipped: str | Non
         plan = PlanReport.model_validate(results["plan"])
         train = TrainReport.model_validate(results["train"])
         metrics = MetricsReport.model_validate(results["evaluate"])
-        reg = RegistrationReport.model_validate(results["register"])
+        reg = RegistrationReport.model_validate(results["register"]) if "register" in results else None
         lines += [
             "**Plan:** " + plan.summary().replace("\n", "\n\n**Why:** "),
             "",
@@ -183,11 +205,12 @@ def _decision_report(params: Params, results: dict[str, Any], skipped: str | Non
             *(["**Health:** " + train.health.line().removeprefix("health: "), ""] if train.health else []),
             "**Target test:** " + metrics.summary().splitlines()[0],
             "",
-            "**Registry:** " + reg.summary().replace("\n", ": "),
+            "**Registry:** " + (reg.summary().replace("\n", ": ") if reg else "not registered (register_model=False)"),
         ]
         report = Path(params.reports.dir) / REPORT_HTML
         if report.exists():
-            lines += ["", f"**Report:** [{report.name}]({report.resolve().as_uri()}) (also on MLflow run {reg.run_id})"]
+            on_run = f" (also on MLflow run {reg.run_id})" if reg else ""
+            lines += ["", f"**Report:** [{report.name}]({report.resolve().as_uri()}){on_run}"]
             create_link_artifact(
                 key="retrain-report",
                 link=report.resolve().as_uri(),
@@ -200,8 +223,8 @@ def _decision_report(params: Params, results: dict[str, Any], skipped: str | Non
             table=[
                 {"metric": "accuracy", "value": metrics.accuracy},
                 {"metric": "macro_f1", "value": metrics.macro_f1},
-                {"metric": "challenger_score", "value": reg.challenger_score},
-                {"metric": "champion_score", "value": reg.champion_score},
+                {"metric": "challenger_score", "value": reg.challenger_score if reg else None},
+                {"metric": "champion_score", "value": reg.champion_score if reg else None},
             ],
         )
     create_markdown_artifact(
@@ -228,7 +251,12 @@ def main(argv: list[str] | None = None) -> int:
         # the server is stopped last: the flow's final state and its logs go to it after a stop signal too
         with stopping.handling(process_wide=argv is None) as signals, owned_temporary_server():
             try:
-                result = retrain(params_file=str(args.params), overrides=args.overrides, force=args.force)
+                result = retrain(
+                    params_file=str(args.params),
+                    overrides=args.overrides,
+                    force=args.force,
+                    register_model=not args.no_register,
+                )
             except CancelledRun:
                 if signals.received is None:
                     raise

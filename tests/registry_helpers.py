@@ -40,10 +40,10 @@ def run_pipeline(params: Params) -> Params:
     return params
 
 
-def variant(params: Params, work: Path, constant_class: int | None = None) -> Params:
+def variant(params: Params, work: Path, constant_class: int | None = None, **sections: dict) -> Params:
     """A copy of a trained pipeline's outputs in ``work``, registering to ``work.parent/mlflow.db``;
     with ``constant_class``, a model that always answers that class (a deliberately bad
-    challenger), re-evaluated."""
+    challenger), re-evaluated; ``sections`` override params (``registry={"model_name": ...}``)."""
     src_work = Path(params.reports.dir).parent
     shutil.copytree(src_work, work, dirs_exist_ok=False,
                     ignore=shutil.ignore_patterns("runs", "cache"))
@@ -51,6 +51,8 @@ def variant(params: Params, work: Path, constant_class: int | None = None) -> Pa
     for section, key in (("reports", "dir"), ("train", "out"), ("pretrain", "out")):
         raw[section][key] = str(work / Path(raw[section][key]).relative_to(src_work))
     raw["registry"]["tracking_uri"] = f"sqlite:///{work.parent / 'mlflow.db'}"  # one store per test folder
+    for key, values in sections.items():
+        raw[key] = {**raw[key], **values}
     copied = Params.model_validate(raw)
     if constant_class is not None:
         weights = Path(copied.train.out) / "model.safetensors"

@@ -23,7 +23,7 @@ def params_file(params, path: Path) -> str:
 
 
 def versions(params) -> list:
-    return MlflowClient(params.registry.tracking_uri).search_model_versions("name = 'autotransfer'")
+    return MlflowClient(params.registry.tracking_uri).search_model_versions("name = 'autotransfer-digits'")
 
 
 def pipeline_runs(params) -> list:
@@ -88,6 +88,14 @@ def test_full_run_registers_an_unchanged_rerun_skips_changed_params_retrain(demo
     changed = retrain(params_file=file, overrides=["train.epochs=1"])
     assert not changed["skipped"] and changed["train"]["epochs_run"] == 1
     assert len(versions(params)) == 2
+    # --no-register: it trains and evaluates, writes report.html, and leaves MLflow alone
+    tracked = len(pipeline_runs(params))
+    dry = retrain(params_file=file, overrides=["train.epochs=3"], register_model=False)
+    assert not dry["skipped"] and "register" not in dry and dry["train"]["epochs_run"] == 3
+    assert dry["evaluate"]["accuracy"] is not None and "not recorded" in dry["dvc"]
+    assert len(versions(params)) == 2 and len(pipeline_runs(params)) == tracked
+    reports = Path(params.reports.dir)
+    assert "Not registered" in (reports / "report.html").read_text() and not (reports / "registration.json").exists()
 
 
 def test_invalid_data_fails_at_validation_and_nothing_is_trained_or_registered(demo_root, tmp_path,

@@ -45,11 +45,11 @@ def write_params(params: Params, path: Path) -> Path:
 
 
 def versions(params: Params) -> list:
-    return MlflowClient(params.registry.tracking_uri).search_model_versions("name = 'autotransfer'")
+    return MlflowClient(params.registry.tracking_uri).search_model_versions("name = 'autotransfer-digits'")
 
 
 def champion_of(params: Params) -> str:
-    return str(MlflowClient(params.registry.tracking_uri).get_model_version_by_alias("autotransfer", "champion").version)
+    return str(MlflowClient(params.registry.tracking_uri).get_model_version_by_alias("autotransfer-digits", "champion").version)
 
 
 def cli_env() -> dict[str, str]:
@@ -380,5 +380,5 @@ def test_two_flows_at_once_on_the_same_stores_both_finish_and_the_registry_stays
     assert sum("not retraining" in o for o in outputs) == 1
     client = MlflowClient(params.registry.tracking_uri)
     assert len(versions(params)) == 1 and champion_of(params) == "1"
-    assert {k: str(v) for k, v in client.get_registered_model("autotransfer").aliases.items()} == {
+    assert {k: str(v) for k, v in client.get_registered_model("autotransfer-digits").aliases.items()} == {
         "champion": "1", "challenger": "1"}

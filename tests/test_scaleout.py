@@ -66,12 +66,12 @@ def test_mlflow_on_postgres_and_s3_registers_promotes_and_serves_the_champion(te
     decision = register(params).to_json()
     # then the version is the champion, recorded in PostgreSQL, its files in the S3 bucket
     assert decision["champion"] == str(decision["version"]) and decision["decision"] == "promoted"
-    assert psql(team, "mlflow", "select name, version from model_versions") == [("autotransfer", 1)]
+    assert psql(team, "mlflow", "select name, version from model_versions") == [("autotransfer-digits", 1)]
     keys = s3_keys(team, MLFLOW_BUCKET)
     assert any(k.endswith("model.safetensors") for k in keys) and any(k.endswith("MLmodel") for k in keys)
-    champion = MlflowClient(team.mlflow_uri).get_model_version_by_alias("autotransfer", "champion")
+    champion = MlflowClient(team.mlflow_uri).get_model_version_by_alias("autotransfer-digits", "champion")
     assert str(champion.version) == str(decision["version"])
-    # and `predict` loads models:/autotransfer@champion back through the server, without S3 keys
+    # and `predict` loads models:/autotransfer-digits@champion back through the server, without S3 keys
     image = next((demo_root / "digits/test/7").glob("*.png"))
     out = subprocess.run([str(Path(sys.executable).with_name("autotransfer")), "predict", "--json", str(image)],
                          cwd=tmp_path, env=client_env(team), capture_output=True, text=True, timeout=300)
@@ -117,7 +117,7 @@ def test_prefect_on_postgres_runs_the_nightly_deployment_on_a_worker(team, demo_
     # then it completed, the run lives in PostgreSQL and its model in the team's registry
     assert state.is_completed(), state
     assert psql(team, "prefect", f"select state_type from flow_run where id = '{flow_run.id}'") == [("COMPLETED",)]
-    versions = MlflowClient(team.mlflow_uri).search_model_versions("name = 'autotransfer'")
+    versions = MlflowClient(team.mlflow_uri).search_model_versions("name = 'autotransfer-digits'")
     assert any(v.tags.get("data_hash") for v in versions)
 
 

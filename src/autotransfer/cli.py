@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from autotransfer.config import DEFAULT_PARAMS_FILE, Params, load_params
+from autotransfer.config import DEFAULT_PARAMS_FILE, Params, load_params, registered_model_name
 from autotransfer.errors import AutotransferError, ConfigError, ImageDecodeError, StageInputError
 from autotransfer.ops.stopping import RunStopped, handling, kill_descendants
 
@@ -78,6 +78,12 @@ def run_options() -> argparse.ArgumentParser:
         "--force",
         action="store_true",
         help="retrain even if this data and these params were trained and registered before",
+    )
+    run.add_argument(
+        "--no-register",
+        action="store_true",
+        help="train and evaluate, write reports/report.html, and leave MLflow alone (no run, no version, "
+        "no alias moved)",
     )
     return run
 
@@ -153,13 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
         "  autotransfer predict data/digits/test --out predictions.csv --top-k 3\n"
         "  autotransfer predict photo.jpg --model models/target --json\n"
-        "  autotransfer predict scans/ --model models:/autotransfer/4 --out scans.csv",
+        "  autotransfer predict scans/ --model models:/autotransfer-digits/4 --out scans.csv",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     predict.add_argument(
         "--model",
         help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/… or a model folder "
-        "(default: models:/<registry.model_name>@champion)",
+        "(default: models:/<registry.model_name>@champion, {target} being data.target's folder name)",
     )
     output = predict.add_mutually_exclusive_group()
     output.add_argument("--out", type=Path, help="write a CSV: path, label, probability[, label_2, …], error")
@@ -390,7 +396,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not files:
         reasons = [f"{m.path}: {m.error}" for m in missing] or [f"no image files in {', '.join(map(str, args.images))}"]
         raise StageInputError("; ".join(reasons))
-    model = args.model or f"models:/{params.registry.model_name}@champion"
+    model = args.model or f"models:/{registered_model_name(params)}@champion"
     started = time.perf_counter()
     results = predict_files(
         load_predictor(model, params), files, args.batch_size, args.top_k, progress=False if args.no_progress else None
@@ -434,6 +440,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _params(args)  # a configuration error is reported before Prefect starts
     command = [sys.executable, "-m", "flows.retrain", "--params", str(args.params)]
     command += [f"--set={override}" for override in args.overrides] + (["--force"] if args.force else [])
+    command += ["--no-register"] if args.no_register else []
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, command)

@@ -8,6 +8,7 @@ meant ``train.learning_rate`` is how experiments go wrong without anyone noticin
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -17,7 +18,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from autotransfer.errors import ConfigError
 
-__all__ = ["ConfigError", "Params", "load_params", "params_from_dict", "resolve_domain"]
+__all__ = ["ConfigError", "Params", "load_params", "params_from_dict", "registered_model_name", "resolve_domain"]
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
 
@@ -343,7 +344,14 @@ class RegistryConfig(Section):
         "with artifacts in mlflow/artifacts.",
     )
     experiment: str = Field("autotransfer", min_length=1, description="MLflow experiment of the pipeline runs.")
-    model_name: str = Field("autotransfer", min_length=1, description="Registered model the runs become versions of.")
+    model_name: str = Field(
+        "autotransfer-{target}",
+        min_length=1,
+        pattern=r"^[A-Za-z0-9_.-]*(\{target\}[A-Za-z0-9_.-]*)?$",
+        description="Registered model the runs become versions of; {target} stands for the target folder's name, "
+        "so that each target has its own versions and champion. A name without {target} is shared by every "
+        "target, but a run never re-scores nor replaces a champion trained on another target.",
+    )
     metric: Literal["accuracy", "macro_f1"] = Field("accuracy", description="Test-split metric that decides promotion.")
     min_delta: float = Field(
         0.005,
@@ -469,6 +477,13 @@ def _section_fields(loc: tuple[str, ...]) -> Iterable[str]:
             return []
         model = annotation
     return model.model_fields.keys()
+
+
+def registered_model_name(params: Params) -> str:
+    """``registry.model_name`` with ``{target}`` replaced by the target folder's name (characters
+    MLflow's ``models:/<name>@alias`` URIs cannot carry become ``-``)."""
+    folder = Path(params.data.target.rstrip("/\\")).name or "target"
+    return params.registry.model_name.replace("{target}", re.sub(r"[^A-Za-z0-9_.-]", "-", folder))
 
 
 def resolve_domain(data: DataConfig, name: str) -> Path:

@@ -23,7 +23,8 @@ from autotransfer.registry.promotion import decide
 from autotransfer.errors import RegistryError
 from autotransfer.registry.people import promote, rollback
 from autotransfer.registry.pyfunc import load_predictor
-from autotransfer.registry.register import register
+from autotransfer.registry.register import class_set_tag, other_target, register
+from mlflow.entities.model_registry import ModelVersion, ModelVersionTag
 from autotransfer.analysis.metrics import predict_names
 from registry_helpers import demo_params, run_pipeline, variant
 from servers import free_port, stop, wait_http
@@ -65,9 +66,9 @@ def test_first_registration_becomes_champion_with_lineage_tags_params_metrics_an
     client = store_of(params)
     assert report["decision"] == "promoted" and report["champion"] == report["version"] == "1"
     assert "first model" in report["reason"]
-    assert str(client.get_model_version_by_alias("autotransfer", "champion").version) == "1"
-    assert str(client.get_model_version_by_alias("autotransfer", "challenger").version) == "1"
-    tags = client.get_model_version("autotransfer", "1").tags
+    assert str(client.get_model_version_by_alias("autotransfer-digits", "champion").version) == "1"
+    assert str(client.get_model_version_by_alias("autotransfer-digits", "challenger").version) == "1"
+    tags = client.get_model_version("autotransfer-digits", "1").tags
     metrics = json.loads((Path(params.reports.dir) / "metrics.json").read_text())
     assert tags["test_set_hash"] == metrics["test_set_hash"] == report["test_set_hash"]
     assert tags["model_sha256"] == metrics["model_sha256"]
@@ -99,11 +100,11 @@ def test_worse_challenger_is_kept_out_better_one_takes_over_rollback_and_promote
     third = register(worse).to_json()
     client = store_of(good)
     assert third["decision"] == "kept" and third["champion"] == "2" and third["version"] == "3"
-    assert str(client.get_model_version_by_alias("autotransfer", "challenger").version) == "3"
-    assert client.get_model_version("autotransfer", "3").tags["decision"] == "kept"
+    assert str(client.get_model_version_by_alias("autotransfer-digits", "challenger").version) == "3"
+    assert client.get_model_version("autotransfer-digits", "3").tags["decision"] == "kept"
     # rollback gives the champion back to the version v2 replaced
     assert rollback(good)["champion"] == "1"
-    assert str(client.get_model_version_by_alias("autotransfer", "champion").version) == "1"
+    assert str(client.get_model_version_by_alias("autotransfer-digits", "champion").version) == "1"
     with pytest.raises(RegistryError, match="nothing to roll back"):
         rollback(good)  # v1 replaced nobody
     # and people can promote a version by hand, which is itself undoable
@@ -125,10 +126,46 @@ def test_a_collapsed_model_without_target_labels_is_registered_but_never_promote
     assert report.version == "1" and report.decision == "kept" and report.champion is None
     assert report.reason.startswith("not promoted: with no labeled target val") and "collapsed" in report.reason
     client = store_of(params)
-    assert client.get_model_version("autotransfer", "1").tags["reason"] == report.reason
+    assert client.get_model_version("autotransfer-digits", "1").tags["reason"] == report.reason
     # and where target val labels checked the model, the same checks are only reported
     checked = json.loads((Path(trained.reports.dir) / "train.json").read_text())["health"]
     assert checked["gates_promotion"] is False and checked["collapsed"] is False
+
+
+def test_each_target_has_its_own_champion_and_a_shared_name_never_crosses_targets(trained, demo_root, tmp_path):
+    # given a champion for digits, and a model trained on another target (digits-m) in the same store
+    digits = variant(trained, tmp_path / "a")
+    assert register(digits).decision == "promoted"
+    other = run_pipeline(demo_params(demo_root, tmp_path / "m", store=digits.registry.tracking_uri,
+                                     data={"target": "digits-m"}))
+    # when it registers under the default name, it gets its own model and becomes its champion
+    report = register(other)
+    assert report.model_name == "autotransfer-digits-m" and report.decision == "promoted"
+    client = store_of(digits)
+    assert str(client.get_model_version_by_alias("autotransfer-digits", "champion").version) == "1"
+    assert client.get_model_version("autotransfer-digits-m", "1").tags["target"] == "digits-m"
+    # and under one shared name, the digits champion is neither re-scored nor replaced
+    assert register(variant(trained, tmp_path / "b", registry={"model_name": "shared"})).decision == "promoted"
+    crossed = register(other.model_copy(update={"registry": other.registry.model_copy(update={"model_name": "shared"})}))
+    assert crossed.decision == "kept" and crossed.champion == "1" and crossed.champion_score is None
+    assert "is a model of target 'digits', not of 'digits-m'" in crossed.reason
+    assert str(client.get_model_version_by_alias("shared", "champion").version) == "1"
+    assert json.loads(client.get_model_version("shared", "1").tags["classes"]) == [str(i) for i in range(10)]
+
+
+def test_a_champion_is_another_targets_by_its_target_tag_or_a_disjoint_class_set():
+    def version(**tags):
+        return ModelVersion("m", "1", 0, tags=[ModelVersionTag(key, value) for key, value in tags.items()])
+
+    assert other_target(version(target="digits"), "digits", ("0", "1")) is None
+    assert "target 'photos'" in other_target(version(target="photos"), "digits", ("0", "1"))
+    # a version registered before class sets were tagged: by target alone
+    assert other_target(version(target="digits"), "digits", ("cat",)) is None
+    # a target that gained a class is still that target; one with none of the champion's classes is not
+    assert other_target(version(target="digits", classes=class_set_tag(("0", "1"))), "digits", ("0", "1", "2")) is None
+    assert "none of target" in other_target(version(target="digits", classes='["0", "1"]'), "digits", ("cat", "dog"))
+    long = tuple(f"class-{i:04d}" for i in range(200))
+    assert class_set_tag(long).startswith("200 classes, sha256 ") and len(class_set_tag(long)) < 100
 
 
 def test_rerunning_register_adds_no_duplicate_version(trained, tmp_path):
@@ -136,10 +173,10 @@ def test_rerunning_register_adds_no_duplicate_version(trained, tmp_path):
     first = register(params).to_json()
     again = register(params).to_json()
     assert again["already_registered"] and again["version"] == first["version"] == "1"
-    assert len(store_of(params).search_model_versions("name = 'autotransfer'")) == 1
+    assert len(store_of(params).search_model_versions("name = 'autotransfer-digits'")) == 1
     assert again["reason"] == "version 1 is already the champion"
     # and the champion's record of how it won is not overwritten
-    assert "first model" in store_of(params).get_model_version("autotransfer", "1").tags["reason"]
+    assert "first model" in store_of(params).get_model_version("autotransfer-digits", "1").tags["reason"]
 
 
 def test_metrics_of_another_model_are_refused(trained, tmp_path):
@@ -152,7 +189,7 @@ def test_metrics_of_another_model_are_refused(trained, tmp_path):
     save_file(tensors, str(Path(other.train.out) / "model.safetensors"))  # retrained, not re-evaluated
     with pytest.raises(StageInputError, match="rerun `autotransfer evaluate`"):
         register(other)
-    assert len(store_of(other).search_model_versions("name = 'autotransfer'")) == 1
+    assert len(store_of(other).search_model_versions("name = 'autotransfer-digits'")) == 1
 
 
 def test_unreachable_tracking_server_names_the_uri_and_keeps_the_model(trained, tmp_path):
@@ -182,12 +219,12 @@ def test_predict_through_the_champion_alias_matches_the_in_memory_model(trained,
     images = load_images(domain_rows(manifest, "digits", ("test",)).iloc[:40], (), memory.model.input_size)
     expected = predict_names(memory.model, images, memory.normalization, memory.head_classes, torch.device("cpu"))
     # when the registered champion labels the same raw files
-    served = load_predictor("models:/autotransfer@champion", params)(paths)
+    served = load_predictor("models:/autotransfer-digits@champion", params)(paths)
     # then the labels are identical, and the probabilities are probabilities
     assert [p.label for p in served] == list(expected)
     assert all(0.0 < p.probability <= 1.0 for p in served)
     # and its top 3 are the model folder's, through the pyfunc's top_k param
-    top3 = load_predictor("models:/autotransfer@champion", params)(paths[:5], 3)
+    top3 = load_predictor("models:/autotransfer-digits@champion", params)(paths[:5], 3)
     local = load_predictor(params.train.out, params)(paths[:5], 3)
     assert [[lab for lab, _ in p.top] for p in top3] == [[lab for lab, _ in p.top] for p in local]
     assert all(len(p.top) == 3 for p in top3)
@@ -222,10 +259,10 @@ def test_two_registrations_racing_on_one_store_leave_a_consistent_registry(train
     assert [p.returncode for p in procs] == [0, 0], "\n".join(outputs)
     # then there are two versions, one champion, and it is the better model whatever the order
     client = store_of(a)
-    versions = client.search_model_versions("name = 'autotransfer'")
+    versions = client.search_model_versions("name = 'autotransfer-digits'")
     assert sorted(str(v.version) for v in versions) == ["1", "2"]
     good_hash = json.loads((Path(b.reports.dir) / "metrics.json").read_text())["model_sha256"]
-    champion = client.get_model_version_by_alias("autotransfer", "champion")
+    champion = client.get_model_version_by_alias("autotransfer-digits", "champion")
     assert champion.tags["model_sha256"] == good_hash
     assert all(v.tags.get("decision") in ("promoted", "kept") for v in versions)
 
@@ -264,7 +301,7 @@ def test_registration_and_predict_through_a_real_tracking_server(trained, tmp_pa
     # the artifacts went to the server's destination, not to a local folder
     assert any((tmp_path / "server-artifacts").rglob("model.safetensors"))
     path = Path(read_manifest(params.reports.dir).query("domain == 'digits' and split == 'test'")["path"].iloc[0])
-    served = load_predictor("models:/autotransfer@champion", params)([path])[0]
+    served = load_predictor("models:/autotransfer-digits@champion", params)([path])[0]
     assert served.label == load_predictor(params.train.out, params)([path])[0].label
 
 
@@ -277,7 +314,7 @@ def test_mlflow_models_serve_answers_invocations_with_labels_for_raw_images(trai
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     process = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "models", "serve", "--env-manager", "local", "-m",
-         "models:/autotransfer@champion", "--host", "127.0.0.1", "--port", str(port)],
+         "models:/autotransfer-digits@champion", "--host", "127.0.0.1", "--port", str(port)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_http(f"http://127.0.0.1:{port}/ping", process, timeout=120)

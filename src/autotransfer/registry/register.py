@@ -15,6 +15,7 @@ or per tracking URI on this machine for a server).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -53,7 +54,7 @@ from autotransfer.artifacts import (
     TrainReport,
     read_report,
 )
-from autotransfer.config import Params, model_params_hash
+from autotransfer.config import Params, model_params_hash, registered_model_name
 from autotransfer.errors import StageInputError
 from autotransfer.io.data import class_names, data_hash, domain_rows, read_manifest
 from autotransfer.io.files import write_report
@@ -140,9 +141,10 @@ def score_model(model_uri: str, inputs: RunInputs, metric: str) -> float:
 def register(params: Params) -> RegistrationReport:
     started = time.perf_counter()
     config = params.registry
+    name = registered_model_name(params)
     inputs = read_inputs(params)
     with connect(config) as (uri, client):
-        version = find_version(client, config.model_name, inputs.model_hash)
+        version = find_version(client, name, inputs.model_hash)
         already = version is not None
         if version is None:
             version = _log_and_register(params, client, uri, inputs)
@@ -151,22 +153,29 @@ def register(params: Params) -> RegistrationReport:
             _close_live_run(params, client, uri, number)
             set_version_tags(
                 client,
-                config.model_name,
+                name,
                 number,
                 {"data_hash": inputs.data_hash, "params_hash": model_params_hash(params)},
             )
-        client.set_registered_model_alias(config.model_name, CHALLENGER, number)
-        champion = alias_version(client, config.model_name, CHAMPION)
+        client.set_registered_model_alias(name, CHALLENGER, number)
+        champion = alias_version(client, name, CHAMPION)
         champion_number = str(champion.version) if champion is not None else None
         metric = config.metric
         # The challenger is scored as loaded back from the registry: a version that does not load never wins.
-        challenger_score = score_model(f"models:/{config.model_name}/{number}", inputs, metric)
+        challenger_score = score_model(f"models:/{name}/{number}", inputs, metric)
         champion_score: float | None
+        elsewhere = other_target(champion, params.data.target, inputs.classes) if champion is not None else None
         if champion_number == number:
             promote, reason, champion_score = False, f"version {number} is already the champion", challenger_score
+        elif elsewhere:
+            promote, champion_score = False, None
+            reason = (
+                f"champion v{champion_number} {elsewhere}: models of different targets never compete, and this "
+                f"run leaves it in place (registry.model_name with {{target}} gives each target its own champion)"
+            )
         else:
             champion_score = (
-                score_model(f"models:/{config.model_name}/{champion_number}", inputs, metric)
+                score_model(f"models:/{name}/{champion_number}", inputs, metric)
                 if champion_number is not None
                 else None
             )
@@ -190,16 +199,16 @@ def register(params: Params) -> RegistrationReport:
         if promote:
             record["previous_champion"] = champion_number or ""
         if champion_number != number:  # the champion keeps the record of how it won
-            set_version_tags(client, config.model_name, number, record)
+            set_version_tags(client, name, number, record)
         if promote:
-            client.set_registered_model_alias(config.model_name, CHAMPION, number)  # the one atomic switch
-        champion_now = alias_version(client, config.model_name, CHAMPION)
+            client.set_registered_model_alias(name, CHAMPION, number)  # the one atomic switch
+        champion_now = alias_version(client, name, CHAMPION)
     report = RegistrationReport.model_validate(
         {
             "tracking_uri": uri,
-            "model_name": config.model_name,
+            "model_name": name,
             "version": number,
-            "model_uri": f"models:/{config.model_name}/{number}",
+            "model_uri": f"models:/{name}/{number}",
             "run_id": version.run_id,
             "already_registered": already,
             **{key: record[key] for key in ("decision", "reason", "metric", "test_set_hash")},
@@ -231,6 +240,39 @@ def _close_live_run(params: Params, client: MlflowClient, uri: str, number: str)
         client.set_terminated(live, "FINISHED")
 
 
+# A class set longer than this is tagged by its hash (MLflow caps a tag value at 5,000 characters).
+CLASSES_TAG_CHARS = 500
+
+
+def class_set_tag(classes: tuple[str, ...]) -> str:
+    """The classes a version predicts, as a version tag: the sorted names, or their hash when long."""
+    listed = json.dumps(sorted(classes), ensure_ascii=False)
+    if len(listed) <= CLASSES_TAG_CHARS:
+        return listed
+    return f"{len(classes)} classes, sha256 " + hashlib.sha256(listed.encode()).hexdigest()
+
+
+def other_target(champion: ModelVersion, target: str, classes: tuple[str, ...]) -> str | None:
+    """Why ``champion`` belongs to another target than this run's, or None when it is this run's.
+
+    A version names its target in its ``target`` tag (every version ever registered has one)
+    and, since champions are per target, its class set in ``classes``; a version registered
+    before has no ``classes`` tag and is compared by target alone. A target whose classes
+    changed is still that target (a champion that lacks a new class scores lower on the new
+    test split, fairly); one that shares no class with the champion is not.
+    """
+    theirs = champion.tags.get("target")
+    if theirs is not None and theirs != target:
+        return f"is a model of target {theirs!r}, not of {target!r}"
+    try:
+        tagged = json.loads(champion.tags.get("classes", "null"))
+    except ValueError:
+        tagged = None  # a hashed (long) class set: compared by target alone
+    if isinstance(tagged, list) and not set(tagged) & set(classes):
+        return f"predicts none of target {target!r}'s classes (it predicts {', '.join(map(str, tagged[:10]))}…)"
+    return None
+
+
 def find_version(client: MlflowClient, name: str, model_hash: str) -> ModelVersion | None:
     """The version already registered with these exact weights, if any."""
     if not registered_model_exists(client, name):
@@ -250,6 +292,7 @@ def _log_and_register(params: Params, client: MlflowClient, uri: str, inputs: Ru
         "backbone": meta.arch,
         "source": params.data.source,
         "target": params.data.target,
+        "classes": class_set_tag(inputs.classes),
         "data_hash": inputs.data_hash,
         "params_hash": model_params_hash(params),
         "dvc_data_md5": _dvc_md5(params.data.root),
@@ -303,9 +346,10 @@ def _log_and_register(params: Params, client: MlflowClient, uri: str, inputs: Ru
                     "input": "column 'image': base64 image files",
                 },
             )
-    version = mlflow.register_model(info.model_uri, params.registry.model_name, tags=tags)
+    name = registered_model_name(params)
+    version = mlflow.register_model(info.model_uri, name, tags=tags)
     client.set_tag(run_id, "registered_version", str(version.version))
-    return client.get_model_version(params.registry.model_name, version.version)
+    return client.get_model_version(name, version.version)
 
 
 def _log_history(client: MlflowClient, run_id: str, history_csv: Path) -> None:
@@ -329,15 +373,15 @@ def already_trained(params: Params, data: str) -> dict[str, str] | None:
     What a scheduled run checks before retraining: the same inputs were already trained,
     scored and decided on (promoted or kept), so doing it again would change nothing.
     """
-    config = params.registry
+    name = registered_model_name(params)
     wanted = model_params_hash(params)
-    with connect(config, exclusive=False) as (_, client):
-        if not registered_model_exists(client, config.model_name):
+    with connect(params.registry, exclusive=False) as (_, client):
+        if not registered_model_exists(client, name):
             return None
-        champion = alias_version(client, config.model_name, CHAMPION)
+        champion = alias_version(client, name, CHAMPION)
         matches = [
             v
-            for v in client.search_model_versions(f"name = '{quote_name(config.model_name)}'")
+            for v in client.search_model_versions(f"name = '{quote_name(name)}'")
             if v.tags.get("data_hash") == data and v.tags.get("params_hash") == wanted
         ]
         if not matches:

@@ -57,8 +57,9 @@ window.addEventListener('load', () => {
 """
 
 
-def write_run_report(params: Params) -> Path:
-    """Render ``reports/report.html`` from the run's reports; its path."""
+def write_run_report(params: Params, registered: bool = True) -> Path:
+    """Render ``reports/report.html`` from the run's reports; its path (``registered``: false for a run
+    that was not registered on purpose, `autotransfer run --no-register`)."""
     reports = Path(params.reports.dir)
     read = _reader(reports)
     body = [
@@ -73,7 +74,9 @@ def write_run_report(params: Params) -> Path:
         _section(
             "features", "Feature map (PCA of source and target features)", _png(reports / PLOTS_DIR / "feature_map.png")
         ),
-        _registry(read(REGISTRATION_JSON)),
+        _registry(read(REGISTRATION_JSON))
+        if registered
+        else _section("registry", "Registry decision", "<p>Not registered: run with --no-register.</p>"),
     ]
     page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>autotransfer report</title>"
