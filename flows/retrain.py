@@ -20,7 +20,14 @@ from prefect.context import get_run_context
 from prefect.exceptions import CancelledRun
 from prefect.states import Cancelled
 
-from autotransfer.artifacts import REPORT_HTML, MetricsReport, PlanReport, RegistrationReport, TrainReport
+from autotransfer.artifacts import (
+    REPORT_HTML,
+    MetricsReport,
+    PlanReport,
+    RegistrationReport,
+    TrainReport,
+    source_name,
+)
 from autotransfer.config import DEFAULT_PARAMS_FILE, Params, load_params
 from autotransfer.io.data import data_hash, read_manifest
 from autotransfer.ops import stopping
@@ -189,7 +196,7 @@ def _record_in_dvc(params_file: str, overrides: list[str] | None) -> str:
 
 
 def _decision_report(params: Params, results: dict[str, Any], skipped: str | None = None) -> None:
-    lines = [f"# retrain: {params.data.source} -> {params.data.target}", ""]
+    lines = [f"# retrain: {source_name(params.data.source)} -> {params.data.target}", ""]
     if skipped:
         lines += [f"**Skipped:** {skipped}"]
     else:

@@ -109,3 +109,27 @@ def test_strategy_names_match_the_planner():
     from autotransfer.analysis.planning import STRATEGIES
 
     assert set(get_args(StrategyName)) == set(STRATEGIES)
+
+
+def test_a_source_free_run_needs_pretrained_weights():
+    assert load_params(None, ["data.source=null"]).data.source is None
+    with pytest.raises(ConfigError, match="backbone.weights=null trains the backbone on data.source"):
+        load_params(None, ["data.source=null", "backbone.weights=null"])
+
+
+def test_each_target_registers_under_its_own_name_unless_told():
+    from autotransfer.config import registered_model_name
+
+    assert registered_model_name(load_params(None, [])) == "autotransfer-digits"
+    assert registered_model_name(load_params(None, ["data.target=/home/me/My Photos/"])) == "autotransfer-My-Photos"
+    assert registered_model_name(load_params(None, ["registry.model_name=team"])) == "team"
+    with pytest.raises(ConfigError, match="registry.model_name"):
+        load_params(None, ["registry.model_name=a/b"])
+
+
+def test_class_folder_shares_leave_train_a_share_and_alpha_background_is_rgb():
+    with pytest.raises(ConfigError, match="val_share \\+ test_share"):
+        load_params(None, ["data.val_share=0.5", "data.test_share=0.45"])
+    with pytest.raises(ConfigError, match="data.alpha_background"):
+        load_params(None, ["data.alpha_background=[0, 0]"])
+    assert load_params(None, ["data.alpha_background=[0, 0, 0]"]).data.alpha_background == [0, 0, 0]

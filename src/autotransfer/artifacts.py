@@ -217,6 +217,11 @@ def read_source_meta(path: Path) -> PretrainSkipped | SourceModelMeta:
 # ------------------------------------------------------------------ similarity
 
 
+def source_name(source: str | None) -> str:
+    """A source domain as reports name it (none: the backbone's own pretraining data)."""
+    return source if source is not None else "(the backbone's pretraining data)"
+
+
 class BackboneInfo(Part):
     arch: str
     weights: str
@@ -244,26 +249,42 @@ class ZeroShot(Open):
 
 
 class SimilarityReport(Report):
-    source: str
+    source: str | None  # None: source-free (the backbone's pretraining data is the source)
     target: str
     backbone: BackboneInfo
     samples: dict[str, Any]
-    domain: DomainDistances
+    domain: DomainDistances  # each {"value": None, "reason": ...} without a source
+    # The symmetric KL of the target's BatchNorm input statistics from the pretrained ones (no source needed).
+    pretraining_shift: Measure | None = None  # None: reports written before it was measured
     transferability: dict[str, Transfer]  # "logme", "probe_accuracy"
     zero_shot: ZeroShot
     cost: dict[str, float | int]
 
     @property
-    def pad(self) -> float:
-        return float(self.domain.pad.get("pad"))
+    def pad(self) -> float | None:
+        value = self.domain.pad.get("pad")
+        return None if value is None else float(value)
 
     def summary(self) -> str:
         d = self.domain
-        lines = [
-            f"{self.source} -> {self.target} ({self.backbone.arch}, {self.backbone.weights})",
-            f"  PAD {self.pad:.3f} at {d.pad.get('n_per_domain')} images per domain; "
-            f"MMD² {d.mmd2_rbf.get('mmd2'):.4f}; Fréchet {d.frechet.get('value'):.2f}",
-        ]
+        lines = [f"{source_name(self.source)} -> {self.target} ({self.backbone.arch}, {self.backbone.weights})"]
+        if self.pad is not None:
+            lines.append(
+                f"  PAD {self.pad:.3f} at {d.pad.get('n_per_domain')} images per domain; "
+                f"MMD² {d.mmd2_rbf.get('mmd2'):.4f}; Fréchet {d.frechet.get('value'):.2f}"
+            )
+        else:
+            lines.append(f"  PAD, MMD², Fréchet: n/a ({d.pad.get('reason')})")
+        shift = self.pretraining_shift
+        if shift is not None:
+            lines.append(
+                f"  shift from the pretraining statistics (BatchNorm, symmetric KL): {_fmt(shift.get('value'))}"
+                + (
+                    f" (early layers {shift.get('early'):.3f}, late {shift.get('late'):.3f})"
+                    if shift.get("value") is not None
+                    else f" ({shift.get('reason')})"
+                )
+            )
         zero = self.zero_shot
         lines.append(
             f"  zero-shot source-head accuracy: {_fmt(zero.value)}"
@@ -336,7 +357,7 @@ class BudgetReport(Part):
 class PlanReport(Report):
     mode: str
     target: str
-    source: str
+    source: str | None
     forced: bool
     cell: PlanCell
     signals: PlanSignals | None = None  # None: plans written before it was recorded
@@ -491,6 +512,7 @@ class TargetModelMeta(Report):
     target_classes: list[str]
     input_size: int
     interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear"  # bilinear: models before it was recorded
+    background: list[int] = [0, 0, 0]  # RGB under transparent pixels; black: models before it was recorded
     bottleneck: int = 0
     normalization: NormalizationSpec
     best_epoch: int

@@ -457,13 +457,17 @@ def cmd_summary(args: argparse.Namespace) -> int:
         RegistrationReport,
         TrainReport,
         read_report,
+        source_name,
     )
 
     reports = Path(_params(args).reports.dir)
     if not (reports / PLAN_JSON).exists():
         raise StageInputError(f"{reports / PLAN_JSON}: not found; run `make run` (or `dvc repro`) first")
     plan = read_report(reports / PLAN_JSON, PlanReport, "plan")
-    print(f"source {plan.source} -> target {plan.target}: strategy {plan.chosen} (runner-up {plan.runner_up})")
+    print(
+        f"source {source_name(plan.source)} -> target {plan.target}: "
+        f"strategy {plan.chosen} (runner-up {plan.runner_up})"
+    )
     print(f"why: {plan.reason}")
     if (reports / TRAIN_JSON).exists():
         t = read_report(reports / TRAIN_JSON, TrainReport, "train")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from autotransfer.errors import ConfigError
 
@@ -41,7 +41,11 @@ class Section(BaseModel):
 
 class DataConfig(Section):
     root: str = Field("data", description="Folder holding one sub-folder per domain.")
-    source: str = Field("synth-digits", description="Source domain: a folder name under root, or a path.")
+    source: str | None = Field(
+        "synth-digits",
+        description="Labeled source domain: a folder name under root, or a path. null: none; the backbone's own "
+        "pretraining data (ImageNet) is the source, and strategies that train on a labeled source are excluded.",
+    )
     target: str = Field("digits", description="Target domain: a folder name under root, or a path.")
     labeled_per_class: int | None = Field(
         None,
@@ -50,6 +54,21 @@ class DataConfig(Section):
         "the rest of the target train split is treated as unlabeled. null: no cap.",
     )
     seed: int = Field(0, description="Seed of the deterministic choice of which target images keep labels.")
+    val_share: float = Field(
+        0.15,
+        ge=0,
+        lt=1,
+        description="A domain of class folders (<domain>/<class>/*, no split folders): the share of its images "
+        "that are val. Each image's split comes from its content hash, so it never changes as images arrive.",
+    )
+    test_share: float = Field(
+        0.2, gt=0, lt=1, description="A domain of class folders: the share of its images that are test."
+    )
+    alpha_background: Annotated[list[Annotated[int, Field(ge=0, le=255)]], Field(min_length=3, max_length=3)] = Field(
+        [255, 255, 255],
+        description="RGB colour that transparent pixels (PNG, WebP, GIF) are laid on when an image is read; the model "
+        "records it, so predict and serve read images the same way.",
+    )
     decoded_cache: str | None = Field(
         ".cache/decoded",
         description="Decoded images at the training size live here and are read batch by batch, so memory does "
@@ -62,6 +81,14 @@ class DataConfig(Section):
         "training batches from it ahead of the step; 0: all in the calling process. Results do not depend on it.",
     )
     prefetch: int = Field(2, ge=1, description="Batches each worker reads ahead (data.workers > 0).")
+
+    @model_validator(mode="after")
+    def _train_keeps_a_share(self) -> DataConfig:
+        if self.val_share + self.test_share >= 0.9:
+            raise ValueError(
+                f"val_share + test_share must leave train at least 10% (got {self.val_share} + {self.test_share})"
+            )
+        return self
 
 
 class ValidationConfig(Section):
@@ -388,6 +415,15 @@ class Params(Section):
     strategy: StrategyConfig = StrategyConfig()
     train: TrainConfig = TrainConfig()
     registry: RegistryConfig = RegistryConfig()
+
+    @model_validator(mode="after")
+    def _pretraining_needs_a_source(self) -> Params:
+        if self.data.source is None and self.backbone.weights is None:
+            raise ValueError(
+                "backbone.weights=null trains the backbone on data.source, and data.source is null: "
+                "set data.source to a labeled folder, or backbone.weights to imagenet"
+            )
+        return self
 
 
 # The sections that decide what model a run trains (not where files go, nor how it is registered).

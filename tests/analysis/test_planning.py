@@ -171,8 +171,9 @@ def test_the_plan_lists_the_signals_it_used_and_why_others_are_missing():
     assert "logme_gain" in imagenet["signals"]["used"] and "zero_shot" not in imagenet["signals"]["used"]
     assert "pretraining images" in imagenet["signals"]["unavailable"]["zero_shot"]
     # given no labels at all: neither task-aware signal exists, and the plan says so
-    blind = decide(inputs(per_class=0, zero_shot=None, head=False, logme_gain=None, probe_gain=None), CFG)
+    blind = decide(inputs(per_class=0, zero_shot=None, logme_gain=None, probe_gain=None), CFG)
     assert set(blind["signals"]["unavailable"]) == {"zero_shot", "logme_gain"}
+    assert blind["chosen"] == "dann_mcc_pl"
     # and what will check the trained model instead (with labels, val accuracy does)
     assert "label-free health" in blind["signals"]["after_training"]
     assert with_head["after_training"] is None
@@ -203,3 +204,29 @@ def test_a_time_budget_is_fitted_by_timing_the_strategys_own_steps(measured, tmp
     racing = tight.model_copy(update={"strategy": tight.strategy.model_copy(update={"mode": "race", "force": None})})
     with pytest.raises(StageInputError, match="train.time_budget: not supported with strategy.mode=race"):
         make_plan(racing)
+
+
+def test_strategies_that_start_from_a_source_head_are_never_planned_without_one():
+    # given an ImageNet backbone (no head over the source's classes), a labeled source and no target labels
+    with pytest.raises(PlanError, match="dann_mcc_pl: no source head") as error:
+        decide(inputs(per_class=0, zero_shot=None, head=False, logme_gain=None, probe_gain=None), CFG)
+    # then the plan refuses with every reason, instead of choosing what the trainer refuses
+    assert "source_only: no source head" in str(error.value) and "dann: no source head" in str(error.value)
+    # with target labels the same backbone plans a strategy that trains from it
+    plan = decide(inputs(per_class=5, zero_shot=None, head=False, logme_gain=0.3), CFG)
+    assert plan["chosen"] == "finetune_top" and set(plan["excluded"]) == {"source_only", "dann", "dann_mcc_pl"}
+
+
+def test_a_source_free_plan_excludes_what_needs_a_source_and_says_which_signals_it_rests_on():
+    free = PlanInputs(labeled_per_class={"a": 12, "b": 15}, unlabeled_target=0, target_classes_in_source=False,
+                      source_head=False, zero_shot=None, probe_gain=0.05, logme_gain=0.4, pad=None, mmd2=None,
+                      labeled_source=False, pretraining_shift=0.7)
+    plan = decide(free, CFG)
+    assert plan["chosen"] == "finetune_top" and plan["cell"]["similarity_basis"] == "LogME transfer gain"
+    assert {name: reason.split(" (")[0] for name, reason in plan["excluded"].items()} == {
+        name: "no labeled source domain" for name in ("source_only", "dann_mcc_pl", "dann")}
+    signals = plan["signals"]
+    assert "logme_gain" in signals["used"] and set(signals["reported_only"]) == {"probe_gain", "pretraining_shift"}
+    assert "data.source is null" in signals["unavailable"]["pad"]
+    text = explain(plan, free, "photos")
+    assert "the backbone's pretraining data (no source domain)" in text and "0.70 (symmetric KL" in text

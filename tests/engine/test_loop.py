@@ -253,3 +253,19 @@ def test_resume_keeps_the_early_stopping_state(ready, tmp_path):
     run(params, "scratch", tmp_path / "b", epochs=6, stop_after=2)
     resumed = run(params, "scratch", tmp_path / "b", epochs=6)
     assert resumed.epochs_run == uninterrupted.epochs_run and resumed.best_epoch == uninterrupted.best_epoch
+
+
+def test_a_last_batch_of_one_image_is_topped_up_so_batchnorm_can_train():
+    from autotransfer.engine.ddp import World
+    from autotransfer.engine.loop import shard
+
+    order = torch.randperm(65, generator=torch.Generator().manual_seed(0))
+    # 65 images at batch 64: the second batch would hold one image, which BatchNorm refuses in training
+    last = shard(order, 64, 64, World())
+    assert last.tolist() == [order[64].item(), order[0].item()]
+    assert shard(order, 0, 64, World()).tolist() == order[:64].tolist()  # full batches unchanged
+    # on two ranks each gets two of the last batch's (topped-up) images
+    ranks = [shard(order, 64, 64, World(rank, 2)).tolist() for rank in (0, 1)]
+    assert [len(r) for r in ranks] == [2, 2] and ranks[0][0] == order[64].item()
+    # a batch size of one stays one
+    assert len(shard(order, 64, 1, World())) == 1

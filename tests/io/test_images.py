@@ -25,9 +25,28 @@ def test_16bit_is_rescaled_not_clipped(tmp_path):
     assert len(np.unique(pixels[..., 0])) > 100
 
 
-def test_alpha_is_composited_on_black():
-    rgba = Image.new("RGBA", (2, 2), (255, 255, 255, 0))
-    assert np.asarray(to_rgb(rgba)).max() == 0
+def test_transparency_is_laid_on_the_background_white_unless_told():
+    rgba = Image.new("RGBA", (2, 2), (0, 0, 0, 0))  # fully transparent black
+    assert np.asarray(to_rgb(rgba)).min() == 255
+    assert np.asarray(to_rgb(rgba, (10, 20, 30)))[0, 0].tolist() == [10, 20, 30]
+    half = Image.new("LA", (2, 2), (0, 128))  # half-transparent black on white: mid grey
+    assert 120 <= np.asarray(to_rgb(half))[0, 0, 0] <= 135
+
+
+@pytest.mark.parametrize("orientation, turn", [(3, 2), (6, -1), (8, 1)])  # 180°, 90° clockwise, 90° counter-clockwise
+def test_a_photo_is_read_upright_by_its_exif_orientation(tmp_path, orientation, turn):
+    # given a picture with a distinct top-left corner, stored turned, and the EXIF tag that says how
+    upright = np.zeros((30, 20, 3), dtype=np.uint8)
+    upright[:6, :4] = (255, 0, 0)
+    stored = np.rot90(upright, k=-turn).copy()  # what a camera writes before tagging it
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(stored).save(path, exif=exif, quality=95)
+    # then it reads as the upright picture
+    read = np.asarray(load_rgb(path))
+    assert read.shape == upright.shape
+    assert read[:6, :4, 0].mean() > 200 and read[-6:, -4:, 0].mean() < 50
 
 
 def test_inspect_reports_size_mode_and_format(tmp_path):

@@ -11,7 +11,7 @@ def scan_root(root):
 
 def test_manifest_has_the_documented_columns_and_one_row_per_file(data_root):
     files = scan_root(data_root).files
-    assert list(files.columns) == ["path", "domain", "role", "split", "label", "width", "height",
+    assert list(files.columns) == ["path", "domain", "role", "split", "split_by", "label", "width", "height",
                                    "mode", "format", "bytes", "sha256", "readable", "error"]
     assert len(files) == 2 * 2 * (6 + 2 + 2)
     assert files["readable"].all() and files["sha256"].str.len().eq(64).all()

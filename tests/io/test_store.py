@@ -32,18 +32,18 @@ def test_the_disk_cache_serves_exactly_what_decoding_into_memory_gives(rows, tmp
         cached.images[torch.tensor([len(rows)])]
 
 
-def test_a_second_load_decodes_nothing_and_another_size_or_filter_is_another_entry(rows, tmp_path):
+def test_a_second_load_decodes_nothing_and_another_size_filter_or_background_is_another_entry(rows, tmp_path):
     cache = DecodedCache(tmp_path / "c")
     decoded: list[int] = []
     original = cache.store
 
-    def counting(hashes, side, interpolation, blocks, progress=None):
+    def counting(hashes, side, interpolation, background, blocks, progress=None):
         def spy(size):
             for block in blocks(size):
                 decoded.extend(range(len(block)))
                 yield block
 
-        return original(hashes, side, interpolation, spy, progress)
+        return original(hashes, side, interpolation, background, spy, progress)
 
     cache.store = counting
     load_images(rows, ("a", "b"), 24, cache=cache)
@@ -52,8 +52,9 @@ def test_a_second_load_decodes_nothing_and_another_size_or_filter_is_another_ent
     assert len(decoded) == len(rows)  # nothing decoded again
     load_images(rows, ("a", "b"), 24, interpolation="nearest", cache=cache)
     load_images(rows, ("a", "b"), 20, cache=cache)
-    assert len(decoded) == 3 * len(rows)
-    assert len(list((tmp_path / "c").glob("*.u8"))) == 3 and not list((tmp_path / "c").glob("*.partial"))
+    load_images(rows, ("a", "b"), 20, cache=cache, background=(0, 0, 0))  # transparency on another colour
+    assert len(decoded) == 4 * len(rows)
+    assert len(list((tmp_path / "c").glob("*.u8"))) == 4 and not list((tmp_path / "c").glob("*.partial"))
 
 
 def test_a_truncated_cache_entry_is_decoded_again_not_read(rows, tmp_path):

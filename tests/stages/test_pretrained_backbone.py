@@ -72,3 +72,53 @@ def test_a_time_budget_trains_at_a_smaller_resolution_and_every_stage_follows(da
     predictions = classify(trained, [p.read_bytes() for p in tests])
     served = sum(pred.label == path.parent.name for pred, path in zip(predictions, tests)) / len(tests)
     assert served == json.loads((reports / "metrics.json").read_text())["accuracy"]
+
+
+def test_your_own_images_class_folders_no_source_upright_and_transparent(data_root, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from autotransfer.models.weights import load_trained_model
+    from autotransfer.serving.predict import classify
+
+    # given a user's folder: <photos>/<class>/*.png, no split folders, and no source domain
+    photos = tmp_path / "photos"
+    for path in sorted((data_root / "tgt").glob("*/*/*.png")):
+        target = photos / path.parent.name / f"{path.parent.parent.name}-{path.name}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(path.read_bytes())
+    params = tiny_params(
+        data_root,
+        tmp_path,
+        data={"source": None, "target": str(photos), "test_share": 0.3, "val_share": 0.1},
+        backbone={"arch": "tf_efficientnet_lite0", "weights": "imagenet", "input_size": 32},
+        train={"epochs": 2, "batch_size": 4},
+        validation={"min_images_per_class": 3},
+    )
+    run_pipeline(params)
+    reports = Path(params.reports.dir)
+    # then the splits were made from content, the plan rests on target-only signals and says so
+    validation = json.loads((reports / "validation.json").read_text())
+    assert list(validation["domains"]) == ["target"] and validation["domains"]["target"]["images"]["test"] > 0
+    plan = json.loads((reports / "plan.json").read_text())
+    assert plan["source"] is None and "pretraining data" in plan["reason"]
+    assert set(plan["excluded"]) == {"source_only", "dann", "dann_mcc_pl"}
+    assert "data.source is null" in plan["excluded"]["dann"]
+    similarity = json.loads((reports / "similarity.json").read_text())
+    assert similarity["domain"]["pad"]["value"] is None and similarity["pretraining_shift"]["value"] > 0
+    assert json.loads((reports / "metrics.json").read_text())["accuracy"] is not None
+    # and a photo stored turned with an EXIF orientation, or with transparency, is served as seen
+    trained = load_trained_model(params.train.out)
+    assert trained.meta.background == [255, 255, 255]
+    rng = np.random.default_rng(0)
+    upright = Image.fromarray(rng.integers(0, 256, (40, 30, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 90° counter-clockwise: display turns it clockwise
+    upright.save(tmp_path / "upright.png")
+    upright.rotate(90, expand=True).save(tmp_path / "turned.png", exif=exif)
+    clear = Image.new("RGBA", (30, 30), (0, 0, 0, 0))
+    clear.save(tmp_path / "clear.png")
+    Image.new("RGB", (30, 30), (255, 255, 255)).save(tmp_path / "white.png")
+    a, b, c, d = classify(trained, [(tmp_path / n).read_bytes() for n in ("upright.png", "turned.png", "clear.png",
+                                                                            "white.png")], top_k=2)
+    assert a.top == b.top and c.top == d.top

@@ -309,3 +309,68 @@ def test_images_in_sub_folders_of_a_class_folder_are_that_class_and_counted(data
     assert row["label"] == "a" and row["split"] == "train"
     assert result.report.files.in_class_subfolders == 1
     assert "images in sub-folders of a class folder (taken as that class): 1" in result.markdown_path.read_text()
+
+
+def class_folders(root: Path, name: str, per_class: int, classes=("a", "b"), seed: int = 50) -> Path:
+    """``root/name/<class>/NN.png``: no split folders."""
+    for c, label in enumerate(classes):
+        for i in range(per_class):
+            write_image(root / name / label / f"{i:03d}.png", seed * 1000 + c * 100 + i)
+    return root / name
+
+
+def test_class_folders_are_split_by_content_and_the_splits_only_grow(data_root, tmp_path):
+    # given a target of class folders only (<target>/<class>/*.png)
+    class_folders(data_root, "photos", 40)
+    result, failed, _ = run(data_root, tmp_path, data={"target": "photos"})
+    # then it validates, every file gets a split from its content, about as the shares say
+    assert result.success and not failed
+    files = result.manifest[result.manifest["domain"] == "photos"]
+    assert set(files["split_by"]) == {"content"} and set(files["split"]) == {"train", "val", "test"}
+    shares = files["split"].value_counts(normalize=True)
+    assert 0.08 < shares["test"] < 0.35 and 0.03 < shares["val"] < 0.3
+    images = result.report.to_json()["domains"]["target"]["images"]
+    assert sum(images[s] for s in ("train", "val", "test")) == 80
+    # and the source's explicit split folders are still its splits
+    assert set(result.manifest.loc[result.manifest["domain"] == "src", "split_by"]) == {"folder"}
+    # when new images arrive (and one is moved to a sub-folder), no image changes split: test only grows
+    before = dict(zip(files["sha256"], files["split"]))
+    for c, label in enumerate(("a", "b")):
+        for i in range(30):
+            write_image(data_root / "photos" / label / f"new-{i:03d}.png", 90_000 + c * 100 + i)
+    moved = data_root / "photos/a/000.png"
+    moved.rename((data_root / "photos/a/album").mkdir() or data_root / "photos/a/album/000.png")
+    again, _, _ = run(data_root, tmp_path, data={"target": "photos"})
+    after = again.manifest[again.manifest["domain"] == "photos"]
+    assert len(after) == 140
+    assert {h: s for h, s in zip(after["sha256"], after["split"]) if h in before} == before
+    old_test = {h for h, s in before.items() if s == "test"}
+    assert old_test < set(after.loc[after["split"] == "test", "sha256"])
+
+
+def test_one_image_under_two_classes_is_named(data_root, tmp_path):
+    target = class_folders(data_root, "photos", 20)
+    (target / "b" / "copy.png").write_bytes((target / "a" / "003.png").read_bytes())
+    result, failed, console = run(data_root, tmp_path, data={"target": "photos"})
+    assert not result.success
+    [item] = offending_items(failed["one_label_per_image"])
+    assert (target / "a/003.png").as_posix() in item and (target / "b/copy.png").as_posix() in item
+    assert "the same image under classes a, b" in console
+
+
+def test_a_class_folder_without_a_test_image_says_why(data_root, tmp_path):
+    # given a class of three images: by their content hashes none falls in test at a tiny test share
+    class_folders(data_root, "photos", 30)
+    result, failed, console = run(data_root, tmp_path, data={"target": "photos", "test_share": 0.001})
+    # then validation names the class and says how splits are made (val may be empty: it is optional here)
+    assert not result.success and set(failed) == {"eval_images_per_class"}
+    items = offending_items(failed["eval_images_per_class"])
+    assert items == [(data_root / f"photos/{c}").as_posix() + " (test split, by content)" for c in "ab"]
+    assert "each image's split comes from its content" in console
+
+
+def test_a_source_free_run_validates_the_target_alone(data_root, tmp_path):
+    result, failed, _ = run(data_root, tmp_path, data={"source": None})
+    assert result.success and not failed
+    assert list(result.report.domains) == ["target"] and set(result.manifest["domain"]) == {"tgt"}
+    assert not any(c["id"].startswith("source") for c in result.report.to_json()["checks"])

@@ -111,6 +111,8 @@ class PlanInputs:
     logme_gain: float | None
     pad: float | None
     mmd2: float | None
+    labeled_source: bool = True  # False: data.source is null (source-free: the pretraining data is the source)
+    pretraining_shift: float | None = None  # BatchNorm statistics of the target vs the pretrained ones
 
     @property
     def min_labeled(self) -> int:
@@ -195,11 +197,18 @@ def decide(inputs: PlanInputs, cfg: StrategyConfig) -> dict[str, Any]:
     if amount == "none":
         for name in ("linear_probe", "finetune_top", "progressive", "finetune_all", "scratch"):
             excluded[name] = f"needs labeled target images ({labeled} per class)"
-    if not inputs.target_classes_in_source:
+    if not inputs.labeled_source:
+        for name in ("source_only", *ADAPTATION):
+            excluded[name] = (
+                "no labeled source domain (data.source is null): the backbone's pretraining data is the source"
+            )
+    elif not inputs.target_classes_in_source:
         for name in ("source_only", *ADAPTATION):
             excluded[name] = "the target has classes the source does not"
     elif not inputs.source_head:
-        excluded["source_only"] = "no source head (backbone.weights is not the pretrain stage's model)"
+        # The trainer starts these from the source model's head (transfer/strategies.py SourceHead).
+        for name in ("source_only", *ADAPTATION):
+            excluded[name] = "no source head (backbone.weights is not the pretrain stage's model)"
     if inputs.unlabeled_target == 0:
         for name in ADAPTATION:
             excluded.setdefault(name, "no unlabeled target images to adapt on")
@@ -248,7 +257,7 @@ def decide(inputs: PlanInputs, cfg: StrategyConfig) -> dict[str, Any]:
 
 def signals_used(inputs: PlanInputs) -> dict[str, Any]:
     """Which measured signals the rules compared, which were only reported, which could not be measured."""
-    used = ["labeled_per_class", "unlabeled_target", "target_classes_in_source"]
+    used = ["labeled_per_class", "unlabeled_target", "labeled_source", "target_classes_in_source"]
     unavailable: dict[str, str] = {}
     if inputs.zero_shot is not None:
         used.append("zero_shot")
@@ -264,7 +273,12 @@ def signals_used(inputs: PlanInputs) -> dict[str, Any]:
             used.append(name)
         else:
             unavailable[name] = "no labeled target images to score features on"
-    reported = [name for name in ("probe_gain", "pad", "mmd2") if getattr(inputs, name) is not None]
+    reported = [
+        name for name in ("probe_gain", "pad", "mmd2", "pretraining_shift") if getattr(inputs, name) is not None
+    ]
+    if not inputs.labeled_source:
+        for name in ("pad", "mmd2"):
+            unavailable[name] = "no source domain to compare the target with (data.source is null)"
     after = (
         "no target labels: the trained model's label-free health (train.json `health`: entropy and class "
         "balance of its target predictions, domain-classifier and source val accuracy) is all that checks it, "
@@ -302,12 +316,18 @@ def explain(plan: dict[str, Any], inputs: PlanInputs, target: str) -> str:
             + (f" and {inputs.probe_gain:+.2f} probe accuracy" if inputs.probe_gain is not None else "")
         )
     relation = "similar to" if similarity == "similar" else "different from"
-    text = "; ".join(parts) + f", so it counts as {relation} the source ({plan['cell']['similarity_basis']})."
+    source = "the source" if inputs.labeled_source else "the backbone's pretraining data (no source domain)"
+    text = "; ".join(parts) + f", so it counts as {relation} {source} ({plan['cell']['similarity_basis']})."
     if inputs.pad is not None:
         text += (
             f" PAD is {inputs.pad:.2f}: the domains are "
             f"{'easily' if inputs.pad > 1.5 else 'hardly' if inputs.pad < 0.5 else 'partly'} told apart, "
             "which alone does not decide (docs/strategies.md, 'Similarity')."
+        )
+    if inputs.pretraining_shift is not None:
+        text += (
+            f" Its activations sit {inputs.pretraining_shift:.2f} (symmetric KL, BatchNorm statistics) from those "
+            "the backbone was trained with: reported, not compared with a threshold."
         )
     first = PREFERENCES[(amount, similarity)][0]
     text += (

@@ -8,9 +8,13 @@ check against its formula.
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import linalg
+
+if TYPE_CHECKING:
+    from autotransfer.models.features import LayerMoments
 
 PAD_C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
 
@@ -156,3 +160,31 @@ def linear_probe_accuracy(features: np.ndarray, labels: np.ndarray, folds: int =
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
     scores = cross_val_score(model, features, labels, cv=StratifiedKFold(folds, shuffle=True, random_state=seed))
     return {"accuracy": float(scores.mean()), "std": float(scores.std()), "folds": folds, "n": len(labels)}
+
+
+def batchnorm_shift(layers: list[LayerMoments], eps: float = 1e-5) -> dict[str, Any]:
+    """How far the target's activations are from those the backbone was trained on, without its training images.
+
+    Each BatchNorm layer keeps the per-channel mean and variance of its input over the
+    pretraining data (ImageNet for imagenet weights, the source domain for a source model).
+    Per channel, the symmetric KL divergence between two Gaussians, the target's (measured
+    in eval mode) and the pretrained one:
+    ½(σt²/σs² + σs²/σt² + (μt − μs)²(1/σs² + 1/σt²)) − 1; averaged over channels, then
+    over layers (``value``), and over the first and the last third of the layers (early
+    layers see colour and texture, late ones content). 0: the same statistics.
+    """
+    if not layers:
+        return {"value": None, "reason": "the backbone has no BatchNorm layers (e.g. a ViT)"}
+    per_layer = []
+    for m in layers:
+        var_t, var_s = m.var + eps, m.running_var + eps
+        gap = (m.mean - m.running_mean) ** 2
+        kl = 0.5 * (var_t / var_s + var_s / var_t + gap * (1 / var_s + 1 / var_t)) - 1
+        per_layer.append(float(np.mean(kl)))
+    third = max(1, len(per_layer) // 3)
+    return {
+        "value": float(np.mean(per_layer)),
+        "early": float(np.mean(per_layer[:third])),
+        "late": float(np.mean(per_layer[-third:])),
+        "layers": len(per_layer),
+    }

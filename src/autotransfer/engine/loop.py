@@ -239,8 +239,11 @@ def progress_bar(label: str, total: int, done: int, world: World, progress: bool
 def shard(order: torch.Tensor, start: int, batch: int, world: World) -> torch.Tensor:
     """This rank's share of the global batch ``order[start:start + batch]``."""
     index = order[start : start + batch]
-    if len(index) < world.size:  # a last batch too small to give every rank an image
-        index = torch.cat([index, order[: world.size - len(index)]])
+    # A last batch too small to give every rank two images is topped up from the epoch's first
+    # ones: BatchNorm cannot train on a single image (a pool of 65 at batch 64 would crash).
+    least = min(2, batch) * world.size
+    if len(index) < least:
+        index = torch.cat([index, order[: least - len(index)]])
     return index[world.rank :: world.size]
 
 

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from autotransfer.artifacts import MANIFEST_CSV
 from autotransfer.config import Params
 from autotransfer.errors import StageInputError
-from autotransfer.io.images import Interpolation, load_rgb, resize_square
+from autotransfer.io.images import WHITE, Background, Interpolation, load_rgb, resize_square
 from autotransfer.io.progress import bar_disabled
 from autotransfer.io.store import DecodedCache, ImageStore, TensorStore, concat
 from autotransfer.io.workers import decode_blocks
@@ -35,6 +35,7 @@ class ImageSet:
     hashes: tuple[str, ...]  # sha256 of each file: what caches are keyed on
     paths: tuple[str, ...]
     interpolation: str = "bilinear"  # the resize filter that made ``images`` (part of cache keys)
+    background: Background = WHITE  # what transparent pixels were laid on (part of cache keys)
 
     def __post_init__(self) -> None:
         given: Any = self.images
@@ -73,11 +74,13 @@ class Normalization:
 
 @dataclass(frozen=True)
 class InputSpec:
-    """How a model is fed: square side, resize filter, normalisation (models.backbones.input_spec)."""
+    """How a model is fed: square side, resize filter, normalisation (models.backbones.input_spec), and
+    what transparent pixels are laid on (data.alpha_background)."""
 
     size: int
     interpolation: Interpolation
     normalization: Normalization
+    background: Background = WHITE
 
 
 @dataclass
@@ -101,6 +104,7 @@ class TrainData:
             train.hashes + val.hashes,
             train.paths + val.paths,
             train.interpolation,
+            train.background,
         )
         empty = ImageSet.empty(int(val.images.shape[-1]), val.classes)
         return TrainData(self.classes, merged, empty, self.unlabeled, self.source_train, self.source_classes)
@@ -126,7 +130,9 @@ def load_train_data(params: Params, with_source: bool, spec: InputSpec, progress
 
     def load(domain: str, usage: str, classes: tuple[str, ...]) -> ImageSet:
         rows = domain_rows(manifest, domain, (usage,))
-        return load_images(rows, classes, spec.size, progress, f"{domain} {usage}", spec.interpolation, cache)
+        return load_images(
+            rows, classes, spec.size, progress, f"{domain} {usage}", spec.interpolation, cache, spec.background
+        )
 
     classes = class_names(manifest, target)
     data = TrainData(
@@ -136,6 +142,11 @@ def load_train_data(params: Params, with_source: bool, spec: InputSpec, progress
         unlabeled=load(target, "unlabeled", classes),
     )
     if with_source:
+        if source is None:
+            raise StageInputError(
+                "this strategy trains on a labeled source domain, and data.source is null: set data.source, "
+                "or choose a strategy without one (strategy.force)"
+            )
         data.source_classes = class_names(manifest, source)
         data.source_train = load(source, "train", data.source_classes)
     return data
@@ -168,9 +179,11 @@ class FileDecoder:
     paths: tuple[str, ...]
     size: int
     interpolation: Interpolation
+    background: Background = WHITE
 
     def __call__(self, i: int) -> np.ndarray:
-        return np.asarray(resize_square(load_rgb(Path(self.paths[i])), self.size, self.interpolation))
+        image = load_rgb(Path(self.paths[i]), self.background)
+        return np.asarray(resize_square(image, self.size, self.interpolation))
 
 
 def load_images(
@@ -181,6 +194,7 @@ def load_images(
     desc: str = "loading images",
     interpolation: Interpolation = "bilinear",
     cache: DecodedCache | None = None,
+    background: Background = WHITE,
 ) -> ImageSet:
     """Decode ``rows`` (manifest rows) at ``size``x``size``; labels index ``classes``.
 
@@ -194,7 +208,7 @@ def load_images(
     )
     hashes = tuple(rows["sha256"].tolist())
 
-    decode = FileDecoder(tuple(paths), size, interpolation)
+    decode = FileDecoder(tuple(paths), size, interpolation, background)
 
     with tqdm(total=len(paths), desc=desc, unit="img", disable=bar_disabled(progress, len(paths))) as bar:
         store: ImageStore
@@ -203,6 +217,7 @@ def load_images(
                 hashes,
                 size,
                 interpolation,
+                background,
                 lambda block: decode_blocks(decode, len(paths), block, cache.workers),
                 bar.update,
             )
@@ -212,7 +227,7 @@ def load_images(
                 images[i] = decode(i)
                 bar.update(1)
             store = TensorStore(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous())
-    return ImageSet(store, torch.from_numpy(labels), tuple(classes), hashes, tuple(paths), interpolation)
+    return ImageSet(store, torch.from_numpy(labels), tuple(classes), hashes, tuple(paths), interpolation, background)
 
 
 def data_hash(manifest: pd.DataFrame) -> str:
@@ -235,11 +250,12 @@ def sample_rows(rows: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     return rows.iloc[np.sort(np.random.default_rng(seed).permutation(len(rows))[:n])]
 
 
-def domain_rows(manifest: pd.DataFrame, domain: str, usages: tuple[str, ...]) -> pd.DataFrame:
+def domain_rows(manifest: pd.DataFrame, domain: str | None, usages: tuple[str, ...]) -> pd.DataFrame:
+    """The rows of ``domain`` with these usages (none for ``None``: a source-free run's source)."""
     return manifest[(manifest["domain"] == domain) & manifest["usage"].isin(usages)]
 
 
-def class_names(manifest: pd.DataFrame, domain: str) -> tuple[str, ...]:
+def class_names(manifest: pd.DataFrame, domain: str | None) -> tuple[str, ...]:
     labels = manifest.loc[(manifest["domain"] == domain) & (manifest["split"] == "train"), "label"].dropna()
     return tuple(sorted(labels.unique(), key=_natural))
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import IO, Literal
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 # Images above this many pixels are refused before decoding (decompression bombs): the
 # default of validation.max_pixels, and what a served model accepts from anybody.
@@ -23,6 +23,12 @@ RESAMPLE = {
     "bicubic": Image.Resampling.BICUBIC,
     "nearest": Image.Resampling.NEAREST,
 }
+
+# What transparent pixels are laid on (data.alpha_background); models trained before it was a
+# param had theirs dropped on black (artifacts.TargetModelMeta.background).
+Background = tuple[int, int, int]
+WHITE: Background = (255, 255, 255)
+EXIF_ORIENTATION = 0x0112
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 
@@ -101,8 +107,17 @@ def inspect_image(path: Path, max_pixels: int) -> ImageInfo:
     return ImageInfo(width, height, mode, fmt, None)
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any Pillow mode to 8-bit RGB: 16-bit and float images are rescaled, alpha is dropped on black."""
+def upright(image: Image.Image) -> Image.Image:
+    """The image as it is meant to be seen: a phone photo's EXIF orientation applied (no tag: unchanged)."""
+    if image.getexif().get(EXIF_ORIENTATION, 1) in (None, 1):
+        return image
+    return ImageOps.exif_transpose(image)
+
+
+def to_rgb(image: Image.Image, background: Background = WHITE) -> Image.Image:
+    """Any Pillow image to upright 8-bit RGB: EXIF orientation applied, 16-bit and float images
+    rescaled, transparency composited on ``background``."""
+    image = upright(image)
     if image.mode == "RGB":
         return image
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
@@ -112,15 +127,15 @@ def to_rgb(image: Image.Image) -> Image.Image:
         return Image.fromarray(scaled, mode="L").convert("RGB")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
+        under = Image.new("RGBA", rgba.size, (*background, 255))
+        return Image.alpha_composite(under, rgba).convert("RGB")
     return image.convert("RGB")
 
 
-def load_rgb(path: Path) -> Image.Image:
+def load_rgb(path: Path, background: Background = WHITE) -> Image.Image:
     with Image.open(path) as image:
         image.load()
-        return to_rgb(image)
+        return to_rgb(image, background)
 
 
 def resize_square(image: Image.Image, size: int, interpolation: Interpolation = "bilinear") -> Image.Image:

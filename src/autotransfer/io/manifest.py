@@ -1,9 +1,14 @@
 """Scan domain folders into a manifest: one row per file, one row per (split, class) folder.
 
-Layout of a domain (docs/data.md)::
+Layouts of a domain (docs/data.md)::
 
-    <domain>/{train,val,test}/<class>/<image>
-    <domain>/unlabeled/<image>            (optional)
+    <domain>/{train,val,test}/<class>/<image>     split folders: the split is the folder
+    <domain>/<class>/<image>                      class folders: the split comes from the image's content
+    <domain>/unlabeled/<image>                    (optional, in either layout)
+
+In the class-folder layout each file's split is a function of its sha256 alone
+(``split_by_content``), so it never changes as images arrive or leave: identical images
+always share a split, and the test split only grows with new files.
 
 Scanning reads every file but never changes anything on disk, and a bad file becomes a
 row with ``readable=False`` and an ``error`` message rather than an exception.
@@ -33,6 +38,7 @@ MANIFEST_COLUMNS = [
     "domain",
     "role",
     "split",
+    "split_by",  # "folder": the split folder it is in; "content": its sha256 (class-folder layout)
     "label",
     "width",
     "height",
@@ -43,7 +49,22 @@ MANIFEST_COLUMNS = [
     "readable",
     "error",
 ]
-FOLDER_COLUMNS = ["folder", "domain", "role", "split", "label", "exists", "n_files", "n_readable"]
+FOLDER_COLUMNS = ["folder", "domain", "role", "split", "label", "exists", "n_files", "n_readable", "split_by"]
+# The split a class-folder layout gives a file before its content is hashed.
+BY_CONTENT = "<by content>"
+
+
+@dataclass(frozen=True)
+class SplitShares:
+    """Shares of a class-folder domain's images that go to val and to test (the rest: train)."""
+
+    val: float
+    test: float
+
+    def split_of(self, sha256: str) -> str:
+        """The split of an image with this content: its hash read as a number in [0, 1)."""
+        position = int(sha256[:13], 16) / 16**13
+        return "test" if position < self.test else "val" if position < self.test + self.val else "train"
 
 
 @dataclass(frozen=True)
@@ -54,6 +75,12 @@ class Domain:
     # Symlinks must resolve inside this folder: data/ for the built-in domains, the
     # domain folder itself for a user's own folder elsewhere.
     root: Path
+    shares: SplitShares = SplitShares(0.15, 0.2)  # for the class-folder layout
+
+    @property
+    def split_by_content(self) -> bool:
+        """Class folders and no split folder: each file's split comes from its content hash."""
+        return self.path.is_dir() and not any((self.path / split).is_dir() for split in SPLITS)
 
 
 # Files that operating systems and tools leave in folders (besides dot files): never images.
@@ -92,6 +119,10 @@ def scan(domains: list[Domain], max_pixels: int, progress: bool | None = None, s
             planned, desc="scanning images", unit="img", disable=bar_disabled(progress, len(planned))
         )
     ]
+    for row, (domain, split, _, _) in zip(rows, planned):
+        row["split_by"] = "content" if split == BY_CONTENT else "folder"
+        if split == BY_CONTENT:  # unhashed (not a file, or a link out of the data): never used anyway
+            row["split"] = domain.shares.split_of(row["sha256"]) if row["sha256"] else "train"
     files = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
     files = files.astype({"width": "Int64", "height": "Int64", "bytes": "Int64", "readable": bool})
     folders = pd.DataFrame(folder_rows, columns=FOLDER_COLUMNS)
@@ -126,8 +157,11 @@ def _walk_domain(
             "exists": exists,
             "n_files": 0,
             "n_readable": 0,
+            "split_by": "folder",
         }
 
+    if domain.split_by_content:
+        return _walk_class_folders(domain, ignored, containment)
     for split in SPLITS:
         split_dir = domain.path / split
         if not split_dir.is_dir():
@@ -156,6 +190,30 @@ def _walk_domain(
     unlabeled_dir = domain.path / UNLABELED
     if unlabeled_dir.is_dir():
         planned += [(domain, UNLABELED, None, f) for f in _files_under(unlabeled_dir, domain.root, ignored)]
+    return planned, folders
+
+
+def _walk_class_folders(
+    domain: Domain, ignored: list[Path], containment: _Containment
+) -> tuple[list[tuple[Domain, str, str | None, Path]], list[dict]]:
+    """``<domain>/<class>/*``: every class gets a (split, class) row per split, its files a split by content."""
+    planned: list[tuple[Domain, str, str | None, Path]] = []
+    folders: list[dict] = []
+    base = {"domain": domain.name, "role": domain.role, "exists": True, "n_files": 0, "n_readable": 0}
+    for split in SPLITS:
+        folders.append({**base, "folder": domain.path.as_posix(), "split": split, "label": None, "split_by": "content"})
+    for entry in sorted(domain.path.iterdir()):
+        if is_ignored(entry.name):
+            ignored.append(entry)
+        elif entry.name == UNLABELED and entry.is_dir():
+            planned += [(domain, UNLABELED, None, f) for f in _files_under(entry, domain.root, ignored)]
+        elif entry.is_dir() and not containment.escapes(entry, domain.root):
+            for split in SPLITS:
+                name = f"{entry.as_posix()} ({split} split, by content)"
+                folders.append({**base, "folder": name, "split": split, "label": entry.name, "split_by": "content"})
+            planned += [(domain, BY_CONTENT, entry.name, f) for f in _files_under(entry, domain.root, ignored)]
+        else:
+            planned.append((domain, BY_CONTENT, None, entry))  # a stray file next to the class folders
     return planned, folders
 
 
@@ -212,6 +270,7 @@ def _file_row(
         "domain": domain.name,
         "role": domain.role,
         "split": split,
+        "split_by": None,
         "label": label,
         "width": None,
         "height": None,
@@ -228,7 +287,8 @@ def _file_row(
         )
         return row
     if label is None and split != UNLABELED:
-        row["error"] = f"not inside a class folder of {split}/"
+        where = f"{split}/" if split != BY_CONTENT else domain.path.as_posix()
+        row["error"] = f"not inside a class folder of {where}"
         return row
     if not path.is_file():
         row["error"] = "not a regular file"

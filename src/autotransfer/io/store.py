@@ -145,15 +145,16 @@ def concat(parts: Sequence[ImageStore]) -> ImageStore:
 
 
 class DecodedCache:
-    """Raw uint8 files of decoded images, keyed by the files' sha256s, the side and the resize filter."""
+    """Raw uint8 files of decoded images, keyed by the files' sha256s, the side, the resize filter and
+    the alpha background (v2: EXIF orientation applied, transparency on the background)."""
 
     CHUNK = 512  # images decoded per write: bounds the memory a build needs
 
     def __init__(self, folder: str | Path, workers: int = 0) -> None:
         self.folder, self.workers = Path(folder), workers  # workers: processes that decode a missing entry
 
-    def key(self, hashes: Sequence[str], side: int, interpolation: str) -> str:
-        digest = hashlib.sha256(f"decoded-v1:{side}:{interpolation}\n".encode())
+    def key(self, hashes: Sequence[str], side: int, interpolation: str, background: Sequence[int]) -> str:
+        digest = hashlib.sha256(f"decoded-v2:{side}:{interpolation}:{','.join(map(str, background))}\n".encode())
         digest.update("\n".join(hashes).encode())
         return digest.hexdigest()
 
@@ -162,12 +163,13 @@ class DecodedCache:
         hashes: Sequence[str],
         side: int,
         interpolation: str,
+        background: Sequence[int],
         blocks: Callable[[int], Iterable[np.ndarray]],
         progress: Callable[[int], None] | None = None,
     ) -> FileStore:
         """The cached images; a missing entry is built from ``blocks(CHUNK)``: the images in order,
         ``(n, S, S, 3)`` uint8 a block of at most CHUNK at a time."""
-        key = self.key(hashes, side, interpolation)
+        key = self.key(hashes, side, interpolation, background)
         data, meta = self.folder / f"{key}.u8", self.folder / f"{key}.json"
         expected = len(hashes) * side * side * 3
         if meta.exists() and data.exists() and data.stat().st_size == expected:

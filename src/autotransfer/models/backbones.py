@@ -18,7 +18,7 @@ docs/extending.md walks through it. Weights are loaded by ``models.weights``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,7 @@ from torch import nn
 
 from autotransfer.config import BackboneConfig
 from autotransfer.io.data import InputSpec, Normalization
+from autotransfer.io.images import WHITE
 
 TIMM_PREFIX = "timm/"
 PIXELS = "pixels"  # the floor's pixel baseline (transfer/floor.py), not a backbone to configure
@@ -168,10 +169,11 @@ def timm_pretrained_cfg(arch: str) -> Any:
     return cfg
 
 
-def input_spec(cfg: BackboneConfig) -> InputSpec:
+def input_spec(cfg: BackboneConfig, background: Sequence[int] = WHITE) -> InputSpec:
     """How images are fed to ``cfg.arch``: params.yaml's values, else the timm model's pretrained_cfg.
 
-    torchvision architectures default to 224 px (32 for small_cnn), bilinear, ImageNet mean/std.
+    torchvision architectures default to 224 px (32 for small_cnn), bilinear, ImageNet mean/std;
+    ``background`` is data.alpha_background.
     """
     if is_timm(cfg.arch):
         pretrained = timm_pretrained_cfg(cfg.arch)
@@ -187,6 +189,7 @@ def input_spec(cfg: BackboneConfig) -> InputSpec:
         cfg.input_size if isinstance(cfg.input_size, int) else size,  # auto / null: the pretrained resolution
         cfg.interpolation or interpolation,  # type: ignore[arg-type]
         Normalization((mean[0], mean[1], mean[2]), (std[0], std[1], std[2])),
+        (background[0], background[1], background[2]),
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,8 @@ def cache_key(arch: str, weights_hash: str, normalization: Normalization, images
             "weights": weights_hash,
             "size": size,
             **({"resize": images.interpolation} if images.interpolation != "bilinear" else {}),
+            # v2: EXIF orientation applied and transparency laid on a background when decoding
+            "decode": ["v2", *images.background],
             "transform": normalization.describe(),
             "images": images.content_hash(),
         }
@@ -119,3 +122,67 @@ class FeatureCache:
         features = compute_features(body, images, normalization, batch_size, progress=progress)
         self.put(key, features)
         return features
+
+
+@dataclass(frozen=True)
+class LayerMoments:
+    """Per-channel mean and variance of one BatchNorm layer's input: on the images, and as pretrained."""
+
+    layer: str
+    mean: np.ndarray
+    var: np.ndarray
+    running_mean: np.ndarray
+    running_var: np.ndarray
+
+
+def batchnorm_moments(
+    body: nn.Module, images: ImageSet, normalization: Normalization, batch_size: int
+) -> list[LayerMoments]:
+    """What each BatchNorm layer of ``body`` sees on ``images`` (eval mode: the running statistics stay as
+    trained) beside the statistics it was trained with; empty for a body without BatchNorm (a ViT)."""
+    layers = {
+        name: m
+        for name, m in body.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None and m.running_var is not None
+    }
+    sums: dict[str, list[torch.Tensor | int]] = {name: [0, 0, 0] for name in layers}
+
+    def hook(name: str):  # type: ignore[no-untyped-def]
+        def record(_: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+            x = inputs[0].detach().double().transpose(0, 1).reshape(inputs[0].shape[1], -1)  # channels first
+            total = sums[name]
+            total[0] = total[0] + x.sum(1)
+            total[1] = total[1] + (x * x).sum(1)
+            total[2] = int(total[2]) + x.shape[1]
+
+        return record
+
+    handles = [m.register_forward_pre_hook(hook(name)) for name, m in layers.items()]
+    was_training = body.training
+    body.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(images), batch_size):
+                body(normalization(images.images[start : start + batch_size]))
+    finally:
+        for handle in handles:
+            handle.remove()
+        body.train(was_training)
+    moments = []
+    for name, m in layers.items():
+        total, square, count = sums[name]
+        if not count:
+            continue
+        mean = torch.as_tensor(total) / int(count)
+        var = (torch.as_tensor(square) / int(count) - mean * mean).clamp_min(0)
+        assert m.running_mean is not None and m.running_var is not None
+        moments.append(
+            LayerMoments(
+                name,
+                mean.numpy(),
+                var.numpy(),
+                m.running_mean.detach().double().cpu().numpy(),
+                m.running_var.detach().double().cpu().numpy(),
+            )
+        )
+    return moments

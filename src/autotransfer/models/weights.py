@@ -36,6 +36,7 @@ from autotransfer.artifacts import (
 from autotransfer.config import Params
 from autotransfer.errors import StageInputError, WeightsError
 from autotransfer.io.data import InputSpec, Normalization
+from autotransfer.io.images import Background
 from autotransfer.models.backbones import (
     ARCHS,
     IMAGENET_MEAN,
@@ -270,13 +271,13 @@ def _source_model_meta(params: Params, spec: InputSpec) -> SourceModelMeta:
 
 def backbone_input(params: Params) -> InputSpec:
     """How the configured backbone is fed; a source model (weights null) brings its own normalisation."""
-    spec = input_spec(params.backbone)
+    spec = input_spec(params.backbone, params.data.alpha_background)
     if params.backbone.weights is None and params.backbone.mean is None and params.backbone.std is None:
         try:
             meta = _source_model_meta(params, spec)
         except (WeightsError, StageInputError):
             return spec  # load_backbone says what is wrong; scratch needs no source model
-        spec = InputSpec(spec.size, spec.interpolation, normalization_of(meta.normalization))
+        spec = InputSpec(spec.size, spec.interpolation, normalization_of(meta.normalization), spec.background)
     return spec
 
 
@@ -307,6 +308,12 @@ class TrainedModel:
     normalization: Normalization
     head_classes: tuple[str, ...]
     meta: TargetModelMeta
+
+    @property
+    def background(self) -> Background:
+        """What transparent pixels were laid on when it trained (black for models from before it was recorded)."""
+        r, g, b = self.meta.background
+        return (r, g, b)
 
 
 def load_trained_model(folder: str | Path) -> TrainedModel:

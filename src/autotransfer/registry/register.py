@@ -290,7 +290,7 @@ def _log_and_register(params: Params, client: MlflowClient, uri: str, inputs: Ru
         "strategy": meta.strategy,
         "candidate": meta.candidate,
         "backbone": meta.arch,
-        "source": params.data.source,
+        "source": params.data.source or "",
         "target": params.data.target,
         "classes": class_set_tag(inputs.classes),
         "data_hash": inputs.data_hash,

@@ -214,7 +214,7 @@ def attach(params: Params, stage: str, fresh: bool = False) -> Tracker:
                     experiment,
                     run_name=f"{params.data.target} {utc_now()}",
                     tags={
-                        "source": params.data.source,
+                        "source": params.data.source or "",
                         "target": params.data.target,
                         "opened_by": stage,
                     },
@@ -290,7 +290,7 @@ def _after(params: Params, name: str, tracker: Tracker) -> None:
     reports = Path(params.reports.dir)
     if name == "validate" and (reports / MANIFEST_CSV).exists():
         manifest = pd.read_csv(reports / MANIFEST_CSV, dtype={"label": "string"})
-        pair = f"{params.data.source}+{params.data.target}"
+        pair = f"{params.data.source or 'pretraining'}+{params.data.target}"
         for context, usages in (("training", ("train", "unlabeled")), ("validation", ("val",)), ("test", ("test",))):
             tracker.log_dataset(manifest[manifest["usage"].isin(usages)], f"{pair} {context}", context)
     elif name == "train" and (reports / TRAIN_JSON).exists():

@@ -3,8 +3,9 @@
 The same function serves ``autotransfer predict`` on a local model folder, the MLflow
 pyfunc model (``models:/NAME@champion``, ``mlflow models serve``) and the registry's
 champion-vs-challenger scoring, so all three see an image exactly as ``evaluate`` did:
-decoded to RGB (alpha dropped on black, 16-bit rescaled), resized bilinearly to the
-model's input size, normalised with the statistics recorded at training time.
+decoded to upright RGB (EXIF orientation applied, transparency laid on the background the
+model was trained with, 16-bit rescaled), resized with the model's filter to its input size,
+normalised with the statistics recorded at training time.
 """
 
 from __future__ import annotations
@@ -20,7 +21,16 @@ import numpy as np
 import torch
 
 from autotransfer.errors import ImageDecodeError
-from autotransfer.io.images import MAX_PIXELS, Interpolation, PixelLimitExceeded, open_limited, resize_square, to_rgb
+from autotransfer.io.images import (
+    MAX_PIXELS,
+    WHITE,
+    Background,
+    Interpolation,
+    PixelLimitExceeded,
+    open_limited,
+    resize_square,
+    to_rgb,
+)
 from autotransfer.models.weights import TrainedModel
 
 
@@ -45,6 +55,7 @@ def decode_image(
     name: str = "image",
     max_pixels: int = MAX_PIXELS,
     interpolation: Interpolation = "bilinear",
+    background: Background = WHITE,
 ) -> np.ndarray:
     """Bytes (or base64 text) of one image file -> uint8 (size, size, 3)."""
     if isinstance(data, str):
@@ -55,7 +66,7 @@ def decode_image(
     try:
         with open_limited(io.BytesIO(data), max_pixels) as image:
             image.load()
-            rgb = to_rgb(image)
+            rgb = to_rgb(image, background)
     except PixelLimitExceeded as exc:
         raise ImageDecodeError(
             f"{name}: {exc.width}x{exc.height} pixels is more than the {max_pixels} accepted"
@@ -80,7 +91,7 @@ def classify(
     out: list[Prediction] = []
     for start in range(0, len(images), batch_size):
         chunk = [
-            decode_image(data, size, name, interpolation=trained.meta.interpolation)
+            decode_image(data, size, name, interpolation=trained.meta.interpolation, background=trained.background)
             for data, name in zip(images[start : start + batch_size], names[start : start + batch_size])
         ]
         batch = torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2).contiguous()

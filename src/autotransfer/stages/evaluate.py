@@ -39,9 +39,11 @@ def evaluate(params: Params, progress: bool | None = None) -> MetricsReport:
     manifest = read_manifest(params.reports.dir)
     target = params.data.target
     classes = class_names(manifest, target)
-    size, interpolation = trained.model.input_size, trained.meta.interpolation
+    size, interpolation, background = trained.model.input_size, trained.meta.interpolation, trained.background
     test_rows = domain_rows(manifest, target, ("test",))
-    test = load_images(test_rows, classes, size, progress, "target test", interpolation, decoded_cache(params))
+    test = load_images(
+        test_rows, classes, size, progress, "target test", interpolation, decoded_cache(params), background
+    )
     if len(test) == 0:
         raise StageInputError(f"target {target!r} has no readable test images to score on")
     probs = torch.softmax(predict_logits(trained.model, test.images, trained.normalization, torch.device("cpu")), 1)
@@ -148,8 +150,9 @@ def _feature_map(
     target_rows = sample_rows(domain_rows(manifest, params.data.target, ("train", "val", "unlabeled")), 300, 0)
     if len(source_rows) == 0 or len(target_rows) == 0:
         return None
-    source = load_images(source_rows, (), size, progress, "source sample", interpolation)
-    target = load_images(target_rows, (), size, progress, "target sample", interpolation)
+    background = trained.background
+    source = load_images(source_rows, (), size, progress, "source sample", interpolation, background=background)
+    target = load_images(target_rows, (), size, progress, "target sample", interpolation, background=background)
     panels = []
     try:
         before = load_backbone(params, num_classes=len(trained.head_classes))

@@ -82,7 +82,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "validate",
         "scan the source and target domains and check them with Great Expectations",
-        lambda p: [resolve_domain(p.data, p.data.source), resolve_domain(p.data, p.data.target)],
+        lambda p: [resolve_domain(p.data, name) for name in (p.data.source, p.data.target) if name is not None],
         _reports(VALIDATION_JSON, VALIDATION_MD, MANIFEST_CSV),
         ("data", "validation", "reports"),
         ("stages/validate.py", "io", "artifacts.py"),

@@ -29,7 +29,8 @@ from autotransfer.transfer.strategies import strategy_class
 def plan_inputs(validation: ValidationReport, similarity: SimilarityReport) -> PlanInputs:
     usage = validation.target_usage
     target_classes = validation.domains["target"].classes
-    source_classes = set(validation.domains["source"].classes)
+    source = validation.domains.get("source")  # None: source-free
+    source_classes = set(source.classes) if source is not None else set()
 
     def measured(part: Open | None, key: str) -> float | None:
         value = None if part is None else part.get(key)
@@ -39,13 +40,15 @@ def plan_inputs(validation: ValidationReport, similarity: SimilarityReport) -> P
     return PlanInputs(
         labeled_per_class={c: int(usage.labeled_per_class.get(c, 0)) for c in target_classes},
         unlabeled_target=usage.unlabeled,  # the unlabeled/ folder and capped-away train images
-        target_classes_in_source=set(target_classes) <= source_classes,
+        target_classes_in_source=source is not None and set(target_classes) <= source_classes,
         source_head=similarity.backbone.source_head_classes is not None,
         zero_shot=similarity.zero_shot.value,
         probe_gain=measured(transfer.get("probe_accuracy"), "gain"),
         logme_gain=measured(transfer.get("logme"), "gain"),
         pad=measured(similarity.domain.pad, "pad"),
         mmd2=measured(similarity.domain.mmd2_rbf, "mmd2"),
+        labeled_source=source is not None,
+        pretraining_shift=measured(similarity.pretraining_shift, "value"),
     )
 
 
@@ -105,7 +108,7 @@ def planned_budget(params: Params, validation: ValidationReport, strategy: str) 
     scored = 0 if min(val.values(), default=0) < cfg.min_val_per_class else sum(val.values())  # else val trains
     pool = labeled - scored
     kind = strategy_class(strategy)  # its traits, from the one place the trainer reads them too
-    if kind.needs_source:
+    if kind.needs_source and "source" in validation.domains:
         pool += validation.domains["source"].images.get("train", 0)
     budget = step_budget(cfg, pool, closed_form=kind.closed_form)
     report = BudgetReport(
@@ -136,7 +139,7 @@ def within_time(
         classes=len(validation.domains["target"].classes),
         pool=budget.pool,
         val=val,
-        source_classes=len(validation.domains["source"].classes),
+        source_classes=len(validation.domains["source"].classes) if "source" in validation.domains else 0,
     )
     sizes = resolutions(params.backbone, RESOLUTIONS)
     fit = fit_time_budget(

@@ -22,6 +22,7 @@ from autotransfer.artifacts import (
 )
 from autotransfer.config import Params
 from autotransfer.engine.loop import train
+from autotransfer.errors import StageInputError
 from autotransfer.io.data import (
     ImageSet,
     TrainData,
@@ -46,7 +47,9 @@ def pretrain(params: Params, progress: bool | None = None) -> tuple[PretrainSkip
         write_report(out / META_FILE, skipped)
         return skipped, time.perf_counter() - started
 
-    spec, source = input_spec(params.backbone), params.data.source
+    spec, source = input_spec(params.backbone, params.data.alpha_background), params.data.source
+    if source is None:  # params refuse this pair; said again for a Params built by hand
+        raise StageInputError("backbone.weights=null trains on data.source, and data.source is null")
     size = spec.size
     manifest = read_manifest(params.reports.dir)
     classes = class_names(manifest, source)
@@ -55,7 +58,7 @@ def pretrain(params: Params, progress: bool | None = None) -> tuple[PretrainSkip
 
     def load(usage: str) -> ImageSet:
         rows = domain_rows(manifest, source, (usage,))
-        return load_images(rows, classes, size, progress, f"source {usage}", spec.interpolation, cache)
+        return load_images(rows, classes, size, progress, f"source {usage}", spec.interpolation, cache, spec.background)
 
     train_set, val = load("train"), load("val")
     data = TrainData(classes, train_set, val, unlabeled=ImageSet.empty(size, classes))

@@ -31,6 +31,7 @@ from autotransfer.artifacts import (
     SIMILARITY_JSON,
     TRAIN_JSON,
     VALIDATION_JSON,
+    source_name,
 )
 from autotransfer.config import Params
 from autotransfer.io.files import write_text
@@ -63,7 +64,7 @@ def write_run_report(params: Params, registered: bool = True) -> Path:
     reports = Path(params.reports.dir)
     read = _reader(reports)
     body = [
-        f"<h1>autotransfer run: {_e(params.data.source)} &rarr; {_e(params.data.target)}</h1>",
+        f"<h1>autotransfer run: {_e(source_name(params.data.source))} &rarr; {_e(params.data.target)}</h1>",
         _validation(read(VALIDATION_JSON)),
         _similarity(read(SIMILARITY_JSON), read(PLAN_JSON)),
         _plan(read(PLAN_JSON)),

@@ -19,7 +19,14 @@ import numpy as np
 import torch
 
 from autotransfer.analysis.metrics import evaluate_head
-from autotransfer.analysis.similarity import frechet_distance, linear_probe_accuracy, logme, mmd2_rbf, proxy_a_distance
+from autotransfer.analysis.similarity import (
+    batchnorm_shift,
+    frechet_distance,
+    linear_probe_accuracy,
+    logme,
+    mmd2_rbf,
+    proxy_a_distance,
+)
 from autotransfer.artifacts import SIMILARITY_JSON, SimilarityReport
 from autotransfer.config import Params
 from autotransfer.io.data import (
@@ -33,7 +40,7 @@ from autotransfer.io.data import (
 )
 from autotransfer.io.files import write_report
 from autotransfer.models.backbones import TransferModel
-from autotransfer.models.features import FeatureCache, state_hash
+from autotransfer.models.features import FeatureCache, batchnorm_moments, state_hash
 from autotransfer.models.weights import Backbone, load_backbone
 
 Features = Callable[[torch.nn.Module, ImageSet, str], np.ndarray]
@@ -60,7 +67,7 @@ def measure_similarity(params: Params, progress: bool | None = None) -> Similari
     source, target = params.data.source, params.data.target
     target_classes = class_names(manifest, target)
     backbone = load_backbone(params, num_classes=len(target_classes))
-    size, interpolation = backbone.input.size, backbone.input.interpolation
+    size, interpolation, background = backbone.input.size, backbone.input.interpolation, backbone.input.background
     body, arch, normalization = backbone.model.body, params.backbone.arch, backbone.normalization
     weights_hash = state_hash(body)
     cache = FeatureCache(cfg.cache_dir)
@@ -68,22 +75,36 @@ def measure_similarity(params: Params, progress: bool | None = None) -> Similari
     def features(model_body: torch.nn.Module, images: ImageSet, hash_: str) -> np.ndarray:
         return cache.features(model_body, arch, images, normalization, cfg.batch_size, hash_, progress)
 
-    source_pool, target_pool = domain_rows(manifest, source, ("train",)), domain_rows(manifest, target, TARGET_POOL)
+    target_pool = domain_rows(manifest, target, TARGET_POOL)
+    source_pool = domain_rows(manifest, source, ("train",)) if source is not None else target_pool.iloc[:0]
     # Both domains drawn at random to the same n: cutting the larger one afterwards would keep
-    # its first paths, i.e. its first classes.
-    n = min(len(source_pool), len(target_pool), cfg.n_per_domain)
+    # its first paths, i.e. its first classes. Without a source the target sample is full size.
+    n = min(len(source_pool) if source is not None else len(target_pool), len(target_pool), cfg.n_per_domain)
     source_rows, target_rows = sample_rows(source_pool, n, cfg.seed), sample_rows(target_pool, n, cfg.seed)
     labeled_rows = sample_rows(domain_rows(manifest, target, ("train", "val")), cfg.max_labeled, cfg.seed)
     started = time.perf_counter()
     decoded = decoded_cache(params)
-    source_images = load_images(
-        source_rows, class_names(manifest, source), size, progress, "source sample", interpolation, decoded
-    )
-    target_images = load_images(target_rows, target_classes, size, progress, "target sample", interpolation, decoded)
-    labeled = load_images(labeled_rows, target_classes, size, progress, "labeled target", interpolation, decoded)
+    source_classes = class_names(manifest, source) if source is not None else ()
+
+    def load(rows: Any, classes: tuple[str, ...], desc: str) -> ImageSet:
+        return load_images(rows, classes, size, progress, desc, interpolation, decoded, background)
+
+    source_images = load(source_rows, source_classes, "source sample")
+    target_images = load(target_rows, target_classes, "target sample")
+    labeled = load(labeled_rows, target_classes, "labeled target")
     source_features = features(body, source_images, weights_hash)
     target_features = features(body, target_images, weights_hash)
     extract_seconds = time.perf_counter() - started
+
+    def domain_measures() -> dict[str, Any]:
+        if source is None:
+            absent = {"value": None, "reason": "no source domain (data.source is null)", "seconds": 0.0}
+            return {"pad": absent, "mmd2_rbf": absent, "frechet": absent}
+        return {
+            "pad": _timed(lambda: proxy_a_distance(source_features, target_features, seed=cfg.seed)),
+            "mmd2_rbf": _timed(lambda: mmd2_rbf(source_features, target_features)),
+            "frechet": _timed(lambda: {"value": frechet_distance(source_features, target_features), "n_per_domain": n}),
+        }
 
     report: dict[str, Any] = {
         "source": source,
@@ -101,11 +122,11 @@ def measure_similarity(params: Params, progress: bool | None = None) -> Similari
             "labeled_target": len(labeled),
             "target_classes": list(target_classes),
         },
-        "domain": {
-            "pad": _timed(lambda: proxy_a_distance(source_features, target_features, seed=cfg.seed)),
-            "mmd2_rbf": _timed(lambda: mmd2_rbf(source_features, target_features)),
-            "frechet": _timed(lambda: {"value": frechet_distance(source_features, target_features), "n_per_domain": n}),
-        },
+        "domain": domain_measures(),
+        # Source-free: the target against the statistics the backbone was trained with.
+        "pretraining_shift": _timed(
+            lambda: batchnorm_shift(batchnorm_moments(body, target_images, normalization, cfg.batch_size))
+        ),
     }
 
     labels = labeled.labels.numpy()

@@ -285,7 +285,14 @@ def label_free_health(
         rows = sample_rows(domain_rows(manifest, source, ("val",)), cfg.sample, params.train.seed)
         spec = backbone_input(params)
         source_images = load_images(
-            rows, data.source_classes, spec.size, progress, "source val", spec.interpolation, decoded_cache(params)
+            rows,
+            data.source_classes,
+            spec.size,
+            progress,
+            "source val",
+            spec.interpolation,
+            decoded_cache(params),
+            spec.background,
         )
         source_val = evaluate_head(
             result.model, source_images, result.normalization, result.head_classes, data.source_classes, device
@@ -312,6 +319,7 @@ def write_model(result: FitResult, params: Params, data: TrainData, out: Path, i
         target_classes=list(data.classes),
         input_size=result.model.input_size,
         interpolation=interpolation,
+        background=list(data.train.background),
         bottleneck=result.model.bottleneck,
         normalization=NormalizationSpec(**result.normalization.to_spec()),
         best_epoch=result.best_epoch,

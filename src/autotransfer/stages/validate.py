@@ -23,7 +23,7 @@ import pandas as pd
 from autotransfer.artifacts import MANIFEST_CSV, VALIDATION_JSON, VALIDATION_MD, ValidationReport
 from autotransfer.config import Params, resolve_domain
 from autotransfer.io.files import write_report, write_text
-from autotransfer.io.manifest import SPLITS, UNLABELED, Domain, Scan, assign_usage, scan
+from autotransfer.io.manifest import SPLITS, UNLABELED, Domain, Scan, SplitShares, assign_usage, scan
 from autotransfer.io.scan_state import ScanState
 
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
@@ -56,9 +56,12 @@ def domains_from_params(params: Params) -> list[Domain]:
     root = Path(params.data.root)
     domains = []
     for role, name in (("source", params.data.source), ("target", params.data.target)):
+        if name is None:  # source-free: the backbone's pretraining data is the source
+            continue
         path = resolve_domain(params.data, name)
         inside_root = path.resolve().is_relative_to(root.resolve())
-        domains.append(Domain(name=name, role=role, path=path, root=root if inside_root else path))
+        shares = SplitShares(params.data.val_share, params.data.test_share)
+        domains.append(Domain(name=name, role=role, path=path, root=root if inside_root else path, shares=shares))
     return domains
 
 
@@ -91,15 +94,20 @@ def validate(params: Params, reports_dir: Path | None = None, progress: bool | N
 def _tables(scanned: Scan) -> dict[str, pd.DataFrame]:
     files = scanned.files.assign(item=scanned.files["path"])
     folders = scanned.folders.assign(item=scanned.folders["folder"])
+    # Val is optional where splits come from content (a small class may draw no val image, and
+    # training copes: train.min_val_per_class); test never is: a class without one cannot be scored.
+    folders["eval_checked"] = folders["label"].notna() & (
+        (folders["split"] == "test") | ((folders["split"] == "val") & (folders["split_by"] == "folder"))
+    )
     readable = files[files["readable"]]
-    placed = readable.assign(place=readable["domain"] + "/" + readable["split"])[["sha256", "place", "path"]]
+    placed = readable.assign(place=readable["domain"] + "/" + readable["split"])[["sha256", "place", "domain", "path"]]
     # A hash held by one file (nearly all of them) is its own row; only shared ones are grouped
     # (grouping every hash in Python took most of a rerun's time on 100k files).
     shared = placed["sha256"].duplicated(keep=False)
     single = placed[~shared]
     grouped = (
         placed[shared]
-        .groupby(["sha256", "place"], sort=True)["path"]
+        .groupby(["sha256", "place", "domain"], sort=True)["path"]
         .agg(lambda paths: ", ".join(sorted(paths)))
         .reset_index()
     )
@@ -112,6 +120,13 @@ def _tables(scanned: Scan) -> dict[str, pd.DataFrame]:
         .sort_values(["sha256", "place"], kind="stable")
         .reset_index(drop=True)
     )
+    # The classes each shared image is labeled with in its domain (one, unless it is in two class folders).
+    labeled = readable[readable["label"].notna() & readable.duplicated(["domain", "sha256"], keep=False)]
+    labels = labeled.groupby(["domain", "sha256"])["label"].agg(lambda names: ", ".join(sorted(set(names))))
+    keys = list(zip(content["domain"], content["sha256"]))
+    counts = labeled.groupby(["domain", "sha256"])["label"].nunique()
+    content["labels"] = [labels.get(key, "") for key in keys]
+    content["n_labels"] = [int(counts.get(key, 1)) for key in keys]
     return {"files": files, "folders": folders, "content": content}
 
 
@@ -164,12 +179,12 @@ def build_checks(params: Params, domains: list[Domain], scanned: Scan) -> list[C
         Check(
             "eval_images_per_class",
             f"each class has at least validation.min_eval_images_per_class={v.min_eval_images_per_class} "
-            "readable images in val and in test",
+            "readable images in val and in test (in test only, where splits come from content)",
             "folders",
             e.ExpectColumnValuesToBeBetween(
                 column="n_readable",
                 min_value=v.min_eval_images_per_class,
-                row_condition=Column("label").is_not_null() & (Column("split") != "train"),
+                row_condition=Column("eval_checked") == True,  # noqa: E712
             ),
             detail=lambda row: _count_detail(row),
         ),
@@ -190,6 +205,15 @@ def build_checks(params: Params, domains: list[Domain], scanned: Scan) -> list[C
         )
         for d in domains
     }
+    checks.append(
+        Check(
+            "one_label_per_image",
+            "no image (sha256) is labeled with two classes",
+            "content",
+            e.ExpectColumnValuesToBeBetween(column="n_labels", max_value=1),
+            detail=lambda row: f"the same image under classes {row['labels']}",
+        )
+    )
     for domain in domains:
         checks.append(
             Check(
@@ -203,7 +227,7 @@ def build_checks(params: Params, domains: list[Domain], scanned: Scan) -> list[C
                     & (Column("split") == "train")
                     & (Column("exists") == True),  # noqa: E712
                 ),
-                fallback_items=((domain.path / "train").as_posix(),),
+                fallback_items=((domain.path if domain.split_by_content else domain.path / "train").as_posix(),),
                 detail=lambda row: "",
             )
         )
@@ -220,8 +244,9 @@ def build_checks(params: Params, domains: list[Domain], scanned: Scan) -> list[C
                 detail=lambda row: f"class {row['label']!r} has no train folder",
             )
         )
-    source, target = domains
-    if source.name != target.name:
+    *sources, target = domains
+    if sources and sources[0].name != target.name:
+        source = sources[0]
         no_target_labels = params.data.labeled_per_class == 0
         checks.append(
             Check(
@@ -244,7 +269,10 @@ def build_checks(params: Params, domains: list[Domain], scanned: Scan) -> list[C
 def _count_detail(row: pd.Series) -> str:
     if not row["exists"]:
         return "class folder missing (0 images)"
-    return f"{row['n_readable']} readable of {row['n_files']} files"
+    found = f"{row['n_readable']} readable of {row['n_files']} files"
+    if row["split_by"] == "content":
+        return f"{found} (each image's split comes from its content: add images, or make split folders)"
+    return found
 
 
 def run_checks(checks: list[Check], tables: dict[str, pd.DataFrame]) -> list[dict[str, Any]]:
