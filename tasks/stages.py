@@ -14,7 +14,9 @@ run, so it writes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from prefect import Task, get_run_logger, task
@@ -34,6 +36,34 @@ class ValidationFailed(AutotransferError):
 
 def _params(raw: dict[str, Any]) -> Params:
     return Params.model_validate(raw)
+
+
+class _ToRunLog(logging.Handler):
+    """The library's log lines (progress every 10 s, its warnings) into this task run's log."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.run_log = get_run_logger()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.run_log.log(record.levelno, record.getMessage())
+
+
+@contextmanager
+def library_log() -> Iterator[None]:
+    """While a stage runs, ``autotransfer.*`` loggers reach Prefect's log (the terminal and the UI) and
+    only there: the library does not know it runs under Prefect."""
+    library = logging.getLogger("autotransfer")
+    handler, level, propagate = _ToRunLog(), library.level, library.propagate
+    library.addHandler(handler)
+    library.setLevel(logging.INFO)
+    library.propagate = False
+    try:
+        yield
+    finally:
+        library.removeHandler(handler)
+        library.setLevel(level)
+        library.propagate = propagate
 
 
 def _key(_context: Any, arguments: dict[str, Any]) -> str:
@@ -60,7 +90,7 @@ def validate(params: dict[str, Any], key: str) -> dict[str, Any]:
     from autotransfer.stages.validate import validate as run
 
     p = _params(params)
-    with tracked(p, "validate") as tracker:
+    with library_log(), tracked(p, "validate") as tracker:
         result = run(p, progress=False)
         if not result.success:
             tracker.end("FAILED", f"validate: {result.report.failure()}")
@@ -82,7 +112,7 @@ def pretrain(params: dict[str, Any], key: str) -> dict[str, Any]:
     from autotransfer.stages.pretrain import pretrain as run
 
     p = _params(params)
-    with tracked(p, "pretrain"):
+    with library_log(), tracked(p, "pretrain"):
         meta, _seconds = run(p, progress=False)
     return _done("pretrain", p, key, meta)
 
@@ -92,7 +122,7 @@ def similarity(params: dict[str, Any], key: str) -> dict[str, Any]:
     from autotransfer.stages.similarity import measure_similarity
 
     p = _params(params)
-    with tracked(p, "similarity"):
+    with library_log(), tracked(p, "similarity"):
         return _done("similarity", p, key, measure_similarity(p, progress=False))
 
 
@@ -101,7 +131,7 @@ def plan(params: dict[str, Any], key: str) -> dict[str, Any]:
     from autotransfer.stages.plan import make_plan
 
     p = _params(params)
-    with tracked(p, "plan"):
+    with library_log(), tracked(p, "plan"):
         return _done("plan", p, key, make_plan(p))
 
 
@@ -110,7 +140,7 @@ def train(params: dict[str, Any], key: str) -> dict[str, Any]:
     from autotransfer.stages.train import train_stage
 
     p = _params(params)
-    with tracked(p, "train"):
+    with library_log(), tracked(p, "train"):
         return _done("train", p, key, train_stage(p, progress=False))
 
 
@@ -119,7 +149,7 @@ def evaluate(params: dict[str, Any], key: str) -> dict[str, Any]:
     from autotransfer.stages.evaluate import evaluate as run
 
     p = _params(params)
-    with tracked(p, "evaluate"):
+    with library_log(), tracked(p, "evaluate"):
         return _done("evaluate", p, key, run(p, progress=False))
 
 
@@ -129,7 +159,7 @@ def register(params: dict[str, Any]) -> dict[str, Any]:
     from autotransfer.stages.register import register as run
 
     p = _params(params)
-    with tracked(p, "register"):
+    with library_log(), tracked(p, "register"):
         return _log("register", run(p))
 
 

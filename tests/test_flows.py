@@ -34,6 +34,18 @@ def pipeline_runs(params) -> list:
             if "mlflow.parentRunId" not in r.data.tags]
 
 
+def flow_run_logs(flow_run_id: str) -> list[str]:
+    """Every log line Prefect's server holds for one flow run (its tasks' included)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()
+    with get_client(sync_client=True) as client:
+        found = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), limit=200)
+    return [entry.message for entry in found]
+
+
 def test_the_flow_dvc_yaml_and_the_stage_list_agree():
     dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     assert FLOW_STAGES == list(STAGE_TASKS) == stage_names() == list(dvc)
@@ -68,6 +80,10 @@ def test_full_run_registers_an_unchanged_rerun_skips_changed_params_retrain(demo
     history = client.get_metric_history(run.info.run_id, "val_accuracy")
     assert len(history) == first["train"]["epochs_run"]
     assert {i.tags[0].value for i in run.inputs.dataset_inputs} == {"training", "validation", "test"}
+    # and the run said what it did in Prefect's log: the library's training progress, no MLflow chatter
+    logs = flow_run_logs(run.data.tags["prefect_flow_run"])
+    assert any(line.startswith("train ") and " steps (" in line for line in logs), logs
+    assert not any("system metrics" in line for line in logs)
     model = Path(params.train.out) / "model.safetensors"
     mtime = model.stat().st_mtime_ns
     # when it runs again with the same data and params, it says so and does not retrain

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import sys
 import time
@@ -195,8 +196,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def library_log_to_stderr() -> None:
+    """The library's log lines (a stage's progress every 10 s when no bar is shown, its warnings) on stderr,
+    stamped with the time: how a stage command under ``dvc repro`` or a job's log says what it does."""
+    library = logging.getLogger("autotransfer")
+    if any(getattr(h, "autotransfer_cli", False) for h in library.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+    handler.autotransfer_cli = True  # type: ignore[attr-defined]
+    library.addHandler(handler)
+    library.setLevel(logging.INFO)
+    library.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    library_log_to_stderr()
     # SIGINT/SIGTERM: stop at once, in order (ops/stopping.py); for the whole process when it is the command's
     with handling(process_wide=argv is None):
         return guarded(args.command, lambda: args.handler(args))

@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from autotransfer.analysis.metrics import evaluate_head
 from autotransfer.artifacts import CHECKPOINT_FILE
@@ -40,6 +39,7 @@ from autotransfer.engine.ddp import World, all_finite, current_world, main_first
 from autotransfer.engine.listeners import epoch_ended
 from autotransfer.errors import TrainingError
 from autotransfer.io.data import Normalization, TrainData
+from autotransfer.io.progress import Progress
 from autotransfer.io.workers import PrefetchStore, prefetching
 from autotransfer.models.backbones import TransferModel
 from autotransfer.models.features import state_hash
@@ -84,7 +84,7 @@ def train(
     model, plan, steps = strategy.model, strategy.phases(epochs), strategy.steps_per_epoch()
     run = RunState.start(strategy, model, device, changing_state_keys(model, plan), load_checkpoint(checkpoint, key))
     started = time.perf_counter()
-    bar = progress_bar(strategy.label, steps * epochs, run.start_epoch * steps, world, progress)
+    bar = progress_bar(strategy, steps * epochs, run.start_epoch * steps, world, progress)
     current: Phase | None = None
     with read_ahead(strategy, device) as announce:
         for epoch in range(run.start_epoch, min(epochs, stop_after or epochs) if strategy.trains else 0):
@@ -231,9 +231,19 @@ def validate(strategy: Strategy, data: TrainData, device: torch.device) -> float
     )
 
 
-def progress_bar(label: str, total: int, done: int, world: World, progress: bool | None) -> tqdm[Any]:
-    disable = not world.is_main or (None if progress is None else not progress)
-    return tqdm(total=total, initial=done, desc=label, unit="step", disable=disable)
+def progress_bar(strategy: Strategy, total: int, done: int, world: World, progress: bool | None) -> Progress:
+    """A bar (or, with no bar, a log line every 10 s: step/total, img/s, ETA, loss, val) on the main rank."""
+    return Progress(
+        f"train {strategy.label}",
+        total,
+        "step",
+        progress,
+        initial=done,
+        scale=strategy.batch_size,
+        announce=True,
+        bar_threshold=0,
+        silent=not world.is_main,
+    )
 
 
 def shard(order: torch.Tensor, start: int, batch: int, world: World) -> torch.Tensor:

@@ -16,13 +16,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from autotransfer.artifacts import MANIFEST_CSV
 from autotransfer.config import Params
 from autotransfer.errors import StageInputError
 from autotransfer.io.images import WHITE, Background, Interpolation, load_rgb, resize_square
-from autotransfer.io.progress import bar_disabled
+from autotransfer.io.progress import Progress
 from autotransfer.io.store import DecodedCache, ImageStore, TensorStore, concat
 from autotransfer.io.workers import decode_blocks
 
@@ -210,7 +209,7 @@ def load_images(
 
     decode = FileDecoder(tuple(paths), size, interpolation, background)
 
-    with tqdm(total=len(paths), desc=desc, unit="img", disable=bar_disabled(progress, len(paths))) as bar:
+    with Progress(f"decoding {desc}", len(paths), "img", progress) as bar:
         store: ImageStore
         if cache is not None and len(paths):
             store = cache.store(

@@ -23,10 +23,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from autotransfer.io.images import inspect_image, sha256_file
-from autotransfer.io.progress import bar_disabled
+from autotransfer.io.progress import Progress
 from autotransfer.io.scan_state import ScanState
 
 SPLITS = ("train", "val", "test")
@@ -113,12 +112,11 @@ def scan(domains: list[Domain], max_pixels: int, progress: bool | None = None, s
         planned += domain_planned
         folder_rows += domain_folders
 
-    rows = [
-        _file_row(domain, split, label, path, max_pixels, state, containment)
-        for domain, split, label, path in tqdm(
-            planned, desc="scanning images", unit="img", disable=bar_disabled(progress, len(planned))
-        )
-    ]
+    rows = []
+    with Progress("validate: scanning images", len(planned), "img", progress) as bar:
+        for domain, split, label, path in planned:
+            rows.append(_file_row(domain, split, label, path, max_pixels, state, containment))
+            bar.update()
     for row, (domain, split, _, _) in zip(rows, planned):
         row["split_by"] = "content" if split == BY_CONTENT else "folder"
         if split == BY_CONTENT:  # unhashed (not a file, or a link out of the data): never used anyway

@@ -18,11 +18,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 from torch import nn
-from tqdm.auto import tqdm
 
 from autotransfer.io.data import ImageSet, Normalization
 from autotransfer.io.files import write_safetensors
-from autotransfer.io.progress import bar_disabled
+from autotransfer.io.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +65,11 @@ def compute_features(
     was_training = body.training
     body.eval()  # BatchNorm with running statistics, no dropout: features of a frozen backbone
     chunks = []
-    starts = range(0, len(images), batch_size)
-    for start in tqdm(starts, desc="features", unit="batch", disable=bar_disabled(progress, len(images))):
-        batch = normalization(images.images[start : start + batch_size].to(device))
-        chunks.append(body(batch).float().cpu())
+    with Progress("features", len(images), "img", progress) as bar:
+        for start in range(0, len(images), batch_size):
+            batch = normalization(images.images[start : start + batch_size].to(device))
+            chunks.append(body(batch).float().cpu())
+            bar.update(len(batch))
     body.train(was_training)
     if not chunks:
         return np.zeros((0, 0), dtype=np.float32)

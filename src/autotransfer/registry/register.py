@@ -68,6 +68,7 @@ from autotransfer.registry.store import (
     alias_version,
     connect,
     ensure_experiment,
+    mlflow_prints_nothing,
     quote_name,
     registered_model_exists,
     set_version_tags,
@@ -347,7 +348,8 @@ def _log_and_register(params: Params, client: MlflowClient, uri: str, inputs: Ru
                 },
             )
     name = registered_model_name(params)
-    version = mlflow.register_model(info.model_uri, name, tags=tags)
+    with mlflow_prints_nothing():
+        version = mlflow.register_model(info.model_uri, name, tags=tags)
     client.set_tag(run_id, "registered_version", str(version.version))
     return client.get_model_version(name, version.version)
 

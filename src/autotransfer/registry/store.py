@@ -8,9 +8,11 @@ person does by hand (promote, roll back), ``pyfunc`` is the served model.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
@@ -23,6 +25,26 @@ from mlflow.exceptions import MlflowException
 
 from autotransfer.config import RegistryConfig
 from autotransfer.errors import RegistryError
+
+# MLflow's INFO chatter ("Started monitoring system metrics" and "Stopping ..." for every stage
+# command, dataset-source guesses) and its warnings stay out of the terminal: what they are
+# about is recorded in MLflow itself, and each stage prints what it did.
+logging.getLogger("mlflow").setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", module=r"mlflow(\.|$)")
+
+
+@contextmanager
+def mlflow_prints_nothing() -> Iterator[None]:
+    """``mlflow.register_model`` prints "Successfully registered model" to its own stderr stream, not a
+    logger; the register stage says it in its own line."""
+    from mlflow.utils.logging_utils import MLFLOW_LOGGING_STREAM as stream
+
+    enabled, stream.enabled = stream.enabled, False
+    try:
+        yield
+    finally:
+        stream.enabled = enabled
+
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow/mlflow.db"
 CHAMPION, CHALLENGER = "champion", "challenger"
