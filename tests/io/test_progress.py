@@ -30,6 +30,7 @@ def test_without_a_bar_it_logs_what_how_far_how_fast_and_what_is_left(caplog, mo
 
 def test_short_jobs_stay_quiet_and_a_shown_bar_or_another_rank_logs_nothing(caplog, monkeypatch):
     caplog.set_level(logging.INFO, "autotransfer.progress")
+    module._last_line[0] = module.time.monotonic()  # a line was just written
     with Progress("features", 500, "img", progress=False) as bar:  # done well within 10 s: no line at all
         bar.update(500)
     monkeypatch.setattr(module, "LOG_EVERY_S", 0.0)
@@ -43,3 +44,13 @@ def test_short_jobs_stay_quiet_and_a_shown_bar_or_another_rank_logs_nothing(capl
 @pytest.mark.parametrize("seconds, text", [(9.6, "10s"), (61, "1m01s"), (3600, "60m00s")])
 def test_durations_read_as_minutes_and_seconds(seconds, text):
     assert module._duration(seconds) == text
+
+
+def test_short_jobs_in_a_row_say_something_once_ten_seconds_passed_without_a_line(caplog, monkeypatch):
+    caplog.set_level(logging.INFO, "autotransfer.progress")
+    module._last_line[0] = module.time.monotonic() - module.LOG_EVERY_S  # the last line is 10 s old
+    with Progress("decoding target sample", 50, "img", progress=False) as bar:
+        bar.update(1)  # the first update of a job that just started speaks
+        bar.update(1)  # and then not again for 10 s
+    first, done = lines(caplog)
+    assert first.startswith("decoding target sample: 1/50 imgs (2%)") and done.startswith("decoding target sample: done")

@@ -19,6 +19,9 @@ from tqdm.auto import tqdm
 
 log = logging.getLogger("autotransfer.progress")
 LOG_EVERY_S = 10.0
+# When the last progress line of this process was written, by any Progress: a stage made of many
+# short jobs (decode, features, fit) still says something every LOG_EVERY_S seconds.
+_last_line = [time.monotonic()]
 
 
 def bar_disabled(progress: bool | None, n: int, threshold: int = 2000) -> bool | None:
@@ -32,7 +35,8 @@ class Progress:
     """``total`` units of work called ``desc``; ``scale`` images per unit give the img/s of a line.
 
     ``announce``: log a first line at once (training: the run says it started); otherwise the
-    first line comes after ``LOG_EVERY_S`` seconds, so short jobs stay quiet. ``silent``: neither
+    first line comes once ``LOG_EVERY_S`` seconds passed without any progress line of the process,
+    so short jobs in a row stay quiet until together they take that long. ``silent``: neither
     bar nor lines (a distributed run's other ranks).
     """
 
@@ -59,7 +63,7 @@ class Progress:
         )
         self.logs = bool(self.bar.disable) and total > 0 and not silent
         self.postfix: dict[str, Any] = {}
-        self.started = self.last = time.monotonic()
+        self.started, self.last = time.monotonic(), _last_line[0]
         self.logged = False
         if self.logs and announce:
             self._line(self.started)
@@ -68,7 +72,7 @@ class Progress:
         self.bar.update(n)
         self.done += n
         now = time.monotonic()
-        if self.logs and now - self.last >= LOG_EVERY_S:
+        if self.logs and now - max(self.last, _last_line[0]) >= LOG_EVERY_S:
             self._line(now)
 
     def set_postfix(self, **values: Any) -> None:
@@ -78,7 +82,7 @@ class Progress:
     def close(self) -> None:
         self.bar.close()
         if self.logs and self.logged:
-            now = time.monotonic()
+            now = _last_line[0] = time.monotonic()
             figures = "".join(f", {key} {value}" for key, value in self.postfix.items())
             log.info("%s: done, %d %ss in %.0f s%s", self.desc, self.done, self.unit, now - self.started, figures)
 
@@ -91,7 +95,7 @@ class Progress:
         self.close()
 
     def _line(self, now: float) -> None:
-        self.last, self.logged = now, True
+        self.last, self.logged, _last_line[0] = now, True, now
         elapsed, moved = now - self.started, self.done - self.start_done
         parts = [f"{self.desc}: {self.done}/{self.total} {self.unit}s ({100 * self.done / self.total:.0f}%)"]
         if moved and elapsed > 0:

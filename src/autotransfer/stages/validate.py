@@ -280,7 +280,10 @@ def run_checks(checks: list[Check], tables: dict[str, pd.DataFrame]) -> list[dic
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    # GX's INFO lines ("Created temporary directory ... for ephemeral docs site") are not ours to show;
+    # that module's logger has its own level, so the parent's does not reach it.
+    for name in ("great_expectations", "great_expectations.data_context.types.base"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     source = context.data_sources.add_pandas("autotransfer")
