@@ -579,6 +579,7 @@ class RegistrationReport(Report):
     model_sha256: str
     data_hash: str
     seconds: float
+    experiment_id: str | None = None  # None: registrations written before it was recorded
 
     def summary(self) -> str:
         again = " (already registered)" if self.already_registered else ""

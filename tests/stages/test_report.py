@@ -63,6 +63,11 @@ def test_the_report_renders_every_section_in_a_headless_browser(registered, tmp_
     assert rendered == {name: "yes" for name in SECTIONS}, rendered
     # the decision and the plan's reasoning are there in words
     assert registration.decision in dom and "Chosen:" in dom and "threshold" in dom
+    # and the run's facts: when, from which code, with which params, each class's scores, where in MLflow
+    assert "UTC" in dom and "<summary>params</summary>" in dom and "labeled_per_class" in dom
+    per_class = dom[dom.index('id="per_class"'):dom.index('id="worst"')]
+    assert all(f"<td>{name}</td>" in per_class for name in ("a", "b", "c"))
+    assert registration.run_id in dom and "mlflow ui --backend-store-uri" in dom
     # the grid holds the most confidently wrong test images, with true and predicted labels
     predictions = pd.read_csv(Path(params.reports.dir) / "predictions.csv", dtype=str)
     wrong = int((predictions["actual"] != predictions["predicted"]).sum())
@@ -88,3 +93,20 @@ def test_a_report_of_a_run_that_stopped_early_says_what_is_missing(tmp_path):
     text = page.read_text()
     assert all(f"<section id='{name}'>" in text for name in SECTIONS)
     assert "registration.json not found" in text and "predictions.csv not found" in text
+
+
+def test_a_report_links_the_run_and_the_model_on_a_tracking_server(tmp_path):
+    import json
+
+    params = tiny_params(tmp_path / "data", tmp_path)
+    reports = Path(params.reports.dir)
+    reports.mkdir(parents=True)
+    (reports / "registration.json").write_text(json.dumps({
+        "tracking_uri": "http://mlflow.internal:5000", "model_name": "autotransfer-photos", "version": "3",
+        "model_uri": "models:/autotransfer-photos/3", "run_id": "abc123", "experiment_id": "7",
+        "already_registered": False, "decision": "promoted", "reason": "better", "metric": "accuracy",
+        "test_set_hash": "h", "min_delta": 0.005, "challenger_score": 0.9, "champion_before": "2",
+        "champion_score": 0.8, "champion": "3", "model_sha256": "s", "data_hash": "d", "seconds": 1.0}))
+    text = write_run_report(params).read_text()
+    assert "href='http://mlflow.internal:5000/#/models/autotransfer-photos/versions/3'" in text
+    assert "href='http://mlflow.internal:5000/#/experiments/7/runs/abc123'" in text

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -58,6 +57,7 @@ from autotransfer.config import Params, model_params_hash, registered_model_name
 from autotransfer.errors import StageInputError
 from autotransfer.io.data import class_names, data_hash, domain_rows, read_manifest
 from autotransfer.io.files import write_report
+from autotransfer.io.git import git_commit
 from autotransfer.io.images import sha256_file
 from autotransfer.models.weights import load_trained_model
 from autotransfer.registry.promotion import decide, health_veto
@@ -204,6 +204,7 @@ def register(params: Params) -> RegistrationReport:
         if promote:
             client.set_registered_model_alias(name, CHAMPION, number)  # the one atomic switch
         champion_now = alias_version(client, name, CHAMPION)
+        experiment_id = client.get_run(version.run_id).info.experiment_id if version.run_id else None
     report = RegistrationReport.model_validate(
         {
             "tracking_uri": uri,
@@ -221,6 +222,7 @@ def register(params: Params) -> RegistrationReport:
             "model_sha256": inputs.model_hash,
             "data_hash": inputs.data_hash,
             "seconds": round(time.perf_counter() - started, 2),
+            "experiment_id": experiment_id,
         }
     )
     write_report(Path(params.reports.dir) / REGISTRATION_JSON, report)
@@ -297,7 +299,7 @@ def _log_and_register(params: Params, client: MlflowClient, uri: str, inputs: Ru
         "data_hash": inputs.data_hash,
         "params_hash": model_params_hash(params),
         "dvc_data_md5": _dvc_md5(params.data.root),
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "test_set_hash": inputs.metrics.test_set_hash,
         "model_sha256": inputs.model_hash,
     }
@@ -418,20 +420,3 @@ def _dvc_md5(root: str) -> str:
         return str(outs[0]["md5"])
     except (OSError, KeyError, IndexError, TypeError, yaml.YAMLError):
         return "untracked"
-
-
-def _git_commit() -> str:
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return commit + ("-dirty" if dirty else "")

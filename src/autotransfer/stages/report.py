@@ -16,10 +16,13 @@ import base64
 import html
 import io
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pandas as pd
+import yaml
 
 from autotransfer.artifacts import (
     METRICS_JSON,
@@ -35,9 +38,22 @@ from autotransfer.artifacts import (
 )
 from autotransfer.config import Params
 from autotransfer.io.files import write_text
+from autotransfer.io.git import git_commit
 from autotransfer.io.images import open_limited, to_rgb
 
-SECTIONS = ("validation", "similarity", "plan", "race", "curves", "confusion", "worst", "features", "registry")
+SECTIONS = (
+    "run",
+    "validation",
+    "similarity",
+    "plan",
+    "race",
+    "curves",
+    "confusion",
+    "per_class",
+    "worst",
+    "features",
+    "registry",
+)
 WORST_SHOWN = 24
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -65,12 +81,14 @@ def write_run_report(params: Params, registered: bool = True) -> Path:
     read = _reader(reports)
     body = [
         f"<h1>autotransfer run: {_e(source_name(params.data.source))} &rarr; {_e(params.data.target)}</h1>",
+        _run(params, read),
         _validation(read(VALIDATION_JSON)),
         _similarity(read(SIMILARITY_JSON), read(PLAN_JSON)),
         _plan(read(PLAN_JSON)),
         _race(read(TRAIN_JSON)),
         _section("curves", "Training curves", _png(reports / PLOTS_DIR / "training_curves.png")),
         _section("confusion", "Confusion matrix (target test)", _confusion(read(METRICS_JSON), reports)),
+        _per_class(read(METRICS_JSON)),
         _worst(reports / PREDICTIONS_CSV, params.validation.max_pixels),
         _section(
             "features", "Feature map (PCA of source and target features)", _png(reports / PLOTS_DIR / "feature_map.png")
@@ -89,6 +107,24 @@ def write_run_report(params: Params, registered: bool = True) -> Path:
 
 
 # --------------------------------------------------------------------------- sections
+
+
+def _run(params: Params, read: Any) -> str:
+    """When, from which code, with which params, and how long each stage took."""
+    seconds = {
+        "similarity": ((read(SIMILARITY_JSON) or {}).get("cost") or {}).get("feature_seconds"),
+        "train": (read(TRAIN_JSON) or {}).get("seconds"),
+        "register": (read(REGISTRATION_JSON) or {}).get("seconds"),
+    }
+    timed = ", ".join(f"{stage} {value:.0f} s" for stage, value in seconds.items() if isinstance(value, (int, float)))
+    rows = [
+        ["written", datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")],
+        ["code", git_commit()],
+        ["duration", timed or "n/a"],
+    ]
+    dumped = yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False)
+    text = _table(["", ""], rows) + f"<details><summary>params</summary><pre>{_e(dumped)}</pre></details>"
+    return _section("run", "Run", text)
 
 
 def _validation(report: dict[str, Any] | None) -> str:
@@ -142,6 +178,17 @@ def _plan(plan: dict[str, Any] | None) -> str:
         f"<p><b>Chosen: {_e(plan['chosen'])}</b> (runner-up: {_e(plan.get('runner_up') or 'none')}; "
         f"mode {_e(plan['mode'])})</p><p>{_e(plan['reason'])}</p><h3>Ranking</h3><ol>{ranking}</ol>"
     )
+    excluded = plan.get("excluded") or {}
+    if excluded:
+        text += "<h3>Excluded</h3>" + _table(["strategy", "why"], [[k, v] for k, v in excluded.items()])
+    signals = plan.get("signals")
+    if signals:
+        rows = [
+            ["used by the rules", ", ".join(signals["used"])],
+            ["reported only", ", ".join(signals["reported_only"])],
+        ]
+        rows += [[f"unavailable: {name}", why] for name, why in signals["unavailable"].items()]
+        text += "<h3>Signals</h3>" + _table(["", ""], rows)
     return _section("plan", "Plan: strategy and why", text)
 
 
@@ -181,6 +228,13 @@ def _race(train: dict[str, Any] | None) -> str:
         )
     else:
         table = f"<p class='missing'>{_e(train.get('race_note') or 'no race: strategy.mode is ' + train['mode'])}</p>"
+    floor = train.get("floor")
+    if floor:
+        rows = [[floor["trained"] + " (trained)", _fmt(floor["trained_val_accuracy"]), ""]]
+        rows += [[r["model"], _fmt(r["val_accuracy"]), r["seconds"]] for r in floor["rows"]]
+        table += f"<h3>Floor (target val)</h3><p>{_e(floor['note'])}</p>" + _table(
+            ["model", "val accuracy", "seconds"], rows
+        )
     return _section("race", "Training and race", summary + table)
 
 
@@ -198,6 +252,19 @@ def _confusion(metrics: dict[str, Any] | None, reports: Path) -> str:
         )
     )
     return head + _png(reports / PLOTS_DIR / "confusion_matrix.png")
+
+
+def _per_class(metrics: dict[str, Any] | None) -> str:
+    title = "Per class (target test)"
+    if metrics is None:
+        return _section("per_class", title, _missing(METRICS_JSON))
+    rows = [
+        [name, _fmt(s["precision"]), _fmt(s["recall"]), _fmt(s["f1"]), s["support"]]
+        for name, s in sorted(metrics["per_class"].items(), key=lambda item: item[1]["f1"])
+    ]
+    return _section(
+        "per_class", title, "<p>Worst first.</p>" + _table(["class", "precision", "recall", "F1", "images"], rows)
+    )
 
 
 def _worst(predictions_csv: Path, max_pixels: int) -> str:
@@ -227,21 +294,41 @@ def _registry(registration: dict[str, Any] | None) -> str:
     if registration is None:
         return _section("registry", "Registry decision", _missing(REGISTRATION_JSON))
     r = registration
-    text = f"<p><b>{_e(r['decision'])}</b>: {_e(r['reason'])}</p>" + _table(
-        ["model", "version", "challenger score", "champion before", "champion score", "champion now", "run"],
-        [
+    text = (
+        f"<p><b>{_e(r['decision'])}</b>: {_e(r['reason'])}</p>"
+        + _links(r)
+        + _table(
+            ["model", "version", "challenger score", "champion before", "champion score", "champion now", "run"],
             [
-                r["model_name"],
-                r["version"],
-                _fmt(r["challenger_score"]),
-                r["champion_before"] or "none",
-                _fmt(r["champion_score"]),
-                r["champion"],
-                r["run_id"],
-            ]
-        ],
+                [
+                    r["model_name"],
+                    r["version"],
+                    _fmt(r["challenger_score"]),
+                    r["champion_before"] or "none",
+                    _fmt(r["champion_score"]),
+                    r["champion"],
+                    r["run_id"],
+                ]
+            ],
+        )
     )
     return _section("registry", "Registry decision", text)
+
+
+def _links(r: dict[str, Any]) -> str:
+    """The MLflow run and model version: links on a tracking server, how to open them for a local store."""
+    uri = str(r["tracking_uri"]).rstrip("/")
+    name, version, run, experiment = r["model_name"], r["version"], r["run_id"], r.get("experiment_id")
+    if uri.startswith(("http://", "https://")):
+        model = f"{uri}/#/models/{quote(name)}/versions/{quote(str(version))}"
+        links = [f"<a href='{_e(model)}'>model {_e(name)} v{_e(version)}</a>"]
+        if experiment:
+            links.append(f"<a href='{_e(f'{uri}/#/experiments/{experiment}/runs/{run}')}'>MLflow run {_e(run)}</a>")
+        return "<p>" + " · ".join(links) + "</p>"
+    return (
+        f"<p>MLflow run {_e(run)}, model <code>{_e(r['model_uri'])}</code> in {_e(uri)}: "
+        f"<code>mlflow ui --backend-store-uri {_e(uri)} --host 127.0.0.1</code> shows them.</p>"
+    )
 
 
 # --------------------------------------------------------------------------- helpers
