@@ -17,6 +17,7 @@ def lines(caplog) -> list[str]:
 def test_without_a_bar_it_logs_what_how_far_how_fast_and_what_is_left(caplog, monkeypatch):
     caplog.set_level(logging.INFO, "autotransfer.progress")
     monkeypatch.setattr(module, "LOG_EVERY_S", 0.0)  # a line on every update
+    monkeypatch.setattr(module, "QUIET_FIRST_S", 0.0)
     with Progress("train finetune_top", 40, "step", progress=False, scale=64, announce=True) as bar:
         bar.update(10)
         bar.set_postfix(loss="0.412", val="0.930")
@@ -49,8 +50,11 @@ def test_durations_read_as_minutes_and_seconds(seconds, text):
 def test_short_jobs_in_a_row_say_something_once_ten_seconds_passed_without_a_line(caplog, monkeypatch):
     caplog.set_level(logging.INFO, "autotransfer.progress")
     module._last_line[0] = module.time.monotonic() - module.LOG_EVERY_S  # the last line is 10 s old
+    with Progress("decoding features", 50, "img", progress=False) as bar:
+        bar.update(50)  # a job done at once says nothing
+    monkeypatch.setattr(module, "QUIET_FIRST_S", 0.0)
     with Progress("decoding target sample", 50, "img", progress=False) as bar:
-        bar.update(1)  # the first update of a job that just started speaks
+        bar.update(1)  # the first update of a job that has run a while speaks
         bar.update(1)  # and then not again for 10 s
     first, done = lines(caplog)
     assert first.startswith("decoding target sample: 1/50 imgs (2%)") and done.startswith("decoding target sample: done")

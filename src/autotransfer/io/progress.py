@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 log = logging.getLogger("autotransfer.progress")
 LOG_EVERY_S = 10.0
+QUIET_FIRST_S = 1.0  # a job younger than this does not speak unannounced: it is likely done before it matters
 # When the last progress line of this process was written, by any Progress: a stage made of many
 # short jobs (decode, features, fit) still says something every LOG_EVERY_S seconds.
 _last_line = [time.monotonic()]
@@ -72,7 +73,7 @@ class Progress:
         self.bar.update(n)
         self.done += n
         now = time.monotonic()
-        if self.logs and now - max(self.last, _last_line[0]) >= LOG_EVERY_S:
+        if self.logs and now - max(self.last, _last_line[0]) >= LOG_EVERY_S and now - self.started >= QUIET_FIRST_S:
             self._line(now)
 
     def set_postfix(self, **values: Any) -> None:
