@@ -112,8 +112,8 @@ test-fast: $(STAMP)
 
 # Style (ruff lint + format), types (mypy, strict, on src/) and the layer contracts (import-linter).
 lint: $(STAMP)
-	$(BIN)/ruff check src flows tasks
-	$(BIN)/ruff format --check src flows tasks
+	$(BIN)/ruff check src flows tasks examples
+	$(BIN)/ruff format --check src flows tasks examples
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
