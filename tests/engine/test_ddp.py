@@ -40,7 +40,7 @@ def test_two_processes_train_one_model_as_accurate_as_one_process_and_register_i
     assert accuracy["two"] > 0.5 and abs(accuracy["two"] - accuracy["one"]) < 0.05, accuracy
     # and exactly one version exists: the ranks wrote one model and never registered
     client = MlflowClient(double.registry.tracking_uri)
-    versions = client.search_model_versions("name = 'autotransfer-tgt'")
+    versions = client.search_model_versions("name = 'autotransfer-digits'")
     assert len(versions) == 1 and str(decision["version"]) == str(versions[0].version)
     assert not list((tmp_path / "two/reports").glob(".distributed-*"))  # the ranks' params file is gone
 

@@ -9,6 +9,7 @@ import pytest
 from mlflow import MlflowClient
 
 from autotransfer.cli import main
+from autotransfer.config import registered_model_name
 from conftest import make_domain
 from stage_helpers import tiny_params
 
@@ -61,7 +62,7 @@ def test_one_run_holds_every_stage_epochs_live_datasets_system_metrics_and_the_m
     run = parents[0]
     # the run was opened by the first stage and ended by register, which attached the model to it
     assert run.data.tags["opened_by"] == "validate" and run.info.status == "FINISHED"
-    version = client.get_model_version(params.registry.model_name, run.data.tags["registered_version"])
+    version = client.get_model_version(registered_model_name(params), run.data.tags["registered_version"])
     assert version.run_id == run.info.run_id
     # one val accuracy point per epoch, at the global step, written while train ran (before evaluate)
     history = client.get_metric_history(run.info.run_id, "val_accuracy")

@@ -2,8 +2,8 @@
 
 Stages run under Prefect and under ``dvc repro`` with bars off; a long step must still say
 what it does. ``Progress`` drives a tqdm bar when one is shown (an interactive terminal,
-``progress`` not false) and otherwise logs a line on the ``autotransfer.progress`` logger at
-most every ``LOG_EVERY_S`` seconds: what, how far, how fast, the time left, and the latest
+``progress`` not false) and otherwise logs a line on the ``autotransfer.progress`` logger
+about every 10 s (``LOG_EVERY_S``): what, how far, how fast, the time left, and the latest
 figures (``set_postfix``: loss, val accuracy). The CLI prints that logger to stderr; the
 Prefect tasks forward it to the run's log (tasks/stages.py).
 """
@@ -18,7 +18,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 log = logging.getLogger("autotransfer.progress")
-LOG_EVERY_S = 10.0
+LOG_EVERY_S = 9.0  # lines come at the first update after this: about every 10 s with steps of < 1 s
 QUIET_FIRST_S = 1.0  # a job younger than this does not speak unannounced: it is likely done before it matters
 # When the last progress line of this process was written, by any Progress: a stage made of many
 # short jobs (decode, features, fit) still says something every LOG_EVERY_S seconds.

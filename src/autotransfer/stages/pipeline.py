@@ -92,7 +92,7 @@ STAGES: tuple[Stage, ...] = (
         "train the backbone on the source domain when no pretrained weights are given",
         _reports(MANIFEST_CSV),
         _source_model,
-        ("backbone", "pretrain"),
+        ("backbone", "pretrain", "data.alpha_background"),
         ("stages/pretrain.py", *TRAINING, "artifacts.py"),
     ),
     Stage(
@@ -100,7 +100,7 @@ STAGES: tuple[Stage, ...] = (
         "measure how far the target is from the source on cached features",
         _both(_reports(MANIFEST_CSV), _source_model),
         _reports(SIMILARITY_JSON),
-        ("backbone", "similarity"),
+        ("backbone", "similarity", "data.alpha_background"),
         ("stages/similarity.py", "analysis/similarity.py", "analysis/metrics.py", "models", "io", "artifacts.py"),
     ),
     Stage(
@@ -127,7 +127,7 @@ STAGES: tuple[Stage, ...] = (
         "train the chosen strategy",
         _both(_reports(MANIFEST_CSV, PLAN_JSON), _source_model),
         _both(_model(MODEL_FILE, META_FILE), _reports(TRAIN_JSON, TRAIN_HISTORY_CSV)),
-        ("train", "strategy.mode", "strategy.force", "strategy.top_k"),
+        ("train", "strategy.mode", "strategy.force", "strategy.top_k", "data.alpha_background"),
         ("stages/train.py", "stages/torchrun.py", "ops/launch.py", *TRAINING, "analysis/health.py", "artifacts.py"),
     ),
     Stage(
