@@ -60,20 +60,25 @@ def test_mlflow_on_postgres_and_s3_registers_promotes_and_serves_the_champion(te
                                                                              monkeypatch):
     for name in [k for k in os.environ if k.startswith(("AWS_", "MLFLOW_S3"))]:
         monkeypatch.delenv(name)  # the client never holds S3 credentials
-    # given a trained pipeline whose registry is the team's MLflow server
-    params = run_pipeline(demo_params(demo_root, tmp_path / "work", store=team.mlflow_uri))
+    # given a trained pipeline whose registry is the team's MLflow server (its own model name: the nightly
+    # deployment test trains the same weights on this stack, and the same weights are never registered twice)
+    params = run_pipeline(demo_params(demo_root, tmp_path / "work", store=team.mlflow_uri,
+                                      registry={"model_name": "team-champion"}))
     # when it registers
     decision = register(params).to_json()
     # then the version is the champion, recorded in PostgreSQL, its files in the S3 bucket
-    assert decision["champion"] == str(decision["version"]) and decision["decision"] == "promoted"
-    assert psql(team, "mlflow", "select name, version from model_versions") == [("autotransfer-digits", 1)]
+    assert decision["champion"] == str(decision["version"]) and decision["decision"] == "promoted", decision
+    assert psql(team, "mlflow", "select name, version from model_versions where name = 'team-champion'") == [
+        ("team-champion", 1)]
     keys = s3_keys(team, MLFLOW_BUCKET)
     assert any(k.endswith("model.safetensors") for k in keys) and any(k.endswith("MLmodel") for k in keys)
-    champion = MlflowClient(team.mlflow_uri).get_model_version_by_alias("autotransfer-digits", "champion")
+    champion = MlflowClient(team.mlflow_uri).get_model_version_by_alias("team-champion", "champion")
     assert str(champion.version) == str(decision["version"])
-    # and `predict` loads models:/autotransfer-digits@champion back through the server, without S3 keys
+    # and `predict` loads models:/team-champion@champion (the name from params) back through the server,
+    # without S3 keys
     image = next((demo_root / "digits/test/7").glob("*.png"))
-    out = subprocess.run([str(Path(sys.executable).with_name("autotransfer")), "predict", "--json", str(image)],
+    out = subprocess.run([str(Path(sys.executable).with_name("autotransfer")), "predict", "--json",
+                          "-S", "registry.model_name=team-champion", str(image)],
                          cwd=tmp_path, env=client_env(team), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     [prediction] = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]

@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -196,25 +196,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def library_log_to_stderr() -> None:
-    """The library's log lines (a stage's progress every 10 s when no bar is shown, its warnings) on stderr,
-    stamped with the time: how a stage command under ``dvc repro`` or a job's log says what it does."""
+@contextlib.contextmanager
+def library_log_to_stderr() -> Iterator[None]:
+    """While a command runs, the library's log lines (a stage's progress about every 10 s when no bar is
+    shown, its warnings) go to stderr, stamped with the time: how a stage command under ``dvc repro`` or a
+    job's log says what it does. Removed after, so an in-process caller's logging is as it was."""
     library = logging.getLogger("autotransfer")
-    if any(getattr(h, "autotransfer_cli", False) for h in library.handlers):
-        return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
-    handler.autotransfer_cli = True  # type: ignore[attr-defined]
+    level, propagate = library.level, library.propagate
     library.addHandler(handler)
     library.setLevel(logging.INFO)
     library.propagate = False
+    try:
+        yield
+    finally:
+        library.removeHandler(handler)
+        library.setLevel(level)
+        library.propagate = propagate
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    library_log_to_stderr()
     # SIGINT/SIGTERM: stop at once, in order (ops/stopping.py); for the whole process when it is the command's
-    with handling(process_wide=argv is None):
+    with handling(process_wide=argv is None), library_log_to_stderr():
         return guarded(args.command, lambda: args.handler(args))
 
 
