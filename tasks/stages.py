@@ -15,8 +15,8 @@ run, so it writes nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from prefect import Task, get_run_logger, task
@@ -24,6 +24,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from autotransfer.artifacts import Report
+from autotransfer.cli import library_log_to
 from autotransfer.config import Params
 from autotransfer.errors import AutotransferError
 from autotransfer.registry.tracking import tracked
@@ -49,21 +50,10 @@ class _ToRunLog(logging.Handler):
         self.run_log.log(record.levelno, record.getMessage())
 
 
-@contextmanager
-def library_log() -> Iterator[None]:
+def library_log() -> AbstractContextManager[None]:
     """While a stage runs, ``autotransfer.*`` loggers reach Prefect's log (the terminal and the UI) and
     only there: the library does not know it runs under Prefect."""
-    library = logging.getLogger("autotransfer")
-    handler, level, propagate = _ToRunLog(), library.level, library.propagate
-    library.addHandler(handler)
-    library.setLevel(logging.INFO)
-    library.propagate = False
-    try:
-        yield
-    finally:
-        library.removeHandler(handler)
-        library.setLevel(level)
-        library.propagate = propagate
+    return library_log_to(_ToRunLog())
 
 
 def _key(_context: Any, arguments: dict[str, Any]) -> str:

@@ -197,13 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 @contextlib.contextmanager
-def library_log_to_stderr() -> Iterator[None]:
-    """While a command runs, the library's log lines (a stage's progress about every 10 s when no bar is
-    shown, its warnings) go to stderr, stamped with the time: how a stage command under ``dvc repro`` or a
-    job's log says what it does. Removed after, so an in-process caller's logging is as it was."""
+def library_log_to(handler: logging.Handler) -> Iterator[None]:
+    """While the block runs, the library's log lines (``autotransfer.*`` at INFO and up: progress, warnings)
+    go to ``handler`` and only there; after it, the logger is as it was. How the commands (stderr) and the
+    Prefect tasks (the run's log, tasks/stages.py) each route them."""
     library = logging.getLogger("autotransfer")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
     level, propagate = library.level, library.propagate
     library.addHandler(handler)
     library.setLevel(logging.INFO)
@@ -214,6 +212,17 @@ def library_log_to_stderr() -> Iterator[None]:
         library.removeHandler(handler)
         library.setLevel(level)
         library.propagate = propagate
+
+
+@contextlib.contextmanager
+def library_log_to_stderr() -> Iterator[None]:
+    """While a command runs, the library's log lines (a stage's progress about every 10 s when no bar is
+    shown, its warnings) go to stderr, stamped with the time: how a stage command under ``dvc repro`` or a
+    job's log says what it does. Removed after, so an in-process caller's logging is as it was."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+    with library_log_to(handler):
+        yield
 
 
 def main(argv: list[str] | None = None) -> int:
