@@ -352,7 +352,8 @@ class Stack:
             pid = self.pids.pop(name, None)
             if pid is not None and _terminate_group(pid):
                 stopped.append(name)
-        if self.pids.pop("postgres", None) is not None or (self.root / "postgres/postmaster.pid").exists():
+        postmaster = self.pids.pop("postgres", None)
+        if postmaster is not None or (self.root / "postgres/postmaster.pid").exists():
             as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
             subprocess.run(
                 [
@@ -367,6 +368,9 @@ class Stack:
                 ],
                 capture_output=True,
             )
+            # pg_ctl -w returns once postmaster.pid is gone, which the postmaster unlinks just before it exits
+            if postmaster is not None:
+                _wait_gone(postmaster)
             stopped.append("postgres")
         if self.root.exists():
             self.save()
@@ -392,6 +396,22 @@ def _terminate_group(pid: int, timeout: float = 20) -> bool:
             os.killpg(pid, signal.SIGKILL)
     _reap(pid)
     return True
+
+
+def _wait_gone(pid: int, timeout: float = 20) -> None:
+    """Wait until ``pid`` has exited (a zombie counts as exited: its parent, not us, reaps it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        except PermissionError:  # alive, owned by the postgres user
+            pass
+        with contextlib.suppress(OSError):
+            if "zombie" in Path(f"/proc/{pid}/status").read_text():
+                return
+        time.sleep(0.05)
 
 
 def _reap(pid: int) -> None:
