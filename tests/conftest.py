@@ -27,6 +27,38 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
+_TIMELINE = os.environ.get("AUTOTRANSFER_TEST_TIMELINE")  # a file: one JSON line per test, to see how workers share
+
+
+if _TIMELINE:
+    import json
+    import time
+
+    _started: dict[str, float] = {}
+
+    def pytest_runtest_logstart(nodeid: str, location: object) -> None:
+        _started[nodeid] = time.time()
+
+    def pytest_runtest_logfinish(nodeid: str, location: object) -> None:
+        line = {"worker": os.environ.get("PYTEST_XDIST_WORKER", "main"), "test": nodeid,
+                "start": _started.pop(nodeid, None), "end": time.time()}
+        with open(_TIMELINE, "a") as out:
+            out.write(json.dumps(line) + "\n")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The team-stack tests first, then the longest one: `--dist worksteal` gives each worker a contiguous
+    share and steals from its end, so these stay on the first worker (one stack of servers, not one per
+    worker: ~30 s each) and the run does not end on a four-minute test."""
+
+    def rank(item: pytest.Item) -> int:
+        if "team" in getattr(item, "fixturenames", ()):
+            return 0
+        return 1 if item.name.startswith("test_fresh_clone_") else 2
+
+    items.sort(key=rank)  # stable: the rest keeps its order
+
+
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     """Nothing may download at run time: any connection beyond loopback fails the test."""
@@ -107,12 +139,52 @@ def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def small_demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo domains with 100 synth-digits images per class, not 300 (digits and digits-m as in the
+    demo): the flow tests scan, pretrain on and measure a third of the source (~3 s to build)."""
+    from autotransfer.config import DemoConfig
+    from autotransfer.io.demo_data import build_demo_data
+
+    out = tmp_path_factory.mktemp("small-demo") / "data"
+    build_demo_data(DemoConfig(synth_per_class=100), out=out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
 def prefect_harness():
     """A throwaway Prefect server and database for the session's flow runs (~10 s to start)."""
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=60):
         yield
+
+
+@pytest.fixture(scope="session")
+def prefect_api(prefect_harness) -> str:
+    """The session server's API URL, for a flow run in a process of its own: that process then
+    starts no temporary server (10-20 s of CPU under load; the tests of that server use their own)."""
+    from prefect.settings import PREFECT_API_URL
+
+    return str(PREFECT_API_URL.value())
+
+
+@pytest.fixture(scope="session")
+def s3_stack():
+    """The team stack's S3 server alone (moto on 127.0.0.1, ~3 s): a DVC remote without the rest."""
+    import tempfile
+
+    from autotransfer.ops.stack import Stack, free_port
+
+    root = Path(tempfile.mkdtemp(prefix="autotransfer-s3-"))
+    stack = Stack(root, ports={name: free_port() for name in ("postgres", "s3", "mlflow", "prefect")})
+    try:
+        stack.start_s3()
+        yield stack
+    finally:
+        pid = stack.pids.get("s3")
+        stack.down()
+        assert pid is None or not running(pid), "the S3 server was left running"
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

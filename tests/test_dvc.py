@@ -94,7 +94,7 @@ def ran_stages(output: str) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.scaleout
-def test_fresh_clone_rebuilds_the_data_byte_for_byte_and_reproduces(clone: Path, team, tmp_path: Path):
+def test_fresh_clone_rebuilds_the_data_byte_for_byte_and_reproduces(clone: Path, s3_stack, tmp_path: Path):
     committed = (clone / "data.dvc").read_text()
     # given a fresh clone (no data, empty DVC cache)
     assert not (clone / "data").exists()
@@ -116,27 +116,35 @@ def test_fresh_clone_rebuilds_the_data_byte_for_byte_and_reproduces(clone: Path,
     assert ran_stages(sh([sys.executable, "-m", "dvc", "repro"], clone).stdout) == []
     # the team's S3 remote (keys only in the git-ignored .dvc/config.local) takes a push ...
     sh(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "reproduced"], clone)
-    team.configure_dvc_remote(clone)
-    assert team.secret_key not in (clone / ".dvc/config").read_text()
-    assert team.secret_key in (clone / ".dvc/config.local").read_text()
+    s3_stack.configure_dvc_remote(clone)
+    assert s3_stack.secret_key not in (clone / ".dvc/config").read_text()
+    assert s3_stack.secret_key in (clone / ".dvc/config.local").read_text()
     assert sh(["git", "status", "--porcelain"], clone).stdout == ""
     sh([sys.executable, "-m", "dvc", "push"], clone)
     # ... and a fresh clone (no data, empty cache) pulls data/ byte for byte, already reproduced
     fresh = tmp_path / "fresh"
     sh(["git", "clone", "-q", str(clone), str(fresh)], tmp_path)
-    team.configure_dvc_remote(fresh)
+    s3_stack.configure_dvc_remote(fresh)
     sh([sys.executable, "-m", "dvc", "pull"], fresh)
     pushed = {p.relative_to(clone): p.read_bytes() for p in sorted((clone / "data").rglob("*")) if p.is_file()}
     pulled = {p.relative_to(fresh): p.read_bytes() for p in sorted((fresh / "data").rglob("*")) if p.is_file()}
     assert len(pushed) > 1000 and pulled == pushed
     assert "up to date" in sh([sys.executable, "-m", "dvc", "status"], fresh).stdout
     assert ran_stages(sh([sys.executable, "-m", "dvc", "repro"], fresh).stdout) == []
-    # a train.* param reruns train and what follows it, nothing before
-    params = yaml.safe_load((clone / "params.yaml").read_text())
-    params["train"]["seed"] = 1
+    # train.epochs is the plan's budget too: changing it makes plan and train stale, nothing before them
+    committed_params = (clone / "params.yaml").read_text()
+    params = yaml.safe_load(committed_params)
+    params["train"]["epochs"] = 1
     (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    rerun = sh([sys.executable, "-m", "dvc", "repro"], clone).stdout
-    assert ran_stages(rerun) == ["train", "evaluate", "register"]
+    stale = json.loads(sh([sys.executable, "-m", "dvc", "status", "--json"], clone).stdout)
+    assert set(stale) == {"plan", "train"}, stale
+    (clone / "params.yaml").write_text(committed_params)
+    # an experiment with another train.seed runs in the same clone: train and what follows it, nothing before
+    sh(["git", "config", "user.email", "t@t"], clone)  # `dvc exp run` commits
+    sh(["git", "config", "user.name", "t"], clone)
+    exp = sh([sys.executable, "-m", "dvc", "exp", "run", "-S", "train.seed=1"], clone).stdout
+    assert ran_stages(exp) == ["train", "evaluate", "register"]
+    assert "train.seed" in sh([sys.executable, "-m", "dvc", "exp", "show", "--csv"], clone).stdout
     # the plots compare the two runs: the curves, the test confusion matrix and the PNGs, HEAD's and this one's
     plots = json.loads(sh([sys.executable, "-m", "dvc", "plots", "diff", "HEAD", "--json"], clone).stdout)["data"]
     assert set(plots) == {"training curves", "confusion matrix (target test)", "reports/plots/confusion_matrix.png",
@@ -149,13 +157,6 @@ def test_fresh_clone_rebuilds_the_data_byte_for_byte_and_reproduces(clone: Path,
     assert all(len(plots[name]) == 2 for name in plots if name.endswith(".png"))
     # metrics are DVC metrics
     assert "accuracy" in sh([sys.executable, "-m", "dvc", "metrics", "show"], clone).stdout
-    # and an experiment with a changed param runs in the same clone
-    sh(["git", "config", "user.email", "t@t"], clone)  # `dvc exp run` commits
-    sh(["git", "config", "user.name", "t"], clone)
-    sh(["git", "commit", "-qam", "train seed 1"], clone)
-    exp = sh([sys.executable, "-m", "dvc", "exp", "run", "-S", "train.epochs=1"], clone).stdout
-    assert ran_stages(exp) == ["plan", "train", "evaluate", "register"]  # plan.json says the budget: it reruns too
-    assert "train.epochs" in sh([sys.executable, "-m", "dvc", "exp", "show", "--csv"], clone).stdout
 
 
 @pytest.mark.slow
@@ -165,7 +166,7 @@ def test_changed_data_shows_in_git_diff(clone: Path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_under_dvc_repro_stops_the_stage_and_the_next_repro_resumes(clone: Path):
+def test_ctrl_c_under_dvc_repro_stops_the_stage_and_the_next_repro_resumes(clone: Path, small_demo_root: Path):
     import signal
 
     from test_stop_signals import start_and_signal
@@ -174,7 +175,7 @@ def test_ctrl_c_under_dvc_repro_stops_the_stage_and_the_next_repro_resumes(clone
 
     from autotransfer.models.backbones import TransferModel
 
-    sh(["autotransfer", "demo-data", "--no-progress"], clone)
+    shutil.copytree(small_demo_root, clone / "data")  # building the demo data: the fresh-clone test
     weights = clone.parent / "small_cnn.safetensors"  # a start model: pretrain is skipped, train is what is tested
     save_file(TransferModel("small_cnn", 10, 32).state_dict(), str(weights))
     params = yaml.safe_load((clone / "params.yaml").read_text())

@@ -64,8 +64,8 @@ def test_the_flow_dvc_yaml_and_the_stage_list_agree():
         assert tuple(entry.get("params", [])) == spec.params, spec.name
 
 
-def test_full_run_registers_an_unchanged_rerun_skips_changed_params_retrain(demo_root, tmp_path, prefect_harness):
-    params = demo_params(demo_root, tmp_path / "work")
+def test_full_run_registers_an_unchanged_rerun_skips_changed_params_retrain(small_demo_root, tmp_path, prefect_harness):
+    params = demo_params(small_demo_root, tmp_path / "work")
     file = params_file(params, tmp_path / "params.yaml")
     # when the flow runs on fresh data
     first = retrain(params_file=file)
@@ -114,17 +114,17 @@ def test_full_run_registers_an_unchanged_rerun_skips_changed_params_retrain(demo
     assert "Not registered" in (reports / "report.html").read_text() and not (reports / "registration.json").exists()
 
 
-def test_invalid_data_fails_at_validation_and_nothing_is_trained_or_registered(demo_root, tmp_path,
+def test_invalid_data_fails_at_validation_and_nothing_is_trained_or_registered(small_demo_root, tmp_path,
                                                                                prefect_harness):
     # given the demo data with one truncated target image
     import shutil
 
     root = tmp_path / "data"
     for domain in ("synth-digits", "digits"):
-        shutil.copytree(demo_root / domain, root / domain)
+        shutil.copytree(small_demo_root / domain, root / domain)
     broken = next((root / "digits" / "train" / "3").glob("*.png"))
     broken.write_bytes(broken.read_bytes()[:60])
-    params = demo_params(demo_root, tmp_path / "work", data={"root": str(root)})
+    params = demo_params(small_demo_root, tmp_path / "work", data={"root": str(root)})
     file = params_file(params, tmp_path / "params.yaml")
     # when the flow runs, it ends Failed at validation with the report attached
     state = retrain(params_file=file, return_state=True)

@@ -294,14 +294,15 @@ def test_exploding_gradients_stop_with_the_step_number(data_root, tmp_path):
 
 
 @pytest.mark.slow
-def test_sigkilled_flow_resumes_from_its_checkpoint_and_registers_once(demo_root, tmp_path):
+def test_sigkilled_flow_resumes_from_its_checkpoint_and_registers_once(small_demo_root, tmp_path, prefect_api):
     # given a flow whose training takes long enough to be killed mid-way
-    params = demo_params(demo_root, tmp_path / "work", strategy={"force": "finetune_all"},
+    params = demo_params(small_demo_root, tmp_path / "work", strategy={"force": "finetune_all"},
                          train={"epochs": 6, "batch_size": 8, "patience": 0})
     file = write_params(params, tmp_path / "params.yaml")
     run = [str(BIN / "autotransfer"), "run", "--params", str(file)]
-    # its own process group: the flow starts a temporary Prefect server, which must die with it
-    process = subprocess.Popen(run, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    # on the session's Prefect server (a killed run's temporary server: test_stop_signals)
+    env = {**cli_env(), "PREFECT_API_URL": prefect_api}
+    process = subprocess.Popen(run, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
     checkpoint = Path(params.train.out) / "runs/finetune_all/checkpoint.pt"
     deadline = time.monotonic() + 300
@@ -313,7 +314,7 @@ def test_sigkilled_flow_resumes_from_its_checkpoint_and_registers_once(demo_root
     killed_at = torch.load(checkpoint, weights_only=True)["epoch"]
     assert killed_at < 6 and not (Path(params.train.out) / "model.safetensors").exists()
     # when the flow is run again, it resumes and finishes
-    rerun = subprocess.run(run, env=cli_env(), capture_output=True, text=True, timeout=600)
+    rerun = subprocess.run(run, env=env, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     report = yaml.safe_load((Path(params.reports.dir) / "train.json").read_text())
     assert report["resumed_from_epoch"] == killed_at and report["epochs_run"] == 6
@@ -322,7 +323,7 @@ def test_sigkilled_flow_resumes_from_its_checkpoint_and_registers_once(demo_root
 
 
 @pytest.mark.slow
-def test_tracking_server_down_at_register_retries_fails_clearly_then_registers_once(demo_root, tmp_path,
+def test_tracking_server_down_at_register_retries_fails_clearly_then_registers_once(small_demo_root, tmp_path,
                                                                                    prefect_harness):
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
@@ -335,7 +336,7 @@ def test_tracking_server_down_at_register_retries_fails_clearly_then_registers_o
         wait_http(f"{uri}/health", process)
         return process
 
-    params = demo_params(demo_root, tmp_path / "work", store=uri,
+    params = demo_params(small_demo_root, tmp_path / "work", store=uri,
                          registry={"request_retries": 0, "task_retries": 2, "retry_delay": 0.5})
     file = str(write_params(params, tmp_path / "params.yaml"))
     process = start()
@@ -368,11 +369,13 @@ def test_tracking_server_down_at_register_retries_fails_clearly_then_registers_o
 
 
 @pytest.mark.slow
-def test_two_flows_at_once_on_the_same_stores_both_finish_and_the_registry_stays_consistent(demo_root, tmp_path):
-    params = demo_params(demo_root, tmp_path / "work")
+def test_two_flows_at_once_on_the_same_stores_both_finish_and_the_registry_stays_consistent(small_demo_root, tmp_path,
+                                                                                           prefect_api):
+    params = demo_params(small_demo_root, tmp_path / "work")
     file = write_params(params, tmp_path / "params.yaml")
     run = [str(BIN / "autotransfer"), "run", "--params", str(file)]
-    processes = [subprocess.Popen(run, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {**cli_env(), "PREFECT_API_URL": prefect_api}  # two runs on one Prefect server, as a team's
+    processes = [subprocess.Popen(run, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                  for _ in range(2)]
     outputs = [p.communicate(timeout=600)[0] for p in processes]
     assert [p.returncode for p in processes] == [0, 0], "\n".join(o[-2000:] for o in outputs)

@@ -56,13 +56,13 @@ def client_env(stack: Stack) -> dict[str, str]:
     return {**env, "MLFLOW_TRACKING_URI": stack.mlflow_uri}
 
 
-def test_mlflow_on_postgres_and_s3_registers_promotes_and_serves_the_champion(team, demo_root, tmp_path,
+def test_mlflow_on_postgres_and_s3_registers_promotes_and_serves_the_champion(team, small_demo_root, tmp_path,
                                                                              monkeypatch):
     for name in [k for k in os.environ if k.startswith(("AWS_", "MLFLOW_S3"))]:
         monkeypatch.delenv(name)  # the client never holds S3 credentials
     # given a trained pipeline whose registry is the team's MLflow server (its own model name: the nightly
     # deployment test trains the same weights on this stack, and the same weights are never registered twice)
-    params = run_pipeline(demo_params(demo_root, tmp_path / "work", store=team.mlflow_uri,
+    params = run_pipeline(demo_params(small_demo_root, tmp_path / "work", store=team.mlflow_uri,
                                       registry={"model_name": "team-champion"}))
     # when it registers
     decision = register(params).to_json()
@@ -76,7 +76,7 @@ def test_mlflow_on_postgres_and_s3_registers_promotes_and_serves_the_champion(te
     assert str(champion.version) == str(decision["version"])
     # and `predict` loads models:/team-champion@champion (the name from params) back through the server,
     # without S3 keys
-    image = next((demo_root / "digits/test/7").glob("*.png"))
+    image = next((small_demo_root / "digits/test/7").glob("*.png"))
     out = subprocess.run([str(Path(sys.executable).with_name("autotransfer")), "predict", "--json",
                           "-S", "registry.model_name=team-champion", str(image)],
                          cwd=tmp_path, env=client_env(team), capture_output=True, text=True, timeout=300)
@@ -90,7 +90,7 @@ def test_mlflow_on_postgres_and_s3_registers_promotes_and_serves_the_champion(te
     assert prediction["label"] == expected, prediction
 
 
-def test_prefect_on_postgres_runs_the_nightly_deployment_on_a_worker(team, demo_root, tmp_path, request):
+def test_prefect_on_postgres_runs_the_nightly_deployment_on_a_worker(team, small_demo_root, tmp_path, request):
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -98,7 +98,7 @@ def test_prefect_on_postgres_runs_the_nightly_deployment_on_a_worker(team, demo_
     from flows import deploy as deploy_module
 
     assert POOL == deploy_module.POOL
-    params = demo_params(demo_root, tmp_path / "work", store=team.mlflow_uri)
+    params = demo_params(small_demo_root, tmp_path / "work", store=team.mlflow_uri)
     file = params_file(params, tmp_path / "params.yaml")
     with temporary_settings({PREFECT_API_URL: team.prefect_api}):
         # given the deployment on the team's server, with its cron
@@ -126,7 +126,7 @@ def test_prefect_on_postgres_runs_the_nightly_deployment_on_a_worker(team, demo_
     assert any(v.tags.get("data_hash") for v in versions)
 
 
-def test_a_deployment_run_cancelled_through_the_worker_stops_and_registers_nothing(team, demo_root, tmp_path,
+def test_a_deployment_run_cancelled_through_the_worker_stops_and_registers_nothing(team, small_demo_root, tmp_path,
                                                                                  request):
     import psutil
     from prefect.client.orchestration import get_client
@@ -142,8 +142,8 @@ def test_a_deployment_run_cancelled_through_the_worker_stops_and_registers_nothi
 
     weights = tmp_path / "small_cnn.safetensors"  # a start model: pretrain is skipped, train is what is tested
     save_file(TransferModel("small_cnn", 10, 32).state_dict(), str(weights))
-    params = demo_params(demo_root, tmp_path / "work", store=team.mlflow_uri, strategy={"force": "finetune_all"},
-                         train={"epochs": 40, "batch_size": 8, "patience": 0}, backbone={"weights": str(weights)},
+    params = demo_params(small_demo_root, tmp_path / "work", store=team.mlflow_uri, strategy={"force": "finetune_all"},
+                         train={"epochs": 400, "batch_size": 8, "patience": 0}, backbone={"weights": str(weights)},
                          registry={"model_name": "cancelled-run"})
     file = params_file(params, tmp_path / "params.yaml")
     checkpoint = Path(params.train.out) / "runs/finetune_all/checkpoint.pt"
@@ -196,7 +196,7 @@ def _cancel(team, flow_run_ids) -> None:
                        env={**os.environ, "PREFECT_API_URL": team.prefect_api}, capture_output=True, timeout=60)
 
 
-def test_a_data_change_event_starts_exactly_one_run_and_a_second_one_queues(team, demo_root, tmp_path, request):
+def test_a_data_change_event_starts_exactly_one_run_and_a_second_one_queues(team, small_demo_root, tmp_path, request):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -207,8 +207,8 @@ def test_a_data_change_event_starts_exactly_one_run_and_a_second_one_queues(team
 
     weights = tmp_path / "small_cnn.safetensors"  # long enough to still run when the second event comes
     save_file(TransferModel("small_cnn", 10, 32).state_dict(), str(weights))
-    params = demo_params(demo_root, tmp_path / "work", store=team.mlflow_uri, strategy={"force": "finetune_all"},
-                         train={"epochs": 40, "batch_size": 8, "patience": 0}, backbone={"weights": str(weights)},
+    params = demo_params(small_demo_root, tmp_path / "work", store=team.mlflow_uri, strategy={"force": "finetune_all"},
+                         train={"epochs": 400, "batch_size": 8, "patience": 0}, backbone={"weights": str(weights)},
                          registry={"model_name": "event-run"})
     file = params_file(params, tmp_path / "params.yaml")
     pointer, state = tmp_path / "eventdata.dvc", tmp_path / "state.json"

@@ -53,6 +53,11 @@ def run_env(prefect_home: Path) -> dict[str, str]:
     return {**env, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PREFECT_HOME": str(prefect_home)}
 
 
+def served_env(api: str) -> dict[str, str]:
+    """A run on the session's Prefect server, as a run under a team's server (no temporary one)."""
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PREFECT_API_URL": api}
+
+
 def last_flow_run(prefect_home: Path) -> tuple[str, str]:
     with sqlite3.connect(prefect_home / "prefect.db") as db:
         return db.execute(
@@ -60,9 +65,21 @@ def last_flow_run(prefect_home: Path) -> tuple[str, str]:
             "on flow_run.state_id = flow_run_state.id order by flow_run.created desc limit 1").fetchone()
 
 
-def training_params(demo_root: Path, work: Path, weights: Path, epochs: int = 40, workers: int = 0) -> Params:
+def served_flow_run(params_file: Path) -> tuple[str, str]:
+    """The state and message of the latest flow run of ``params_file`` on the session's server."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=200)
+    run = next(r for r in runs if r.parameters.get("params_file") == str(params_file))
+    assert run.state is not None
+    return run.state.type.value, run.state.message or ""
+
+
+def training_params(small_demo_root: Path, work: Path, weights: Path, epochs: int = 40, workers: int = 0) -> Params:
     # long enough to be signalled mid-way (well under a second per epoch)
-    return demo_params(demo_root, work, backbone={"weights": str(weights)}, strategy={"force": "finetune_all"},
+    return demo_params(small_demo_root, work, backbone={"weights": str(weights)}, strategy={"force": "finetune_all"},
                        data={"workers": workers}, train={"epochs": epochs, "batch_size": 8, "patience": 0})
 
 
@@ -110,13 +127,16 @@ def start_and_signal(command: list[str], env: dict[str, str], checkpoint: Path, 
             "epoch_at_signal": epoch_at_signal, "children": len(seen)}
 
 
-def signalled_run(params: Params, tmp_path: Path, home: Path, sig: signal.Signals, group: bool, times: int) -> dict:
-    """`autotransfer run` signalled in its training stage; checks what every stopped run must show."""
+def signalled_run(params: Params, tmp_path: Path, server: Path | str, sig: signal.Signals, group: bool,
+                  times: int) -> dict:
+    """`autotransfer run` signalled in its training stage; checks what every stopped run must show.
+    ``server``: a Prefect home (the run starts its own temporary server there) or a server's API URL."""
     file = write_params(params, tmp_path / "params.yaml")
     checkpoint = Path(params.train.out) / "runs/finetune_all/checkpoint.pt"
-    result = start_and_signal([str(BIN / "autotransfer"), "run", "--params", str(file)], run_env(home),
+    env = run_env(server) if isinstance(server, Path) else served_env(server)
+    result = start_and_signal([str(BIN / "autotransfer"), "run", "--params", str(file)], env,
                               checkpoint, sig, group, times)
-    state, message = last_flow_run(home)
+    state, message = last_flow_run(server) if isinstance(server, Path) else served_flow_run(file)
     print(f"\n{sig.name} x{times} to {'the group' if group else 'the main process'}: exit {result['code']} after "
           f"{result['seconds']:.1f} s; flow run {state}; versions {len(versions(params))}; "
           f"processes left {len(result['left'])} of {result['children']}")
@@ -137,28 +157,33 @@ def signalled_run(params: Params, tmp_path: Path, home: Path, sig: signal.Signal
     (signal.SIGTERM, False, 1, 0),  # kill, systemd, a Prefect worker's cancel
     (signal.SIGTERM, True, 2, 2),  # `timeout` and a supervisor both forwarding it to the group; data workers too
 ], ids=["SIGTERM-once", "SIGTERM-twice-group"])
-def test_a_signalled_run_stops_in_order_registers_nothing_and_leaves_no_process(demo_root, tmp_path, prefect_home,
+def test_a_signalled_run_stops_in_order_registers_nothing_and_leaves_no_process(small_demo_root, tmp_path, prefect_api,
                                                                                start_weights, sig, group, times,
                                                                                workers):
-    params = training_params(demo_root, tmp_path / "work", start_weights, workers=workers)
-    signalled_run(params, tmp_path, prefect_home, sig, group, times)
+    # on a Prefect server, as under a team's worker; Ctrl-C below and SIGKILL run on a temporary server
+    params = training_params(small_demo_root, tmp_path / "work", start_weights, workers=workers)
+    signalled_run(params, tmp_path, prefect_api, sig, group, times)
 
 
-def test_ctrl_c_stops_the_run_the_same_way_and_the_rerun_resumes_and_registers_once(demo_root, tmp_path,
-                                                                                  prefect_home, start_weights):
-    params = training_params(demo_root, tmp_path / "work", start_weights, epochs=10, workers=2)
-    signalled_run(params, tmp_path, prefect_home, signal.SIGINT, True, 1)  # Ctrl-C: SIGINT to the group
+def test_ctrl_c_stops_the_run_the_same_way_and_the_rerun_resumes_and_registers_once(small_demo_root, tmp_path,
+                                                                                  prefect_home, prefect_api,
+                                                                                  start_weights):
+    params = training_params(small_demo_root, tmp_path / "work", start_weights, epochs=10, workers=2)
+    # Ctrl-C (SIGINT to the group) in a terminal without a Prefect server: the run's temporary one
+    signalled_run(params, tmp_path, prefect_home, signal.SIGINT, True, 1)
     stopped_at = torch.load(Path(params.train.out) / "runs/finetune_all/checkpoint.pt", weights_only=True)["epoch"]
-    rerun = subprocess.run([str(BIN / "autotransfer"), "run", "--params", str(tmp_path / "params.yaml")],
-                           env=run_env(prefect_home), capture_output=True, text=True, timeout=600)
+    # the rerun (on the session's server: which server holds the flow run does not matter to the resume)
+    params_file = tmp_path / "params.yaml"
+    rerun = subprocess.run([str(BIN / "autotransfer"), "run", "--params", str(params_file)],
+                           env=served_env(prefect_api), capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     report = yaml.safe_load((Path(params.reports.dir) / "train.json").read_text())
     assert report["resumed_from_epoch"] == stopped_at and report["epochs_run"] == 10
-    assert len(versions(params)) == 1 and last_flow_run(prefect_home)[0] == "COMPLETED"
+    assert len(versions(params)) == 1 and served_flow_run(params_file)[0] == "COMPLETED"
 
 
-def test_a_sigkilled_run_leaves_no_temporary_server_behind(demo_root, tmp_path, prefect_home, start_weights):
-    params = training_params(demo_root, tmp_path / "work", start_weights)
+def test_a_sigkilled_run_leaves_no_temporary_server_behind(small_demo_root, tmp_path, prefect_home, start_weights):
+    params = training_params(small_demo_root, tmp_path / "work", start_weights)
     file = write_params(params, tmp_path / "params.yaml")
     checkpoint = Path(params.train.out) / "runs/finetune_all/checkpoint.pt"
     # SIGKILL to the main process only: nothing of it can run, the kernel ends its children
@@ -183,10 +208,10 @@ def test_the_temporary_server_gets_longer_than_prefects_startup_timeout_to_answe
     assert owned == "True" and float(seconds) > 1, result.stdout
 
 
-def test_a_signalled_stage_command_exits_143_and_leaves_nothing_running(demo_root, tmp_path, start_weights):
+def test_a_signalled_stage_command_exits_143_and_leaves_nothing_running(small_demo_root, tmp_path, start_weights):
     from autotransfer.cli import main
 
-    params = training_params(demo_root, tmp_path / "work", start_weights, workers=2)
+    params = training_params(small_demo_root, tmp_path / "work", start_weights, workers=2)
     file = write_params(params, tmp_path / "params.yaml")
     for stage in ("validate", "similarity", "plan"):
         assert main([stage, "--params", str(file), "--no-progress"]) == 0

@@ -24,10 +24,10 @@ from registry_helpers import demo_params, run_pipeline
 pytestmark = [pytest.mark.slow, pytest.mark.scaleout]
 
 
-def test_two_processes_train_one_model_as_accurate_as_one_process_and_register_it_once(demo_root, tmp_path):
+def test_two_processes_train_one_model_as_accurate_as_one_process_and_register_it_once(small_demo_root, tmp_path):
     # given the same small demo pipeline, trained by one process and by two (DDP, gloo)
-    run_pipeline(demo_params(demo_root, tmp_path / "one", train={"epochs": 3, "patience": 0}))
-    double = run_pipeline(demo_params(demo_root, tmp_path / "two", train={"epochs": 3, "patience": 0,
+    run_pipeline(demo_params(small_demo_root, tmp_path / "one", train={"epochs": 3, "patience": 0}))
+    double = run_pipeline(demo_params(small_demo_root, tmp_path / "two", train={"epochs": 3, "patience": 0,
                                                                             "distributed": 2}))
     # when the two-process model is registered
     decision = register(double).to_json()

@@ -33,10 +33,10 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def trained(demo_root, tmp_path_factory):
+def trained(small_demo_root, tmp_path_factory):
     """One trained pipeline on the demo task; tests copy it (``variant``) into their own folders."""
     work = tmp_path_factory.mktemp("trained") / "work"
-    return run_pipeline(demo_params(demo_root, work))
+    return run_pipeline(demo_params(small_demo_root, work))
 
 
 def store_of(params) -> MlflowClient:
@@ -112,10 +112,10 @@ def test_worse_challenger_is_kept_out_better_one_takes_over_rollback_and_promote
     assert rollback(good)["champion"] == "1"
 
 
-def test_a_collapsed_model_without_target_labels_is_registered_but_never_promoted(demo_root, trained, tmp_path):
+def test_a_collapsed_model_without_target_labels_is_registered_but_never_promoted(small_demo_root, trained, tmp_path):
     # given a target without labels (dann from the labeled source) and a collapse rule that any
     # model meets (its 2 most predicted classes take at least 1 % of its target predictions)
-    params = run_pipeline(demo_params(demo_root, tmp_path / "work", data={"labeled_per_class": 0},
+    params = run_pipeline(demo_params(small_demo_root, tmp_path / "work", data={"labeled_per_class": 0},
                                       train={"epochs": 1, "health": {"collapse_share": 0.01}}))
     health = json.loads((Path(params.reports.dir) / "train.json").read_text())["health"]
     assert health["gates_promotion"] and health["collapsed"] and health["n"] > 0
@@ -132,11 +132,11 @@ def test_a_collapsed_model_without_target_labels_is_registered_but_never_promote
     assert checked["gates_promotion"] is False and checked["collapsed"] is False
 
 
-def test_each_target_has_its_own_champion_and_a_shared_name_never_crosses_targets(trained, demo_root, tmp_path):
+def test_each_target_has_its_own_champion_and_a_shared_name_never_crosses_targets(trained, small_demo_root, tmp_path):
     # given a champion for digits, and a model trained on another target (digits-m) in the same store
     digits = variant(trained, tmp_path / "a")
     assert register(digits).decision == "promoted"
-    other = run_pipeline(demo_params(demo_root, tmp_path / "m", store=digits.registry.tracking_uri,
+    other = run_pipeline(demo_params(small_demo_root, tmp_path / "m", store=digits.registry.tracking_uri,
                                      data={"target": "digits-m"}))
     # when it registers under the default name, it gets its own model and becomes its champion
     report = register(other)
