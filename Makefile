@@ -102,7 +102,7 @@ bench-backbone: $(STAMP)
 	cd bench && python strategy_selection.py --scenarios 'similar, all labels' --seeds 0 1 2
 	cd bench && python report.py
 
-# The full suite, what CI runs (about 12 minutes on 2 cores with two workers).
+# The full suite, what CI runs (12-13.5 minutes on 2 cores with two workers).
 test: $(STAMP)
 	$(PYTEST) --durations=15 $(PYTEST_ARGS)
 
