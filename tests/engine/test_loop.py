@@ -29,7 +29,7 @@ def source_body_state(params):
 
 
 def run(params, strategy, tmp_path, epochs=3, stop_after=None, **kw):
-    data = load_train_data(params, strategy_class(strategy).needs_source, backbone_input(params), progress=False)
+    data = load_train_data(params, strategy_class(strategy).needs.labeled_source, backbone_input(params), progress=False)
     return fit(params, Candidate(strategy, **kw), data, tmp_path / "runs" / strategy, epochs, False, stop_after)
 
 

@@ -122,3 +122,44 @@ def test_your_own_images_class_folders_no_source_upright_and_transparent(data_ro
     a, b, c, d = classify(trained, [(tmp_path / n).read_bytes() for n in ("upright.png", "turned.png", "clear.png",
                                                                             "white.png")], top_k=2)
     assert a.top == b.top and c.top == d.top
+
+
+def test_an_imagenet_backbone_adapts_from_a_labeled_source_to_an_unlabeled_target(data_root, tmp_path):
+    from autotransfer.models.weights import load_trained_model
+    from autotransfer.stages.plan import make_plan
+    from autotransfer.stages.train import train_stage
+
+    # given the default backbone (ImageNet lite0: no head over the source's classes), a labeled
+    # source and a target without labels
+    params = tiny_params(
+        data_root,
+        tmp_path,
+        data={"labeled_per_class": 0},
+        backbone={"arch": "tf_efficientnet_lite0", "weights": "imagenet", "input_size": 32},
+        train={"epochs": 2, "batch_size": 4},
+    )
+    # when the stages run
+    run_pipeline(params)
+    reports = Path(params.reports.dir)
+    # then the plan chose adaptation, and train ran it: a new head learned the source's classes
+    plan = json.loads((reports / "plan.json").read_text())
+    assert plan["chosen"] == "dann_mcc_pl" and plan["ranking"] == ["dann_mcc_pl", "dann", "source_only"]
+    train = json.loads((reports / "train.json").read_text())
+    assert train["strategy"] == "dann_mcc_pl" and train["epochs_run"] == 2
+    trained = load_trained_model(params.train.out)
+    assert trained.head_classes == ("a", "b") and trained.meta.bottleneck == 256
+    # and the label-free health is what gates promotion: the source's own val split and the domain classifier
+    health = train["health"]
+    assert health["gates_promotion"] is True and health["source_val_accuracy"] is not None
+    assert health["domain_accuracy"] is not None and health["collapsed"] is not None
+    assert json.loads((reports / "metrics.json").read_text())["accuracy"] is not None
+
+    # when source_only is forced on the same backbone: not zero-shot (there is no source head to score), it
+    # learns the labeled source with dann's recipe and its target terms off
+    forced = params.model_copy(update={"strategy": params.strategy.model_copy(update={"force": "source_only"})})
+    make_plan(forced)
+    report = train_stage(forced, progress=False)
+    assert report.strategy == "source_only" and report.epochs_run == 2
+    only = load_trained_model(forced.train.out)
+    assert only.head_classes == ("a", "b") and only.meta.bottleneck == 256
+    assert report.health.domain_accuracy is None  # no domain classifier

@@ -14,7 +14,7 @@ def set_up(params, name, **train):
     if train:
         params = params.model_copy(update={"train": params.train.model_copy(update=train)})
     strategy = make_strategy(params, Candidate(name))
-    strategy.setup(load_train_data(params, strategy.needs_source, backbone_input(params), progress=False), progress=False)
+    strategy.setup(load_train_data(params, strategy.needs.labeled_source, backbone_input(params), progress=False), progress=False)
     return strategy
 
 

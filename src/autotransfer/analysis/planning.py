@@ -18,11 +18,13 @@ The evidence behind each cell and adjustment is in docs/strategies.md and BENCHM
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from autotransfer.config import StrategyConfig
 from autotransfer.errors import PlanError
+from autotransfer.requirements import DataFacts, Needs
 
 STRATEGIES = (
     "linear_probe",
@@ -118,8 +120,19 @@ class PlanInputs:
     def min_labeled(self) -> int:
         return min(self.labeled_per_class.values(), default=0)
 
+    def facts(self) -> DataFacts:
+        """The facts each strategy's ``Needs`` is checked against (train checks the same on its data)."""
+        return DataFacts(
+            labeled_min_per_class=self.min_labeled,
+            labeled_target=sum(self.labeled_per_class.values()),
+            unlabeled_target=self.unlabeled_target,
+            labeled_source=self.labeled_source,
+            target_classes_in_source=self.labeled_source and self.target_classes_in_source,
+        )
 
-def decide(inputs: PlanInputs, cfg: StrategyConfig) -> dict[str, Any]:
+
+def decide(inputs: PlanInputs, cfg: StrategyConfig, needs: Mapping[str, Needs]) -> dict[str, Any]:
+    """The plan: ``needs`` is each strategy's ``Needs`` (transfer/strategies.py), what it cannot run without."""
     comparisons: list[dict[str, Any]] = []
 
     def compare(signal: str, value: float | None, key: str, threshold: float, op: str, meaning: str) -> bool:
@@ -193,24 +206,13 @@ def decide(inputs: PlanInputs, cfg: StrategyConfig) -> dict[str, Any]:
     )
     cell = (amount, "similar" if similar else "different")
 
-    excluded: dict[str, str] = {}
-    if amount == "none":
-        for name in ("linear_probe", "finetune_top", "progressive", "finetune_all", "scratch"):
-            excluded[name] = f"needs labeled target images ({labeled} per class)"
-    if not inputs.labeled_source:
-        for name in ("source_only", *ADAPTATION):
-            excluded[name] = (
-                "no labeled source domain (data.source is null): the backbone's pretraining data is the source"
-            )
-    elif not inputs.target_classes_in_source:
-        for name in ("source_only", *ADAPTATION):
-            excluded[name] = "the target has classes the source does not"
-    elif not inputs.source_head:
-        # The trainer starts these from the source model's head (transfer/strategies.py SourceHead).
-        for name in ("source_only", *ADAPTATION):
-            excluded[name] = "no source head (backbone.weights is not the pretrain stage's model)"
-    if inputs.unlabeled_target == 0:
-        for name in ADAPTATION:
+    # What the data cannot give a strategy (the trainer refuses the same), then the rules' own exclusions.
+    facts = inputs.facts()
+    excluded = {name: reason for name in STRATEGIES if (reason := needs[name].unmet(facts)) is not None}
+    for name in STRATEGIES:
+        if amount == "none" and needs[name].target_labels:
+            excluded.setdefault(name, f"needs labeled target images ({labeled} per class)")
+        if name in ADAPTATION and inputs.unlabeled_target == 0:
             excluded.setdefault(name, "no unlabeled target images to adapt on")
 
     order = list(PREFERENCES[cell])

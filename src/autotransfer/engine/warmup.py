@@ -86,7 +86,7 @@ def epoch_seconds(params: Params, strategy: str, work: Workload, size: int, epoc
         val=ImageSet.empty(size, tuple(str(c) for c in range(work.classes))),
         unlabeled=_random_set(batch, size, work.classes, False, 1),
     )
-    if kind.needs_source:
+    if kind.needs.labeled_source:
         data.source_classes = tuple(str(c) for c in range(max(2, work.source_classes)))
         data.source_train = _random_set(batch, size, len(data.source_classes), True, 2)
     runner = make_strategy(params, Candidate(strategy))

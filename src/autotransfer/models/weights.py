@@ -281,6 +281,11 @@ def backbone_input(params: Params) -> InputSpec:
     return spec
 
 
+def has_source_head(params: Params) -> bool:
+    """Whether ``load_backbone`` returns a head over the source's classes (the pretrain stage's model)."""
+    return params.backbone.weights is None
+
+
 def load_backbone(params: Params, num_classes: int) -> Backbone:
     """The configured backbone.
 
@@ -290,7 +295,7 @@ def load_backbone(params: Params, num_classes: int) -> Backbone:
     """
     spec = backbone_input(params)
     arch, weights = params.backbone.arch, params.backbone.weights
-    if weights is None:
+    if weights is None:  # has_source_head
         meta = _source_model_meta(params, spec)
         model = TransferModel(arch, len(meta.classes), spec.size)
         load_weights(model, Path(params.pretrain.out) / MODEL_FILE)

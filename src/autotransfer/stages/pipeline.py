@@ -73,9 +73,9 @@ class Stage:
     code: tuple[str, ...]  # below src/autotransfer/: files, or folders taken recursively
 
 
-# The code that decides a trained model's weights: the loop, the strategies, the models,
-# the data, and the metric that selects the best epoch.
-TRAINING = ("engine", "transfer", "models", "io", "analysis/metrics.py")
+# The code that decides a trained model's weights: the loop, the strategies (and what each
+# needs from the data), the models, the data, and the metric that selects the best epoch.
+TRAINING = ("engine", "transfer", "requirements.py", "models", "io", "analysis/metrics.py")
 
 
 STAGES: tuple[Stage, ...] = (

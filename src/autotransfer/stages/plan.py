@@ -23,7 +23,7 @@ from autotransfer.errors import StageInputError
 from autotransfer.io.files import write_report
 from autotransfer.models.backbones import resolutions
 from autotransfer.transfer.budget import RESOLUTIONS, Budget, fit_time_budget, step_budget
-from autotransfer.transfer.strategies import strategy_class
+from autotransfer.transfer.strategies import strategy_class, strategy_needs
 
 
 def plan_inputs(validation: ValidationReport, similarity: SimilarityReport) -> PlanInputs:
@@ -66,7 +66,7 @@ def make_plan(params: Params) -> PlanReport:
                 f"rerun `autotransfer {stage}` (or `dvc repro`)"
             )
     inputs = plan_inputs(validation, similarity)
-    decision = decide(inputs, params.strategy)
+    decision = decide(inputs, params.strategy, strategy_needs())
     reason = explain(decision, inputs, params.data.target)
     force = params.strategy.force
     plan = PlanReport.model_validate(
@@ -108,7 +108,7 @@ def planned_budget(params: Params, validation: ValidationReport, strategy: str) 
     scored = 0 if min(val.values(), default=0) < cfg.min_val_per_class else sum(val.values())  # else val trains
     pool = labeled - scored
     kind = strategy_class(strategy)  # its traits, from the one place the trainer reads them too
-    if kind.needs_source and "source" in validation.domains:
+    if kind.needs.labeled_source and "source" in validation.domains:
         pool += validation.domains["source"].images.get("train", 0)
     budget = step_budget(cfg, pool, closed_form=kind.closed_form)
     report = BudgetReport(

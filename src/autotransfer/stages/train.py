@@ -106,7 +106,8 @@ def train_stage(params: Params, progress: bool | None = None) -> TrainReport:
     spec = backbone_input(params)
     racing = params.strategy.mode == "race" and forced is None
     candidates = race_candidates(params, plan.candidates) if racing else [Candidate(forced or plan.chosen)]
-    data = load_train_data(params, any(strategy_class(c.strategy).needs_source for c in candidates), spec, progress)
+    with_source = any(strategy_class(c.strategy).needs.labeled_source for c in candidates)
+    data = load_train_data(params, with_source, spec, progress)
     val_images = len(data.val)
     data, selection = selection_rule(params, data)
 

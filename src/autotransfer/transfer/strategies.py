@@ -13,8 +13,12 @@ The pitfalls users report against fastai, Lightning and TLlib are handled here, 
 - a group unfrozen late gets its own param group and a fresh schedule (a new phase),
   never an LR already decayed by an earlier phase.
 
-Adding a strategy: subclass ``Strategy`` (or a subclass), set ``name``, override what
-differs, decorate it with ``@register``, and add its name to ``config.StrategyName``;
+What a strategy needs from the data (``needs``: target labels, a labeled source, target
+images) is checked by train before anything is built, and the plan excludes the strategy
+on the same check (requirements.py).
+
+Adding a strategy: subclass ``Strategy`` (or a subclass), set ``name`` and ``needs``,
+override what differs, decorate it with ``@register``, and add its name to ``config.StrategyName``;
 docs/extending.md says how, and how to give the plan's rules a say over it.
 """
 
@@ -37,7 +41,8 @@ from autotransfer.io.data import ImageSet, Normalization, TrainData
 from autotransfer.io.store import ImageStore, concat
 from autotransfer.models.backbones import TransferModel
 from autotransfer.models.features import FeatureCache, state_hash
-from autotransfer.models.weights import DEFAULT_NORMALIZATION, load_backbone
+from autotransfer.models.weights import DEFAULT_NORMALIZATION, has_source_head, load_backbone
+from autotransfer.requirements import DataFacts, Needs
 from autotransfer.transfer.augment import Augmentation, augment, to_device
 from autotransfer.transfer.dann import DannForward, DomainClassifier, class_confusion, consistency, dann_lambda, entropy
 from autotransfer.transfer.logistic import fit_logistic
@@ -101,6 +106,20 @@ def _named(groups: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
     return groups
 
 
+def data_facts(data: TrainData) -> DataFacts:
+    """What the loaded data offers a strategy: the facts the plan read from validate's counts."""
+    labels = torch.cat([data.train.labels, data.val.labels])
+    counts = torch.bincount(labels[labels >= 0], minlength=len(data.classes))
+    source = data.source_classes
+    return DataFacts(
+        labeled_min_per_class=int(counts.min()) if len(data.classes) else 0,
+        labeled_target=int(counts.sum()),
+        unlabeled_target=len(data.unlabeled),
+        labeled_source=source is not None,
+        target_classes_in_source=source is not None and set(data.classes) <= set(source),
+    )
+
+
 def single_phase(epochs: int, trainable: tuple[str, ...]) -> list[Phase]:
     return [Phase(0, 0, epochs, trainable)]
 
@@ -115,9 +134,8 @@ class Strategy:
     """
 
     name: ClassVar[str] = ""
-    needs_source: ClassVar[bool] = False  # trains on the labeled source images too
+    needs: ClassVar[Needs] = Needs(target_labels=True)  # checked by train and by the plan (requirements.py)
     cross_domain: ClassVar[bool] = False  # carries a source-trained model across domains (colour aug "auto")
-    trains: ClassVar[bool] = True  # False: the model is used as built (zero-shot)
     selects_by_val: ClassVar[bool] = True  # keep the best labeled-val epoch (else the last)
     reads_images: ClassVar[bool] = True  # a step reads ``pool_images[index]`` (the loop has them read ahead)
     closed_form: ClassVar[bool] = False  # True: ``solve`` fits the model directly, no optimizer steps
@@ -134,6 +152,7 @@ class Strategy:
         self.batch_size, self.seed, self.patience, self.device = cfg.batch_size, cfg.seed, cfg.patience, cfg.device
         self.reseed_each_epoch = True
         self.frozen: list[nn.Module] = []
+        self.trains = True  # False: the model is used as built (zero-shot)
 
     def keeps_best_val(self) -> bool:
         """Keep the best labeled-val epoch (else the last, and early stopping never fires)."""
@@ -160,6 +179,9 @@ class Strategy:
     def setup(self, data: TrainData, progress: bool | None, shared: SharedGuard = contextlib.nullcontext) -> None:
         """Build the model and everything a step needs. ``shared()`` guards work on shared files
         (an on-disk cache): under DDP the engine makes rank 0 do it first, the others then read it."""
+        unmet = self.needs.unmet(data_facts(data))
+        if unmet is not None:
+            raise TrainingError(f"{self.name} cannot run on this data: {unmet}; no model written")
         self.data = data
         self.model, self.normalization, self.head_classes = self.build(data)
         self.augment = self.augmentation(data.has_colour)
@@ -268,6 +290,11 @@ def strategy_class(name: str) -> type[Strategy]:
         return STRATEGIES[name]
     except KeyError:
         raise TrainingError(f"unknown strategy {name!r} (known: {', '.join(STRATEGIES)})") from None
+
+
+def strategy_needs() -> dict[str, Needs]:
+    """Every strategy's needs by name: what the plan's rules exclude on (train checks the same)."""
+    return {name: cls.needs for name, cls in STRATEGIES.items()}
 
 
 def make_strategy(params: Params, candidate: Candidate) -> Strategy:
@@ -401,30 +428,84 @@ class LinearProbe(Strategy):
 
 
 class SourceHead(Strategy):
-    """Strategies that keep the source model's head over the source classes."""
+    """Strategies whose head predicts the labeled source's classes (the target's among them).
 
+    From the pretrain stage's source model (``backbone.weights: null``) the head is the one
+    it was trained with; from any other backbone (ImageNet, a file) a new head over the
+    source's classes learns them here, from the labeled source images, as TLlib's and
+    skada's DANN recipes do from an ImageNet ResNet. Optimisation is dann's recipe
+    (``train.dann``: its LR, layer decay and annealing) for every strategy of the family.
+    """
+
+    needs = Needs(labeled_source=True)
     cross_domain = True
 
     def build(self, data: TrainData) -> tuple[TransferModel, Normalization, tuple[str, ...]]:
         torch.manual_seed(self.cfg.seed)
         backbone = load_backbone(self.params, num_classes=len(data.classes))
-        if backbone.source_classes is None or not set(data.classes) <= set(backbone.source_classes):
+        if backbone.source_classes is not None:
+            head_classes = backbone.source_classes
+        else:
+            assert data.source_classes is not None  # needs.labeled_source: train loaded the source
+            head_classes = data.source_classes
+            backbone.model.replace_head(len(head_classes))
+        if not set(data.classes) <= set(head_classes):
             raise TrainingError(
-                f"{self.name} needs the source model's head over the target's classes "
-                f"(target classes {list(data.classes)}, source head {backbone.source_classes})"
+                f"{self.name} needs a head over the target's classes "
+                f"(target classes {list(data.classes)}, source head {list(head_classes)})"
             )
-        return backbone.model, backbone.normalization, backbone.source_classes
+        return backbone.model, backbone.normalization, head_classes
+
+    @classmethod
+    def pool_size(cls, data: TrainData) -> int:
+        return len(data.train) + (len(data.source_train) if data.source_train is not None else 0)
+
+    def labeled_pool(self, data: TrainData) -> tuple[ImageStore, torch.Tensor]:
+        """Labeled source, plus the labeled target images when there are any, in the source head's classes."""
+        assert data.source_train is not None
+        mapping = torch.tensor([self.head_classes.index(c) for c in data.classes], dtype=torch.long)
+        target_labels = mapping[data.train.labels] if len(data.train) else data.train.labels
+        return (
+            concat([data.source_train.images, data.train.images]),
+            torch.cat([data.source_train.labels, target_labels]),
+        )
+
+    def head_lr(self) -> float:
+        return self.cfg.dann.lr
+
+    def body_lr(self, depth: int) -> float:
+        return self.head_lr() * self.cfg.backbone_lr_mult * self.cfg.dann.layer_decay**depth
+
+    def schedule(self, optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+        return dann_annealing(optimizer, steps)
 
 
 @register
 class SourceOnly(SourceHead):
-    """The source model as it is, scored on the target (zero-shot): nothing trains."""
+    """The source classifier, not adapted: the baseline every adaptation is measured against.
+
+    From the pretrain stage's source model (``backbone.weights: null``) it is that model as
+    it is, scored on the target zero-shot: nothing trains. From any other backbone it learns
+    the labeled source (and any labeled target images) with dann's recipe and every target
+    term off: the same bottleneck, optimizer, schedule, augmentation and steps, no domain
+    classifier and no unlabeled target batch.
+    """
 
     name = "source_only"
-    trains = False
+
+    def __init__(self, params: Params, candidate: Candidate) -> None:
+        super().__init__(params, candidate)
+        self.zero_shot = has_source_head(params)
+        self.trains = not self.zero_shot
+
+    def build(self, data: TrainData) -> tuple[TransferModel, Normalization, tuple[str, ...]]:
+        model, normalization, head_classes = super().build(data)
+        if not self.zero_shot:
+            model.add_bottleneck(self.cfg.dann.bottleneck)  # as dann's: the baseline differs by its target terms
+        return model, normalization, head_classes
 
     def phases(self, epochs: int) -> list[Phase]:
-        return single_phase(epochs, ("head",))
+        return single_phase(epochs, ("head",)) if self.zero_shot else super().phases(epochs)
 
 
 @register
@@ -438,7 +519,7 @@ class Dann(SourceHead):
     """
 
     name = "dann"
-    needs_source = True
+    needs = Needs(labeled_source=True, target_images=True)
     # The target-side terms beyond the adversarial loss (subclasses add them).
     target_terms: ClassVar[tuple[str, ...]] = ()
 
@@ -455,39 +536,14 @@ class Dann(SourceHead):
         # classifier.
         assert data.source_train is not None
         self.pool_domains = torch.cat([torch.zeros(len(data.source_train)), torch.ones(len(data.train))])
-        if len(self.target_pool) == 0:
-            raise TrainingError("dann: no target images (unlabeled or train) to adapt on")
 
     def make_extra_modules(self) -> list[nn.Module]:
         self.domain = DomainClassifier(self.model.bottleneck, self.cfg.dann.domain_hidden)
         return [self.domain]
 
-    @classmethod
-    def pool_size(cls, data: TrainData) -> int:
-        return len(data.train) + (len(data.source_train) if data.source_train is not None else 0)
-
-    def labeled_pool(self, data: TrainData) -> tuple[ImageStore, torch.Tensor]:
-        """Labeled source, plus the labeled target images when there are any, in the source head's classes."""
-        assert data.source_train is not None
-        mapping = torch.tensor([self.head_classes.index(c) for c in data.classes], dtype=torch.long)
-        target_labels = mapping[data.train.labels] if len(data.train) else data.train.labels
-        return (
-            concat([data.source_train.images, data.train.images]),
-            torch.cat([data.source_train.labels, target_labels]),
-        )
-
     def domain_labels(self, index: torch.Tensor) -> torch.Tensor:
         """The domain classifier's labels for rows ``index`` of the labeled pool (0 source, 1 target)."""
         return self.pool_domains[index]
-
-    def head_lr(self) -> float:
-        return self.cfg.dann.lr
-
-    def body_lr(self, depth: int) -> float:
-        return self.head_lr() * self.cfg.backbone_lr_mult * self.cfg.dann.layer_decay**depth
-
-    def schedule(self, optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
-        return dann_annealing(optimizer, steps)
 
     def forward_module(self) -> nn.Module:
         return DannForward(self.model, self.domain)
