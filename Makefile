@@ -20,7 +20,7 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
 PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
 
-.PHONY: install run serve stack-up stack-down bench bench-peers bench-full bench-backbone bench-heldout test test-fast lint demo-data validate clean
+.PHONY: install run serve stack-up stack-down bench bench-peers bench-full bench-backbone bench-heldout bench-adaptation test test-fast lint demo-data validate clean
 
 install: $(STAMP)
 
@@ -96,6 +96,12 @@ bench-full: $(STAMP) $(PEERS)/.installed
 bench-heldout: $(STAMP)
 	cd bench && python heldout.py --labels 3 10 30 --seeds 0
 	cd bench && python heldout.py --labels 3 10 30 --seeds 0 --data-seed 1 --strategies linear_probe finetune_top finetune_all
+	cd bench && python report.py
+
+# Adaptation from the ImageNet backbone (BENCHMARKS.md §14): letters -> letters-m, no target labels,
+# source_only / dann / dann_mcc_pl and a bound with the target's labels, 5 seeds. About 1 h on 2 cores; resumable.
+bench-adaptation: $(STAMP)
+	cd bench && python adaptation.py --pairs letters:letters-m --seeds 0 1 2 3 4
 	cd bench && python report.py
 
 bench-backbone: $(STAMP)

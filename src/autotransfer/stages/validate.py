@@ -251,7 +251,8 @@ def build_checks(params: Params, domains: list[Domain], scanned: Scan) -> list[C
         checks.append(
             Check(
                 "target_classes_in_source",
-                "every target class is a source class (needed to use the source head: source_only, dann, dann_mcc_pl)",
+                "every target class is a source class "
+                "(needed by source_only, dann and dann_mcc_pl: they predict the source's classes)",
                 "folders",
                 e.ExpectColumnValuesToBeInSet(
                     column="label",
