@@ -71,3 +71,41 @@ def test_unreadable_files_are_unused(data_root):
     usage = assign_usage(files, "tgt", None, seed=0)
     assert usage[files["path"].str.endswith("bad.png")].tolist() == ["unused"]
     assert isinstance(usage, pd.Series)
+
+
+def test_a_file_that_vanishes_while_scanned_is_a_named_row(data_root, monkeypatch):
+    from autotransfer.io import manifest
+
+    # given a file deleted after the walk listed it, just before it is read (a fault injected)
+    gone = data_root / "tgt/train/a/01.png"
+    read = manifest.sha256_file
+
+    def delete_then_read(path):
+        if path == gone:
+            gone.unlink()
+        return read(path)
+
+    monkeypatch.setattr(manifest, "sha256_file", delete_then_read)
+    # when scanned, then its row says so and the others are read
+    files = scan_root(data_root).files
+    row = files[files["path"] == gone.as_posix()].iloc[0]
+    assert not row["readable"] and "changed while scanned" in row["error"]
+    assert files["readable"].sum() == len(files) - 1
+
+
+def test_a_file_gone_since_validate_is_named_when_train_reads_it(data_root, tmp_path):
+    import pytest
+
+    from autotransfer.errors import StageInputError
+    from autotransfer.io.data import load_train_data
+    from autotransfer.models.weights import backbone_input
+    from autotransfer.stages.validate import validate
+    from stage_helpers import tiny_params
+
+    # given validated data, then one of its images deleted
+    params = tiny_params(data_root, tmp_path, data={"decoded_cache": None})
+    validate(params, progress=False)
+    (data_root / "tgt/train/b/02.png").unlink()
+    # when train loads it, then the error names the file and what to do
+    with pytest.raises(StageInputError, match=r"tgt/train/b/02.png: could not be read .*rerun it"):
+        load_train_data(params, False, backbone_input(params), progress=False)

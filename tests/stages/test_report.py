@@ -110,3 +110,25 @@ def test_a_report_links_the_run_and_the_model_on_a_tracking_server(tmp_path):
     text = write_run_report(params).read_text()
     assert "href='http://mlflow.internal:5000/#/models/autotransfer-photos/versions/3'" in text
     assert "href='http://mlflow.internal:5000/#/experiments/7/runs/abc123'" in text
+
+
+def test_classes_named_like_missing_values_are_classes_everywhere(tmp_path):
+    from autotransfer.stages.evaluate import evaluate
+    from autotransfer.stages.train import train_stage
+
+    # given class folders named as pandas' default missing values ("NA", "null", "nan")
+    classes = ("NA", "null", "nan")
+    make_domain(tmp_path / "data", "src", classes=classes, seed=1)
+    make_domain(tmp_path / "data", "tgt", classes=classes, seed=2)
+    params = plan_ready(tiny_params(tmp_path / "data", tmp_path, train={"epochs": 1, "patience": 0}))
+    # when trained, evaluated and reported
+    train_stage(params, progress=False)
+    metrics = evaluate(params, progress=False)
+    page = write_run_report(params, registered=False).read_text()
+    # then every stage kept them as the classes they are
+    assert set(metrics.per_class) == set(classes)
+    predictions = pd.read_csv(tmp_path / "reports" / "predictions.csv", keep_default_na=False)
+    assert set(predictions["actual"]) == set(classes)
+    wrong = (predictions["actual"] != predictions["predicted"]).sum()
+    assert page.count("<figcaption>true ") == min(int(wrong), WORST_SHOWN)
+    assert "<figcaption>true NA<br>" in page or "<figcaption>true null<br>" in page or wrong == 0

@@ -205,6 +205,41 @@ def test_spaces_and_non_ascii_file_names_are_accepted(data_root, tmp_path):
     assert result.report.to_json()["domains"]["target"]["images"]["train"] == 14
 
 
+def test_a_symlink_loop_is_a_named_finding_not_a_traceback(data_root, tmp_path):
+    # given a link to itself in a class folder, and a pair of links pointing at each other
+    loop = data_root / "tgt/train/a/loop.png"
+    loop.symlink_to(loop)
+    (data_root / "tgt/train/b/ping.png").symlink_to(data_root / "tgt/train/b/pong.png")
+    (data_root / "tgt/train/b/pong.png").symlink_to(data_root / "tgt/train/b/ping.png")
+    # when validated, then each is refused by name and the rest of the data is scanned
+    result, failed, console = run(data_root, tmp_path, validation={"state_dir": str(tmp_path / "state")})
+    assert sorted(offending_items(failed["files_readable"])) == sorted(
+        [loop.as_posix(), (data_root / "tgt/train/b/ping.png").as_posix(), (data_root / "tgt/train/b/pong.png").as_posix()])
+    assert "link loop" in console
+    assert result.report.to_json()["domains"]["target"]["images"]["train"] == 12
+
+
+def test_a_file_name_that_is_not_utf8_is_a_named_finding(data_root, tmp_path):
+    import os
+
+    # given a file whose name is Latin-1 bytes (old archives, Samba shares), not UTF-8
+    folder = os.fsencode(data_root / "tgt/train/a")
+    name = os.path.join(folder, b"caf\xe9.png")
+    with open(name, "wb") as out:
+        out.write((data_root / "tgt/train/a/00.png").read_bytes()[:-1] + b"\0")
+    # when validated with the scan state on, twice
+    for _ in range(2):
+        result, failed, console = run(data_root, tmp_path, validation={"state_dir": str(tmp_path / "state")})
+        # then it is refused by a readable name, and the report and manifest are written
+        [item] = offending_items(failed["files_readable"])
+        assert item.endswith("caf\\xe9.png") and "not valid UTF-8" in console
+        assert (tmp_path / "reports" / "manifest.csv").read_text(encoding="utf-8")
+    # and the flow's cache key over the data folder hashes it too
+    from autotransfer.stages.pipeline import stage_key
+
+    assert stage_key("validate", params_for(data_root)) != stage_key("validate", params_for(data_root, data={"seed": 1}))
+
+
 def test_missing_split_folder(data_root, tmp_path):
     import shutil
 

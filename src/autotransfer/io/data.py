@@ -181,7 +181,13 @@ class FileDecoder:
     background: Background = WHITE
 
     def __call__(self, i: int) -> np.ndarray:
-        image = load_rgb(Path(self.paths[i]), self.background)
+        path = Path(self.paths[i])
+        try:
+            image = load_rgb(path, self.background)
+        except OSError as exc:  # gone, unreadable or changed since validate scanned it
+            raise StageInputError(
+                f"{path}: could not be read ({exc}); it changed after `autotransfer validate` scanned it; rerun it"
+            ) from exc
         return np.asarray(resize_square(image, self.size, self.interpolation))
 
 

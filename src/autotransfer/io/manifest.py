@@ -132,7 +132,7 @@ def scan(domains: list[Domain], max_pixels: int, progress: bool | None = None, s
     return Scan(
         files=files,
         folders=folders,
-        ignored=tuple(p.as_posix() for p in ignored),
+        ignored=tuple(printable(p) for p in ignored),
         reused=state.reused,
         read=state.read,
     )
@@ -170,12 +170,13 @@ def _walk_domain(
         for entry in sorted(split_dir.iterdir()):
             if is_ignored(entry.name):
                 ignored.append(entry)
-            elif entry.is_dir() and not containment.escapes(entry, domain.root):
+            elif entry.is_dir() and is_utf8(entry) and not containment.escapes(entry, domain.root):
                 classes_by_split[split].add(entry.name)
                 folders.append(folder_row(entry, split, entry.name, True))
                 planned += [(domain, split, entry.name, f) for f in _files_under(entry, domain.root, ignored)]
             else:
-                # A stray file next to the class folders, or a link leading out of the data.
+                # A stray file next to the class folders, a link leading out of the data, or a
+                # folder whose name is not UTF-8 (a class name must be text): each a named row.
                 planned.append((domain, split, None, entry))
 
     # A class known in one split but absent from another still gets a folder row, so that
@@ -205,7 +206,7 @@ def _walk_class_folders(
             ignored.append(entry)
         elif entry.name == UNLABELED and entry.is_dir():
             planned += [(domain, UNLABELED, None, f) for f in _files_under(entry, domain.root, ignored)]
-        elif entry.is_dir() and not containment.escapes(entry, domain.root):
+        elif entry.is_dir() and is_utf8(entry) and not containment.escapes(entry, domain.root):
             for split in SPLITS:
                 name = f"{entry.as_posix()} ({split} split, by content)"
                 folders.append({**base, "folder": name, "split": split, "label": entry.name, "split_by": "content"})
@@ -230,6 +231,25 @@ def _files_under(folder: Path, root: Path, ignored: list[Path]) -> list[Path]:
     return found
 
 
+def printable(path: Path) -> str:
+    """``path`` as text; bytes of a name that are not UTF-8 shown as ``\\xNN`` escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def is_utf8(path: Path) -> bool:
+    """Whether the name is text: a name in another encoding (old archives, Samba shares) is read by
+    Python with surrogate escapes, which no database, CSV or JSON report can hold."""
+    return printable(path) == path.as_posix()
+
+
+def real_path(path: Path) -> Path | None:
+    """Where ``path`` really is, links followed; None for a link loop."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):  # pathlib: RuntimeError "Symlink loop" (3.11), OSError ELOOP (3.13)
+        return None
+
+
 class _Containment:
     """Whether a path leads outside its data root, for many paths under few folders.
 
@@ -247,7 +267,8 @@ class _Containment:
         if real_root is None:
             real_root = self._roots[root] = root.resolve()
         if path.is_symlink():
-            return not path.resolve().is_relative_to(real_root)
+            real = real_path(path)
+            return real is None or not real.is_relative_to(real_root)
         folder = self._folders.get(path.parent)
         if folder is None:
             folder = self._folders[path.parent] = path.parent.resolve()
@@ -279,9 +300,16 @@ def _file_row(
         "readable": False,
         "error": None,
     }
+    if not is_utf8(path):
+        row["path"] = printable(path)
+        row["error"] = "the name is not valid UTF-8 (its bytes shown as \\x escapes): rename it to be read"
+        return row
     if containment.escapes(path, domain.root):
+        real = real_path(path)
         row["error"] = (
-            f"link leads outside the data root {domain.root.as_posix()!r} (to {path.resolve().as_posix()!r}): refused"
+            "link loop (it leads back to itself): refused"
+            if real is None
+            else f"link leads outside the data root {domain.root.as_posix()!r} (to {real.as_posix()!r}): refused"
         )
         return row
     if label is None and split != UNLABELED:
@@ -291,6 +319,14 @@ def _file_row(
     if not path.is_file():
         row["error"] = "not a regular file"
         return row
+    try:
+        return _inspected(row, path, max_pixels, state)
+    except OSError as exc:  # deleted, made unreadable or replaced while the scan ran
+        row["error"] = f"could not be read ({exc.strerror or exc}): it changed while scanned, or is not readable"
+        return row
+
+
+def _inspected(row: dict[str, Any], path: Path, max_pixels: int, state: ScanState) -> dict[str, Any]:
     before = path.stat()
     row["bytes"] = before.st_size
     found = state.lookup(path, before, max_pixels)

@@ -44,7 +44,7 @@ from autotransfer.artifacts import (
 from autotransfer.config import Params
 from autotransfer.engine.listeners import listening
 from autotransfer.errors import RegistryError
-from autotransfer.io.data import data_hash
+from autotransfer.io.data import data_hash, read_manifest
 from autotransfer.io.files import write_json
 from autotransfer.registry.store import connect, ensure_experiment, mlflow_environment, utc_now
 
@@ -289,7 +289,7 @@ def _after(params: Params, name: str, tracker: Tracker) -> None:
         return
     reports = Path(params.reports.dir)
     if name == "validate" and (reports / MANIFEST_CSV).exists():
-        manifest = pd.read_csv(reports / MANIFEST_CSV, dtype={"label": "string"})
+        manifest = read_manifest(reports)  # class names as text ("NA" is a class, not a missing value)
         pair = f"{params.data.source or 'pretraining'}+{params.data.target}"
         for context, usages in (("training", ("train", "unlabeled")), ("validation", ("val",)), ("test", ("test",))):
             tracker.log_dataset(manifest[manifest["usage"].isin(usages)], f"{pair} {context}", context)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -171,13 +172,14 @@ def content_hash(paths: list[Path]) -> str:
     """sha256 over the files at ``paths`` (folders: every file below, by relative path); missing counts too."""
     digest = hashlib.sha256()
     for path in paths:
-        digest.update(f"\0{path.as_posix()}\0".encode())
+        # Names as the file system's bytes: one that is not UTF-8 hashes too (str.encode refuses it).
+        digest.update(b"\0" + os.fsencode(path.as_posix()) + b"\0")
         files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
         for file in files:
             if not file.exists():
                 digest.update(b"<missing>")
                 continue
-            digest.update(file.relative_to(path).as_posix().encode() if path.is_dir() else b"")
+            digest.update(os.fsencode(file.relative_to(path).as_posix()) if path.is_dir() else b"")
             digest.update(sha256_file(file).encode())
     return digest.hexdigest()
 

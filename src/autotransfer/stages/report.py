@@ -271,7 +271,13 @@ def _worst(predictions_csv: Path, max_pixels: int) -> str:
     title = "Most confidently wrong test images"
     if not predictions_csv.exists():
         return _section("worst", title, _missing(PREDICTIONS_CSV))
-    rows = pd.read_csv(predictions_csv, dtype={"actual": str, "predicted": str})
+    # A class may be named "NA", "null" or "nan": class columns are text, never pandas' missing values.
+    rows = pd.read_csv(
+        predictions_csv,
+        dtype={"actual": str, "predicted": str},
+        keep_default_na=False,
+        na_values={"probability": ["", "nan", "NaN"]},
+    )
     if "probability" not in rows:  # written by an evaluate before probabilities were recorded
         rows["probability"] = float("nan")
     wrong = rows[rows["actual"] != rows["predicted"]].sort_values("probability", ascending=False).head(WORST_SHOWN)
