@@ -133,3 +133,36 @@ def test_class_folder_shares_leave_train_a_share_and_alpha_background_is_rgb():
     with pytest.raises(ConfigError, match="data.alpha_background"):
         load_params(None, ["data.alpha_background=[0, 0]"])
     assert load_params(None, ["data.alpha_background=[0, 0, 0]"]).data.alpha_background == [0, 0, 0]
+
+
+@pytest.mark.parametrize("value", [".inf", ".nan", "0.5", "0"])
+def test_a_request_timeout_that_is_not_whole_finite_seconds_is_refused_by_key(value):
+    # .inf overflowed, 0.5 became 0 (every call failed) and .nan was accepted
+    with pytest.raises(ConfigError, match="registry.request_timeout"):
+        load_params(None, [f"registry.request_timeout={value}"])
+
+
+@pytest.mark.parametrize("key", ["train.lr", "strategy.similar_zero_shot", "registry.retry_delay"])
+def test_no_float_parameter_takes_infinity_or_nan(key):
+    for value in (".inf", "-.inf", ".nan"):
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            load_params(None, [f"{key}={value}"])
+
+
+def test_an_empty_params_file_is_an_error_not_silently_the_defaults(tmp_path):
+    # given a params file truncated to 0 bytes (a full disk, an editor crash)
+    path = tmp_path / "params.yaml"
+    path.write_bytes(b"")
+    # then it is refused by name: a scheduled run would otherwise train on every default
+    with pytest.raises(ConfigError, match=f"{path}: empty"):
+        load_params(path)
+    path.write_text("# only a comment\n")
+    with pytest.raises(ConfigError, match=f"{path}: empty"):
+        load_params(path)
+
+
+def test_a_params_file_that_is_not_utf8_names_the_file(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_bytes("data:\n  target: caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=f"{path}: not UTF-8 text"):
+        load_params(path)

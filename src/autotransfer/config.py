@@ -36,7 +36,8 @@ OutputPath = Annotated[str, AfterValidator(_no_parent_steps)]
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+    # allow_inf_nan=False: no parameter is a number that is not finite (.inf, .nan in YAML).
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class DataConfig(Section):
@@ -388,7 +389,9 @@ class RegistryConfig(Section):
         "on the same test split, by at least this much.",
     )
     request_retries: int = Field(2, ge=0, le=10, description="HTTP retries of each call to a tracking server.")
-    request_timeout: float = Field(30, gt=0, description="Seconds before one call to a tracking server gives up.")
+    request_timeout: float = Field(
+        30, ge=1, description="Seconds before one call to a tracking server gives up (whole seconds: MLflow's unit)."
+    )
     task_retries: int = Field(2, ge=0, le=10, description="Prefect retries of the register task.")
     retry_delay: float = Field(
         10, ge=0, description="Seconds before the register task's first retry; doubled for each next one."
@@ -451,10 +454,15 @@ def load_params(path: str | Path | None = DEFAULT_PARAMS_FILE, overrides: Iterab
             source = str(path)
             try:
                 loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+            except UnicodeDecodeError as exc:
+                raise ConfigError(f"{path}: not UTF-8 text ({exc}); save it as UTF-8") from exc
             except yaml.YAMLError as exc:
                 raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
             if loaded is None:
-                loaded = {}
+                # A truncated file (a full disk, an editor crash) must not become a run on every default.
+                raise ConfigError(
+                    f"{path}: empty (no sections); write the parameters, or remove the file to run on the defaults"
+                )
             if not isinstance(loaded, dict):
                 raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(loaded).__name__}")
             raw = loaded

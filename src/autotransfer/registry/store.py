@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import tempfile
 import time
@@ -96,7 +97,7 @@ def mlflow_environment(uri: str, config: RegistryConfig) -> Iterator[None]:
     settings = {
         "MLFLOW_TRACKING_URI": uri,
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(config.request_retries),
-        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(config.request_timeout)),
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(math.ceil(config.request_timeout)),  # MLflow reads whole seconds
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"),
     }
     before = {key: os.environ.get(key) for key in settings}
