@@ -179,6 +179,33 @@ def test_rerunning_register_adds_no_duplicate_version(trained, tmp_path):
     assert "first model" in store_of(params).get_model_version("autotransfer-digits", "1").tags["reason"]
 
 
+def test_a_register_stopped_before_its_decision_is_finished_by_the_next_run_not_skipped(trained, tmp_path,
+                                                                                        monkeypatch):
+    from autotransfer.io.data import data_hash
+    from autotransfer.registry import register as registering
+
+    params = variant(trained, tmp_path / "a")
+    data = data_hash(read_manifest(params.reports.dir))
+    # given a register that dies after the version is registered, before the champion decision
+    # (a fault injected where the tracking server, an OOM kill or the stop watchdog can end it)
+    def dies(*args, **kwargs):
+        raise RegistryError("the tracking server went away")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(registering, "score_model", dies)
+        with pytest.raises(RegistryError, match="went away"):
+            register(params)
+    [half] = store_of(params).search_model_versions("name = 'autotransfer-digits'")
+    assert "decision" not in half.tags
+    # then a scheduled run does not take these data and params for trained-and-decided
+    assert registering.already_trained(params, data) is None
+    # and the next register decides on that same version and says so; only then do runs skip
+    again = register(params)
+    assert again.already_registered and again.version == "1" and again.decision == "promoted"
+    assert store_of(params).get_model_version("autotransfer-digits", "1").tags["decision"] == "promoted"
+    assert registering.already_trained(params, data) == {"version": "1", "decision": "promoted", "champion": "1"}
+
+
 def test_metrics_of_another_model_are_refused(trained, tmp_path):
     register(variant(trained, tmp_path / "a"))
     other = variant(trained, tmp_path / "b")

@@ -150,14 +150,8 @@ def register(params: Params) -> RegistrationReport:
         if version is None:
             version = _log_and_register(params, client, uri, inputs)
         number = str(version.version)
-        if already:  # the same weights again: record that they stand for today's data and params
+        if already:
             _close_live_run(params, client, uri, number)
-            set_version_tags(
-                client,
-                name,
-                number,
-                {"data_hash": inputs.data_hash, "params_hash": model_params_hash(params)},
-            )
         client.set_registered_model_alias(name, CHALLENGER, number)
         champion = alias_version(client, name, CHAMPION)
         champion_number = str(champion.version) if champion is not None else None
@@ -203,6 +197,12 @@ def register(params: Params) -> RegistrationReport:
             set_version_tags(client, name, number, record)
         if promote:
             client.set_registered_model_alias(name, CHAMPION, number)  # the one atomic switch
+        # Last, after the decision and the alias: the tags by which a later run finds these data and params
+        # already trained and skips (already_trained). A register stopped before this point
+        # leaves a version no run skips on, so the next run decides on it.
+        set_version_tags(
+            client, name, number, {"data_hash": inputs.data_hash, "params_hash": model_params_hash(params)}
+        )
         champion_now = alias_version(client, name, CHAMPION)
         experiment_id = client.get_run(version.run_id).info.experiment_id if version.run_id else None
     report = RegistrationReport.model_validate(
@@ -296,8 +296,6 @@ def _log_and_register(params: Params, client: MlflowClient, uri: str, inputs: Ru
         "source": params.data.source or "",
         "target": params.data.target,
         "classes": class_set_tag(inputs.classes),
-        "data_hash": inputs.data_hash,
-        "params_hash": model_params_hash(params),
         "dvc_data_md5": _dvc_md5(params.data.root),
         "git_commit": git_commit(),
         "test_set_hash": inputs.metrics.test_set_hash,
@@ -351,6 +349,7 @@ def _log_and_register(params: Params, client: MlflowClient, uri: str, inputs: Ru
             )
     name = registered_model_name(params)
     with mlflow_prints_nothing():
+        # Not yet data_hash / params_hash: register writes them after its decision.
         version = mlflow.register_model(info.model_uri, name, tags=tags)
     client.set_tag(run_id, "registered_version", str(version.version))
     return client.get_model_version(name, version.version)
@@ -386,7 +385,9 @@ def already_trained(params: Params, data: str) -> dict[str, str] | None:
         matches = [
             v
             for v in client.search_model_versions(f"name = '{quote_name(name)}'")
-            if v.tags.get("data_hash") == data and v.tags.get("params_hash") == wanted
+            # decided: a version registered before its decision was made (an older register
+            # wrote these tags first) is not "already trained", so the next run decides on it
+            if v.tags.get("data_hash") == data and v.tags.get("params_hash") == wanted and v.tags.get("decision")
         ]
         if not matches:
             return None
