@@ -7,6 +7,7 @@ behind: readers see the previous version or the new one, whole.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,10 +17,14 @@ if TYPE_CHECKING:
 
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` then rename ``tmp`` over ``path``; on failure remove ``tmp`` and re-raise."""
+    """Call ``write(tmp)`` then rename ``tmp`` over ``path``; on failure remove ``tmp`` and re-raise.
+
+    Each call has its own temp name: two writers of one path (two runs sharing ``train.out``
+    or a cache) never write into the same file; the last rename wins, whole.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:16]}.tmp")
     try:
         write(tmp)
         tmp.replace(path)
