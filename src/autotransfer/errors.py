@@ -35,5 +35,14 @@ class RegistryError(AutotransferError):
     """The tracking server or registry refused or could not be reached; the message names the URI."""
 
 
+class OutputError(AutotransferError):
+    """An output file cannot be written (a full disk, a read-only folder): the message names it; the
+    previous file, if any, is unchanged and no temp file is left."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        super().__init__(f"cannot write {path}: {reason}; the previous file, if any, is unchanged")
+        self.path, self.reason = path, reason
+
+
 class ImageDecodeError(ValueError):
     """One input is not a decodable image; the message says which one and why."""

@@ -65,6 +65,30 @@ def test_a_truncated_cache_entry_is_decoded_again_not_read(rows, tmp_path):
     assert torch.equal(load_images(rows, ("a", "b"), 24, cache=cache).images[:], good)
 
 
+def test_a_full_disk_while_caching_names_the_file_and_leaves_no_partial_entry(rows, tmp_path, monkeypatch):
+    import errno
+    import io
+
+    from autotransfer.errors import OutputError
+
+    # given a disk that fills up half-way through writing the cache entry (a fault injected)
+    class FullDisk(io.FileIO):
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    real_open = type(tmp_path).open
+    monkeypatch.setattr(type(tmp_path), "open", lambda self, mode="r", *a, **k: FullDisk(self, "wb")
+                        if mode == "wb" else real_open(self, mode, *a, **k))
+    cache = DecodedCache(tmp_path / "c")
+    # when the images are loaded, then the error names the cache file and nothing half-written is left
+    with pytest.raises(OutputError, match=r"cannot write .*/c/\w+\.u8: No space left on device"):
+        load_images(rows, ("a", "b"), 24, cache=cache)
+    assert list((tmp_path / "c").iterdir()) == []
+    # and once there is room, the entry is built whole
+    monkeypatch.undo()
+    assert len(load_images(rows, ("a", "b"), 24, cache=cache).images) == len(rows)
+
+
 def test_concatenated_stores_index_across_their_parts(rows, tmp_path):
     cached = load_images(rows, ("a", "b"), 24, cache=DecodedCache(tmp_path / "c")).images
     memory = TensorStore(torch.arange(2 * 3 * 24 * 24, dtype=torch.int32).remainder(251).to(torch.uint8).view(2, 3, 24, 24))

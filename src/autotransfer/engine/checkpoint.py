@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from autotransfer.errors import TrainingError
+from autotransfer.errors import OutputError, TrainingError
 from autotransfer.io.files import write_atomic
 from autotransfer.models.backbones import TransferModel
 from autotransfer.transfer.strategies import Phase
@@ -34,8 +34,8 @@ def run_key(parts: dict[str, Any]) -> str:
 def save_atomic(payload: dict[str, Any], path: Path) -> None:
     try:  # the previous checkpoint stays intact until the new one is whole
         write_atomic(path, lambda tmp: torch.save(payload, tmp))
-    except OSError as exc:
-        raise TrainingError(f"cannot write checkpoint {path}: {exc}") from exc
+    except OutputError as exc:
+        raise TrainingError(f"cannot write checkpoint {path}: {exc.reason}") from exc
 
 
 def load_checkpoint(path: Path | None, key: str) -> dict[str, Any] | None:

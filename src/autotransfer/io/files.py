@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autotransfer.errors import OutputError
+
 if TYPE_CHECKING:
     from autotransfer.artifacts import Report
 
@@ -28,6 +30,9 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     try:
         write(tmp)
         tmp.replace(path)
+    except OSError as exc:  # a full disk, a read-only folder: named, not a raw OSError from deep inside
+        tmp.unlink(missing_ok=True)
+        raise OutputError(path, exc.strerror or str(exc)) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

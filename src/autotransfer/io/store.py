@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from autotransfer.io.files import write_atomic, write_text
+
 log = logging.getLogger(__name__)
 
 Index = torch.Tensor | slice
@@ -182,18 +184,21 @@ class DecodedCache:
             except (json.JSONDecodeError, KeyError, TypeError):
                 log.warning("%s: unreadable cache entry; decoding again", meta)
         self.folder.mkdir(parents=True, exist_ok=True)
-        partial = data.with_name(f"{data.name}.{os.getpid()}.partial")
         colour = False
-        with partial.open("wb") as out:
-            for block in blocks(self.CHUNK):
-                colour = colour or bool(
-                    (block[..., 0] != block[..., 1]).any() or (block[..., 1] != block[..., 2]).any()
-                )
-                out.write(block.tobytes())
-                if progress:
-                    progress(len(block))
-        os.replace(partial, data)  # the data first: a meta file only ever describes a whole data file
-        meta_partial = meta.with_name(f"{meta.name}.{os.getpid()}.partial")
-        meta_partial.write_text(json.dumps({"count": len(hashes), "side": side, "colour": colour}))
-        os.replace(meta_partial, meta)
+
+        def write_data(partial: Path) -> None:
+            nonlocal colour
+            with partial.open("wb") as out:
+                for block in blocks(self.CHUNK):
+                    colour = colour or bool(
+                        (block[..., 0] != block[..., 1]).any() or (block[..., 1] != block[..., 2]).any()
+                    )
+                    out.write(block.tobytes())
+                    if progress:
+                        progress(len(block))
+
+        # The data first: a meta file only ever describes a whole data file. A failed write (a full
+        # disk, a stop) leaves no partial file behind, and says which file it could not write.
+        write_atomic(data, write_data)
+        write_text(meta, json.dumps({"count": len(hashes), "side": side, "colour": colour}))
         return FileStore(data, len(hashes), side, colour)
