@@ -206,6 +206,24 @@ def test_a_register_stopped_before_its_decision_is_finished_by_the_next_run_not_
     assert registering.already_trained(params, data) == {"version": "1", "decision": "promoted", "champion": "1"}
 
 
+def test_register_scores_the_served_model_a_batch_at_a_time_with_the_same_result(trained, tmp_path, monkeypatch):
+    from autotransfer.registry import register as registering
+
+    # given a batch of 7 test images per call to the served model (256 by default)
+    params = variant(trained, tmp_path / "a")
+    sent, encode = [], registering.encode_images
+    monkeypatch.setattr(registering, "SCORE_BATCH", 7)
+    monkeypatch.setattr(registering, "encode_images", lambda paths: sent.append(len(paths)) or encode(paths))
+    # when registered, then no call held more than a batch, every image was scored once,
+    # and the score is evaluate's
+    report = register(params)
+    tests = len(domain_rows(read_manifest(params.reports.dir), "digits", ("test",)))
+    assert sent[0] == 1  # the logged model's input example
+    assert max(sent) == 7 and sum(sent[1:]) == tests
+    assert report.challenger_score == pytest.approx(json.loads((Path(params.reports.dir) / "metrics.json")
+                                                               .read_text())["accuracy"])
+
+
 def test_metrics_of_another_model_are_refused(trained, tmp_path):
     register(variant(trained, tmp_path / "a"))
     other = variant(trained, tmp_path / "b")

@@ -132,10 +132,21 @@ def read_inputs(params: Params) -> RunInputs:
     )
 
 
+# Test images sent to the served model per call: the base64 of a whole large test split at once
+# would be held in memory twice (the frame and the model's decoded batch).
+SCORE_BATCH = 256
+
+
 def score_model(model_uri: str, inputs: RunInputs, metric: str) -> float:
-    """Load ``model_uri`` as served and score it on the current target test split."""
+    """Load ``model_uri`` as served and score it on the current target test split, ``SCORE_BATCH`` images a call."""
     model = mlflow.pyfunc.load_model(model_uri)
-    predicted = model.predict(encode_images(inputs.test_paths))["label"].to_numpy(dtype=object)
+    paths = inputs.test_paths
+    predicted = np.concatenate(
+        [
+            model.predict(encode_images(paths[start : start + SCORE_BATCH]))["label"].to_numpy(dtype=object)
+            for start in range(0, len(paths), SCORE_BATCH)
+        ]
+    )
     return float(classification_metrics(inputs.test_truth, predicted, inputs.classes)[metric])
 
 

@@ -89,19 +89,30 @@ def _pyplot() -> Any:
     return plt
 
 
+CONFUSION_MAX_INCHES = 20  # at dpi 100: at most a 2,000 px square
+CONFUSION_LABELLED_CLASSES = 40
+
+
 def _confusion_plot(truth: np.ndarray, predicted: np.ndarray, classes: tuple[str, ...], path: Path) -> str:
     columns = list(classes) + sorted(set(predicted) - set(classes))  # a source-class head may predict others
     matrix = pd.crosstab(
         pd.Categorical(truth, categories=classes), pd.Categorical(predicted, categories=columns), dropna=False
     ).to_numpy()
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(1 + 0.45 * len(columns), 1 + 0.45 * len(classes)))
-    ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(len(columns)), columns, rotation=90)
-    ax.set_yticks(range(len(classes)), classes)
+    # 0.45 in per class up to CONFUSION_MAX_INCHES: a 1,000-class matrix at that rate would be a
+    # 45,000 px square (8 GB of pixels); past CONFUSION_LABELLED_CLASSES the cells are too small
+    # for names and counts, and the matrix is drawn as a heat map (metrics.json has the numbers).
+    fig, ax = plt.subplots(
+        figsize=(min(1 + 0.45 * len(columns), CONFUSION_MAX_INCHES), min(1 + 0.45 * len(classes), CONFUSION_MAX_INCHES))
+    )
+    ax.imshow(matrix, cmap="Blues", aspect="auto")
+    labelled = max(len(classes), len(columns)) <= CONFUSION_LABELLED_CLASSES
+    if labelled:
+        ax.set_xticks(range(len(columns)), columns, rotation=90)
+        ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    for (i, j), value in np.ndenumerate(matrix):
+    for (i, j), value in np.ndenumerate(matrix if labelled else np.zeros((0, 0))):
         if value:
             ax.text(
                 j,
