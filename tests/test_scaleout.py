@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 def psql(stack: Stack, database: str, query: str) -> list[tuple]:
     import psycopg
 
-    with psycopg.connect(f"{stack.postgres_url}/{database}") as connection:
+    with psycopg.connect(f"{stack.postgres_url}/{database}", password=stack.db_password) as connection:
         return connection.execute(query).fetchall()
 
 
@@ -274,6 +274,41 @@ def test_a_data_change_event_starts_exactly_one_run_and_a_second_one_queues(team
         while not all(r.state.is_final() for r in flow_runs()):
             assert time.monotonic() < deadline, [r.state for r in flow_runs()]
             time.sleep(1)
+
+
+def test_the_stacks_database_refuses_a_local_user_without_its_password(tmp_path):
+    try:
+        postgres_bin("initdb")
+    except StackError as exc:
+        pytest.skip(str(exc))
+    root = Path(tempfile.mkdtemp(prefix="autotransfer-stack-"))
+    root.chmod(0o755)
+    stack = Stack(root, ports={name: free_port() for name in ("postgres", "s3", "mlflow", "prefect")})
+    marker = Path(tempfile.mkdtemp()) / "ran-as-postgres"
+    marker.parent.chmod(0o777)
+    try:
+        stack.start_postgres()
+        # given another local user on the host, over TCP and over the cluster's socket
+        attack = f"COPY (SELECT 1) TO PROGRAM 'touch {marker}'"
+        for host in ("127.0.0.1", str(root / "postgres")):
+            as_nobody = ["runuser", "-u", "nobody", "--"] if os.geteuid() == 0 else []
+            tried = subprocess.run([*as_nobody, str(postgres_bin("psql")), "-h", host, "-p", str(stack.ports["postgres"]),
+                                    "-U", "postgres", "-d", "postgres", "-w", "-c", attack],
+                                   capture_output=True, text=True, env={"PATH": os.environ["PATH"]})
+            # then the connection is refused (TCP: for want of the password; the socket: it lies in
+            # the cluster's 0700 folder) and the command never ran
+            refusal = "password" if host == "127.0.0.1" else "Permission denied"
+            assert tried.returncode != 0 and refusal in tried.stderr, (host, tried.stderr)
+            assert not marker.exists()
+        # and the stack itself connects with it (state.json, 0600), and made its databases
+        assert (root / "state.json").stat().st_mode & 0o777 == 0o600
+        assert json.loads((root / "state.json").read_text())["db_password"] == stack.db_password
+        assert {"mlflow", "prefect"} <= {row[0] for row in psql(stack, "postgres", "select datname from pg_database")}
+        assert not (root / "postgres.password").exists()
+    finally:
+        stack.down()
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(marker.parent, ignore_errors=True)
 
 
 def test_stack_down_stops_every_server(tmp_path):

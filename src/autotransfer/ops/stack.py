@@ -89,6 +89,9 @@ class Stack:
     ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
     access_key: str = "autotransfer"
     secret_key: str = field(default_factory=lambda: secrets.token_hex(16))
+    # PostgreSQL's superuser password (scram-sha-256): kept in state.json (0600), given to the
+    # servers that use the database as PGPASSWORD, never in a URL, a command line or a log.
+    db_password: str = field(default_factory=lambda: secrets.token_hex(16))
     pids: dict[str, int] = field(default_factory=dict)
 
     # ---------------------------------------------------------------- addresses
@@ -119,6 +122,11 @@ class Stack:
         }
 
     @property
+    def database_env(self) -> dict[str, str]:
+        """Only the processes that open the database get this (libpq and asyncpg read it)."""
+        return {"PGPASSWORD": self.db_password}
+
+    @property
     def client_env(self) -> dict[str, str]:
         return {"MLFLOW_TRACKING_URI": self.mlflow_uri, "PREFECT_API_URL": self.prefect_api}
 
@@ -130,7 +138,8 @@ class Stack:
     def save(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         data = {**asdict(self), "root": str(self.root)}
-        # Created 0600, never readable by others even for a moment: it holds the S3 secret.
+        # Created 0600, never readable by others even for a moment: it holds the S3 secret and the
+        # database password.
         with os.fdopen(os.open(self.state_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
             file.write(json.dumps(data, indent=2) + "\n")
         exports = "".join(f"export {k}={v}\n" for k, v in self.client_env.items())
@@ -156,7 +165,8 @@ class Stack:
         wait_http(health, process, timeout, f"{name} (see {self.root}/logs/{name}.log)")
 
     def _base_env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_", "PREFECT_API"))}
+        inherited = ("AWS_", "MLFLOW_", "PREFECT_API", "PGPASSWORD")  # each server gets only its own
+        env = {k: v for k, v in os.environ.items() if not k.startswith(inherited)}
         env.update(
             {
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -172,23 +182,34 @@ class Stack:
         as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []  # initdb refuses root
         if not (data / "PG_VERSION").exists():
             data.mkdir(parents=True, exist_ok=True)
+            # Password authentication (scram-sha-256) for every connection, the local socket too:
+            # with "trust" any local user could connect as the superuser and run commands as the
+            # cluster's owner (COPY ... TO PROGRAM) or rewrite the registry.
+            password_file = self.root / "postgres.password"
+            with os.fdopen(os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
+                file.write(self.db_password + "\n")
             if as_postgres:
                 shutil.chown(data, "postgres", "postgres")
-            made = subprocess.run(
-                [
-                    *as_postgres,
-                    str(postgres_bin("initdb")),
-                    "-D",
-                    str(data),
-                    "-A",
-                    "trust",
-                    "-U",
-                    "postgres",
-                    "--no-sync",
-                ],
-                capture_output=True,
-                text=True,
-            )
+                shutil.chown(password_file, "postgres", "postgres")
+            try:
+                made = subprocess.run(
+                    [
+                        *as_postgres,
+                        str(postgres_bin("initdb")),
+                        "-D",
+                        str(data),
+                        "-A",
+                        "scram-sha-256",
+                        "-U",
+                        "postgres",
+                        f"--pwfile={password_file}",
+                        "--no-sync",
+                    ],
+                    capture_output=True,
+                    text=True,
+                )
+            finally:
+                password_file.unlink(missing_ok=True)
             if made.returncode != 0:  # e.g. the postgres user cannot reach a folder inside a 0700 one
                 raise StackError(f"initdb {data} failed: {made.stderr.strip()}")
         options = f"-p {self.ports['postgres']} -k {data} -c listen_addresses={HOST}"
@@ -231,6 +252,7 @@ class Stack:
                 ],
                 capture_output=True,
                 text=True,
+                env={**os.environ, **self.database_env},
             )
             if created.returncode != 0 and "already exists" not in created.stderr:
                 raise StackError(f"createdb {database}: {created.stderr.strip()}")
@@ -257,7 +279,7 @@ class Stack:
                 s3.create_bucket(Bucket=bucket)
 
     def start_mlflow(self) -> None:
-        env = {**self._base_env(), **self.s3_env}
+        env = {**self._base_env(), **self.s3_env, **self.database_env}
         self._spawn(
             "mlflow",
             [
@@ -291,7 +313,7 @@ class Stack:
         }
 
     def start_prefect(self) -> None:
-        env = self.prefect_env()
+        env = {**self.prefect_env(), **self.database_env}
         self._spawn(
             "prefect",
             [sys.executable, "-m", "prefect", "server", "start", "--host", HOST, "--port", str(self.ports["prefect"])],
