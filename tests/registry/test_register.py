@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 import torch
+import yaml
 from mlflow import MlflowClient
 
 from autotransfer.cli import main
@@ -348,6 +349,32 @@ def test_registration_and_predict_through_a_real_tracking_server(trained, tmp_pa
     path = Path(read_manifest(params.reports.dir).query("domain == 'digits' and split == 'test'")["path"].iloc[0])
     served = load_predictor("models:/autotransfer-digits@champion", params)([path])[0]
     assert served.label == load_predictor(params.train.out, params)([path])[0].label
+
+
+def test_a_token_in_the_tracking_uri_is_written_and_printed_nowhere(trained, tmp_path, mlflow_server, capsys):
+    # given a tracking URI with credentials in it (https://user:token@host is how many servers are reached)
+    secret = "s3cret-token"
+    uri = mlflow_server.replace("http://", f"http://alice:{secret}@")
+    params = variant(trained, tmp_path / "a")
+    params = params.model_copy(update={"registry": params.registry.model_copy(update={"tracking_uri": uri})})
+    # when registered and summarised
+    report = register(params)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params.model_dump(mode="json")))
+    assert main(["summary", "--params", str(tmp_path / "params.yaml")]) == 0
+    # then the product says the URI with the token masked, and wrote the token nowhere
+    assert report.tracking_uri == mlflow_server.replace("http://", "http://alice:***@")
+    written = [p for p in Path(params.reports.dir).rglob("*") if p.is_file() and p.suffix in (".json", ".html", ".md")]
+    assert written and not [p for p in written if secret in p.read_text(errors="replace")]
+    run = MlflowClient(mlflow_server).get_run(report.run_id)
+    assert secret not in json.dumps(run.data.params) and secret not in json.dumps(run.data.tags)
+    assert secret not in capsys.readouterr().out
+    # and an unreachable server's error names it without the token
+    down = f"http://alice:{secret}@127.0.0.1:{free_port()}"
+    unreachable = params.model_copy(update={"registry": params.registry.model_copy(
+        update={"tracking_uri": down, "request_retries": 0})})
+    with pytest.raises(RegistryError) as error:
+        register(unreachable)
+    assert "alice:***@" in str(error.value) and secret not in str(error.value)
 
 
 def test_mlflow_models_serve_answers_invocations_with_labels_for_raw_images(trained, tmp_path):

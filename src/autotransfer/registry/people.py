@@ -6,7 +6,7 @@ from typing import Any
 
 from autotransfer.config import Params, registered_model_name
 from autotransfer.errors import RegistryError
-from autotransfer.registry.store import CHAMPION, alias_version, connect, set_version_tags, utc_now
+from autotransfer.registry.store import CHAMPION, alias_version, connect, set_version_tags, utc_now, without_secret
 
 # --------------------------------------------------------------------------- people: promote, rollback
 
@@ -37,11 +37,11 @@ def rollback(params: Params) -> dict[str, Any]:
     with connect(params.registry) as (uri, client):
         champion = alias_version(client, name, CHAMPION)
         if champion is None:
-            raise RegistryError(f"MLflow at {uri}: {name!r} has no champion to roll back")
+            raise RegistryError(f"MLflow at {without_secret(uri)}: {name!r} has no champion to roll back")
         previous = champion.tags.get("previous_champion", "")
         if not previous:
             raise RegistryError(
-                f"MLflow at {uri}: champion v{champion.version} of {name!r} replaced "
+                f"MLflow at {without_secret(uri)}: champion v{champion.version} of {name!r} replaced "
                 "no earlier champion; nothing to roll back to"
             )
         client.get_model_version(name, previous)  # still there?
@@ -54,7 +54,7 @@ def rollback(params: Params) -> dict[str, Any]:
 
 def _people_report(uri: str, name: str, champion: str, before: str | None, reason: str) -> dict[str, Any]:
     return {
-        "tracking_uri": uri,
+        "tracking_uri": without_secret(uri),
         "model_name": name,
         "champion": champion,
         "champion_before": before,

@@ -73,6 +73,7 @@ from autotransfer.registry.store import (
     registered_model_exists,
     set_version_tags,
     utc_now,
+    without_secret,
 )
 from autotransfer.registry.tracking import current_run
 
@@ -218,7 +219,7 @@ def register(params: Params) -> RegistrationReport:
         experiment_id = client.get_run(version.run_id).info.experiment_id if version.run_id else None
     report = RegistrationReport.model_validate(
         {
-            "tracking_uri": uri,
+            "tracking_uri": without_secret(uri),
             "model_name": name,
             "version": number,
             "model_uri": f"models:/{name}/{number}",
@@ -321,7 +322,10 @@ def _log_and_register(params: Params, client: MlflowClient, uri: str, inputs: Ru
         else mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
     ) as run:
         run_id = run.info.run_id
-        mlflow.log_params(_flatten(params.model_dump(mode="json")))
+        logged = params.model_dump(mode="json")
+        if logged["registry"]["tracking_uri"]:  # a token in the URI is not a parameter to keep
+            logged["registry"]["tracking_uri"] = without_secret(logged["registry"]["tracking_uri"])
+        mlflow.log_params(_flatten(logged))
         if not client.get_metric_history(run_id, "val_accuracy"):  # not written live
             _log_history(client, run_id, reports / TRAIN_HISTORY_CSV)
         mlflow.log_metrics(

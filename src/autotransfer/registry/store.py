@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import mlflow
 from mlflow import MlflowClient
@@ -54,6 +55,25 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 # --------------------------------------------------------------------------- connection
 
 
+def without_secret(uri: str) -> str:
+    """``uri`` as the product writes or prints it: a password in its user part becomes ``***``.
+
+    ``https://user:token@mlflow.example`` is a valid tracking URI; its token must not end up
+    in registration.json, tracking.json, MLflow params, console output or error messages.
+    """
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+def scrubbed(text: str, uri: str) -> str:
+    """``text`` (an error from MLflow or requests may quote the URI) with ``uri``'s password as ``***``."""
+    password = urlsplit(uri).password
+    return text.replace(password, "***") if password else text
+
+
 def tracking_uri(config: RegistryConfig) -> str:
     return config.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
@@ -81,9 +101,9 @@ def connect(config: RegistryConfig, exclusive: bool = True) -> Iterator[tuple[st
         try:
             yield uri, MlflowClient(tracking_uri=uri, registry_uri=uri)
         except MlflowException as exc:
-            raise RegistryError(f"MLflow at {uri}: {exc.message}") from exc
+            raise RegistryError(scrubbed(f"MLflow at {uri}: {exc.message}", uri)) from exc
         except OSError as exc:  # requests' ConnectionError is an OSError
-            raise RegistryError(f"MLflow at {uri}: {type(exc).__name__}: {exc}") from exc
+            raise RegistryError(scrubbed(f"MLflow at {uri}: {type(exc).__name__}: {exc}", uri)) from exc
 
 
 @contextmanager
@@ -99,6 +119,9 @@ def mlflow_environment(uri: str, config: RegistryConfig) -> Iterator[None]:
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(config.request_retries),
         "MLFLOW_HTTP_REQUEST_TIMEOUT": str(math.ceil(config.request_timeout)),  # MLflow reads whole seconds
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"),
+        # Not MLflow's "View run … at: <uri>" line on stdout: it prints the URI with its password;
+        # register and `autotransfer summary` print the links themselves, masked.
+        "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
     }
     before = {key: os.environ.get(key) for key in settings}
     os.environ.update(settings)
@@ -125,8 +148,11 @@ def _check_reachable(uri: str, config: RegistryConfig) -> None:
             error = exc
             time.sleep(min(2.0**attempt, 5.0) if attempt < config.request_retries else 0)
     raise RegistryError(
-        f"MLflow tracking server {uri} is unreachable ({type(error).__name__}: {error}); "
-        "the trained model stays in place: rerun `autotransfer register` once the server is up"
+        scrubbed(
+            f"MLflow tracking server {uri} is unreachable ({type(error).__name__}: {error}); "
+            "the trained model stays in place: rerun `autotransfer register` once the server is up",
+            uri,
+        )
     )
 
 
@@ -146,7 +172,9 @@ def registry_lock(uri: str, timeout: float = 900) -> Iterator[None]:
         with FileLock(str(lock_path), timeout=timeout):
             yield
     except Timeout:
-        raise RegistryError(f"MLflow at {uri}: another registration held {lock_path} for {timeout:.0f} s") from None
+        raise RegistryError(
+            f"MLflow at {without_secret(uri)}: another registration held {lock_path} for {timeout:.0f} s"
+        ) from None
 
 
 def ensure_experiment(client: MlflowClient, uri: str, name: str) -> str:

@@ -46,7 +46,7 @@ from autotransfer.engine.listeners import listening
 from autotransfer.errors import RegistryError
 from autotransfer.io.data import data_hash, read_manifest
 from autotransfer.io.files import write_json
-from autotransfer.registry.store import connect, ensure_experiment, mlflow_environment, utc_now
+from autotransfer.registry.store import connect, ensure_experiment, mlflow_environment, utc_now, without_secret
 
 log = logging.getLogger(__name__)
 NOT_LOGGED = ("epoch", "phase")  # history columns that are the step, not metrics
@@ -192,7 +192,7 @@ def current_run(params: Params, uri: str) -> str | None:
         pointer = json.loads(_pointer(params).read_text())
     except (OSError, ValueError):
         return None
-    if pointer.get("tracking_uri") != uri or not pointer.get("run_id"):
+    if pointer.get("tracking_uri") != without_secret(uri) or not pointer.get("run_id"):
         return None
     try:
         run = MlflowClient(tracking_uri=uri).get_run(pointer["run_id"])
@@ -221,7 +221,7 @@ def attach(params: Params, stage: str, fresh: bool = False) -> Tracker:
                 ).info.run_id
                 write_json(
                     _pointer(params),
-                    {"tracking_uri": uri, "run_id": run_id, "opened_by": stage, "opened_at": utc_now()},
+                    {"tracking_uri": without_secret(uri), "run_id": run_id, "opened_by": stage, "opened_at": utc_now()},
                 )
     except (RegistryError, OSError) as exc:
         log.warning("live tracking off for %s: %s", stage, exc)
