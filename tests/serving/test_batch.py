@@ -98,3 +98,22 @@ def test_predict_with_nothing_to_label_names_the_paths(model_dir, tmp_path, caps
     assert "no image files in" in capsys.readouterr().err
     assert main(["predict", "--model", str(model_dir), "--top-k", "0", str(tmp_path)]) == 2
     assert "--top-k must be at least 1" in capsys.readouterr().err
+
+
+def test_postscript_is_never_read_as_an_image(model_dir, tmp_path):
+    import io
+
+    from PIL import Image
+
+    from autotransfer.errors import ImageDecodeError
+    from autotransfer.io.images import inspect_image
+
+    # given an EPS file (Pillow would hand it to Ghostscript, i.e. run the file's PostScript), named .png
+    buffer = io.BytesIO()
+    Image.new("RGB", (24, 24), (200, 10, 10)).save(buffer, "EPS")
+    eps = tmp_path / "looks-like.png"
+    eps.write_bytes(buffer.getvalue())
+    # then serving refuses it by name and says which formats it takes, and so does validation
+    with pytest.raises(ImageDecodeError, match="looks-like.png: not a readable image .*accepted format .*PNG, JPEG"):
+        classify(load_trained_model(model_dir), [eps.read_bytes()], [str(eps)])
+    assert "accepted format" in inspect_image(eps, 10**6).error

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import IO, Literal
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Images above this many pixels are refused before decoding (decompression bombs): the
 # default of validation.max_pixels, and what a served model accepts from anybody.
@@ -63,12 +63,25 @@ class PixelLimitExceeded(Exception):
         super().__init__(f"{self.width}x{self.height} = {self.width * self.height} pixels > {max_pixels}")
 
 
+# The raster formats an image is read in (training data, served requests). Pillow also opens
+# EPS and PostScript (decoded by running Ghostscript where it is installed), PDF, fonts and
+# others: none is an image a model should take, and Ghostscript is code run on the input.
+ACCEPTED_FORMATS = ("PNG", "JPEG", "BMP", "DIB", "GIF", "TIFF", "WEBP", "PPM", "TGA", "ICO")  # JPEG opens MPO too
+
+
 @contextmanager
 def open_limited(source: Path | IO[bytes], max_pixels: int) -> Iterator[Image.Image]:
-    """``Image.open`` that refuses a decompression bomb from its header, before decoding anything."""
+    """``Image.open`` that refuses a decompression bomb from its header, before decoding anything,
+    and any format but ``ACCEPTED_FORMATS``."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with Image.open(source) as image:
+        try:
+            opened = Image.open(source, formats=ACCEPTED_FORMATS)
+        except UnidentifiedImageError:
+            raise UnidentifiedImageError(
+                f"not an image in an accepted format ({', '.join(ACCEPTED_FORMATS)})"
+            ) from None
+        with opened as image:
             if image.size[0] * image.size[1] > max_pixels:
                 raise PixelLimitExceeded(image, max_pixels)
             yield image
@@ -133,7 +146,7 @@ def to_rgb(image: Image.Image, background: Background = WHITE) -> Image.Image:
 
 
 def load_rgb(path: Path, background: Background = WHITE) -> Image.Image:
-    with Image.open(path) as image:
+    with Image.open(path, formats=ACCEPTED_FORMATS) as image:
         image.load()
         return to_rgb(image, background)
 
