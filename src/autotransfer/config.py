@@ -365,6 +365,15 @@ class TrainConfig(Section):
     health: HealthConfig = HealthConfig()
 
 
+class ServingLimits(Section):
+    """What one request to a served version may hold; recorded in the version when it is registered."""
+
+    max_images: int = Field(512, ge=1, description="Images per request; the ones past it get an error row.")
+    max_image_bytes: int = Field(
+        20_000_000, ge=1, description="Bytes of one image file; a larger one gets an error row, never decoded."
+    )
+
+
 class RegistryConfig(Section):
     tracking_uri: str | None = Field(
         None,
@@ -405,6 +414,7 @@ class RegistryConfig(Section):
     system_metrics_interval: float = Field(
         10, gt=0, description="Seconds between two samples of CPU, memory (and GPU) use on the live run."
     )
+    serving: ServingLimits = ServingLimits()
 
 
 class Params(Section):

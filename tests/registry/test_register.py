@@ -378,7 +378,8 @@ def test_a_token_in_the_tracking_uri_is_written_and_printed_nowhere(trained, tmp
 
 
 def test_mlflow_models_serve_answers_invocations_with_labels_for_raw_images(trained, tmp_path):
-    params = variant(trained, tmp_path / "a")
+    # given a version registered with at most 3 images per request and 4,000 bytes per image
+    params = variant(trained, tmp_path / "a", registry={"serving": {"max_images": 3, "max_image_bytes": 4000}})
     register(params)
     port = free_port()
     # mlflow runs `uvicorn` by name: the venv's bin must be on PATH, as under `make`
@@ -405,10 +406,19 @@ def test_mlflow_models_serve_answers_invocations_with_labels_for_raw_images(trai
         assert [p["label_2"] for p in answer.json()["predictions"]] == [p.top[1][0] for p in
                                                                          load_predictor(params.train.out, params)(
                                                                              [Path(x) for x in rows["path"]], 2)]
-        # a broken image is a client error that says which input
-        bad = requests.post(f"http://127.0.0.1:{port}/invocations", timeout=60,
-                            json={"dataframe_split": {"columns": ["image"], "data": [["bm90IGFuIGltYWdl"]]}})
-        assert bad.status_code >= 400 and "image 0" in bad.text
+        # a broken image, one too large and one past the request's limit each cost their own row,
+        # with the reason; the good ones are labeled as alone; no traceback reaches the client
+        good = payload["dataframe_split"]["data"][0]
+        big = [base64.b64encode(b"\x89PNG" + bytes(5000)).decode()]
+        mixed = {"dataframe_split": {"columns": ["image"], "data": [good, ["bm90IGFuIGltYWdl"], big, good]}}
+        answer = requests.post(f"http://127.0.0.1:{port}/invocations", json=mixed, timeout=60)
+        assert answer.status_code == 200, answer.text
+        rows = answer.json()["predictions"]
+        assert rows[0]["label"] == expected[0].label and not rows[0].get("error")
+        assert "image 1: not a readable image" in rows[1]["error"] and not rows[1]["label"]
+        assert "image 2: 5004 bytes, more than the 4000" in rows[2]["error"]
+        assert "image 3: past the 3 images one request may hold" in rows[3]["error"]
+        assert "Traceback" not in answer.text
     finally:
         stop(process)
 

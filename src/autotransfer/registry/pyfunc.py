@@ -15,14 +15,17 @@ import pandas as pd
 from mlflow.models.signature import ModelSignature
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
-from autotransfer.config import Params
+from autotransfer.config import Params, ServingLimits
 from autotransfer.models.weights import load_trained_model
 from autotransfer.registry.store import connect
-from autotransfer.serving.predict import Prediction, Predictor, classify
+from autotransfer.serving.predict import Prediction, Predictor, classify, classify_each
 
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("string", "image")]),
-    outputs=Schema([ColSpec("string", "label"), ColSpec("double", "probability")]),
+    # error: why an image got no label (not an image, too large, past the request's limit); "" when labeled
+    outputs=Schema(
+        [ColSpec("string", "label"), ColSpec("double", "probability"), ColSpec("string", "error", required=False)]
+    ),
     # top_k > 1 adds label_2, probability_2, … label_k, probability_k
     params=ParamSchema([ParamSpec("top_k", "long", 1)]),
 )
@@ -58,6 +61,8 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defi
 
     def load_context(self, context: Any) -> None:
         self._trained = load_trained_model(context.artifacts["model"])
+        # registry.serving as it was when the version was registered (versions from before: the defaults)
+        self.limits = ServingLimits.model_validate(getattr(context, "model_config", None) or {})
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         if isinstance(model_input, pd.DataFrame):
@@ -67,21 +72,25 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defi
         else:
             images = list(model_input)
         top_k = int((params or {}).get("top_k", 1))
-        return predictions_frame(self.classify(images, top_k=top_k))
+        # One answer per image: a bad one gets its error row, never a failed request with a traceback.
+        return predictions_frame(classify_each(self._trained, images, self.limits, top_k=top_k))
 
     def classify(self, images: list[bytes | str], names: list[str] | None = None, top_k: int = 1) -> list[Prediction]:
         return classify(self._trained, images, names, top_k=top_k)
 
 
-def predictions_frame(predictions: list[Prediction]) -> pd.DataFrame:
-    """``label``, ``probability``, then ``label_2``, ``probability_2``, … as far as the predictions go."""
+def predictions_frame(answers: list[Prediction | str]) -> pd.DataFrame:
+    """``label``, ``probability``, ``error``, then ``label_2``, ``probability_2``, … as far as the
+    predictions go; an image without a prediction has an empty label, no probability and its error."""
+    labeled = [a for a in answers if isinstance(a, Prediction)]
     columns: dict[str, list[Any]] = {
-        "label": [p.label for p in predictions],
-        "probability": [p.probability for p in predictions],
+        "label": [a.label if isinstance(a, Prediction) else "" for a in answers],
+        "probability": [a.probability if isinstance(a, Prediction) else None for a in answers],
+        "error": ["" if isinstance(a, Prediction) else a for a in answers],  # text: JSON has no None for it
     }
-    for rank in range(2, min((len(p.top) for p in predictions), default=1) + 1):
-        columns[f"label_{rank}"] = [p.top[rank - 1][0] for p in predictions]
-        columns[f"probability_{rank}"] = [p.top[rank - 1][1] for p in predictions]
+    for rank in range(2, min((len(p.top) for p in labeled), default=1) + 1):
+        columns[f"label_{rank}"] = [a.top[rank - 1][0] if isinstance(a, Prediction) else "" for a in answers]
+        columns[f"probability_{rank}"] = [a.top[rank - 1][1] if isinstance(a, Prediction) else None for a in answers]
     return pd.DataFrame(columns)
 
 

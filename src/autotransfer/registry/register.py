@@ -54,7 +54,7 @@ from autotransfer.artifacts import (
     read_report,
 )
 from autotransfer.config import Params, model_params_hash, registered_model_name
-from autotransfer.errors import StageInputError
+from autotransfer.errors import RegistryError, StageInputError
 from autotransfer.io.data import class_names, data_hash, domain_rows, read_manifest
 from autotransfer.io.files import write_report
 from autotransfer.io.git import git_commit
@@ -142,12 +142,15 @@ def score_model(model_uri: str, inputs: RunInputs, metric: str) -> float:
     """Load ``model_uri`` as served and score it on the current target test split, ``SCORE_BATCH`` images a call."""
     model = mlflow.pyfunc.load_model(model_uri)
     paths = inputs.test_paths
-    predicted = np.concatenate(
-        [
-            model.predict(encode_images(paths[start : start + SCORE_BATCH]))["label"].to_numpy(dtype=object)
-            for start in range(0, len(paths), SCORE_BATCH)
-        ]
+    batch = min(SCORE_BATCH, model.unwrap_python_model().limits.max_images)  # within what the version serves
+    answers = pd.concat(
+        [model.predict(encode_images(paths[start : start + batch])) for start in range(0, len(paths), batch)],
+        ignore_index=True,
     )
+    failed = answers["error"][answers["error"] != ""] if "error" in answers else pd.Series(dtype=object)
+    if len(failed):
+        raise RegistryError(f"{model_uri} labeled {len(failed)} test image(s) not at all: {failed.iloc[0]}")
+    predicted = answers["label"].to_numpy(dtype=object)
     return float(classification_metrics(inputs.test_truth, predicted, inputs.classes)[metric])
 
 
@@ -353,6 +356,7 @@ def _log_and_register(params: Params, client: MlflowClient, uri: str, inputs: Ru
                 artifacts={"model": str(model_files)},
                 code_paths=[str(PACKAGE)],  # the model carries its preprocessing code
                 signature=SIGNATURE,
+                model_config=params.registry.serving.model_dump(),  # the served version's limits
                 input_example=encode_images(inputs.test_paths[:1]),
                 pip_requirements=[f"{name}=={metadata.version(name)}" for name in REQUIREMENTS],
                 metadata={

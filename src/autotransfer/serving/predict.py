@@ -20,6 +20,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from autotransfer.config import ServingLimits
 from autotransfer.errors import ImageDecodeError
 from autotransfer.io.images import (
     MAX_PIXELS,
@@ -76,7 +77,6 @@ def decode_image(
     return np.asarray(resize_square(rgb, size, interpolation), dtype=np.uint8)
 
 
-@torch.no_grad()
 def classify(
     trained: TrainedModel,
     images: list[bytes | str],
@@ -84,20 +84,70 @@ def classify(
     batch_size: int = 256,
     top_k: int = 1,
 ) -> list[Prediction]:
-    """Label and softmax probability of each image under ``trained``, with its ``top_k`` labels."""
+    """Label and softmax probability of each image under ``trained``, with its ``top_k`` labels.
+
+    An image that does not decode raises ``ImageDecodeError`` naming it (``classify_each`` answers
+    per image instead)."""
     names = names or [f"image {i}" for i in range(len(images))]
-    size = trained.model.input_size
-    trained.model.eval()
     out: list[Prediction] = []
     for start in range(0, len(images), batch_size):
-        chunk = [
-            decode_image(data, size, name, interpolation=trained.meta.interpolation, background=trained.background)
+        arrays = [
+            _decoded(trained, data, name)
             for data, name in zip(images[start : start + batch_size], names[start : start + batch_size])
         ]
-        batch = torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2).contiguous()
-        probs = torch.softmax(trained.model(trained.normalization(batch)).float(), dim=1)
-        best, index = probs.topk(min(max(top_k, 1), probs.shape[1]), dim=1)
-        for row_p, row_i in zip(best.tolist(), index.tolist()):
-            top = tuple((trained.head_classes[i], float(p)) for p, i in zip(row_p, row_i))
-            out.append(Prediction(top[0][0], top[0][1], top))
+        out += _predict(trained, arrays, top_k)
+    return out
+
+
+def classify_each(
+    trained: TrainedModel, images: list[bytes | str], limits: ServingLimits, top_k: int = 1, batch_size: int = 256
+) -> list[Prediction | str]:
+    """One answer per image, in order: its prediction, or why it got none (a request past
+    ``limits.max_images``, a file over ``limits.max_image_bytes``, an image that does not decode).
+    One bad image costs its own answer, never the request's."""
+    out: list[Prediction | str] = []
+    for start in range(0, len(images), batch_size):
+        answers: list[Prediction | str | None] = []
+        arrays: list[np.ndarray] = []
+        for i, data in enumerate(images[start : start + batch_size], start):
+            name = f"image {i}"
+            size = len(data) if isinstance(data, bytes) else len(data) * 3 // 4  # base64: 4 characters, 3 bytes
+            if i >= limits.max_images:
+                answers.append(
+                    f"{name}: past the {limits.max_images} images one request may hold "
+                    "(registry.serving.max_images when it was registered): send it in another request"
+                )
+            elif size > limits.max_image_bytes:
+                answers.append(
+                    f"{name}: {size} bytes, more than the {limits.max_image_bytes} accepted "
+                    "(registry.serving.max_image_bytes when it was registered)"
+                )
+            else:
+                try:
+                    arrays.append(_decoded(trained, data, name))
+                    answers.append(None)
+                except ImageDecodeError as exc:
+                    answers.append(str(exc))
+        predictions = iter(_predict(trained, arrays, top_k) if arrays else [])
+        out += [next(predictions) if answer is None else answer for answer in answers]
+    return out
+
+
+def _decoded(trained: TrainedModel, data: bytes | str, name: str) -> np.ndarray:
+    return decode_image(
+        data, trained.model.input_size, name, interpolation=trained.meta.interpolation, background=trained.background
+    )
+
+
+@torch.no_grad()
+def _predict(trained: TrainedModel, arrays: list[np.ndarray], top_k: int) -> list[Prediction]:
+    """Decoded images (one batch) -> predictions."""
+    trained.model.eval()
+    batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    probs = torch.softmax(trained.model(trained.normalization(batch)).float(), dim=1)
+    best, index = probs.topk(min(max(top_k, 1), probs.shape[1]), dim=1)
+    out: list[Prediction] = []
+    for row_p, row_i in zip(best.tolist(), index.tolist()):
+        top = tuple((trained.head_classes[i], float(p)) for p, i in zip(row_p, row_i))
+        out.append(Prediction(top[0][0], top[0][1], top))
     return out
