@@ -32,6 +32,7 @@ examples:
   autotransfer summary                        what the last run decided and scored
   autotransfer predict data/digits/test --out predictions.csv --top-k 3
   autotransfer rollback                       give champion back to the version it replaced
+  autotransfer verify                         check the champion's stored files against those registered
 
 exit codes: 0 success, 1 the command ran and found a problem, 2 bad usage or configuration,
 130 / 143 stopped by SIGINT / SIGTERM (the same command resumes).
@@ -149,6 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     rollback = sub.add_parser("rollback", parents=[common], help="give champion back to the version it replaced")
     rollback.set_defaults(handler=cmd_rollback)
+
+    verify = sub.add_parser(
+        "verify",
+        parents=[common],
+        help="check a registered version's stored files against those registered (before `mlflow models serve`)",
+    )
+    verify.add_argument("model", nargs="?", help="models:/NAME@ALIAS or models:/NAME/N (default: the champion)")
+    verify.set_defaults(handler=cmd_verify)
 
     predict = sub.add_parser(
         "predict",
@@ -411,6 +420,24 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
     report = rollback(_params(args))
     print(f"{report['model_name']}: champion is v{report['champion']} ({report['reason']})")
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from autotransfer.registry.integrity import FILES_TAG, verified_copy, version_of
+    from autotransfer.registry.store import connect
+
+    params = _params(args)
+    model = args.model or f"models:/{registered_model_name(params)}@champion"
+    with connect(params.registry, exclusive=False) as (_, client), tempfile.TemporaryDirectory() as tmp:
+        version = version_of(client, model)
+        if version is None or FILES_TAG not in version.tags:
+            raise StageInputError(f"{model}: no file hashes recorded for it (not a version registered by this tool)")
+        verified_copy(client, model, Path(tmp))
+    print(f"{model}: version {version.version}'s files are the ones registered ({FILES_TAG} {version.tags[FILES_TAG]})")
     return EXIT_OK
 
 

@@ -282,6 +282,31 @@ def test_predict_through_the_champion_alias_matches_the_in_memory_model(trained,
     assert lines[0].split("\t")[:2] == [str(paths[0]), expected[0]]
 
 
+def test_a_version_whose_stored_files_were_changed_is_refused_before_its_code_runs(trained, tmp_path, capsys):
+    # given a registered champion, checked
+    params = variant(trained, tmp_path / "a")
+    register(params)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params.model_dump(mode="json")))
+    args = ["--params", str(tmp_path / "params.yaml")]
+    assert main(["verify", *args]) == 0 and "files are the ones registered" in capsys.readouterr().out
+    image = str(domain_rows(read_manifest(params.reports.dir), "digits", ("test",))["path"].iloc[0])
+    # when someone who can write the artifact store (not the registry's database) replaces its code
+    stored = list((tmp_path / "artifacts").rglob("image_classifier.py"))  # next to the store's mlflow.db
+    assert stored, "the version's code in the local artifact store"
+    marker = tmp_path / "their-code-ran"
+    for code in stored:
+        code.write_text(f"open({str(marker)!r}, 'w').write('x')\n" + code.read_text())
+    # then predict and the check refuse the version by name, and its code never ran
+    assert main(["predict", image, *args]) == 1
+    assert "its stored files are not the ones registered" in capsys.readouterr().err
+    assert main(["verify", *args]) == 1 and not marker.exists()
+    # and so does the champion re-score of the next registration: nothing is promoted over it
+    with pytest.raises(RegistryError, match="not the ones registered"):
+        register(variant(trained, tmp_path / "b", constant_class=3, registry={
+            "tracking_uri": params.registry.tracking_uri}))
+    assert not marker.exists()
+
+
 def test_predict_refuses_a_broken_image_by_name(trained, tmp_path, capsys):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")

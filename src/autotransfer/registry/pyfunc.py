@@ -7,6 +7,7 @@ unpickled object, and the model carries the library's preprocessing (``serving.p
 from __future__ import annotations
 
 import base64
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
 from autotransfer.config import Params, ServingLimits
 from autotransfer.models.weights import load_trained_model
+from autotransfer.registry.integrity import verified_copy
 from autotransfer.registry.store import connect
 from autotransfer.serving.predict import Prediction, Predictor, classify, classify_each
 
@@ -114,8 +116,9 @@ def load_predictor(model: str, params: Params) -> Predictor:
         return lambda paths, top_k=1: classify(
             trained, [Path(x).read_bytes() for x in paths], [str(x) for x in paths], top_k=top_k
         )
-    with connect(params.registry, exclusive=False):
-        pyfunc = mlflow.pyfunc.load_model(model)
+    # Its files checked against those registered before its code runs (registry/integrity.py).
+    with connect(params.registry, exclusive=False) as (_, client), tempfile.TemporaryDirectory() as tmp:
+        pyfunc = mlflow.pyfunc.load_model(str(verified_copy(client, model, Path(tmp))))
     # the served code itself, called without the DataFrame round trip: files keep their names in
     # errors, and versions registered before the top_k param still give their top k
     served: ImageClassifier = pyfunc.unwrap_python_model()

@@ -60,6 +60,8 @@ from autotransfer.io.files import write_report
 from autotransfer.io.git import git_commit
 from autotransfer.io.images import sha256_file
 from autotransfer.models.weights import load_trained_model
+from autotransfer.registry.integrity import record as record_files
+from autotransfer.registry.integrity import verified_copy
 from autotransfer.registry.promotion import decide, health_veto
 from autotransfer.registry.pyfunc import MODEL_CODE, REQUIREMENTS, SIGNATURE, encode_images
 from autotransfer.registry.store import (
@@ -138,9 +140,11 @@ def read_inputs(params: Params) -> RunInputs:
 SCORE_BATCH = 256
 
 
-def score_model(model_uri: str, inputs: RunInputs, metric: str) -> float:
-    """Load ``model_uri`` as served and score it on the current target test split, ``SCORE_BATCH`` images a call."""
-    model = mlflow.pyfunc.load_model(model_uri)
+def score_model(client: MlflowClient, model_uri: str, inputs: RunInputs, metric: str) -> float:
+    """Load ``model_uri`` as served (its files checked first) and score it on the current target test
+    split, ``SCORE_BATCH`` images a call."""
+    with tempfile.TemporaryDirectory() as tmp:
+        model = mlflow.pyfunc.load_model(str(verified_copy(client, model_uri, Path(tmp))))
     paths = inputs.test_paths
     batch = min(SCORE_BATCH, model.unwrap_python_model().limits.max_images)  # within what the version serves
     answers = pd.concat(
@@ -172,7 +176,7 @@ def register(params: Params) -> RegistrationReport:
         champion_number = str(champion.version) if champion is not None else None
         metric = config.metric
         # The challenger is scored as loaded back from the registry: a version that does not load never wins.
-        challenger_score = score_model(f"models:/{name}/{number}", inputs, metric)
+        challenger_score = score_model(client, f"models:/{name}/{number}", inputs, metric)
         champion_score: float | None
         elsewhere = other_target(champion, params.data.target, inputs.classes) if champion is not None else None
         if champion_number == number:
@@ -185,7 +189,7 @@ def register(params: Params) -> RegistrationReport:
             )
         else:
             champion_score = (
-                score_model(f"models:/{name}/{champion_number}", inputs, metric)
+                score_model(client, f"models:/{name}/{champion_number}", inputs, metric)
                 if champion_number is not None
                 else None
             )
@@ -370,6 +374,8 @@ def _log_and_register(params: Params, client: MlflowClient, uri: str, inputs: Ru
     with mlflow_prints_nothing():
         # Not yet data_hash / params_hash: register writes them after its decision.
         version = mlflow.register_model(info.model_uri, name, tags=tags)
+    with tempfile.TemporaryDirectory() as tmp:  # the files as the store holds them, hashed (registry/integrity.py)
+        record_files(client, name, str(version.version), f"models:/{name}/{version.version}", Path(tmp))
     client.set_tag(run_id, "registered_version", str(version.version))
     return client.get_model_version(name, version.version)
 
