@@ -93,14 +93,14 @@ def test_mlflow_on_postgres_and_s3_registers_promotes_and_serves_the_champion(te
 def test_prefect_on_postgres_runs_the_nightly_deployment_on_a_worker(team, small_demo_root, tmp_path, request):
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     from flows import deploy as deploy_module
 
     assert POOL == deploy_module.POOL
     params = demo_params(small_demo_root, tmp_path / "work", store=team.mlflow_uri)
     file = params_file(params, tmp_path / "params.yaml")
-    with temporary_settings({PREFECT_API_URL: team.prefect_api}):
+    with temporary_settings({PREFECT_API_URL: team.prefect_api, PREFECT_API_AUTH_STRING: team.prefect_auth}):
         # given the deployment on the team's server, with its cron
         deployment_id = deploy_module.deploy(parameters={"params_file": file, "force": False})
         request.addfinalizer(lambda: _delete_deployment(team, deployment_id))  # its data trigger ends with it
@@ -124,6 +124,19 @@ def test_prefect_on_postgres_runs_the_nightly_deployment_on_a_worker(team, small
     assert psql(team, "prefect", f"select state_type from flow_run where id = '{flow_run.id}'") == [("COMPLETED",)]
     versions = MlflowClient(team.mlflow_uri).search_model_versions("name = 'autotransfer-digits'")
     assert any(v.tags.get("data_hash") for v in versions)
+    # and someone on the host without the stack's password can neither list nor start runs (the
+    # deployment takes a params file: a run started with another one trains and writes anywhere)
+    import requests
+
+    deployment_runs = f"{team.prefect_api}/deployments/{deployment_id}/create_flow_run"
+    for auth in (None, ("autotransfer", "guess")):
+        assert requests.post(f"{team.prefect_api}/flow_runs/filter", json={}, auth=auth, timeout=10).status_code == 401
+        assert requests.post(deployment_runs, json={"parameters": {"params_file": "/etc/passwd"}}, auth=auth,
+                             timeout=10).status_code == 401
+    user, password = team.prefect_auth.split(":", 1)
+    assert requests.post(f"{team.prefect_api}/flow_runs/filter", json={}, auth=(user, password),
+                         timeout=10).status_code == 200
+    assert (team.root / "env").stat().st_mode & 0o777 == 0o600
 
 
 def test_a_deployment_run_cancelled_through_the_worker_stops_and_registers_nothing(team, small_demo_root, tmp_path,
@@ -131,7 +144,7 @@ def test_a_deployment_run_cancelled_through_the_worker_stops_and_registers_nothi
     import psutil
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     from flows import deploy as deploy_module
 
@@ -148,7 +161,7 @@ def test_a_deployment_run_cancelled_through_the_worker_stops_and_registers_nothi
     file = params_file(params, tmp_path / "params.yaml")
     checkpoint = Path(params.train.out) / "runs/finetune_all/checkpoint.pt"
     worker = psutil.Process(team.pids["worker"])
-    with temporary_settings({PREFECT_API_URL: team.prefect_api}):
+    with temporary_settings({PREFECT_API_URL: team.prefect_api, PREFECT_API_AUTH_STRING: team.prefect_auth}):
         deployment_id = deploy_module.deploy(parameters={"params_file": file, "force": True}, name="cancel-test")
         request.addfinalizer(lambda: _delete_deployment(team, deployment_id))
         flow_run = run_deployment("retrain/cancel-test", timeout=0)
@@ -161,7 +174,8 @@ def test_a_deployment_run_cancelled_through_the_worker_stops_and_registers_nothi
         # when it is cancelled as a user would
         started = time.monotonic()
         cancel = subprocess.run([sys.executable, "-m", "prefect", "flow-run", "cancel", str(flow_run.id)],
-                                env={**os.environ, "PREFECT_API_URL": team.prefect_api}, capture_output=True,
+                                env={**os.environ, "PREFECT_API_URL": team.prefect_api,
+                                                   "PREFECT_API_AUTH_STRING": team.prefect_auth}, capture_output=True,
                                 text=True, timeout=60)
         assert cancel.returncode == 0, cancel.stderr
         with get_client(sync_client=True) as client:
@@ -184,22 +198,24 @@ def test_a_deployment_run_cancelled_through_the_worker_stops_and_registers_nothi
 
 def _delete_deployment(team, deployment_id) -> None:
     from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-    with temporary_settings({PREFECT_API_URL: team.prefect_api}), get_client(sync_client=True) as client:
+    with temporary_settings({PREFECT_API_URL: team.prefect_api, PREFECT_API_AUTH_STRING: team.prefect_auth}), \
+            get_client(sync_client=True) as client:
         client.delete_deployment(deployment_id)
 
 
 def _cancel(team, flow_run_ids) -> None:
     for flow_run_id in flow_run_ids:
         subprocess.run([sys.executable, "-m", "prefect", "flow-run", "cancel", str(flow_run_id)],
-                       env={**os.environ, "PREFECT_API_URL": team.prefect_api}, capture_output=True, timeout=60)
+                       env={**os.environ, "PREFECT_API_URL": team.prefect_api,
+                                                   "PREFECT_API_AUTH_STRING": team.prefect_auth}, capture_output=True, timeout=60)
 
 
 def test_a_data_change_event_starts_exactly_one_run_and_a_second_one_queues(team, small_demo_root, tmp_path, request):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
     from safetensors.torch import save_file
 
     from autotransfer.models.backbones import TransferModel
@@ -212,7 +228,8 @@ def test_a_data_change_event_starts_exactly_one_run_and_a_second_one_queues(team
                          registry={"model_name": "event-run"})
     file = params_file(params, tmp_path / "params.yaml")
     pointer, state = tmp_path / "eventdata.dvc", tmp_path / "state.json"
-    env = {**os.environ, "PREFECT_API_URL": team.prefect_api}
+    env = {**os.environ, "PREFECT_API_URL": team.prefect_api,
+                                                   "PREFECT_API_AUTH_STRING": team.prefect_auth}
 
     def data_changes_to(md5: str) -> str:
         pointer.write_text(yaml.safe_dump({"outs": [{"md5": f"{md5}.dir", "path": "data"}]}))
@@ -221,7 +238,8 @@ def test_a_data_change_event_starts_exactly_one_run_and_a_second_one_queues(team
         assert out.returncode == 0, out.stderr
         return out.stdout
 
-    with temporary_settings({PREFECT_API_URL: team.prefect_api}), get_client(sync_client=True) as client:
+    with temporary_settings({PREFECT_API_URL: team.prefect_api, PREFECT_API_AUTH_STRING: team.prefect_auth}), \
+            get_client(sync_client=True) as client:
         # given the deployment with its trigger on this data's events, and the data's md5 recorded
         deployment_id = deploy_module.deploy(parameters={"params_file": file, "force": True}, name="event-test",
                                              data_resource="autotransfer.data.eventdata")

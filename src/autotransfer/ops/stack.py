@@ -92,6 +92,9 @@ class Stack:
     # PostgreSQL's superuser password (scram-sha-256): kept in state.json (0600), given to the
     # servers that use the database as PGPASSWORD, never in a URL, a command line or a log.
     db_password: str = field(default_factory=lambda: secrets.token_hex(16))
+    # The Prefect server's basic-auth "user:password": without it nobody can create flow runs (runs
+    # with any params file and output paths), read or cancel them. In state.json and env (0600).
+    prefect_auth: str = field(default_factory=lambda: f"autotransfer:{secrets.token_hex(16)}")
     pids: dict[str, int] = field(default_factory=dict)
 
     # ---------------------------------------------------------------- addresses
@@ -128,7 +131,11 @@ class Stack:
 
     @property
     def client_env(self) -> dict[str, str]:
-        return {"MLFLOW_TRACKING_URI": self.mlflow_uri, "PREFECT_API_URL": self.prefect_api}
+        return {
+            "MLFLOW_TRACKING_URI": self.mlflow_uri,
+            "PREFECT_API_URL": self.prefect_api,
+            "PREFECT_API_AUTH_STRING": self.prefect_auth,
+        }
 
     # ---------------------------------------------------------------- state
     @property
@@ -143,7 +150,8 @@ class Stack:
         with os.fdopen(os.open(self.state_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
             file.write(json.dumps(data, indent=2) + "\n")
         exports = "".join(f"export {k}={v}\n" for k, v in self.client_env.items())
-        (self.root / "env").write_text(exports)
+        with os.fdopen(os.open(self.root / "env", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
+            file.write(exports)  # 0600 too: it holds the Prefect API's password
 
     @classmethod
     def load(cls, root: Path) -> Stack:
@@ -309,11 +317,12 @@ class Stack:
             **self._base_env(),
             "PREFECT_HOME": str(self.root / "prefect"),
             "PREFECT_API_URL": self.prefect_api,
+            "PREFECT_API_AUTH_STRING": self.prefect_auth,
             "PREFECT_API_DATABASE_CONNECTION_URL": f"postgresql+asyncpg://postgres@{HOST}:{self.ports['postgres']}/prefect",
         }
 
     def start_prefect(self) -> None:
-        env = {**self.prefect_env(), **self.database_env}
+        env = {**self.prefect_env(), **self.database_env, "PREFECT_SERVER_API_AUTH_STRING": self.prefect_auth}
         self._spawn(
             "prefect",
             [sys.executable, "-m", "prefect", "server", "start", "--host", HOST, "--port", str(self.ports["prefect"])],
@@ -447,7 +456,8 @@ def describe(stack: Stack) -> str:
             f"PostgreSQL  {stack.postgres_url}  (databases mlflow, prefect; data {stack.root / 'postgres'})",
             f"S3 (moto)   {stack.s3_endpoint}  buckets {MLFLOW_BUCKET}, {DVC_BUCKET}",
             f"MLflow      {stack.mlflow_uri}  (registry on PostgreSQL, artifacts s3://{MLFLOW_BUCKET}/artifacts)",
-            f"Prefect     {stack.prefect_api}  (PostgreSQL), worker on pool autotransfer-process",
+            f"Prefect     {stack.prefect_api}  (PostgreSQL; basic auth, in {stack.root / 'env'}), "
+            "worker on pool autotransfer-process",
             f"DVC remote  {DVC_REMOTE} -> s3://{DVC_BUCKET}/cache (.dvc/config.local)",
             f"logs        {stack.root / 'logs'}",
             f"use it:     source {stack.root / 'env'}; python -m flows.deploy; "
