@@ -294,14 +294,20 @@ def test_a_data_change_event_starts_exactly_one_run_and_a_second_one_queues(team
             time.sleep(1)
 
 
-def test_the_stacks_database_refuses_a_local_user_without_its_password(tmp_path):
+def bare_stack() -> Stack:
+    """A stack not started, in a folder the postgres user can reach (skips without PostgreSQL)."""
     try:
         postgres_bin("initdb")
     except StackError as exc:
         pytest.skip(str(exc))
     root = Path(tempfile.mkdtemp(prefix="autotransfer-stack-"))
     root.chmod(0o755)
-    stack = Stack(root, ports={name: free_port() for name in ("postgres", "s3", "mlflow", "prefect")})
+    return Stack(root, ports={name: free_port() for name in ("postgres", "s3", "mlflow", "prefect")})
+
+
+def test_the_stacks_database_refuses_a_local_user_without_its_password(tmp_path):
+    stack = bare_stack()
+    root = stack.root
     marker = Path(tempfile.mkdtemp()) / "ran-as-postgres"
     marker.parent.chmod(0o777)
     try:
@@ -330,13 +336,8 @@ def test_the_stacks_database_refuses_a_local_user_without_its_password(tmp_path)
 
 
 def test_stack_down_stops_every_server(tmp_path):
-    try:
-        postgres_bin("initdb")
-    except StackError as exc:
-        pytest.skip(str(exc))
-    root = Path(tempfile.mkdtemp(prefix="autotransfer-stack-"))
-    root.chmod(0o755)
-    stack = Stack(root, ports={name: free_port() for name in ("postgres", "s3", "mlflow", "prefect")})
+    stack = bare_stack()
+    root = stack.root
     # given a stack without MLflow/Prefect (the quick part)
     try:
         stack.start_postgres()
