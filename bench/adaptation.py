@@ -10,6 +10,10 @@ default backbone (ImageNet EfficientNet-Lite0 at params.yaml's size), side by si
   as in the unlabeled runs (``train.select=last``);
 - the rules' pick (plan.json), scored as that strategy's forced run: without target labels the
   floor and val selection are skipped, so the shipped run trains exactly that.
+- ``skada_dann``: the peer, skada's DANN (bench/skada_peer.py says what it shares with ``dann``
+  and what differs) on the same network, data and about the same steps, when skada is importable
+  (``.venv-peers``: ``cd bench && ../.venv-peers/bin/python adaptation.py``); recorded apart
+  (``<run>.skada_dann.json``), so runs recorded without it keep and gain it on a rerun.
 Test accuracy on the target's test split, which chooses nothing; gap closure =
 (method − source_only) / (bound − source_only) per seed. Each run is recorded in
 bench/results/adaptation_runs/ (a rerun skips what is there).
@@ -20,6 +24,7 @@ bench/results/adaptation_runs/ (a rerun skips what is there).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import time
@@ -38,10 +43,13 @@ from strategy_selection import test_accuracy
 
 RUNS = RESULTS / "adaptation_runs"
 METHODS = ("source_only", "dann", "dann_mcc_pl")
+PEER = "skada_dann"
+PEER_AVAILABLE = importlib.util.find_spec("skada") is not None
+DEMO = ("synth-digits", "digits", "digits-m")  # the demo's datasets (autotransfer demo-data builds them)
 
 
 def root_of(pair: str, data_seed: int) -> Path:
-    return demo_root() if pair.startswith("synth-digits") else data_root(data_seed)
+    return demo_root() if pair.split(":")[0] in DEMO else data_root(data_seed)
 
 
 def base_overrides(source: str, target: str, root: Path, seed: int, folder: Path, labels: str) -> list[str]:
@@ -74,9 +82,14 @@ def trained(base: list[str], out: Path, *extra: str) -> dict:
             "source_val_accuracy": report.health.source_val_accuracy}
 
 
+def run_name(pair: str, seed: int, data_seed: int) -> str:
+    source, target = pair.split(":")
+    return f"{source}-{target}-{seed}" + (f"-data{data_seed}" if data_seed else "")
+
+
 def run_pair(pair: str, seed: int, data_seed: int) -> dict:
     source, target = pair.split(":")
-    name = f"{source}-{target}-{seed}" + (f"-data{data_seed}" if data_seed else "")
+    name = run_name(pair, seed, data_seed)
     path = RUNS / f"{name}.json"
     if path.exists():
         return json.loads(path.read_text())
@@ -106,9 +119,38 @@ def run_pair(pair: str, seed: int, data_seed: int) -> dict:
     return out
 
 
+def run_peer(pair: str, seed: int, data_seed: int, steps: int) -> dict:
+    """skada's DANN on the pair's unlabeled setting for about ``steps`` optimizer steps (recorded apart)."""
+    from skada_peer import run_skada_dann
+
+    source, target = pair.split(":")
+    name = run_name(pair, seed, data_seed)
+    path = RUNS / f"{name}.{PEER}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    folder = WORK / "adaptation_runs" / name
+    unlabeled = base_overrides(source, target, root_of(pair, data_seed), seed, folder, "0")
+    prepared(unlabeled)
+    params = load_params(None, [*unlabeled, f"train.out={folder}/{PEER}", "strategy.force=dann"])
+    result = run_skada_dann(params, steps)
+    out = {"strategy": PEER, "accuracy": result["accuracy"], "seconds": result["seconds"], "epochs": result["epochs"],
+           "steps": result["steps"], "source_train_accuracy": result["source_train_accuracy"], "health": None,
+           "collapsed": None, "domain_accuracy": None, "source_val_accuracy": None}
+    print(f"  {name} {PEER}: {out}", flush=True)
+    path.write_text(json.dumps({**out, "machine": machine()}, indent=2) + "\n")
+    return out
+
+
 def aggregate() -> Path:
-    runs = [json.loads(p.read_text()) for p in sorted(RUNS.glob("*.json"))]
-    latest = max((run["machine"]["date"] for run in runs), default=machine()["date"])
+    runs = [json.loads(p.read_text()) for p in sorted(RUNS.glob("*.json")) if p.suffixes == [".json"]]
+    dates = [run["machine"]["date"] for run in runs]
+    for run in runs:  # the peer's records, apart from the run they belong to
+        peer = RUNS / f"{run_name(run['pair'], run['seed'], run['data_seed'])}.{PEER}.json"
+        if peer.exists():
+            record = json.loads(peer.read_text())
+            dates.append(record["machine"]["date"])
+            run["methods"][PEER] = {k: v for k, v in record.items() if k != "machine"}
+    latest = max(dates, default=machine()["date"])
     path = RESULTS / "adaptation.json"
     path.write_text(json.dumps({"benchmark": "adaptation", "machine": {**machine(), "date": latest},
                                 "command": "python bench/adaptation.py (each run: bench/results/adaptation_runs/)",
@@ -125,7 +167,9 @@ def main() -> None:
     torch.set_num_threads(2)
     for seed in args.seeds:
         for pair in args.pairs:
-            run_pair(pair, seed, args.data_seed)
+            run = run_pair(pair, seed, args.data_seed)
+            if PEER_AVAILABLE:
+                run_peer(pair, seed, args.data_seed, run["methods"]["source_only"]["steps"])
     print(aggregate())
 
 

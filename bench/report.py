@@ -513,6 +513,12 @@ def time_budget(r: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def collapsed_count(measured: list[dict[str, Any]]) -> str:
+    """How many runs the health check called collapsed ("—" where none was checked: the peer)."""
+    checked = [m["collapsed"] for m in measured if m.get("collapsed") is not None]
+    return str(sum(checked)) if checked else "—"
+
+
 def adaptation(r: dict[str, Any]) -> list[str]:
     """Adaptation from the ImageNet backbone on a held-out pair, 0 target labels (bench/adaptation.py)."""
     lines = ["## 14. Domain adaptation from the ImageNet backbone: a labeled source, an unlabeled target", "",
@@ -523,7 +529,9 @@ def adaptation(r: dict[str, Any]) -> list[str]:
              "pseudo-labels); `bound`: `source_only` with every target train label too, the same network, "
              "optimizer, schedule and augmentation, `train.epochs` set for about the same optimizer steps, the "
              "last epoch kept as in the unlabeled runs. Each strategy forced, floor off; the rules' pick scored as "
-             "its forced run (without target labels the shipped run trains exactly that). Target test accuracy "
+             "its forced run (without target labels the shipped run trains exactly that). `skada_dann`, the peer: "
+             "skada's DANN on the same network, data, augmentation and about the same steps (bench/skada_peer.py "
+             "lists what differs), no health check. Target test accuracy "
              "in points, mean ± std over seeds; gap closure = (method − source_only) / (bound − source_only) per "
              "seed. The test split chooses nothing; train.dann's constants were set on the demo's digit pairs "
              "(§4), before this pair existed.", "",
@@ -534,12 +542,14 @@ def adaptation(r: dict[str, Any]) -> list[str]:
         pairs.setdefault(run["pair"].replace(":", " → "), []).append(run)
     wins, total = 0, 0
     for pair, runs in pairs.items():
-        rows = {m: [run["methods"][m] for run in runs] for m in runs[0]["methods"]}
-        rows["bound"] = [run["bound"] for run in runs]
-        for name, measured in rows.items():
+        names = list(dict.fromkeys(m for run in runs for m in run["methods"]))  # the peer: where it ran
+        rows = {m: [(run["methods"][m], run) for run in runs if m in run["methods"]] for m in names}
+        rows["bound"] = [(run["bound"], run) for run in runs]
+        for name, pairs_run in rows.items():
+            measured = [m for m, _ in pairs_run]
             closure = [(m["accuracy"] - run["methods"]["source_only"]["accuracy"])
                        / (run["bound"]["accuracy"] - run["methods"]["source_only"]["accuracy"])
-                       for m, run in zip(measured, runs) if name not in ("source_only", "bound")]
+                       for m, run in pairs_run if name not in ("source_only", "bound")]
             gap = (f"{statistics.mean(closure):.2f} ± {statistics.stdev(closure):.2f}" if len(closure) > 1
                    else f"{closure[0]:.2f}" if closure else "—")
 
@@ -551,7 +561,7 @@ def adaptation(r: dict[str, Any]) -> list[str]:
                          f"{_mean_std_points([m['accuracy'] for m in measured])} | {gap} | "
                          f"{round(statistics.mean(m['steps'] for m in measured))} | "
                          f"{round(statistics.mean(m['seconds'] for m in measured))} | "
-                         f"{sum(bool(m['collapsed']) for m in measured)} | {mean_of('domain_accuracy')} | "
+                         f"{collapsed_count(measured)} | {mean_of('domain_accuracy')} | "
                          f"{mean_of('source_val_accuracy')} |")
         picks = [run["rules_pick"] for run in runs]
         scored = [run["methods"][p]["accuracy"] for run, p in zip(runs, picks) if p in run["methods"]]
