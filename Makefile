@@ -98,11 +98,11 @@ bench-heldout: $(STAMP)
 	cd bench && python heldout.py --labels 3 10 30 --seeds 0 --data-seed 1 --strategies linear_probe finetune_top finetune_all
 	cd bench && python report.py
 
-# Adaptation from the ImageNet backbone (BENCHMARKS.md §14): letters -> letters-m, no target labels,
+# Adaptation from the ImageNet backbone (BENCHMARKS.md §14): letters -> letters-m and digits -> digits-m, no target labels,
 # source_only / dann / dann_mcc_pl, skada's DANN (the peer) and a bound with the target's labels, 5 seeds.
-# About 1 h 20 min on 2 cores; resumable.
+# About 2 h 20 min on 2 cores; resumable.
 bench-adaptation: $(STAMP) $(PEERS)/.installed
-	cd bench && ../$(PEERS)/bin/python adaptation.py --pairs letters:letters-m --seeds 0 1 2 3 4
+	cd bench && ../$(PEERS)/bin/python adaptation.py --pairs letters:letters-m digits:digits-m --seeds 0 1 2 3 4
 	cd bench && python report.py
 
 bench-backbone: $(STAMP)
