@@ -65,9 +65,9 @@ def record(client: MlflowClient, name: str, number: str, model_uri: str, scratch
     import mlflow
 
     local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=str(scratch)))
-    hashes = file_hashes(local)
-    client.set_model_version_tag(name, number, FILES_TAG, digest(hashes))
-    return digest(hashes)
+    recorded = digest(file_hashes(local))
+    client.set_model_version_tag(name, number, FILES_TAG, recorded)
+    return recorded
 
 
 def verified_copy(client: MlflowClient, model_uri: str, scratch: Path) -> Path:
