@@ -81,6 +81,12 @@ def postgres_bin(tool: str) -> Path:
     return Path(candidates[-1])
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` created 0600: a secret in it is never readable by others, even for a moment."""
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
+        file.write(text)
+
+
 @dataclass
 class Stack:
     """Where the stack lives and on which ports; ``state.json`` records what ``up`` started."""
@@ -147,11 +153,9 @@ class Stack:
         data = {**asdict(self), "root": str(self.root)}
         # Created 0600, never readable by others even for a moment: it holds the S3 secret and the
         # database password.
-        with os.fdopen(os.open(self.state_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
-            file.write(json.dumps(data, indent=2) + "\n")
+        write_private(self.state_file, json.dumps(data, indent=2) + "\n")
         exports = "".join(f"export {k}={v}\n" for k, v in self.client_env.items())
-        with os.fdopen(os.open(self.root / "env", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
-            file.write(exports)  # 0600 too: it holds the Prefect API's password
+        write_private(self.root / "env", exports)  # 0600 too: it holds the Prefect API's password
 
     @classmethod
     def load(cls, root: Path) -> Stack:
@@ -194,8 +198,7 @@ class Stack:
             # with "trust" any local user could connect as the superuser and run commands as the
             # cluster's owner (COPY ... TO PROGRAM) or rewrite the registry.
             password_file = self.root / "postgres.password"
-            with os.fdopen(os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
-                file.write(self.db_password + "\n")
+            write_private(password_file, self.db_password + "\n")
             if as_postgres:
                 shutil.chown(data, "postgres", "postgres")
                 shutil.chown(password_file, "postgres", "postgres")
