@@ -139,9 +139,27 @@ def forced_run(base: list[str], folder: Path, strategy: str) -> dict:
     p = load_params(None, [*base, f"strategy.force={strategy}", f"train.out={folder}/{strategy}", "train.floor=false"])
     started = time.perf_counter()
     report = train_stage(p, progress=False)
-    return {"accuracy": test_accuracy(p), "seconds": round(time.perf_counter() - started, 1),
+    return {"strategy": strategy, "accuracy": test_accuracy(p), "seconds": round(time.perf_counter() - started, 1),
             "epochs": report.epochs_run, "steps": report.budget.steps, "selection": report.selection.rule,
             "fit": report.fit, "date": machine()["date"]}
+
+
+def product_run(base: list[str], folder: Path, mode: str, forced: dict | None = None) -> tuple[dict, str]:
+    """The product's own run in ``mode`` (rules: floor on; race: strategy.mode=race); its record and selection rule.
+
+    When the rules' choice was already trained forced and nothing was chosen on val (below
+    train.min_val_per_class: no floor, no early stopping), the product trains that same model
+    (same data, seed and budget), so the forced run is recorded instead of a second copy.
+    """
+    if mode == "rules" and forced is not None and forced["selection"] == "no_val":
+        return {"pick": forced["strategy"], "accuracy": forced["accuracy"], "seconds": forced["seconds"],
+                "floor": None, "as": "its forced run: nothing is chosen on val, the same model"}, "no_val"
+    p = load_params(None, [*base, f"train.out={folder}/{mode}", *(["strategy.mode=race"] if mode == "race" else [])])
+    started = time.perf_counter()
+    report = train_stage(p, progress=False)
+    return {"pick": report.strategy, "accuracy": test_accuracy(p), "seconds": round(time.perf_counter() - started, 1),
+            "floor": report.floor.note if report.floor else None, "race_note": report.race_note,
+            "race": [row.model_dump() for row in report.race] if report.race else None}, report.selection.rule
 
 
 def rerun(path: Path, strategies: list[str]) -> dict:
@@ -180,17 +198,16 @@ def run_cell(target: str, labels: int | None, seed: int, strategies: list[str], 
     for strategy in strategies:
         out["strategies"][strategy] = forced_run(base, folder, strategy)
         print(f"  {name} {strategy}: {out['strategies'][strategy]}", flush=True)
-    p = load_params(None, [*base, f"train.out={folder}/rules"])
-    started = time.perf_counter()
-    report = train_stage(p, progress=False)
-    out["rules"] = {"pick": report.strategy, "accuracy": test_accuracy(p),
-                    "seconds": round(time.perf_counter() - started, 1),
-                    "floor": report.floor.note if report.floor else None}
+    out["rules"], selection = product_run(base, folder, "rules", out["strategies"].get(plan.chosen))
+    # The race chooses on val: below train.min_val_per_class it is skipped and trains the rules' choice.
+    out["race"] = (product_run(base, folder, "race")[0] if selection == "val" else
+                   {**out["rules"], "as": "race skipped (val too small to choose on): the rules' choice"})
     out["sklearn_probe"] = reference_probe(params)
     out["pixels"] = pixel_floor_accuracy(params)
     RUNS.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({**out, "machine": machine()}, indent=2) + "\n")
-    print(f"{name}: rules {out['rules']['pick']} {out['rules']['accuracy']:.3f}, sklearn probe "
+    print(f"{name}: rules {out['rules']['pick']} {out['rules']['accuracy']:.3f}, race {out['race']['pick']} "
+          f"{out['race']['accuracy']:.3f}, sklearn probe "
           f"{out['sklearn_probe']['accuracy']:.3f}, pixels {out['pixels']:.3f}", flush=True)
     return out
 
