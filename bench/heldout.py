@@ -128,10 +128,12 @@ def rules_today(run: dict, path: Path) -> dict:
         (folder / "replan" / name).write_bytes((folder / "reports" / name).read_bytes())
     pick = make_plan(params).chosen
     if pick == run["rules"]["pick"]:
-        return {"pick": pick, "accuracy": run["rules"]["accuracy"], "as": "the recorded rules run"}
+        return {"pick": pick, "accuracy": run["rules"]["accuracy"], "as": "the recorded rules run",
+                "replayed": machine()["date"]}
     if pick in run["strategies"]:
-        return {"pick": pick, "accuracy": run["strategies"][pick]["accuracy"], "as": "its forced run (floor off)"}
-    return {"pick": pick, "accuracy": None, "as": "not measured"}
+        return {"pick": pick, "accuracy": run["strategies"][pick]["accuracy"], "as": "its forced run (floor off)",
+                "replayed": machine()["date"]}
+    return {"pick": pick, "accuracy": None, "as": "not measured", "replayed": machine()["date"]}
 
 
 def forced_run(base: list[str], folder: Path, strategy: str) -> dict:
@@ -177,10 +179,15 @@ def rerun(path: Path, strategies: list[str]) -> dict:
     return run
 
 
+def cell_name(run: dict) -> str:
+    """A run's file stem: target, labels, seed, data seed and any -S variant."""
+    name = f"{run['target']}-{run['labels']}-{run['seed']}" + (f"-data{run['data_seed']}" if run.get("data_seed") else "")
+    return name + ("-" + "-".join(x.replace("=", "_") for x in run["extra"]) if run.get("extra") else "")
+
+
 def run_cell(target: str, labels: int | None, seed: int, strategies: list[str], extra: list[str],
              data_seed: int = 0, again: list[str] | None = None) -> dict:
-    name = f"{target}-{labels}-{seed}" + (f"-data{data_seed}" if data_seed else "")
-    name += "-" + "-".join(x.replace("=", "_") for x in extra) if extra else ""
+    name = cell_name({"target": target, "labels": labels, "seed": seed, "data_seed": data_seed, "extra": extra})
     path = RUNS / f"{name}.json"
     if path.exists():
         return rerun(path, again) if again else json.loads(path.read_text())
@@ -214,10 +221,16 @@ def run_cell(target: str, labels: int | None, seed: int, strategies: list[str], 
 
 def aggregate() -> Path:
     """bench/results/heldout.json: every recorded run, grouped by (target, labels), for report.py."""
+    # A replay needs the run's reports (bench/results/tmp, not committed): where they are gone, the
+    # replay recorded in the last heldout.json stands (its date says when it ran).
+    previous = {}
+    if (RESULTS / "heldout.json").exists():
+        for cell in json.loads((RESULTS / "heldout.json").read_text())["cells"].values():
+            previous.update({cell_name(run): run.get("rules_today") for run in cell})
     runs = []
     for path in sorted(RUNS.glob("*.json")):
         run = json.loads(path.read_text())
-        run["rules_today"] = rules_today(run, path)
+        run["rules_today"] = rules_today(run, path) or previous.get(cell_name(run)) or {}
         runs.append(run)
     cells: dict[str, list[dict]] = {}
     for run in runs:
