@@ -354,3 +354,35 @@ def test_stack_down_stops_every_server(tmp_path):
     shutil.rmtree(root, ignore_errors=True)
     with pytest.raises(Exception):
         psql(stack, "postgres", "select 1")
+
+
+def test_the_stacks_s3_server_accepts_only_its_own_key_and_keeps_motos_control_api_shut(s3_stack):
+    import boto3
+    import requests
+    from botocore.exceptions import ClientError
+
+    def client(key_id: str, secret: str):
+        return boto3.client("s3", endpoint_url=s3_stack.s3_endpoint, aws_access_key_id=key_id,
+                            aws_secret_access_key=secret, region_name="us-east-1")
+
+    # given an object written with the stack's key (created by the server's IAM at start, kept in state.json 0600)
+    own = client(s3_stack.access_key, s3_stack.secret_key)
+    own.put_object(Bucket=MLFLOW_BUCKET, Key="models/m-1/artifacts/code.py", Body=b"registered")
+    state = json.loads(s3_stack.state_file.read_text())
+    assert state["secret_key"] == s3_stack.secret_key and s3_stack.state_file.stat().st_mode & 0o777 == 0o600
+    # when another local user tries to replace it: made-up keys, the right key id with a guessed secret, unsigned
+    for key_id, secret, refusal in (("AKIAANYONE", "guess", "InvalidAccessKeyId"),
+                                    (s3_stack.access_key, "guess", "SignatureDoesNotMatch")):
+        with pytest.raises(ClientError) as refused:
+            client(key_id, secret).put_object(Bucket=MLFLOW_BUCKET, Key="models/m-1/artifacts/code.py", Body=b"evil")
+        assert refused.value.response["Error"]["Code"] == refusal
+    unsigned = requests.put(f"{s3_stack.s3_endpoint}/{MLFLOW_BUCKET}/models/m-1/artifacts/code.py", data=b"evil",
+                            timeout=10)
+    assert unsigned.status_code == 403
+    # or goes round S3 through moto's control API (its dump holds every secret key; its reset wipes the buckets)
+    dump = requests.get(f"{s3_stack.s3_endpoint}/moto-api/data.json", timeout=10)
+    reset = requests.post(f"{s3_stack.s3_endpoint}/moto-api/reset", timeout=10)
+    assert dump.status_code == reset.status_code == 403 and s3_stack.secret_key not in dump.text
+    # then every attempt was refused and the object is the registered one
+    assert own.get_object(Bucket=MLFLOW_BUCKET, Key="models/m-1/artifacts/code.py")["Body"].read() == b"registered"
+    own.delete_object(Bucket=MLFLOW_BUCKET, Key="models/m-1/artifacts/code.py")

@@ -7,7 +7,8 @@
 The same engines a team runs on real hosts (README "Running as a team"), started here as
 throwaway processes bound to 127.0.0.1, with their state under ``.stack/`` (git-ignored):
 - PostgreSQL (Debian's postgresql; a cluster made with initdb): databases ``mlflow`` and ``prefect``;
-- an S3 API (moto's server mode) with buckets for MLflow artifacts and the DVC remote;
+- an S3 API (moto's server mode behind ops/s3server.py: signatures checked against the one key its
+  IAM created at start, moto's open control API refused) with buckets for MLflow artifacts and the DVC remote;
 - ``mlflow server``: backend store on PostgreSQL, artifacts proxied to S3 (``--serve-artifacts``),
   so clients never hold S3 credentials;
 - ``prefect server`` on PostgreSQL, the ``autotransfer-process`` pool and a ``prefect worker``;
@@ -32,6 +33,8 @@ from pathlib import Path
 from typing import IO
 
 import requests
+
+from autotransfer.ops.telemetry import ARTIFACTS_THROUGH_SERVER
 
 HOST = "127.0.0.1"
 MLFLOW_BUCKET = "autotransfer-mlflow"
@@ -93,8 +96,9 @@ class Stack:
 
     root: Path
     ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
-    access_key: str = "autotransfer"
-    secret_key: str = field(default_factory=lambda: secrets.token_hex(16))
+    # The S3 key: created by the S3 server's own IAM when it starts (start_s3), the only key it accepts.
+    access_key: str = ""
+    secret_key: str = ""
     # PostgreSQL's superuser password (scram-sha-256): kept in state.json (0600), given to the
     # servers that use the database as PGPASSWORD, never in a URL, a command line or a log.
     db_password: str = field(default_factory=lambda: secrets.token_hex(16))
@@ -141,6 +145,8 @@ class Stack:
             "MLFLOW_TRACKING_URI": self.mlflow_uri,
             "PREFECT_API_URL": self.prefect_api,
             "PREFECT_API_AUTH_STRING": self.prefect_auth,
+            # the mlflow CLI in that shell too fetches artifacts through the server (ops/telemetry.py says why)
+            **ARTIFACTS_THROUGH_SERVER,
         }
 
     # ---------------------------------------------------------------- state
@@ -269,14 +275,39 @@ class Stack:
                 raise StackError(f"createdb {database}: {created.stderr.strip()}")
 
     def start_s3(self) -> None:
+        """moto's S3 behind credentials (ops/s3server.py): its first actions create the one key it accepts."""
+        from autotransfer.ops.s3server import HEALTH, SETUP_ACTIONS
+
         self._spawn(
             "s3",
-            [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(self.ports["s3"])],
-            self._base_env(),
-            f"{self.s3_endpoint}/moto-api/",
+            [sys.executable, "-m", "autotransfer.ops.s3server", HOST, str(self.ports["s3"])],
+            {**self._base_env(), "INITIAL_NO_AUTH_ACTION_COUNT": str(SETUP_ACTIONS)},
+            f"{self.s3_endpoint}{HEALTH}",
         )
         import boto3
+        from botocore.exceptions import ClientError
 
+        # The SETUP_ACTIONS unauthenticated actions: a user, its key and its policy. Anyone who spent
+        # them first (another local user, in the second after start) makes these fail: up stops.
+        iam = boto3.client(
+            "iam",
+            endpoint_url=self.s3_endpoint,
+            aws_access_key_id="setup",
+            aws_secret_access_key="setup",
+            region_name="us-east-1",
+        )
+        try:
+            iam.create_user(UserName="autotransfer")
+            key = iam.create_access_key(UserName="autotransfer")["AccessKey"]
+            policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+            iam.put_user_policy(UserName="autotransfer", PolicyName="s3", PolicyDocument=json.dumps(policy))
+        except ClientError as exc:
+            raise StackError(
+                f"S3 server on {self.s3_endpoint}: creating its key failed ({exc}); "
+                "something else used its first requests"
+            ) from exc
+        self.access_key, self.secret_key = key["AccessKeyId"], key["SecretAccessKey"]
+        self.save()
         s3 = boto3.client(
             "s3",
             endpoint_url=self.s3_endpoint,

@@ -1,4 +1,4 @@
-"""Telemetry off by default: these machines have no internet and users did not opt in."""
+"""Environment defaults set on import: telemetry off (no internet here, nobody opted in), artifacts via the server."""
 
 import os
 
@@ -12,6 +12,12 @@ TELEMETRY_OFF = {
 }
 
 
+# MLflow clients fetch artifacts through the tracking server, not by presigned URLs straight from
+# the artifact store: the server holds the store's credentials (the team stack's S3 server checks
+# every signature and cannot check presigned ones, ops/s3server.py), and models here are small.
+ARTIFACTS_THROUGH_SERVER = {"MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "false"}
+
+
 def disable_telemetry() -> None:
-    for key, value in TELEMETRY_OFF.items():
+    for key, value in {**TELEMETRY_OFF, **ARTIFACTS_THROUGH_SERVER}.items():
         os.environ.setdefault(key, value)
