@@ -386,3 +386,18 @@ def test_the_stacks_s3_server_accepts_only_its_own_key_and_keeps_motos_control_a
     # then every attempt was refused and the object is the registered one
     assert own.get_object(Bucket=MLFLOW_BUCKET, Key="models/m-1/artifacts/code.py")["Body"].read() == b"registered"
     own.delete_object(Bucket=MLFLOW_BUCKET, Key="models/m-1/artifacts/code.py")
+
+
+def test_every_server_of_the_stack_listens_on_loopback_only(team):
+    import psutil
+
+    # given the running stack: PostgreSQL, S3, MLflow, Prefect and the worker, with every child they started
+    listening = []
+    for name, pid in team.pids.items():
+        parent = psutil.Process(pid)
+        for process in (parent, *parent.children(recursive=True)):
+            listening += [(name, c.laddr.ip, c.laddr.port) for c in process.net_connections(kind="inet")
+                          if c.status == psutil.CONN_LISTEN]
+    # then each server listens, and on 127.0.0.1 only: nothing on 0.0.0.0, ::, or a routable address
+    assert {"postgres", "s3", "mlflow", "prefect"} <= {name for name, _, _ in listening}, listening
+    assert all(ip == "127.0.0.1" for _, ip, _ in listening), listening

@@ -77,6 +77,22 @@ def test_corrupted_entry_is_recomputed_not_used(tmp_path):
     assert again.misses == 1
 
 
+def test_an_entry_whose_values_changed_inside_a_valid_file_is_recomputed_not_used(tmp_path):
+    torch.manual_seed(0)
+    model = TransferModel("small_cnn", 2, 32)
+    good = FeatureCache(tmp_path).features(model.body, "small_cnn", images(), NORM)
+    [entry] = list(tmp_path.glob("*.safetensors"))
+    data = bytearray(entry.read_bytes())
+    data[-1] ^= 0x40  # one bit of the last feature value: the file still parses, the shape still fits
+    entry.write_bytes(bytes(data))
+    from safetensors.torch import load_file
+
+    assert not np.array_equal(load_file(str(entry))["features"].numpy(), good)  # a changed value, readable
+    again = FeatureCache(tmp_path)
+    np.testing.assert_array_equal(again.features(model.body, "small_cnn", images(), NORM), good)
+    assert again.misses == 1 and again.hits == 0
+
+
 def test_state_hash_sees_buffers_and_values():
     torch.manual_seed(0)
     a = TransferModel("small_cnn", 2, 32)
