@@ -229,3 +229,45 @@ def test_a_signalled_stage_command_exits_143_and_leaves_nothing_running(small_de
                               run_env(tmp_path / "prefect"), checkpoint, signal.SIGTERM, False, 1)
     assert result["code"] == 143 and "stopped by SIGTERM" in result["output"], result["output"][-3000:]
     assert result["left"] == [] and not (Path(params.train.out) / "model.safetensors").exists()
+
+
+def test_a_stage_command_waits_while_another_process_writes_its_train_out(small_demo_root, tmp_path, start_weights):
+    from autotransfer.cli import main
+
+    params = training_params(small_demo_root, tmp_path / "work", start_weights, epochs=2)
+    file = write_params(params, tmp_path / "params.yaml")
+    for stage in ("validate", "similarity", "plan"):
+        assert main([stage, "--params", str(file), "--no-progress"]) == 0
+    out = Path(params.train.out)
+    # given another process writing the same train.out (a run with another reports.dir, a dvc repro)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom autotransfer.io.files import output_lock\n"
+         "with output_lock(sys.argv[1], 'train.out'):\n    print('held', flush=True)\n    time.sleep(600)", str(out)],
+        stdout=subprocess.PIPE, text=True)
+    log = tempfile.TemporaryFile("w+")
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        # when a stage command trains into it
+        train = subprocess.Popen([str(BIN / "autotransfer"), "train", "--params", str(file), "--no-progress"],
+                                 env=run_env(tmp_path / "prefect"), stdout=log, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 120
+
+        def output() -> str:
+            log.seek(0)
+            return log.read()
+
+        while "waiting for it to finish" not in output():
+            assert train.poll() is None and time.monotonic() < deadline, output()[-3000:]
+            time.sleep(0.2)
+        time.sleep(2)
+        # then it waits, says for what, and has written nothing there
+        assert train.poll() is None and "(train.out)" in output()
+        assert not (out / "runs").exists() and not (out / "model.safetensors").exists()
+        # and once the other writer is done it trains and writes its model
+        holder.kill()
+        holder.wait()
+        assert train.wait(timeout=300) == 0, output()[-3000:]
+        assert (out / "model.safetensors").exists()
+    finally:
+        holder.kill()
+        holder.wait()

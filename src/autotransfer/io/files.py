@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,3 +60,42 @@ def write_json(path: Path, payload: Any) -> None:
 def write_report(path: Path, report: Report) -> None:
     """A stage's report (``artifacts``), as JSON with its fields in declaration order."""
     write_json(path, report.to_json())
+
+
+# How long a stage waits for another process writing the same output folder (a full training run).
+OUTPUT_LOCK_WAIT_S = 6 * 3600
+
+
+@contextmanager
+def output_lock(folder: str | Path, key: str, wait_s: float = OUTPUT_LOCK_WAIT_S) -> Iterator[None]:
+    """One writer at a time for an output folder (``key`` names its param, e.g. ``train.out``).
+
+    Two runs with different ``reports.dir`` (two flows, ``dvc repro`` beside a flow, two stage
+    commands) can still name one ``train.out``: without this their checkpoints and models
+    interleave. The lock lives in the temp folder, keyed by the folder's resolved path, so it
+    adds no file to a DVC output; a second writer waits, says so, and fails naming ``key``
+    after ``wait_s``.
+    """
+    import hashlib
+    import logging
+    import tempfile
+
+    from filelock import FileLock, Timeout
+
+    resolved = str(Path(folder).resolve())
+    name = f"autotransfer-output-{hashlib.sha256(resolved.encode()).hexdigest()[:16]}.lock"
+    lock = FileLock(str(Path(tempfile.gettempdir()) / name))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        logging.getLogger("autotransfer").warning(
+            "another process is writing %s (%s); waiting for it to finish", resolved, key
+        )
+        try:
+            lock.acquire(timeout=wait_s)
+        except Timeout:
+            raise OutputError(Path(folder), f"another process held it ({key}) for {wait_s:.0f} s") from None
+    try:
+        yield
+    finally:
+        lock.release()

@@ -32,13 +32,20 @@ from autotransfer.io.data import (
     load_images,
     read_manifest,
 )
-from autotransfer.io.files import write_report, write_safetensors
+from autotransfer.io.files import output_lock, write_report, write_safetensors
 from autotransfer.models.backbones import input_spec
 from autotransfer.transfer.strategies import SourcePretraining
 
 
 def pretrain(params: Params, progress: bool | None = None) -> tuple[PretrainSkipped | SourceModelMeta, float]:
-    """Train (or skip) the source model; returns its meta and the seconds it took."""
+    """Train (or skip) the source model; returns its meta and the seconds it took (one writer of pretrain.out)."""
+    started = time.perf_counter()
+    with output_lock(params.pretrain.out, "pretrain.out"):
+        meta, _ = _pretrain(params, progress)
+    return meta, time.perf_counter() - started
+
+
+def _pretrain(params: Params, progress: bool | None) -> tuple[PretrainSkipped | SourceModelMeta, float]:
     started = time.perf_counter()
     out = Path(params.pretrain.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -52,7 +52,7 @@ from autotransfer.io.data import (
     read_manifest,
     sample_rows,
 )
-from autotransfer.io.files import write_report, write_safetensors, write_text
+from autotransfer.io.files import output_lock, write_report, write_safetensors, write_text
 from autotransfer.io.images import Interpolation
 from autotransfer.io.store import TensorStore, concat
 from autotransfer.models.weights import backbone_input
@@ -88,10 +88,18 @@ def read_plan(params: Params) -> PlanReport:
 
 
 def train_stage(params: Params, progress: bool | None = None) -> TrainReport:
+    """Train what the plan says into ``train.out``, one writer at a time (under torchrun: its launcher holds it)."""
+    if current_world().distributed:
+        return _train(params, progress)
+    with output_lock(params.train.out, "train.out"):
+        if params.train.distributed > 1:
+            return launch(params, params.train.distributed)  # torchrun runs train_stage on each rank
+        return _train(params, progress)
+
+
+def _train(params: Params, progress: bool | None) -> TrainReport:
     plan = read_plan(params)
     world = current_world()
-    if params.train.distributed > 1 and not world.distributed:
-        return launch(params, params.train.distributed)  # torchrun runs this function on each rank
     forced = params.strategy.force
     out = Path(params.train.out)
     code = code_version("train")
