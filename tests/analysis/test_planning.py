@@ -31,7 +31,7 @@ def inputs(per_class=30, zero_shot=0.8, logme_gain=0.3, unlabeled=500, shared=Tr
     (inputs(per_class=500, zero_shot=0.2), "finetune_all", ("large", "different")),
     (inputs(per_class=500, zero_shot=0.2, logme_gain=0.0), "scratch", ("large", "different")),
     (inputs(per_class=0, zero_shot=None, logme_gain=None, probe_gain=None), "dann_mcc_pl", ("none", "different")),
-    (inputs(per_class=1, zero_shot=0.8), "source_only", ("none", "similar")),
+    (inputs(per_class=1, zero_shot=0.8), "dann_mcc_pl", ("none", "similar")),
 ])
 def test_every_cell_of_the_strategy_table(case, expected, cell):
     plan = decide(case, CFG, NEEDS)
