@@ -274,6 +274,17 @@ def test_predict_through_the_champion_alias_matches_the_in_memory_model(trained,
     local = load_predictor(params.train.out, params)(paths[:5], 3)
     assert [[lab for lab, _ in p.top] for p in top3] == [[lab for lab, _ in p.top] for p in local]
     assert all(len(p.top) == 3 for p in top3)
+    # and loading the version unpickles nothing: with pickle refused, it loads and labels the same
+    import pickle
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a registered model was unpickled")
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("load", "loads", "Unpickler"):
+            patch.setattr(pickle, name, refuse)
+        again = load_predictor("models:/autotransfer-digits@champion", params)(paths[:5])
+    assert [p.label for p in again] == list(expected[:5])
     # and the CLI prints one line per image
     code = main(["predict", "-S", f"registry.tracking_uri={params.registry.tracking_uri}", str(paths[0]),
                  str(paths[1])])
