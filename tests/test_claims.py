@@ -33,3 +33,55 @@ def test_the_dann_mcc_pl_margins_quoted_in_readme_and_strategies_are_section_5s(
         assert f"{quoted['digits'][0]} points ahead of the next candidate on digits" in text, doc
         assert f"{quoted['digits-m'][0]} on digits-m" in text, doc
         assert f"{quoted['digits'][1]} and {quoted['digits-m'][1]} points behind" in text, doc
+
+
+def _signal_ranges() -> dict[str, dict[str, str]]:
+    """§5's plan inputs per scenario, as the README prints them: min–max over the recorded seeds."""
+    import re
+
+    result = json.loads((REPO / "bench/results/strategy_selection.json").read_text())
+    patterns = {"pad": r"PAD is ([\d.]+)", "zero_shot": r"scores ([\d.]+) on it zero-shot",
+                "logme": r"by ([+-][\d.]+) LogME", "probe": r"LogME and ([+-][\d.]+) probe accuracy",
+                "plan": r"Chosen: (\w+)"}
+
+    def signed(value: float) -> str:
+        return f"{value + 0.0:+.2f}".replace("-", "−")  # + 0.0: -0.00 prints as +0.00
+
+    ranges = {}
+    for name, scenario in result["scenarios"].items():
+        found = {k: [m.group(1) for run in scenario["runs"] if (m := re.search(p, run["plan_reason"]))]
+                 for k, p in patterns.items()}
+        row = {"plan": " / ".join(sorted(set(found["plan"])))}
+        pad = [float(v) for v in found["pad"]]
+        row["pad"] = f"{min(pad):.2f}–{max(pad):.2f}"
+        if found["zero_shot"]:
+            zero = [float(v) for v in found["zero_shot"]]
+            row["zero_shot"] = f"{min(zero):.2f}–{max(zero):.2f}"
+            for key in ("logme", "probe"):
+                values = [float(v) for v in found[key]]
+                row[key] = f"{signed(min(values))} to {signed(max(values))}"
+        else:
+            row.update(zero_shot="n/a", logme="n/a", probe="n/a")
+        ranges[name] = row
+    return ranges
+
+
+def test_the_demo_signal_table_in_the_readme_is_section_5s():
+    ranges = _signal_ranges()
+    rows = {"`data.target=digits`": "similar, all labels",
+            "`data.target=digits data.labeled_per_class=10`": "similar, 10/class",
+            "`data.target=digits data.labeled_per_class=3`": "similar, 3/class",
+            "`data.target=digits-m`": "shifted, all labels",
+            "`data.target=digits-m data.labeled_per_class=10`": "shifted, 10/class",
+            "`data.target=digits-m data.labeled_per_class=3`": "shifted, 3/class (label-scarce)",
+            "`data.target=digits-m data.labeled_per_class=0`": "shifted, no labels"}
+    lines = (REPO / "README.md").read_text().splitlines()
+    for scenario, name in rows.items():
+        r = ranges[name]
+        expected = f"| {scenario} | {r['pad']} | {r['zero_shot']} | {r['logme']} | {r['probe']} | {r['plan']} |"
+        assert expected in lines, expected
+    # and the prose that quotes it (strategies.md and the README)
+    text = " ".join((REPO / "docs/strategies.md").read_text().split())
+    similar, shifted = ranges["similar, all labels"], ranges["shifted, all labels"]
+    assert f"zero-shot accuracy ({similar['zero_shot']} vs {shifted['zero_shot']} with all labels)" in text
+    assert f"LogME gain ({similar['logme']} vs {shifted['logme']})" in text
