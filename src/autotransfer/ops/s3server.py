@@ -10,8 +10,8 @@ creating its own user, key and policy (``Stack.start_s3``), so its key is the on
 
 moto also serves ``/moto-api/`` to anyone: a dump of its state that includes every secret
 key, and a reset that wipes every bucket. Credentials would protect nothing beside it, so
-this server answers those paths with 403 and everything else through moto. ``/health``
-(not an S3 path moto would route) says the server is up.
+this server answers those paths with 403 and everything else through moto. ``HEALTH``
+(``/autotransfer-health``, answered here, never reaching moto) says the server is up.
 """
 
 from __future__ import annotations
