@@ -210,7 +210,7 @@ class StrategyConfig(Section):
         0.05, description="Below this LogME gain over random features the backbone is not worth freezing."
     )
     dann_below_per_class: int = Field(
-        20,
+        100,
         ge=0,
         description="A target with fewer labels per class than this (and enough unlabeled images) "
         "ranks dann_mcc_pl first (docs/strategies.md gives the evidence). 0: never.",

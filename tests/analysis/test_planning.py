@@ -25,8 +25,9 @@ def inputs(per_class=30, zero_shot=0.8, logme_gain=0.3, unlabeled=500, shared=Tr
 
 # Every cell of the strategy table (docs/strategies.md).
 @pytest.mark.parametrize("case, expected, cell", [
-    (inputs(per_class=30, zero_shot=0.8), "finetune_top", ("small", "similar")),
-    (inputs(per_class=30, zero_shot=0.2), "finetune_top", ("small", "different")),
+    # (the small row's own first choice: no labeled source sharing the classes, so no dann_mcc_pl first)
+    (inputs(per_class=30, zero_shot=None, shared=False), "finetune_top", ("small", "similar")),
+    (inputs(per_class=30, zero_shot=None, logme_gain=0.1, shared=False), "finetune_top", ("small", "different")),
     (inputs(per_class=500, zero_shot=0.8), "finetune_all", ("large", "similar")),
     (inputs(per_class=500, zero_shot=0.2), "finetune_all", ("large", "different")),
     (inputs(per_class=500, zero_shot=0.2, logme_gain=0.0), "scratch", ("large", "different")),
@@ -62,8 +63,8 @@ def test_a_backbone_no_better_than_random_is_not_frozen():
 
 
 def test_without_zero_shot_the_logme_gain_decides_similarity():
-    similar = decide(inputs(per_class=30, zero_shot=None, logme_gain=0.3), CFG, NEEDS)
-    different = decide(inputs(per_class=30, zero_shot=None, logme_gain=0.1), CFG, NEEDS)
+    similar = decide(inputs(per_class=30, zero_shot=None, logme_gain=0.3, shared=False), CFG, NEEDS)
+    different = decide(inputs(per_class=30, zero_shot=None, logme_gain=0.1, shared=False), CFG, NEEDS)
     assert similar["cell"]["similarity_basis"] == "LogME transfer gain"
     assert (similar["cell"]["similarity"], different["cell"]["similarity"]) == ("similar", "different")
     assert (similar["ranking"][1], different["ranking"][1]) == ("linear_probe", "finetune_all")
@@ -88,7 +89,9 @@ def test_scarce_labels_with_many_unlabeled_images_rank_dann_mcc_pl_first():
     # but not with too few unlabeled images, without shared classes, or with enough labels
     assert decide(inputs(per_class=3, zero_shot=0.2, unlabeled=50), CFG, NEEDS)["chosen"] == "finetune_top"
     assert decide(inputs(per_class=3, zero_shot=None, shared=False, unlabeled=1000), CFG, NEEDS)["chosen"] == "finetune_top"
-    assert decide(inputs(per_class=20, zero_shot=0.2, unlabeled=1000), CFG, NEEDS)["chosen"] == "finetune_top"
+    assert decide(inputs(per_class=100, zero_shot=0.2, unlabeled=1000), CFG, NEEDS)["chosen"] == "finetune_all"
+    # and it holds up to strategy.dann_below_per_class (100: the whole small row)
+    assert decide(inputs(per_class=99, zero_shot=0.2, unlabeled=1000), CFG, NEEDS)["chosen"] == "dann_mcc_pl"
     assert decide(inputs(per_class=3, zero_shot=0.2, unlabeled=1000),
                   CFG.model_copy(update={"dann_below_per_class": 0}), NEEDS)["chosen"] == "finetune_top"
 

@@ -352,7 +352,8 @@ def test_two_registrations_racing_on_one_store_leave_a_consistent_registry(train
 def _overrides(params) -> list[str]:
     raw = params.model_dump(mode="json")
     pairs = {"data.root": raw["data"]["root"], "data.source": "synth-digits", "data.target": "digits",
-             "data.labeled_per_class": 20, "reports.dir": raw["reports"]["dir"], "train.out": raw["train"]["out"],
+             "data.labeled_per_class": 20, "strategy.dann_below_per_class": 20,
+             "reports.dir": raw["reports"]["dir"], "train.out": raw["train"]["out"],
              "registry.tracking_uri": raw["registry"]["tracking_uri"]}
     return [arg for key, value in pairs.items() for arg in ("-S", f"{key}={json.dumps(value)}")]
 
