@@ -104,6 +104,8 @@ class FeatureCache:
                 raise ValueError(f"holds {features.shape[0]} rows, expected {n}")
             # A valid file can still hold changed values (a flipped bit on disk, an edit): the
             # hash written with the entry must match what is read back.
+            if recorded is None:
+                raise ValueError("it carries no sha256 of its values (written by an older version)")
             if recorded != _content_hash(features):
                 raise ValueError("its values do not match the sha256 written with them")
         except Exception as exc:  # truncated, corrupted or foreign: recompute, never use
