@@ -324,6 +324,11 @@ def test_the_stacks_database_refuses_a_local_user_without_its_password(tmp_path)
             refusal = "password" if host == "127.0.0.1" else "Permission denied"
             assert tried.returncode != 0 and refusal in tried.stderr, (host, tried.stderr)
             assert not marker.exists()
+        # and no process's command line carries the password (it travels as PGPASSWORD only)
+        import psutil
+
+        assert not any(stack.db_password in " ".join(proc.info["cmdline"] or [])
+                       for proc in psutil.process_iter(["cmdline"]))
         # and the stack itself connects with it (state.json, 0600), and made its databases
         assert (root / "state.json").stat().st_mode & 0o777 == 0o600
         assert json.loads((root / "state.json").read_text())["db_password"] == stack.db_password
