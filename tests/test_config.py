@@ -142,7 +142,35 @@ def test_a_request_timeout_that_is_not_whole_finite_seconds_is_refused_by_key(va
         load_params(None, [f"registry.request_timeout={value}"])
 
 
-@pytest.mark.parametrize("key", ["train.lr", "strategy.similar_zero_shot", "registry.retry_delay"])
+def _float_keys() -> list[str]:
+    """Every dotted params key whose type admits a float (float, float | None, ...), nested sections too."""
+    from pydantic import BaseModel
+
+    from autotransfer.config import Params
+
+    keys = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            annotation = field.annotation
+            args = getattr(annotation, "__args__", ())
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                walk(annotation, f"{prefix}{name}.")
+            elif annotation is float or float in args:
+                keys.append(f"{prefix}{name}")
+
+    walk(Params, "")
+    return keys
+
+
+FLOAT_KEYS = _float_keys()
+
+
+def test_the_float_keys_are_found():
+    assert len(FLOAT_KEYS) >= 15 and {"train.lr", "strategy.similar_zero_shot", "registry.retry_delay"} <= set(FLOAT_KEYS)
+
+
+@pytest.mark.parametrize("key", FLOAT_KEYS)
 def test_no_float_parameter_takes_infinity_or_nan(key):
     for value in (".inf", "-.inf", ".nan"):
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
