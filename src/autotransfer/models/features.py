@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file
 from torch import nn
 
 from autotransfer.io.data import ImageSet, Normalization
@@ -97,9 +96,9 @@ class FeatureCache:
         if not path.exists():
             return None
         try:
-            with safe_open(str(path), framework="pt") as entry:
+            with safe_open(str(path), framework="pt") as entry:  # one read: the metadata and the tensor
                 recorded = (entry.metadata() or {}).get("sha256")
-            features = load_file(str(path))["features"]
+                features = entry.get_tensor("features")
             if features.shape[0] != n:
                 raise ValueError(f"holds {features.shape[0]} rows, expected {n}")
             # A valid file can still hold changed values (a flipped bit on disk, an edit): the
