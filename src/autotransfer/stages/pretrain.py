@@ -41,18 +41,17 @@ def pretrain(params: Params, progress: bool | None = None) -> tuple[PretrainSkip
     """Train (or skip) the source model; returns its meta and the seconds it took (one writer of pretrain.out)."""
     started = time.perf_counter()
     with output_lock(params.pretrain.out, "pretrain.out"):
-        meta, _ = _pretrain(params, progress)
+        meta = _pretrain(params, progress)
     return meta, time.perf_counter() - started
 
 
-def _pretrain(params: Params, progress: bool | None) -> tuple[PretrainSkipped | SourceModelMeta, float]:
-    started = time.perf_counter()
+def _pretrain(params: Params, progress: bool | None) -> PretrainSkipped | SourceModelMeta:
     out = Path(params.pretrain.out)
     out.mkdir(parents=True, exist_ok=True)
     if params.backbone.weights is not None:
         skipped = PretrainSkipped(skipped=True, reason=f"backbone.weights is set ({params.backbone.weights})")
         write_report(out / META_FILE, skipped)
-        return skipped, time.perf_counter() - started
+        return skipped
 
     spec, source = input_spec(params.backbone, params.data.alpha_background), params.data.source
     if source is None:  # params refuse this pair; said again for a Params built by hand
@@ -92,4 +91,4 @@ def _pretrain(params: Params, progress: bool | None) -> tuple[PretrainSkipped | 
         ],
     )
     write_report(out / META_FILE, meta)
-    return meta, time.perf_counter() - started
+    return meta
