@@ -102,13 +102,17 @@ def test_arch_names_match_the_backbone_registry():
     assert set(TORCHVISION_ARCHS) == set(ARCHS)
 
 
-def test_strategy_names_match_the_planner():
-    from typing import get_args
+def test_a_strategy_param_must_name_a_catalog_row():
+    from autotransfer.catalog import KINDS
 
-    from autotransfer.config import StrategyName
-    from autotransfer.analysis.planning import STRATEGIES
-
-    assert set(get_args(StrategyName)) == set(STRATEGIES)
+    assert load_params(None, ["strategy.force=dann"]).strategy.force == "dann"
+    with pytest.raises(ConfigError, match=r"strategy\.force.*unknown strategy 'finetune_everything'.*linear_probe"):
+        load_params(None, ["strategy.force=finetune_everything"])
+    with pytest.raises(ConfigError, match=r"train\.augment_per_strategy.*unknown strategy 'probe'"):
+        load_params(None, ["train.augment_per_strategy={probe: {color: true}}"])
+    # the params' schema offers exactly the catalog's names
+    schema = Params.model_json_schema()["$defs"]["StrategyConfig"]["properties"]["force"]
+    assert next(s for s in schema["anyOf"] if "enum" in s)["enum"] == list(KINDS)
 
 
 def test_a_source_free_run_needs_pretrained_weights():

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
 
+from autotransfer.catalog import KINDS, unknown_strategy
 from autotransfer.errors import ConfigError
 
 __all__ = ["ConfigError", "Params", "load_params", "params_from_dict", "registered_model_name", "resolve_domain"]
@@ -134,10 +135,16 @@ TORCHVISION_ARCHS = (
     "efficientnet_b0",
     "vit_b_16",
 )
-# The names of transfer/strategies.py's STRATEGIES (a test checks they agree).
-StrategyName = Literal[
-    "linear_probe", "finetune_top", "progressive", "finetune_all", "scratch", "dann", "dann_mcc_pl", "source_only"
-]
+
+
+def _known_strategy(name: str) -> str:
+    if (why := unknown_strategy(name)) is not None:
+        raise ValueError(why)
+    return name
+
+
+# A name from catalog.KINDS, the one list of strategies (the JSON schema lists them).
+StrategyName = Annotated[str, AfterValidator(_known_strategy), WithJsonSchema({"type": "string", "enum": list(KINDS)})]
 
 
 class BackboneConfig(Section):

@@ -10,11 +10,9 @@ from autotransfer.stages.plan import make_plan
 from autotransfer.stages.pretrain import pretrain
 from autotransfer.stages.similarity import measure_similarity
 from autotransfer.stages.validate import validate
-from autotransfer.transfer.strategies import strategy_needs
 from stage_helpers import tiny_params
 
 CFG = StrategyConfig()
-NEEDS = strategy_needs()
 
 
 def inputs(per_class=30, zero_shot=0.8, logme_gain=0.3, unlabeled=500, shared=True, head=True, probe_gain=0.1):
@@ -35,7 +33,7 @@ def inputs(per_class=30, zero_shot=0.8, logme_gain=0.3, unlabeled=500, shared=Tr
     (inputs(per_class=1, zero_shot=0.8), "dann_mcc_pl", ("none", "similar")),
 ])
 def test_every_cell_of_the_strategy_table(case, expected, cell):
-    plan = decide(case, CFG, NEEDS)
+    plan = decide(case, CFG)
     assert plan["chosen"] == expected
     assert (plan["cell"]["labeled"], plan["cell"]["similarity"]) == cell
     assert plan["runner_up"] is not None and plan["runner_up"] != expected
@@ -43,12 +41,12 @@ def test_every_cell_of_the_strategy_table(case, expected, cell):
 
 def test_thresholds_come_from_params():
     case = inputs(per_class=30, zero_shot=0.8)
-    assert decide(case, CFG.model_copy(update={"large_from_per_class": 10}), NEEDS)["chosen"] == "finetune_all"
-    assert decide(case, CFG.model_copy(update={"similar_zero_shot": 0.9}), NEEDS)["cell"]["similarity"] == "different"
+    assert decide(case, CFG.model_copy(update={"large_from_per_class": 10}))["chosen"] == "finetune_all"
+    assert decide(case, CFG.model_copy(update={"similar_zero_shot": 0.9}))["cell"]["similarity"] == "different"
 
 
 def test_every_comparison_is_recorded_with_its_threshold():
-    plan = decide(inputs(per_class=30, zero_shot=0.8), CFG, NEEDS)
+    plan = decide(inputs(per_class=30, zero_shot=0.8), CFG)
     keys = {c["threshold_key"] for c in plan["comparisons"]}
     assert {"strategy.none_below_per_class", "strategy.large_from_per_class", "strategy.similar_zero_shot",
             "strategy.min_transfer_gain"} <= keys
@@ -57,48 +55,48 @@ def test_every_comparison_is_recorded_with_its_threshold():
 
 
 def test_a_backbone_no_better_than_random_is_not_frozen():
-    plan = decide(inputs(per_class=30, zero_shot=0.8, logme_gain=0.01), CFG, NEEDS)
+    plan = decide(inputs(per_class=30, zero_shot=0.8, logme_gain=0.01), CFG)
     assert plan["chosen"] not in ("linear_probe", "finetune_top")
     assert plan["ranking"].index("linear_probe") > plan["ranking"].index("progressive")
 
 
 def test_without_zero_shot_the_logme_gain_decides_similarity():
-    similar = decide(inputs(per_class=30, zero_shot=None, logme_gain=0.3, shared=False), CFG, NEEDS)
-    different = decide(inputs(per_class=30, zero_shot=None, logme_gain=0.1, shared=False), CFG, NEEDS)
+    similar = decide(inputs(per_class=30, zero_shot=None, logme_gain=0.3, shared=False), CFG)
+    different = decide(inputs(per_class=30, zero_shot=None, logme_gain=0.1, shared=False), CFG)
     assert similar["cell"]["similarity_basis"] == "LogME transfer gain"
     assert (similar["cell"]["similarity"], different["cell"]["similarity"]) == ("similar", "different")
     assert (similar["ranking"][1], different["ranking"][1]) == ("linear_probe", "finetune_all")
 
 
 def test_dann_needs_unlabeled_target_images_and_shared_classes():
-    no_unlabeled = decide(inputs(per_class=0, zero_shot=None, logme_gain=None, unlabeled=0), CFG, NEEDS)
+    no_unlabeled = decide(inputs(per_class=0, zero_shot=None, logme_gain=None, unlabeled=0), CFG)
     assert no_unlabeled["chosen"] == "source_only"
     assert {"dann", "dann_mcc_pl"} <= set(no_unlabeled["excluded"])
     with pytest.raises(PlanError, match="no strategy applies"):
-        decide(inputs(per_class=0, zero_shot=None, logme_gain=None, shared=False), CFG, NEEDS)
+        decide(inputs(per_class=0, zero_shot=None, logme_gain=None, shared=False), CFG)
 
 
 def test_scarce_labels_with_many_unlabeled_images_rank_dann_mcc_pl_first():
     # given 3 labels per class, on a target the source head does not know and on one it does
-    scarce = decide(inputs(per_class=3, zero_shot=0.2, unlabeled=1000), CFG, NEEDS)
-    similar = decide(inputs(per_class=3, zero_shot=0.8, unlabeled=1000), CFG, NEEDS)
+    scarce = decide(inputs(per_class=3, zero_shot=0.2, unlabeled=1000), CFG)
+    similar = decide(inputs(per_class=3, zero_shot=0.8, unlabeled=1000), CFG)
     # then dann_mcc_pl leads, the table's cell comes second, and the adjustment says why, naming its threshold
     assert (scarce["chosen"], scarce["runner_up"]) == ("dann_mcc_pl", "finetune_top")
     assert (similar["chosen"], similar["runner_up"]) == ("dann_mcc_pl", "finetune_top")
     assert any("strategy.dann_below_per_class" in a for a in scarce["adjustments"])
     # but not with too few unlabeled images, without shared classes, or with enough labels
-    assert decide(inputs(per_class=3, zero_shot=0.2, unlabeled=50), CFG, NEEDS)["chosen"] == "finetune_top"
-    assert decide(inputs(per_class=3, zero_shot=None, shared=False, unlabeled=1000), CFG, NEEDS)["chosen"] == "finetune_top"
-    assert decide(inputs(per_class=100, zero_shot=0.2, unlabeled=1000), CFG, NEEDS)["chosen"] == "finetune_all"
+    assert decide(inputs(per_class=3, zero_shot=0.2, unlabeled=50), CFG)["chosen"] == "finetune_top"
+    assert decide(inputs(per_class=3, zero_shot=None, shared=False, unlabeled=1000), CFG)["chosen"] == "finetune_top"
+    assert decide(inputs(per_class=100, zero_shot=0.2, unlabeled=1000), CFG)["chosen"] == "finetune_all"
     # and it holds up to strategy.dann_below_per_class (100: the whole small row)
-    assert decide(inputs(per_class=99, zero_shot=0.2, unlabeled=1000), CFG, NEEDS)["chosen"] == "dann_mcc_pl"
+    assert decide(inputs(per_class=99, zero_shot=0.2, unlabeled=1000), CFG)["chosen"] == "dann_mcc_pl"
     assert decide(inputs(per_class=3, zero_shot=0.2, unlabeled=1000),
-                  CFG.model_copy(update={"dann_below_per_class": 0}), NEEDS)["chosen"] == "finetune_top"
+                  CFG.model_copy(update={"dann_below_per_class": 0}))["chosen"] == "finetune_top"
 
 
 def test_the_plan_lists_what_the_chosen_adaptation_recipe_trains_with():
     # given no target labels: the adaptation recipe leads, plain DANN right behind it
-    plan = decide(inputs(per_class=0, zero_shot=None, logme_gain=None, probe_gain=None), CFG, NEEDS)
+    plan = decide(inputs(per_class=0, zero_shot=None, logme_gain=None, probe_gain=None), CFG)
     assert plan["ranking"][:2] == ["dann_mcc_pl", "dann"]
     # then plan.json names its components (the adversarial term and the three self-training terms)
     joined = " | ".join(plan["components"])
@@ -106,11 +104,11 @@ def test_the_plan_lists_what_the_chosen_adaptation_recipe_trains_with():
         assert part in joined
     assert "trains with: gradient reversal" in explain(plan, inputs(per_class=0, zero_shot=None), "digits")
     # and a strategy without extra terms lists none
-    assert decide(inputs(per_class=500, zero_shot=0.8), CFG, NEEDS)["components"] == []
+    assert decide(inputs(per_class=500, zero_shot=0.8), CFG)["components"] == []
 
 
 def test_race_candidates_carry_the_backbone_lr_multiplier():
-    plan = decide(inputs(per_class=500, zero_shot=0.2), CFG, NEEDS)
+    plan = decide(inputs(per_class=500, zero_shot=0.2), CFG)
     assert plan["candidates"][:2] == [{"strategy": "finetune_all", "backbone_lr_mult": 1.0},
                                       {"strategy": "finetune_all", "backbone_lr_mult": 0.1}]
 
@@ -167,16 +165,16 @@ def test_stale_reports_are_refused(measured):
 
 def test_the_plan_lists_the_signals_it_used_and_why_others_are_missing():
     # given a backbone with a source head: zero-shot decides similarity
-    with_head = decide(inputs(zero_shot=0.8), CFG, NEEDS)["signals"]
+    with_head = decide(inputs(zero_shot=0.8), CFG)["signals"]
     assert "zero_shot" in with_head["used"] and with_head["unavailable"] == {}
     assert set(with_head["reported_only"]) == {"probe_gain", "pad", "mmd2"}
     # given an ImageNet backbone (no head for the source's classes): LogME decides, zero-shot is explained
-    imagenet = decide(inputs(zero_shot=None, head=False, logme_gain=0.3), CFG, NEEDS)
+    imagenet = decide(inputs(zero_shot=None, head=False, logme_gain=0.3), CFG)
     assert imagenet["cell"]["similarity_basis"] == "LogME transfer gain"
     assert "logme_gain" in imagenet["signals"]["used"] and "zero_shot" not in imagenet["signals"]["used"]
     assert "pretraining images" in imagenet["signals"]["unavailable"]["zero_shot"]
     # given no labels at all: neither task-aware signal exists, and the plan says so
-    blind = decide(inputs(per_class=0, zero_shot=None, logme_gain=None, probe_gain=None), CFG, NEEDS)
+    blind = decide(inputs(per_class=0, zero_shot=None, logme_gain=None, probe_gain=None), CFG)
     assert set(blind["signals"]["unavailable"]) == {"zero_shot", "logme_gain"}
     assert blind["chosen"] == "dann_mcc_pl"
     # and what will check the trained model instead (with labels, val accuracy does)
@@ -213,13 +211,13 @@ def test_a_time_budget_is_fitted_by_timing_the_strategys_own_steps(measured, tmp
 
 def test_an_imagenet_backbone_with_a_labeled_source_plans_adaptation_without_a_source_head():
     # given an ImageNet backbone (no head over the source's classes), a labeled source and no target labels
-    plan = decide(inputs(per_class=0, zero_shot=None, head=False, logme_gain=None, probe_gain=None), CFG, NEEDS)
+    plan = decide(inputs(per_class=0, zero_shot=None, head=False, logme_gain=None, probe_gain=None), CFG)
     # then adaptation is planned: the trainer learns the source's classes itself (transfer/strategies.py SourceHead)
     assert plan["ranking"] == ["dann_mcc_pl", "dann", "source_only"]
     # and what needs target labels is excluded, saying so
     assert plan["excluded"]["finetune_top"].startswith("needs labeled target images")
     # with a few labels and many unlabeled images, the same rule as from a source model puts dann_mcc_pl first
-    few = decide(inputs(per_class=5, zero_shot=None, head=False, logme_gain=0.3, unlabeled=1000), CFG, NEEDS)
+    few = decide(inputs(per_class=5, zero_shot=None, head=False, logme_gain=0.3, unlabeled=1000), CFG)
     assert few["chosen"] == "dann_mcc_pl" and not few["excluded"]
 
 
@@ -227,7 +225,7 @@ def test_a_source_free_plan_excludes_what_needs_a_source_and_says_which_signals_
     free = PlanInputs(labeled_per_class={"a": 12, "b": 15}, unlabeled_target=0, target_classes_in_source=False,
                       source_head=False, zero_shot=None, probe_gain=0.05, logme_gain=0.4, pad=None, mmd2=None,
                       labeled_source=False, pretraining_shift=0.7)
-    plan = decide(free, CFG, NEEDS)
+    plan = decide(free, CFG)
     assert plan["chosen"] == "finetune_top" and plan["cell"]["similarity_basis"] == "LogME transfer gain"
     assert {name: reason.split(" (")[0] for name, reason in plan["excluded"].items()} == {
         name: "no labeled source domain" for name in ("source_only", "dann_mcc_pl", "dann")}

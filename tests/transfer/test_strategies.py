@@ -23,14 +23,23 @@ def lrs(strategy, phase):
     return {g["name"].split("/")[0]: g["lr"] for g in strategy.param_groups(phase)}
 
 
-def test_every_strategy_of_the_config_schema_is_registered_and_named_for_its_key():
-    from typing import get_args
+def test_every_catalog_row_has_its_class_and_the_class_its_rows_needs():
+    from autotransfer.catalog import KINDS
 
-    from autotransfer.analysis.planning import STRATEGIES as RULED
-    from autotransfer.config import StrategyName
+    assert set(STRATEGIES) == set(KINDS)
+    assert all(cls.name == name and cls.needs == KINDS[name].needs for name, cls in STRATEGIES.items())
 
-    assert set(STRATEGIES) == set(get_args(StrategyName)) == set(RULED)
-    assert all(cls.name == name for name, cls in STRATEGIES.items())
+
+def test_a_class_without_a_catalog_row_is_refused():
+    from autotransfer.transfer import strategies
+
+    with pytest.raises(ValueError, match=r"unknown strategy 'unlisted'.*catalog\.KINDS"):
+
+        @strategies.register
+        class Unlisted(strategies.FinetuneTop):
+            name = "unlisted"
+
+    assert "unlisted" not in strategies.STRATEGIES
 
 
 @pytest.mark.parametrize("name", ["linear_probe", "finetune_top", "progressive"])
@@ -159,12 +168,16 @@ def test_colour_augmentation_auto_follows_the_data(ready):
     assert flags("finetune_all", False, augment_per_strategy=per_strategy) == (True, False)
 
 
-def test_a_new_strategy_is_one_class_and_its_registration(ready, tmp_path, monkeypatch):
+def test_a_new_strategy_is_one_catalog_row_and_one_class(ready, tmp_path, monkeypatch):
     from autotransfer.engine.loop import fit
     from autotransfer.transfer import strategies
 
     # given a strategy that only differs in which groups train (the head and the top group, at 10x)
+    from autotransfer import catalog
+    from autotransfer.requirements import Needs
+
     monkeypatch.setattr(strategies, "STRATEGIES", dict(strategies.STRATEGIES))
+    monkeypatch.setitem(catalog.KINDS, "top_at_10x", catalog.StrategyKind("top_at_10x", Needs(target_labels=True)))
 
     @strategies.register
     class TopAtTenX(strategies.FinetuneTop):

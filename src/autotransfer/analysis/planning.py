@@ -18,36 +18,17 @@ The evidence behind each cell and adjustment is in docs/strategies.md and BENCHM
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from autotransfer.catalog import KINDS
 from autotransfer.config import StrategyConfig
 from autotransfer.errors import PlanError
-from autotransfer.requirements import DataFacts, Needs
+from autotransfer.requirements import DataFacts
 
-STRATEGIES = (
-    "linear_probe",
-    "finetune_top",
-    "progressive",
-    "finetune_all",
-    "scratch",
-    "dann_mcc_pl",
-    "dann",
-    "source_only",
-)
-# What each adaptation strategy adds to the classification loss (plan.json names the chosen one's).
-COMPONENTS: dict[str, tuple[str, ...]] = {
-    "dann": ("gradient reversal + domain classifier (λ = 2/(1+e^-10p) - 1)", "SGD annealed as lr·(1+10p)^-0.75"),
-    "dann_mcc_pl": (
-        "gradient reversal + domain classifier (λ = 2/(1+e^-10p) - 1)",
-        "entropy minimisation on target predictions (train.dann.entropy_weight)",
-        "Minimum Class Confusion on target predictions (train.dann.mcc_weight)",
-        "FixMatch-style pseudo-labels, target-batch BatchNorm statistics (train.dann.pseudo_label_weight)",
-        "SGD annealed as lr·(1+10p)^-0.75",
-    ),
-}
-ADAPTATION = ("dann_mcc_pl", "dann")
+STRATEGIES = tuple(KINDS)  # every strategy, in catalog order (plan.json lists exclusions in it)
+ADAPTATION = tuple(name for name, kind in KINDS.items() if kind.adaptation)
+FROZEN = tuple(name for name, kind in KINDS.items() if kind.frozen_backbone)
 
 # The table's cells, each a full preference order; inapplicable strategies are dropped later.
 PREFERENCES: dict[tuple[str, str], tuple[str, ...]] = {
@@ -105,7 +86,6 @@ PREFERENCES: dict[tuple[str, str], tuple[str, ...]] = {
     ("none", "similar"): ("dann_mcc_pl", "dann", "source_only"),
     ("none", "different"): ("dann_mcc_pl", "dann", "source_only"),
 }
-FROZEN = ("linear_probe", "finetune_top", "source_only")
 
 
 @dataclass(frozen=True)
@@ -137,8 +117,8 @@ class PlanInputs:
         )
 
 
-def decide(inputs: PlanInputs, cfg: StrategyConfig, needs: Mapping[str, Needs]) -> dict[str, Any]:
-    """The plan: ``needs`` is each strategy's ``Needs`` (transfer/strategies.py), what it cannot run without."""
+def decide(inputs: PlanInputs, cfg: StrategyConfig) -> dict[str, Any]:
+    """The plan: each strategy's ``needs`` (catalog.py, what the trainer checks too) excludes it or not."""
     comparisons: list[dict[str, Any]] = []
 
     def compare(signal: str, value: float | None, key: str, threshold: float, op: str, meaning: str) -> bool:
@@ -214,9 +194,9 @@ def decide(inputs: PlanInputs, cfg: StrategyConfig, needs: Mapping[str, Needs]) 
 
     # What the data cannot give a strategy (the trainer refuses the same), then the rules' own exclusions.
     facts = inputs.facts()
-    excluded = {name: reason for name in STRATEGIES if (reason := needs[name].unmet(facts)) is not None}
+    excluded = {name: reason for name in STRATEGIES if (reason := KINDS[name].needs.unmet(facts)) is not None}
     for name in STRATEGIES:
-        if amount == "none" and needs[name].target_labels:
+        if amount == "none" and KINDS[name].needs.target_labels:
             excluded.setdefault(name, f"needs labeled target images ({labeled} per class)")
         if name in ADAPTATION and inputs.unlabeled_target == 0:
             excluded.setdefault(name, "no unlabeled target images to adapt on")
@@ -254,7 +234,7 @@ def decide(inputs: PlanInputs, cfg: StrategyConfig, needs: Mapping[str, Needs]) 
         "signals": signals_used(inputs),
         "ranking": ranking,
         "chosen": ranking[0],
-        "components": list(COMPONENTS.get(ranking[0], ())),
+        "components": list(KINDS[ranking[0]].components),
         "runner_up": ranking[1] if len(ranking) > 1 else None,
         "candidates": candidates(ranking, similar),
         "excluded": excluded,

@@ -75,8 +75,8 @@ class Stage:
 
 
 # The code that decides a trained model's weights: the loop, the strategies (and what each
-# needs from the data), the models, the data, and the metric that selects the best epoch.
-TRAINING = ("engine", "transfer", "requirements.py", "models", "io", "analysis/metrics.py")
+# needs from the data: its catalog row), the models, the data, and the metric that selects the best epoch.
+TRAINING = ("engine", "transfer", "catalog.py", "requirements.py", "models", "io", "analysis/metrics.py")
 
 
 STAGES: tuple[Stage, ...] = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from autotransfer.analysis.planning import COMPONENTS, PlanInputs, decide, explain
+from autotransfer.analysis.planning import PlanInputs, decide, explain
 from autotransfer.artifacts import (
     PLAN_JSON,
     SIMILARITY_JSON,
@@ -18,12 +18,13 @@ from autotransfer.artifacts import (
     ValidationReport,
     read_report,
 )
+from autotransfer.catalog import KINDS
 from autotransfer.config import Params
 from autotransfer.errors import StageInputError
 from autotransfer.io.files import write_report
 from autotransfer.models.backbones import resolutions
 from autotransfer.transfer.budget import RESOLUTIONS, Budget, fit_time_budget, step_budget
-from autotransfer.transfer.strategies import strategy_class, strategy_needs
+from autotransfer.transfer.strategies import strategy_class
 
 
 def plan_inputs(validation: ValidationReport, similarity: SimilarityReport) -> PlanInputs:
@@ -66,7 +67,7 @@ def make_plan(params: Params) -> PlanReport:
                 f"rerun `autotransfer {stage}` (or `dvc repro`)"
             )
     inputs = plan_inputs(validation, similarity)
-    decision = decide(inputs, params.strategy, strategy_needs())
+    decision = decide(inputs, params.strategy)
     reason = explain(decision, inputs, params.data.target)
     force = params.strategy.force
     plan = PlanReport.model_validate(
@@ -85,7 +86,7 @@ def make_plan(params: Params) -> PlanReport:
             update={
                 "rules_choice": plan.chosen,
                 "chosen": force,
-                "components": list(COMPONENTS.get(force, ())),
+                "components": list(KINDS[force].components),
                 "reason": f"Forced by strategy.force={force!r} (the rules would have chosen {plan.chosen}). " + reason,
             }
         )

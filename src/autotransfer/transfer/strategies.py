@@ -17,8 +17,8 @@ What a strategy needs from the data (``needs``: target labels, a labeled source,
 images) is checked by train before anything is built, and the plan excludes the strategy
 on the same check (requirements.py).
 
-Adding a strategy: subclass ``Strategy`` (or a subclass), set ``name`` and ``needs``,
-override what differs, decorate it with ``@register``, and add its name to ``config.StrategyName``;
+Adding a strategy: add its row (name, needs, traits) to ``catalog.KINDS``, subclass ``Strategy``
+(or a subclass), set ``name``, override what differs and decorate it with ``@register``;
 docs/extending.md says how, and how to give the plan's rules a say over it.
 """
 
@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from autotransfer.catalog import KINDS, unknown_strategy
 from autotransfer.config import Params
 from autotransfer.errors import TrainingError
 from autotransfer.io.data import ImageSet, Normalization, TrainData
@@ -134,7 +135,7 @@ class Strategy:
     """
 
     name: ClassVar[str] = ""
-    needs: ClassVar[Needs] = Needs(target_labels=True)  # checked by train and by the plan (requirements.py)
+    needs: ClassVar[Needs] = Needs(target_labels=True)  # its catalog row's, set by ``register``; train checks it
     cross_domain: ClassVar[bool] = False  # carries a source-trained model across domains (colour aug "auto")
     selects_by_val: ClassVar[bool] = True  # keep the best labeled-val epoch (else the last)
     reads_images: ClassVar[bool] = True  # a step reads ``pool_images[index]`` (the loop has them read ahead)
@@ -196,7 +197,7 @@ class Strategy:
     def augmentation(self, has_colour: bool) -> Augmentation:
         """Colour "auto" is on only where colour data meets a cross-domain strategy: a strategy that
         learns from the target's own labels is better off seeing its colours as they are."""
-        aug = self.cfg.augment_per_strategy.get(self.name, self.cfg.augment)  # type: ignore[call-overload]
+        aug = self.cfg.augment_per_strategy.get(self.name, self.cfg.augment)
         colour = has_colour and self.cross_domain if aug.color == "auto" else bool(aug.color)
         return Augmentation(aug.geometric, colour, aug.crop, aug.flip)
 
@@ -278,9 +279,12 @@ STRATEGIES: dict[str, type[Strategy]] = {}
 
 
 def register(cls: type[Strategy]) -> type[Strategy]:
-    """Make ``cls`` available under ``cls.name`` (params: strategy.force, the plan's ranking)."""
+    """Make ``cls`` the implementation of its catalog row ``cls.name`` (whose ``needs`` it takes)."""
     if not cls.name or cls.name in STRATEGIES:
         raise ValueError(f"strategy name {cls.name!r} is empty or taken")
+    if (why := unknown_strategy(cls.name)) is not None:
+        raise ValueError(f"{why}: add its row to catalog.KINDS first")
+    cls.needs = KINDS[cls.name].needs
     STRATEGIES[cls.name] = cls
     return cls
 
@@ -290,11 +294,6 @@ def strategy_class(name: str) -> type[Strategy]:
         return STRATEGIES[name]
     except KeyError:
         raise TrainingError(f"unknown strategy {name!r} (known: {', '.join(STRATEGIES)})") from None
-
-
-def strategy_needs() -> dict[str, Needs]:
-    """Every strategy's needs by name: what the plan's rules exclude on (train checks the same)."""
-    return {name: cls.needs for name, cls in STRATEGIES.items()}
 
 
 def make_strategy(params: Params, candidate: Candidate) -> Strategy:
@@ -437,7 +436,6 @@ class SourceHead(Strategy):
     (``train.dann``: its LR, layer decay and annealing) for every strategy of the family.
     """
 
-    needs = Needs(labeled_source=True)
     cross_domain = True
 
     def build(self, data: TrainData) -> tuple[TransferModel, Normalization, tuple[str, ...]]:
@@ -519,7 +517,6 @@ class Dann(SourceHead):
     """
 
     name = "dann"
-    needs = Needs(labeled_source=True, target_images=True)
     # The target-side terms beyond the adversarial loss (subclasses add them).
     target_terms: ClassVar[tuple[str, ...]] = ()
 
