@@ -20,13 +20,7 @@ import yaml
 from prefect import flow
 
 from autotransfer.config import load_params
-from autotransfer.stages.evaluate import evaluate
-from autotransfer.stages.plan import make_plan
-from autotransfer.stages.pretrain import pretrain
-from autotransfer.registry.register import register
-from autotransfer.stages.similarity import measure_similarity
-from autotransfer.stages.train import train_stage
-from autotransfer.stages.validate import validate
+from autotransfer.stages.pipeline import STAGES
 from common import WORK, demo_root, median, save
 
 SMALL = ["backbone.arch=small_cnn", "backbone.weights=null", "backbone.input_size=32", "pretrain.epochs=2", "train.epochs=4", "similarity.n_per_domain=200"]
@@ -41,13 +35,8 @@ def overrides(work: Path, demo: bool) -> list[str]:
 def direct(work: Path, demo: bool) -> float:
     params = load_params(None, overrides(work, demo))
     started = time.perf_counter()
-    validate(params, progress=False)
-    pretrain(params, progress=False)
-    measure_similarity(params, progress=False)
-    make_plan(params)
-    train_stage(params, progress=False)
-    evaluate(params, progress=False)
-    register(params)
+    for stage in STAGES:  # every stage, register included, as the flow runs them
+        stage.run(params, progress=False)
     return time.perf_counter() - started
 
 

@@ -33,6 +33,7 @@ from autotransfer.io.data import data_hash, read_manifest
 from autotransfer.ops import stopping
 from autotransfer.registry import tracking
 from autotransfer.stages.pipeline import outputs_match, stage_key, stage_names
+from autotransfer.stages.pipeline import stage as pipeline_stage
 from flows.server import owned_temporary_server
 from tasks.stages import STAGE_TASKS, already_trained
 
@@ -55,8 +56,8 @@ def _with_service_retries(task: Task[Any, Any], params: Params) -> Task[Any, Any
 def run_stage(name: str, params: Params) -> dict[str, Any]:
     """The stage's task; a cached result stands in only while its outputs on disk are intact."""
     raw = params.model_dump(mode="json")
-    if name == "register":
-        return _with_service_retries(STAGE_TASKS[name], params)(raw)
+    if not pipeline_stage(name).cached:  # register: retried against the service, never cached (no key to hash)
+        return _with_service_retries(STAGE_TASKS[name], params)(raw, "")
     key = stage_key(name, params)
     task = STAGE_TASKS[name].with_options(refresh_cache=not outputs_match(name, params, key))
     return task(raw, key)

@@ -1,4 +1,4 @@
-"""One Prefect task per pipeline stage: a thin wrapper around the library's stage function.
+"""One Prefect task per pipeline stage (``stages.pipeline.STAGES``), each made by ``stage_task``.
 
 Each task takes the resolved params as a plain dict (what Prefect persists and shows) and
 returns the stage's report as JSON (and logs its summary). Caching: a task's cache key is the content hash of its
@@ -15,20 +15,20 @@ run, so it writes nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any
 
 from prefect import Task, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from autotransfer.artifacts import Report
+from autotransfer.artifacts import VALIDATION_MD
 from autotransfer.cli import library_log_to
 from autotransfer.config import Params
 from autotransfer.errors import AutotransferError
 from autotransfer.registry.tracking import tracked
-from autotransfer.stages.pipeline import write_stamp
+from autotransfer.stages.pipeline import STAGES, Stage, write_stamp
 
 
 class ValidationFailed(AutotransferError):
@@ -60,97 +60,46 @@ def _key(_context: Any, arguments: dict[str, Any]) -> str:
     return str(arguments["key"])  # computed once by the caller: hashing the inputs is the costly part
 
 
-def _log(name: str, report: Report) -> dict[str, Any]:
-    get_run_logger().info("%s: %s", name, report.summary())
-    return report.to_json()
+def _stop_on_failed_validation(params: Params, failure: str) -> None:
+    """validation.md as a Prefect artifact, then the error that stops the flow before anything trains."""
+    markdown = Path(params.reports.dir) / VALIDATION_MD
+    create_markdown_artifact(
+        key="validation-report",
+        markdown=markdown.read_text(),
+        description="Great Expectations checks of the source and target data",
+    )
+    raise ValidationFailed(
+        f"{failure}; see {markdown} and the 'validation-report' artifact. Nothing was trained or registered."
+    )
 
 
-def _done(name: str, params: Params, key: str, report: Report) -> dict[str, Any]:
-    write_stamp(name, params, key)
-    return _log(name, report)
+def stage_task(stage: Stage) -> Task[Any, Any]:
+    """The Prefect task of ``stage``, called as ``task(params, key)`` with ``key = stage_key(name, params)``.
+
+    A cached stage's task persists its result and stamps its outputs with ``key``; one that is not
+    cached (register: it talks to a service) retries instead (the flow sets how often) and ignores ``key``.
+    """
+
+    def run(params: dict[str, Any], key: str) -> dict[str, Any]:
+        p = _params(params)
+        with library_log(), tracked(p, stage.name) as tracker:
+            report = stage.run(p, progress=False)
+            if (failure := report.failed()) is not None:
+                tracker.end("FAILED", f"{stage.name}: {failure}")
+        if (failure := report.failed()) is not None:
+            _stop_on_failed_validation(p, failure)
+        if stage.cached:
+            write_stamp(stage.name, p, key)
+        get_run_logger().info("%s: %s", stage.name, report.summary())
+        return report.to_json()
+
+    run.__name__ = run.__qualname__ = stage.name
+    if stage.cached:  # computed once by the caller: hashing the inputs is the costly part
+        return task(run, name=stage.name, cache_key_fn=_key, persist_result=True, result_serializer="json")
+    return task(run, name=stage.name, cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[10, 20])
 
 
-def _stage_task(name: str) -> Callable[[Callable[..., dict[str, Any]]], Task[Any, Any]]:
-    """A cached stage task, called as ``task(params, key)`` with ``key = stage_key(name, params)``."""
-    return task(name=name, cache_key_fn=_key, persist_result=True, result_serializer="json")
-
-
-@_stage_task("validate")
-def validate(params: dict[str, Any], key: str) -> dict[str, Any]:
-    from autotransfer.stages.validate import validate as run
-
-    p = _params(params)
-    with library_log(), tracked(p, "validate") as tracker:
-        result = run(p, progress=False)
-        if not result.success:
-            tracker.end("FAILED", f"validate: {result.report.failure()}")
-    if not result.success:
-        create_markdown_artifact(
-            key="validation-report",
-            markdown=result.markdown_path.read_text(),
-            description="Great Expectations checks of the source and target data",
-        )
-        raise ValidationFailed(
-            f"{result.report.failure()}; see {result.markdown_path} "
-            "and the 'validation-report' artifact. Nothing was trained or registered."
-        )
-    return _done("validate", p, key, result.report)
-
-
-@_stage_task("pretrain")
-def pretrain(params: dict[str, Any], key: str) -> dict[str, Any]:
-    from autotransfer.stages.pretrain import pretrain as run
-
-    p = _params(params)
-    with library_log(), tracked(p, "pretrain"):
-        meta, _seconds = run(p, progress=False)
-    return _done("pretrain", p, key, meta)
-
-
-@_stage_task("similarity")
-def similarity(params: dict[str, Any], key: str) -> dict[str, Any]:
-    from autotransfer.stages.similarity import measure_similarity
-
-    p = _params(params)
-    with library_log(), tracked(p, "similarity"):
-        return _done("similarity", p, key, measure_similarity(p, progress=False))
-
-
-@_stage_task("plan")
-def plan(params: dict[str, Any], key: str) -> dict[str, Any]:
-    from autotransfer.stages.plan import make_plan
-
-    p = _params(params)
-    with library_log(), tracked(p, "plan"):
-        return _done("plan", p, key, make_plan(p))
-
-
-@_stage_task("train")
-def train(params: dict[str, Any], key: str) -> dict[str, Any]:
-    from autotransfer.stages.train import train_stage
-
-    p = _params(params)
-    with library_log(), tracked(p, "train"):
-        return _done("train", p, key, train_stage(p, progress=False))
-
-
-@_stage_task("evaluate")
-def evaluate(params: dict[str, Any], key: str) -> dict[str, Any]:
-    from autotransfer.stages.evaluate import evaluate as run
-
-    p = _params(params)
-    with library_log(), tracked(p, "evaluate"):
-        return _done("evaluate", p, key, run(p, progress=False))
-
-
-# Retries: the flow sets them from registry.task_retries / registry.retry_delay.
-@task(name="register", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[10, 20])
-def register(params: dict[str, Any]) -> dict[str, Any]:
-    from autotransfer.stages.register import register as run
-
-    p = _params(params)
-    with library_log(), tracked(p, "register"):
-        return _log("register", run(p))
+STAGE_TASKS: dict[str, Task[Any, Any]] = {stage.name: stage_task(stage) for stage in STAGES}
 
 
 @task(name="already-trained", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[10, 20])
@@ -159,8 +108,3 @@ def already_trained(params: dict[str, Any], data_hash: str) -> dict[str, str] | 
     from autotransfer.registry.register import already_trained as find
 
     return find(_params(params), data_hash)
-
-
-STAGE_TASKS: dict[str, Task[Any, Any]] = {
-    t.name: t for t in (validate, pretrain, similarity, plan, train, evaluate, register)
-}

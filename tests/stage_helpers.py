@@ -30,16 +30,11 @@ def tiny_params(root: Path, work: Path, **sections: dict) -> Params:
 
 
 def plan_ready(params: Params) -> Params:
-    """validate -> pretrain -> similarity -> plan on ``params``: everything the train stage reads."""
-    from autotransfer.stages.plan import make_plan
-    from autotransfer.stages.pretrain import pretrain
-    from autotransfer.stages.similarity import measure_similarity
-    from autotransfer.stages.validate import validate
+    """The stages before train (validate -> pretrain -> similarity -> plan): everything train reads."""
+    from autotransfer.stages.pipeline import STAGES, stage_names
 
-    validate(params, progress=False)
-    pretrain(params, progress=False)
-    measure_similarity(params, progress=False)
-    make_plan(params)
+    for stage in STAGES[: stage_names().index("train")]:
+        stage.run(params, progress=False)
     return params
 
 

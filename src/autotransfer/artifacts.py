@@ -53,6 +53,10 @@ class Report(BaseModel):
     def summary(self) -> str:
         raise NotImplementedError
 
+    def failed(self) -> str | None:
+        """Why the pipeline must stop after this report (only a failed validation says so), else None."""
+        return None
+
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
@@ -158,6 +162,9 @@ class ValidationReport(Report):
     def failure(self) -> str:
         """What a failed run ends with: the tracker's note and the flow's error both start with it."""
         return f"data validation failed ({', '.join(self.failed_checks)})"
+
+    def failed(self) -> str | None:
+        return None if self.success else self.failure()
 
 
 # ------------------------------------------------------------------ pretrain

@@ -106,43 +106,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-dvc", action="store_true", help="do not record the data in data.dvc / the DVC cache")
     demo.set_defaults(handler=cmd_demo_data)
 
-    validate = sub.add_parser("validate", parents=[common], help="scan and validate the source and target domains")
-    validate.add_argument("--data", type=str, help="data root holding the domains (overrides data.root)")
-    validate.add_argument("--reports", type=Path, help="report folder (overrides reports.dir)")
-    validate.set_defaults(handler=cmd_validate)
+    from autotransfer.stages.pipeline import STAGES  # numpy and PIL; no torch, no mlflow
 
-    pretrain = sub.add_parser(
-        "pretrain",
-        parents=[common],
-        help="train the backbone on the source domain (skipped when backbone.weights is set)",
-    )
-    pretrain.set_defaults(handler=cmd_pretrain)
-
-    similarity = sub.add_parser(
-        "similarity", parents=[common], help="measure domain distance and transferability -> reports/similarity.json"
-    )
-    similarity.set_defaults(handler=cmd_similarity)
-
-    plan = sub.add_parser("plan", parents=[common], help="rank the strategies and choose one -> reports/plan.json")
-    plan.add_argument("--force", help="use this strategy (overrides strategy.force)")
-    plan.set_defaults(handler=cmd_plan)
-
-    train = sub.add_parser("train", parents=[common], help="train the planned strategy -> models/target/")
-    train.add_argument("--force", help="train this strategy instead of the plan's (overrides strategy.force)")
-    train.add_argument(
+    stages = {spec.name: sub.add_parser(spec.name, parents=[common], help=spec.summary) for spec in STAGES}
+    for stage_parser in stages.values():
+        stage_parser.set_defaults(handler=cmd_stage)
+    stages["validate"].add_argument("--data", type=str, help="data root holding the domains (overrides data.root)")
+    stages["validate"].add_argument("--reports", type=Path, help="report folder (overrides reports.dir)")
+    stages["validate"].set_defaults(handler=cmd_validate)
+    stages["plan"].add_argument("--force", help="use this strategy (overrides strategy.force)")
+    stages["train"].add_argument("--force", help="train this strategy instead of the plan's (overrides strategy.force)")
+    stages["train"].add_argument(
         "--nproc", type=int, help="data-parallel processes (torch DDP via torchrun; overrides train.distributed)"
     )
-    train.set_defaults(handler=cmd_train)
-
-    evaluate = sub.add_parser("evaluate", parents=[common], help="score the model on the target test split")
-    evaluate.set_defaults(handler=cmd_evaluate)
-
-    register = sub.add_parser(
-        "register",
-        parents=[common],
-        help="log the run to MLflow, register the model, promote it if it beats the champion",
-    )
-    register.set_defaults(handler=cmd_register)
 
     promote = sub.add_parser("promote", parents=[common], help="make a registered version the champion (by hand)")
     promote.add_argument("--version", required=True, help="model version number")
@@ -304,7 +280,8 @@ def _params(args: argparse.Namespace, *extra: str) -> Params:
 
 def _force(args: argparse.Namespace) -> list[str]:
     """``--force X`` as the override it stands for (JSON-quoted, so any name stays a string)."""
-    return [f"strategy.force={json.dumps(args.force)}"] if args.force else []
+    force = getattr(args, "force", None)  # plan and train take --force
+    return [f"strategy.force={json.dumps(force)}"] if force else []
 
 
 def _progress(args: argparse.Namespace) -> bool | None:
@@ -351,59 +328,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK if result.success else EXIT_FAILED
 
 
-def cmd_pretrain(args: argparse.Namespace) -> int:
-    from autotransfer.stages.pretrain import pretrain
+def cmd_stage(args: argparse.Namespace) -> int:
+    """``autotransfer <stage>``: the stage of that name (stages.pipeline), its report's summary and seconds."""
+    from autotransfer.stages.pipeline import stage
 
-    params = _params(args)
-    with _tracked(params, "pretrain"):
-        meta, seconds = pretrain(params, progress=_progress(args))
-    print(f"{meta.summary()} ({seconds:.1f} s)")
-    return EXIT_OK
-
-
-def cmd_similarity(args: argparse.Namespace) -> int:
-    from autotransfer.stages.similarity import measure_similarity
-
-    params = _params(args)
-    with _tracked(params, "similarity"):
-        print(measure_similarity(params, progress=_progress(args)).summary())
-    return EXIT_OK
-
-
-def cmd_plan(args: argparse.Namespace) -> int:
-    from autotransfer.stages.plan import make_plan
-
-    params = _params(args, *_force(args))
-    with _tracked(params, "plan"):
-        print(make_plan(params).summary())
-    return EXIT_OK
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    from autotransfer.stages.train import train_stage
-
-    nproc = [f"train.distributed={args.nproc}"] if args.nproc else []
+    spec = stage(args.command)
+    nproc = [f"train.distributed={args.nproc}"] if getattr(args, "nproc", None) else []
     params = _params(args, *_force(args), *nproc)
-    with _tracked(params, "train"):
-        print(train_stage(params, progress=_progress(args)).summary())
-    return EXIT_OK
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from autotransfer.stages.evaluate import evaluate
-
-    params = _params(args)
-    with _tracked(params, "evaluate"):
-        print(evaluate(params, progress=_progress(args)).summary())
-    return EXIT_OK
-
-
-def cmd_register(args: argparse.Namespace) -> int:
-    from autotransfer.stages.register import register
-
-    params = _params(args)
-    with _tracked(params, "register"):
-        print(register(params).summary())
+    started = time.perf_counter()
+    with _tracked(params, spec.name):
+        report = spec.run(params, progress=_progress(args))
+    print(f"{report.summary()} ({time.perf_counter() - started:.1f} s)")
     return EXIT_OK
 
 

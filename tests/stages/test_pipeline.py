@@ -28,6 +28,9 @@ def test_dvc_yaml_lists_exactly_each_stages_declared_code():
 
 def test_each_stage_declares_all_the_library_code_it_imports():
     graph = grimp.build_graph("autotransfer")
+    # config reads the catalog's names only to validate params (whose values every key holds);
+    # the stages that use the strategies' traits (pretrain, plan, train) declare catalog.py themselves.
+    graph.remove_import(importer="autotransfer.config", imported="autotransfer.catalog")
     for spec in STAGES:
         entry = f"autotransfer.stages.{spec.name}"
         reached = graph.find_upstream_modules(entry) | {entry}

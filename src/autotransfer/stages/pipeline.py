@@ -16,6 +16,7 @@ is the params' values, which every key already holds, so editing a description (
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 from collections.abc import Callable
@@ -39,6 +40,7 @@ from autotransfer.artifacts import (
     TRAIN_JSON,
     VALIDATION_JSON,
     VALIDATION_MD,
+    Report,
 )
 from autotransfer.config import Params, resolve_domain
 from autotransfer.io.images import sha256_file
@@ -66,12 +68,30 @@ def _both(*parts: Paths) -> Paths:
 
 @dataclass(frozen=True)
 class Stage:
+    """One step of the pipeline: what it reads and writes, what it depends on, and what runs it.
+
+    ``run(params, progress)`` is the one way the CLI, the Prefect tasks, bench and tests run a
+    stage: params in, the stage's typed report out (the report it also wrote to disk).
+    """
+
     name: str
     summary: str
     inputs: Paths
     outputs: Paths
     params: tuple[str, ...]  # params.yaml keys (sections or dotted keys) the stage depends on
     code: tuple[str, ...]  # below src/autotransfer/: files, or folders taken recursively
+    # "module:function" in autotransfer.stages, imported when the stage runs (so that listing the
+    # stages, e.g. `autotransfer --help`, imports neither torch nor mlflow); the function is
+    # ``f(params, progress=None) -> Report``.
+    entry: str
+    cached: bool = True  # False: it talks to a service (register): never cached, retried instead
+
+    def run(self, params: Params, progress: bool | None = None) -> Report:
+        module, _, function = self.entry.partition(":")
+        run: Callable[[Params, bool | None], Report] = getattr(
+            importlib.import_module(f"autotransfer.stages.{module}"), function
+        )
+        return run(params, progress)
 
 
 # The code that decides a trained model's weights: the loop, the strategies (and what each
@@ -87,6 +107,7 @@ STAGES: tuple[Stage, ...] = (
         _reports(VALIDATION_JSON, VALIDATION_MD, MANIFEST_CSV),
         ("data", "validation", "reports"),
         ("stages/validate.py", "io", "artifacts.py"),
+        entry="validate:run",
     ),
     Stage(
         "pretrain",
@@ -95,6 +116,7 @@ STAGES: tuple[Stage, ...] = (
         _source_model,
         ("backbone", "pretrain", "data.alpha_background"),
         ("stages/pretrain.py", *TRAINING, "artifacts.py"),
+        entry="pretrain:pretrain",
     ),
     Stage(
         "similarity",
@@ -103,6 +125,7 @@ STAGES: tuple[Stage, ...] = (
         _reports(SIMILARITY_JSON),
         ("backbone", "similarity", "data.alpha_background"),
         ("stages/similarity.py", "analysis/similarity.py", "analysis/metrics.py", "models", "io", "artifacts.py"),
+        entry="similarity:measure_similarity",
     ),
     Stage(
         "plan",
@@ -122,6 +145,7 @@ STAGES: tuple[Stage, ...] = (
         ),
         # TRAINING too: a time budget is fitted by timing the strategy's own steps (engine/warmup.py)
         ("stages/plan.py", "analysis/planning.py", *TRAINING, "artifacts.py"),
+        entry="plan:make_plan",
     ),
     Stage(
         "train",
@@ -130,6 +154,7 @@ STAGES: tuple[Stage, ...] = (
         _both(_model(MODEL_FILE, META_FILE), _reports(TRAIN_JSON, TRAIN_HISTORY_CSV)),
         ("train", "strategy.mode", "strategy.force", "strategy.top_k", "data.alpha_background"),
         ("stages/train.py", "stages/torchrun.py", "ops/launch.py", *TRAINING, "analysis/health.py", "artifacts.py"),
+        entry="train:train_stage",
     ),
     Stage(
         "evaluate",
@@ -138,6 +163,7 @@ STAGES: tuple[Stage, ...] = (
         _reports(METRICS_JSON, PREDICTIONS_CSV, PLOTS_DIR),
         (),
         ("stages/evaluate.py", "analysis/metrics.py", "models", "io", "artifacts.py"),
+        entry="evaluate:evaluate",
     ),
     Stage(
         "register",
@@ -156,6 +182,8 @@ STAGES: tuple[Stage, ...] = (
             "io",
             "artifacts.py",
         ),
+        entry="register:register",
+        cached=False,
     ),
 )
 

@@ -53,7 +53,8 @@ def plan_inputs(validation: ValidationReport, similarity: SimilarityReport) -> P
     )
 
 
-def make_plan(params: Params) -> PlanReport:
+def make_plan(params: Params, progress: bool | None = None) -> PlanReport:
+    """The plan stage (``progress`` unused: it reads two reports and decides in milliseconds)."""
     reports = Path(params.reports.dir)
     validation = read_report(reports / VALIDATION_JSON, ValidationReport, "validate")
     similarity = read_report(reports / SIMILARITY_JSON, SimilarityReport, "similarity")

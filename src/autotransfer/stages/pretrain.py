@@ -9,7 +9,6 @@ hash of the source data it saw, its source val accuracy).
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from autotransfer.artifacts import (
@@ -37,12 +36,10 @@ from autotransfer.models.backbones import input_spec
 from autotransfer.transfer.strategies import SourcePretraining
 
 
-def pretrain(params: Params, progress: bool | None = None) -> tuple[PretrainSkipped | SourceModelMeta, float]:
-    """Train (or skip) the source model; returns its meta and the seconds it took (one writer of pretrain.out)."""
-    started = time.perf_counter()
+def pretrain(params: Params, progress: bool | None = None) -> PretrainSkipped | SourceModelMeta:
+    """Train (or skip) the source model; returns its meta (one writer of pretrain.out)."""
     with output_lock(params.pretrain.out, "pretrain.out"):
-        meta = _pretrain(params, progress)
-    return meta, time.perf_counter() - started
+        return _pretrain(params, progress)
 
 
 def _pretrain(params: Params, progress: bool | None) -> PretrainSkipped | SourceModelMeta:

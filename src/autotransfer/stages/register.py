@@ -12,7 +12,8 @@ from autotransfer.artifacts import RegistrationReport
 from autotransfer.config import Params
 
 
-def register(params: Params) -> RegistrationReport:
+def register(params: Params, progress: bool | None = None) -> RegistrationReport:
+    """The register stage (``progress`` unused: it logs and registers files already written)."""
     from autotransfer.registry.register import attach_report
     from autotransfer.registry.register import register as log_and_register
     from autotransfer.stages.report import write_run_report

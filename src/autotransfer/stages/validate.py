@@ -91,6 +91,12 @@ def validate(params: Params, reports_dir: Path | None = None, progress: bool | N
     return ValidationResult(report.success, report, json_path, markdown_path, files, scanned.reused, scanned.read)
 
 
+def run(params: Params, progress: bool | None = None) -> ValidationReport:
+    """The validate stage as the pipeline runs it (``stages.pipeline``): its report, failed or not
+    (``report.failed()`` says why the pipeline must stop)."""
+    return validate(params, progress=progress).report
+
+
 def _tables(scanned: Scan) -> dict[str, pd.DataFrame]:
     files = scanned.files.assign(item=scanned.files["path"])
     folders = scanned.folders.assign(item=scanned.folders["folder"])
