@@ -331,6 +331,33 @@ class CandidateSpec(Part):
     backbone_lr_mult: float | None = None
 
 
+class Comparison(Part):
+    """One threshold test the plan's rules ran (analysis/signals.py ``Test``)."""
+
+    signal: str
+    value: int | float | None
+    threshold_key: str  # strategy.<key> in params.yaml
+    threshold: int | float
+    test: str  # ">= 0.5"
+    outcome: bool
+    meaning: str  # what the outcome means ("similar" / "not similar")
+
+
+class PlanDecision(Part):
+    """What the rules decided (analysis/planning.py ``decide``); plan.json holds it with the run's facts."""
+
+    cell: PlanCell
+    signals: PlanSignals | None = None  # None: plans written before it was recorded
+    ranking: list[str]
+    chosen: str
+    components: list[str] = []  # the terms the chosen adaptation strategy adds to the loss
+    runner_up: str | None
+    candidates: list[CandidateSpec]
+    excluded: dict[str, str]  # strategy -> why it cannot run or the rules rule it out
+    adjustments: list[str]  # what moved the table's order, and why
+    comparisons: list[Comparison]
+
+
 class TimeFitReport(Part):
     """How ``train.time_budget`` was met (transfer/budget.py ``fit_time_budget``)."""
 
@@ -361,22 +388,14 @@ class BudgetReport(Part):
         return f"budget: {self.rule}{timed}"
 
 
-class PlanReport(Report):
+class PlanReport(Report, PlanDecision):
+    """plan.json: the rules' decision, with the run it was made for and the inputs it read."""
+
     mode: str
     target: str
     source: str | None
     forced: bool
-    cell: PlanCell
-    signals: PlanSignals | None = None  # None: plans written before it was recorded
-    ranking: list[str]
-    chosen: str
-    components: list[str] = []  # the terms the chosen adaptation strategy adds to the loss
-    runner_up: str | None
-    candidates: list[CandidateSpec]
-    excluded: dict[str, str]
-    adjustments: list[str]
-    comparisons: list[dict[str, Any]]
-    inputs: dict[str, Any]
+    inputs: dict[str, Any]  # the facts and every signal's value the rules read (analysis/planning.py)
     reason: str
     rules_choice: str | None = None  # what the rules chose when strategy.force overrode them
     budget: BudgetReport | None = None  # the chosen strategy's budget, as train will set it (None: older plans)

@@ -4,7 +4,8 @@ import pytest
 
 from autotransfer.config import StrategyConfig
 from autotransfer.errors import StageInputError
-from autotransfer.analysis.planning import PlanInputs, decide, explain
+from autotransfer.analysis.planning import decide, explain
+from autotransfer.analysis.signals import PlanInputs, Reading
 from autotransfer.errors import PlanError
 from autotransfer.stages.plan import make_plan
 from autotransfer.stages.pretrain import pretrain
@@ -15,10 +16,15 @@ from stage_helpers import tiny_params
 CFG = StrategyConfig()
 
 
+def readings(**values) -> dict:
+    return {name: Reading(value) for name, value in values.items()}
+
+
 def inputs(per_class=30, zero_shot=0.8, logme_gain=0.3, unlabeled=500, shared=True, head=True, probe_gain=0.1):
     return PlanInputs(labeled_per_class={str(c): per_class for c in range(10)}, unlabeled_target=unlabeled,
-                      target_classes_in_source=shared, source_head=head, zero_shot=zero_shot,
-                      probe_gain=probe_gain, logme_gain=logme_gain, pad=1.9, mmd2=0.1)
+                      target_classes_in_source=shared, source_head=head,
+                      readings=readings(zero_shot=zero_shot, probe_gain=probe_gain, logme_gain=logme_gain, pad=1.9,
+                                        mmd2=0.1))
 
 
 # Every cell of the strategy table (docs/strategies.md).
@@ -34,44 +40,44 @@ def inputs(per_class=30, zero_shot=0.8, logme_gain=0.3, unlabeled=500, shared=Tr
 ])
 def test_every_cell_of_the_strategy_table(case, expected, cell):
     plan = decide(case, CFG)
-    assert plan["chosen"] == expected
-    assert (plan["cell"]["labeled"], plan["cell"]["similarity"]) == cell
-    assert plan["runner_up"] is not None and plan["runner_up"] != expected
+    assert plan.chosen == expected
+    assert (plan.cell.labeled, plan.cell.similarity) == cell
+    assert plan.runner_up is not None and plan.runner_up != expected
 
 
 def test_thresholds_come_from_params():
     case = inputs(per_class=30, zero_shot=0.8)
-    assert decide(case, CFG.model_copy(update={"large_from_per_class": 10}))["chosen"] == "finetune_all"
-    assert decide(case, CFG.model_copy(update={"similar_zero_shot": 0.9}))["cell"]["similarity"] == "different"
+    assert decide(case, CFG.model_copy(update={"large_from_per_class": 10})).chosen == "finetune_all"
+    assert decide(case, CFG.model_copy(update={"similar_zero_shot": 0.9})).cell.similarity == "different"
 
 
 def test_every_comparison_is_recorded_with_its_threshold():
     plan = decide(inputs(per_class=30, zero_shot=0.8), CFG)
-    keys = {c["threshold_key"] for c in plan["comparisons"]}
+    keys = {c.threshold_key for c in plan.comparisons}
     assert {"strategy.none_below_per_class", "strategy.large_from_per_class", "strategy.similar_zero_shot",
             "strategy.min_transfer_gain"} <= keys
-    zero = next(c for c in plan["comparisons"] if c["threshold_key"] == "strategy.similar_zero_shot")
-    assert zero["value"] == 0.8 and zero["threshold"] == 0.5 and zero["outcome"] is True
+    zero = next(c for c in plan.comparisons if c.threshold_key == "strategy.similar_zero_shot")
+    assert zero.value == 0.8 and zero.threshold == 0.5 and zero.outcome is True
 
 
 def test_a_backbone_no_better_than_random_is_not_frozen():
     plan = decide(inputs(per_class=30, zero_shot=0.8, logme_gain=0.01), CFG)
-    assert plan["chosen"] not in ("linear_probe", "finetune_top")
-    assert plan["ranking"].index("linear_probe") > plan["ranking"].index("progressive")
+    assert plan.chosen not in ("linear_probe", "finetune_top")
+    assert plan.ranking.index("linear_probe") > plan.ranking.index("progressive")
 
 
 def test_without_zero_shot_the_logme_gain_decides_similarity():
     similar = decide(inputs(per_class=30, zero_shot=None, logme_gain=0.3, shared=False), CFG)
     different = decide(inputs(per_class=30, zero_shot=None, logme_gain=0.1, shared=False), CFG)
-    assert similar["cell"]["similarity_basis"] == "LogME transfer gain"
-    assert (similar["cell"]["similarity"], different["cell"]["similarity"]) == ("similar", "different")
-    assert (similar["ranking"][1], different["ranking"][1]) == ("linear_probe", "finetune_all")
+    assert similar.cell.similarity_basis == "LogME transfer gain"
+    assert (similar.cell.similarity, different.cell.similarity) == ("similar", "different")
+    assert (similar.ranking[1], different.ranking[1]) == ("linear_probe", "finetune_all")
 
 
 def test_dann_needs_unlabeled_target_images_and_shared_classes():
     no_unlabeled = decide(inputs(per_class=0, zero_shot=None, logme_gain=None, unlabeled=0), CFG)
-    assert no_unlabeled["chosen"] == "source_only"
-    assert {"dann", "dann_mcc_pl"} <= set(no_unlabeled["excluded"])
+    assert no_unlabeled.chosen == "source_only"
+    assert {"dann", "dann_mcc_pl"} <= set(no_unlabeled.excluded)
     with pytest.raises(PlanError, match="no strategy applies"):
         decide(inputs(per_class=0, zero_shot=None, logme_gain=None, shared=False), CFG)
 
@@ -81,36 +87,36 @@ def test_scarce_labels_with_many_unlabeled_images_rank_dann_mcc_pl_first():
     scarce = decide(inputs(per_class=3, zero_shot=0.2, unlabeled=1000), CFG)
     similar = decide(inputs(per_class=3, zero_shot=0.8, unlabeled=1000), CFG)
     # then dann_mcc_pl leads, the table's cell comes second, and the adjustment says why, naming its threshold
-    assert (scarce["chosen"], scarce["runner_up"]) == ("dann_mcc_pl", "finetune_top")
-    assert (similar["chosen"], similar["runner_up"]) == ("dann_mcc_pl", "finetune_top")
-    assert any("strategy.dann_below_per_class" in a for a in scarce["adjustments"])
+    assert (scarce.chosen, scarce.runner_up) == ("dann_mcc_pl", "finetune_top")
+    assert (similar.chosen, similar.runner_up) == ("dann_mcc_pl", "finetune_top")
+    assert any("strategy.dann_below_per_class" in a for a in scarce.adjustments)
     # but not with too few unlabeled images, without shared classes, or with enough labels
-    assert decide(inputs(per_class=3, zero_shot=0.2, unlabeled=50), CFG)["chosen"] == "finetune_top"
-    assert decide(inputs(per_class=3, zero_shot=None, shared=False, unlabeled=1000), CFG)["chosen"] == "finetune_top"
-    assert decide(inputs(per_class=100, zero_shot=0.2, unlabeled=1000), CFG)["chosen"] == "finetune_all"
+    assert decide(inputs(per_class=3, zero_shot=0.2, unlabeled=50), CFG).chosen == "finetune_top"
+    assert decide(inputs(per_class=3, zero_shot=None, shared=False, unlabeled=1000), CFG).chosen == "finetune_top"
+    assert decide(inputs(per_class=100, zero_shot=0.2, unlabeled=1000), CFG).chosen == "finetune_all"
     # and it holds up to strategy.dann_below_per_class (100: the whole small row)
-    assert decide(inputs(per_class=99, zero_shot=0.2, unlabeled=1000), CFG)["chosen"] == "dann_mcc_pl"
+    assert decide(inputs(per_class=99, zero_shot=0.2, unlabeled=1000), CFG).chosen == "dann_mcc_pl"
     assert decide(inputs(per_class=3, zero_shot=0.2, unlabeled=1000),
-                  CFG.model_copy(update={"dann_below_per_class": 0}))["chosen"] == "finetune_top"
+                  CFG.model_copy(update={"dann_below_per_class": 0})).chosen == "finetune_top"
 
 
 def test_the_plan_lists_what_the_chosen_adaptation_recipe_trains_with():
     # given no target labels: the adaptation recipe leads, plain DANN right behind it
     plan = decide(inputs(per_class=0, zero_shot=None, logme_gain=None, probe_gain=None), CFG)
-    assert plan["ranking"][:2] == ["dann_mcc_pl", "dann"]
+    assert plan.ranking[:2] == ["dann_mcc_pl", "dann"]
     # then plan.json names its components (the adversarial term and the three self-training terms)
-    joined = " | ".join(plan["components"])
+    joined = " | ".join(plan.components)
     for part in ("gradient reversal", "entropy", "Minimum Class Confusion", "pseudo-labels"):
         assert part in joined
     assert "trains with: gradient reversal" in explain(plan, inputs(per_class=0, zero_shot=None), "digits")
     # and a strategy without extra terms lists none
-    assert decide(inputs(per_class=500, zero_shot=0.8), CFG)["components"] == []
+    assert decide(inputs(per_class=500, zero_shot=0.8), CFG).components == []
 
 
 def test_race_candidates_carry_the_backbone_lr_multiplier():
     plan = decide(inputs(per_class=500, zero_shot=0.2), CFG)
-    assert plan["candidates"][:2] == [{"strategy": "finetune_all", "backbone_lr_mult": 1.0},
-                                      {"strategy": "finetune_all", "backbone_lr_mult": 0.1}]
+    assert [c.model_dump() for c in plan.candidates[:2]] == [{"strategy": "finetune_all", "backbone_lr_mult": 1.0},
+                                                             {"strategy": "finetune_all", "backbone_lr_mult": 0.1}]
 
 
 @pytest.fixture
@@ -165,21 +171,21 @@ def test_stale_reports_are_refused(measured):
 
 def test_the_plan_lists_the_signals_it_used_and_why_others_are_missing():
     # given a backbone with a source head: zero-shot decides similarity
-    with_head = decide(inputs(zero_shot=0.8), CFG)["signals"]
-    assert "zero_shot" in with_head["used"] and with_head["unavailable"] == {}
-    assert set(with_head["reported_only"]) == {"probe_gain", "pad", "mmd2"}
+    with_head = decide(inputs(zero_shot=0.8), CFG).signals
+    assert "zero_shot" in with_head.used and with_head.unavailable == {}
+    assert set(with_head.reported_only) == {"probe_gain", "pad", "mmd2"}
     # given an ImageNet backbone (no head for the source's classes): LogME decides, zero-shot is explained
     imagenet = decide(inputs(zero_shot=None, head=False, logme_gain=0.3), CFG)
-    assert imagenet["cell"]["similarity_basis"] == "LogME transfer gain"
-    assert "logme_gain" in imagenet["signals"]["used"] and "zero_shot" not in imagenet["signals"]["used"]
-    assert "pretraining images" in imagenet["signals"]["unavailable"]["zero_shot"]
+    assert imagenet.cell.similarity_basis == "LogME transfer gain"
+    assert "logme_gain" in imagenet.signals.used and "zero_shot" not in imagenet.signals.used
+    assert "pretraining images" in imagenet.signals.unavailable["zero_shot"]
     # given no labels at all: neither task-aware signal exists, and the plan says so
     blind = decide(inputs(per_class=0, zero_shot=None, logme_gain=None, probe_gain=None), CFG)
-    assert set(blind["signals"]["unavailable"]) == {"zero_shot", "logme_gain"}
-    assert blind["chosen"] == "dann_mcc_pl"
+    assert set(blind.signals.unavailable) == {"zero_shot", "logme_gain"}
+    assert blind.chosen == "dann_mcc_pl"
     # and what will check the trained model instead (with labels, val accuracy does)
-    assert "label-free health" in blind["signals"]["after_training"]
-    assert with_head["after_training"] is None
+    assert "label-free health" in blind.signals.after_training
+    assert with_head.after_training is None
 
 
 def test_a_time_budget_is_fitted_by_timing_the_strategys_own_steps(measured, tmp_path):
@@ -213,24 +219,55 @@ def test_an_imagenet_backbone_with_a_labeled_source_plans_adaptation_without_a_s
     # given an ImageNet backbone (no head over the source's classes), a labeled source and no target labels
     plan = decide(inputs(per_class=0, zero_shot=None, head=False, logme_gain=None, probe_gain=None), CFG)
     # then adaptation is planned: the trainer learns the source's classes itself (transfer/strategies.py SourceHead)
-    assert plan["ranking"] == ["dann_mcc_pl", "dann", "source_only"]
+    assert plan.ranking == ["dann_mcc_pl", "dann", "source_only"]
     # and what needs target labels is excluded, saying so
-    assert plan["excluded"]["finetune_top"].startswith("needs labeled target images")
+    assert plan.excluded["finetune_top"].startswith("needs labeled target images")
     # with a few labels and many unlabeled images, the same rule as from a source model puts dann_mcc_pl first
     few = decide(inputs(per_class=5, zero_shot=None, head=False, logme_gain=0.3, unlabeled=1000), CFG)
-    assert few["chosen"] == "dann_mcc_pl" and not few["excluded"]
+    assert few.chosen == "dann_mcc_pl" and not few.excluded
 
 
 def test_a_source_free_plan_excludes_what_needs_a_source_and_says_which_signals_it_rests_on():
     free = PlanInputs(labeled_per_class={"a": 12, "b": 15}, unlabeled_target=0, target_classes_in_source=False,
-                      source_head=False, zero_shot=None, probe_gain=0.05, logme_gain=0.4, pad=None, mmd2=None,
-                      labeled_source=False, pretraining_shift=0.7)
+                      source_head=False, labeled_source=False,
+                      readings=readings(zero_shot=None, probe_gain=0.05, logme_gain=0.4, pad=None, mmd2=None,
+                                        pretraining_shift=0.7))
     plan = decide(free, CFG)
-    assert plan["chosen"] == "finetune_top" and plan["cell"]["similarity_basis"] == "LogME transfer gain"
-    assert {name: reason.split(" (")[0] for name, reason in plan["excluded"].items()} == {
+    assert plan.chosen == "finetune_top" and plan.cell.similarity_basis == "LogME transfer gain"
+    assert {name: reason.split(" (")[0] for name, reason in plan.excluded.items()} == {
         name: "no labeled source domain" for name in ("source_only", "dann_mcc_pl", "dann")}
-    signals = plan["signals"]
-    assert "logme_gain" in signals["used"] and set(signals["reported_only"]) == {"probe_gain", "pretraining_shift"}
-    assert "data.source is null" in signals["unavailable"]["pad"]
+    signals = plan.signals
+    assert "logme_gain" in signals.used and set(signals.reported_only) == {"probe_gain", "pretraining_shift"}
+    assert "data.source is null" in signals.unavailable["pad"]
     text = explain(plan, free, "photos")
     assert "the backbone's pretraining data (no source domain)" in text and "0.70 (symmetric KL" in text
+
+
+def test_a_new_signal_is_one_class_and_its_threshold(measured, tmp_path, monkeypatch):
+    from autotransfer.analysis import signals
+    from autotransfer.analysis.signals import Signal, Test
+
+    # given a signal the library does not have: the Fréchet distance of the domains' features (similarity.json
+    # measures it; no rule read it), counting the target as similar below a threshold it brings as its default
+    class CloseFeatures(Signal):
+        name = "frechet"
+        label = "Fréchet distance between source and target features"
+        basis = "Fréchet distance"
+        tests = (Test("similar_frechet", "<", "similar", "similar", default=1e9),)
+
+        def read(self, validation, similarity):
+            return Reading(similarity.domain.frechet.get("value"), similarity.domain.frechet.get("n_per_domain"))
+
+    before = make_plan(measured)
+    # when it is added ahead of the others
+    monkeypatch.setattr(signals, "SIGNALS", (CloseFeatures(), *signals.SIGNALS))
+    plan = make_plan(measured)
+    # then it decides the similarity verdict, with its comparison, its value and its threshold in plan.json
+    assert plan.cell.similarity == "similar" and plan.cell.similarity_basis == "Fréchet distance"
+    frechet = next(c for c in plan.comparisons if c.threshold_key == "strategy.similar_frechet")
+    assert frechet.outcome and frechet.value == plan.inputs["frechet"] and frechet.threshold == 1e9
+    assert "frechet" in plan.signals.used and json.loads((tmp_path / "reports/plan.json").read_text()) == plan.to_json()
+    # and nothing else about the plan changed but what the verdict moves
+    assert plan.inputs == {**before.inputs, "frechet": plan.inputs["frechet"]}
+    assert [c for c in plan.comparisons if c is not frechet and "similar_" not in c.threshold_key] == [
+        c for c in before.comparisons if "similar_" not in c.threshold_key]

@@ -18,13 +18,11 @@ The evidence behind each cell and adjustment is in docs/strategies.md and BENCHM
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
+from autotransfer.analysis.signals import PlanInputs, Signal, Test, registered
+from autotransfer.artifacts import CandidateSpec, Comparison, PlanCell, PlanDecision, PlanSignals
 from autotransfer.catalog import KINDS
 from autotransfer.config import StrategyConfig
 from autotransfer.errors import PlanError
-from autotransfer.requirements import DataFacts
 
 STRATEGIES = tuple(KINDS)  # every strategy, in catalog order (plan.json lists exclusions in it)
 ADAPTATION = tuple(name for name, kind in KINDS.items() if kind.adaptation)
@@ -88,122 +86,98 @@ PREFERENCES: dict[tuple[str, str], tuple[str, ...]] = {
 }
 
 
-@dataclass(frozen=True)
-class PlanInputs:
-    labeled_per_class: dict[str, int]  # target classes -> labeled images (train + val, after the cap)
-    unlabeled_target: int
-    target_classes_in_source: bool
-    source_head: bool  # the backbone comes with a head trained on the source's classes
-    zero_shot: float | None
-    probe_gain: float | None
-    logme_gain: float | None
-    pad: float | None
-    mmd2: float | None
-    labeled_source: bool = True  # False: data.source is null (source-free: the pretraining data is the source)
-    pretraining_shift: float | None = None  # BatchNorm statistics of the target vs the pretrained ones
-
-    @property
-    def min_labeled(self) -> int:
-        return min(self.labeled_per_class.values(), default=0)
-
-    def facts(self) -> DataFacts:
-        """The facts each strategy's ``Needs`` is checked against (train checks the same on its data)."""
-        return DataFacts(
-            labeled_min_per_class=self.min_labeled,
-            labeled_target=sum(self.labeled_per_class.values()),
-            unlabeled_target=self.unlabeled_target,
-            labeled_source=self.labeled_source,
-            target_classes_in_source=self.labeled_source and self.target_classes_in_source,
-        )
+LABELED = "labeled target images per class (smallest class)"
+NO_LABELS = Test("none_below_per_class", "<", "no usable labels")
+LARGE = Test("large_from_per_class", ">=", "large")
 
 
-def decide(inputs: PlanInputs, cfg: StrategyConfig) -> dict[str, Any]:
-    """The plan: each strategy's ``needs`` (catalog.py, what the trainer checks too) excludes it or not."""
-    comparisons: list[dict[str, Any]] = []
-
-    def compare(signal: str, value: float | None, key: str, threshold: float, op: str, meaning: str) -> bool:
-        outcome = value is not None and (value >= threshold if op == ">=" else value < threshold)
-        comparisons.append(
-            {
-                "signal": signal,
-                "value": value,
-                "threshold_key": f"strategy.{key}",
-                "threshold": threshold,
-                "test": f"{op} {threshold}",
-                "outcome": outcome,
-                "meaning": meaning if outcome else f"not {meaning}",
-            }
-        )
-        return outcome
-
-    labeled = inputs.min_labeled
-    if compare(
-        "labeled target images per class (smallest class)",
-        labeled,
-        "none_below_per_class",
-        cfg.none_below_per_class,
-        "<",
-        "no usable labels",
-    ):
-        amount = "none"
-    elif compare(
-        "labeled target images per class (smallest class)",
-        labeled,
-        "large_from_per_class",
-        cfg.large_from_per_class,
-        ">=",
-        "large",
-    ):
-        amount = "large"
-    else:
-        amount = "small"
-
-    if inputs.zero_shot is not None:
-        similar = compare(
-            "zero-shot source-head accuracy on the labeled target",
-            inputs.zero_shot,
-            "similar_zero_shot",
-            cfg.similar_zero_shot,
-            ">=",
-            "similar",
-        )
-        basis = "zero-shot source-head accuracy"
-    elif inputs.logme_gain is not None:
-        similar = compare(
-            "LogME gain of pretrained over random features",
-            inputs.logme_gain,
-            "similar_logme_gain",
-            cfg.similar_logme_gain,
-            ">=",
-            "similar",
-        )
-        basis = "LogME transfer gain"
-    else:
-        similar, basis = False, "no task-aware signal without target labels: assumed different"
-    # LogME, not probe accuracy: with many labels a probe on random conv features is already
-    # strong (docs/strategies.md), so the probe gain vanishes while LogME's does not.
-    weak_backbone = inputs.logme_gain is not None and compare(
-        "LogME gain of pretrained over random features",
-        inputs.logme_gain,
-        "min_transfer_gain",
-        cfg.min_transfer_gain,
-        "<",
-        "barely better than random features",
+def decide(inputs: PlanInputs, cfg: StrategyConfig, signals: tuple[Signal, ...] | None = None) -> PlanDecision:
+    """The plan: how many labels, similar or not, then the table's order adjusted; each strategy's
+    ``needs`` (catalog.py, what the trainer checks too) excludes it or not."""
+    signals = signals or registered()
+    comparisons: list[Comparison] = []
+    amount = _amount(inputs.min_labeled, cfg, comparisons)
+    similar, basis = _similarity(inputs, cfg, signals, comparisons)
+    weak = any(c.outcome for c in _compare_role(inputs, cfg, signals, "weak_features", comparisons))
+    excluded = _excluded(inputs, amount)
+    order, adjustments = _adjusted(
+        list(PREFERENCES[(amount, "similar" if similar else "different")]), amount, weak, excluded, inputs, cfg
     )
-    cell = (amount, "similar" if similar else "different")
+    ranking = [s for s in order if s not in excluded]
+    if not ranking:
+        raise PlanError("no strategy applies: " + "; ".join(f"{k}: {v}" for k, v in excluded.items()))
+    return PlanDecision(
+        cell=PlanCell(labeled=amount, similarity="similar" if similar else "different", similarity_basis=basis),
+        signals=signals_used(inputs, signals),
+        ranking=ranking,
+        chosen=ranking[0],
+        components=list(KINDS[ranking[0]].components),
+        runner_up=ranking[1] if len(ranking) > 1 else None,
+        candidates=candidates(ranking, similar),
+        excluded=excluded,
+        adjustments=adjustments,
+        comparisons=comparisons,
+    )
 
-    # What the data cannot give a strategy (the trainer refuses the same), then the rules' own exclusions.
-    facts = inputs.facts()
-    excluded = {name: reason for name in STRATEGIES if (reason := KINDS[name].needs.unmet(facts)) is not None}
-    for name in STRATEGIES:
-        if amount == "none" and KINDS[name].needs.target_labels:
-            excluded.setdefault(name, f"needs labeled target images ({labeled} per class)")
-        if name in ADAPTATION and inputs.unlabeled_target == 0:
+
+def _amount(labeled: int, cfg: StrategyConfig, comparisons: list[Comparison]) -> str:
+    """none / small / large, from the smallest class's labeled images."""
+    comparisons.append(NO_LABELS.compare(LABELED, labeled, cfg))
+    if comparisons[-1].outcome:
+        return "none"
+    comparisons.append(LARGE.compare(LABELED, labeled, cfg))
+    return "large" if comparisons[-1].outcome else "small"
+
+
+def _compare_role(
+    inputs: PlanInputs, cfg: StrategyConfig, signals: tuple[Signal, ...], role: str, comparisons: list[Comparison]
+) -> list[Comparison]:
+    """Every measured signal's tests of ``role``, compared and recorded, in ``signals``' order."""
+    ran = [
+        test.compare(signal.label, value, cfg)
+        for signal in signals
+        if (value := inputs.value(signal.name)) is not None
+        for test in signal.tests
+        if test.role == role
+    ]
+    comparisons.extend(ran)
+    return ran
+
+
+def _similarity(
+    inputs: PlanInputs, cfg: StrategyConfig, signals: tuple[Signal, ...], comparisons: list[Comparison]
+) -> tuple[bool, str]:
+    """Similar or not, and on what: the first measured signal with a "similar" test decides.
+
+    Task-aware signals only (zero-shot accuracy, else the LogME gain), never PAD alone, which
+    saturates for every synthetic→real pair (docs/strategies.md).
+    """
+    for signal in signals:
+        value = inputs.value(signal.name)
+        test = next((t for t in signal.tests if t.role == "similar"), None)
+        if value is not None and test is not None:
+            comparisons.append(test.compare(signal.label, value, cfg))
+            return comparisons[-1].outcome, signal.basis or signal.label
+    return False, "no task-aware signal without target labels: assumed different"
+
+
+def _excluded(inputs: PlanInputs, amount: str) -> dict[str, str]:
+    """What the data cannot give a strategy (the trainer refuses the same), then the rules' own exclusions."""
+    excluded = {name: why for name in STRATEGIES if (why := KINDS[name].needs.unmet(inputs.facts())) is not None}
+    for name, kind in KINDS.items():
+        if amount == "none" and kind.needs.target_labels:
+            excluded.setdefault(name, f"needs labeled target images ({inputs.min_labeled} per class)")
+        if kind.adaptation and inputs.unlabeled_target == 0:
             excluded.setdefault(name, "no unlabeled target images to adapt on")
+    return excluded
 
-    order = list(PREFERENCES[cell])
+
+def _adjusted(
+    order: list[str], amount: str, weak: bool, excluded: dict[str, str], inputs: PlanInputs, cfg: StrategyConfig
+) -> tuple[list[str], list[str]]:
+    """The table's order with the rules' adjustments, and what each changed."""
     adjustments = []
-    if weak_backbone:
+    if weak:
         # Frozen features that barely beat random ones cap accuracy: train the backbone instead.
         order = [s for s in order if s not in FROZEN] + [s for s in order if s in FROZEN]
         adjustments.append("frozen strategies moved last: the backbone barely beats random features")
@@ -214,7 +188,7 @@ def decide(inputs: PlanInputs, cfg: StrategyConfig) -> dict[str, Any]:
     if (
         amount == "small"
         and "dann_mcc_pl" not in excluded
-        and labeled < cfg.dann_below_per_class
+        and inputs.min_labeled < cfg.dann_below_per_class
         and inputs.unlabeled_target >= cfg.dann_min_unlabeled
     ):
         # A few labels teach the model little; labeled source plus many unlabeled target images
@@ -225,48 +199,19 @@ def decide(inputs: PlanInputs, cfg: StrategyConfig) -> dict[str, Any]:
             f"dann_mcc_pl first: fewer than {cfg.dann_below_per_class} labels per class "
             f"(strategy.dann_below_per_class) and {inputs.unlabeled_target} unlabeled target images"
         )
-    ranking = [s for s in order if s not in excluded]
-    if not ranking:
-        raise PlanError("no strategy applies: " + "; ".join(f"{k}: {v}" for k, v in excluded.items()))
-
-    return {
-        "cell": {"labeled": amount, "similarity": cell[1], "similarity_basis": basis},
-        "signals": signals_used(inputs),
-        "ranking": ranking,
-        "chosen": ranking[0],
-        "components": list(KINDS[ranking[0]].components),
-        "runner_up": ranking[1] if len(ranking) > 1 else None,
-        "candidates": candidates(ranking, similar),
-        "excluded": excluded,
-        "adjustments": adjustments,
-        "comparisons": comparisons,
-    }
+    return order, adjustments
 
 
-def signals_used(inputs: PlanInputs) -> dict[str, Any]:
+def signals_used(inputs: PlanInputs, signals: tuple[Signal, ...]) -> PlanSignals:
     """Which measured signals the rules compared, which were only reported, which could not be measured."""
     used = ["labeled_per_class", "unlabeled_target", "labeled_source", "target_classes_in_source"]
+    reported: list[str] = []
     unavailable: dict[str, str] = {}
-    if inputs.zero_shot is not None:
-        used.append("zero_shot")
-    else:
-        unavailable["zero_shot"] = (
-            "no head for the source's classes: the backbone's own pretraining images (e.g. ImageNet) are not at "
-            "hand, so similarity rests on how well its features transfer to the target (LogME gain over random)"
-            if not inputs.source_head
-            else "the target has classes the source head does not predict"
-        )
-    for name in ("logme_gain",):
-        if getattr(inputs, name) is not None:
-            used.append(name)
-        else:
-            unavailable[name] = "no labeled target images to score features on"
-    reported = [
-        name for name in ("probe_gain", "pad", "mmd2", "pretraining_shift") if getattr(inputs, name) is not None
-    ]
-    if not inputs.labeled_source:
-        for name in ("pad", "mmd2"):
-            unavailable[name] = "no source domain to compare the target with (data.source is null)"
+    for signal in signals:
+        if inputs.value(signal.name) is not None:
+            (used if signal.tests else reported).append(signal.name)
+        elif (why := signal.unavailable(inputs)) is not None:
+            unavailable[signal.name] = why
     after = (
         "no target labels: the trained model's label-free health (train.json `health`: entropy and class "
         "balance of its target predictions, domain-classifier and source val accuracy) is all that checks it, "
@@ -274,58 +219,60 @@ def signals_used(inputs: PlanInputs) -> dict[str, Any]:
         if not sum(inputs.labeled_per_class.values())
         else None
     )
-    return {"used": used, "reported_only": reported, "unavailable": unavailable, "after_training": after}
+    return PlanSignals(used=used, reported_only=reported, unavailable=unavailable, after_training=after)
 
 
-def candidates(ranking: list[str], similar: bool) -> list[dict[str, Any]]:
+def candidates(ranking: list[str], similar: bool) -> list[CandidateSpec]:
     """Strategies with their key hyperparameter, in rank order (race mode tries the top few).
 
     The backbone LR multiplier moves finetune_all as much as the strategy does (docs/strategies.md), so both
     values are candidates, the one the prior favours first.
     """
-    out: list[dict[str, Any]] = []
+    out: list[CandidateSpec] = []
     for strategy in ranking:
         if strategy == "finetune_all":
             mults = (0.1, 1.0) if similar else (1.0, 0.1)
-            out += [{"strategy": strategy, "backbone_lr_mult": m} for m in mults]
+            out += [CandidateSpec(strategy=strategy, backbone_lr_mult=m) for m in mults]
         else:
-            out.append({"strategy": strategy})
+            out.append(CandidateSpec(strategy=strategy))
     return out
 
 
-def explain(plan: dict[str, Any], inputs: PlanInputs, target: str) -> str:
-    amount, similarity = plan["cell"]["labeled"], plan["cell"]["similarity"]
+def explain(plan: PlanDecision, inputs: PlanInputs, target: str) -> str:
+    amount, similarity = plan.cell.labeled, plan.cell.similarity
+    zero_shot, logme_gain, probe_gain = (inputs.value(k) for k in ("zero_shot", "logme_gain", "probe_gain"))
+    pad, shift = inputs.value("pad"), inputs.value("pretraining_shift")
     parts = [f"The target {target!r} has {inputs.min_labeled} labeled images in its smallest class ({amount})"]
-    if inputs.zero_shot is not None:
-        parts.append(f"the source head scores {inputs.zero_shot:.2f} on it zero-shot")
-    if inputs.logme_gain is not None:
+    if zero_shot is not None:
+        parts.append(f"the source head scores {zero_shot:.2f} on it zero-shot")
+    if logme_gain is not None:
         parts.append(
-            f"pretrained features beat random ones by {inputs.logme_gain:+.2f} LogME"
-            + (f" and {inputs.probe_gain:+.2f} probe accuracy" if inputs.probe_gain is not None else "")
+            f"pretrained features beat random ones by {logme_gain:+.2f} LogME"
+            + (f" and {probe_gain:+.2f} probe accuracy" if probe_gain is not None else "")
         )
     relation = "similar to" if similarity == "similar" else "different from"
     source = "the source" if inputs.labeled_source else "the backbone's pretraining data (no source domain)"
-    text = "; ".join(parts) + f", so it counts as {relation} {source} ({plan['cell']['similarity_basis']})."
-    if inputs.pad is not None:
+    text = "; ".join(parts) + f", so it counts as {relation} {source} ({plan.cell.similarity_basis})."
+    if pad is not None:
         text += (
-            f" PAD is {inputs.pad:.2f}: the domains are "
-            f"{'easily' if inputs.pad > 1.5 else 'hardly' if inputs.pad < 0.5 else 'partly'} told apart, "
+            f" PAD is {pad:.2f}: the domains are "
+            f"{'easily' if pad > 1.5 else 'hardly' if pad < 0.5 else 'partly'} told apart, "
             "which alone does not decide (docs/strategies.md, 'Similarity')."
         )
-    if inputs.pretraining_shift is not None:
+    if shift is not None:
         text += (
-            f" Its activations sit {inputs.pretraining_shift:.2f} (symmetric KL, BatchNorm statistics) from those "
+            f" Its activations sit {shift:.2f} (symmetric KL, BatchNorm statistics) from those "
             "the backbone was trained with: reported, not compared with a threshold."
         )
     first = PREFERENCES[(amount, similarity)][0]
     text += (
         f" The strategy table (docs/strategies.md) gives {first} for {amount} labeled data and a {similarity} target"
     )
-    if plan["adjustments"]:
-        text += "; " + "; ".join(plan["adjustments"])
-    text += f". Chosen: {plan['chosen']}"
-    if plan["runner_up"]:
-        text += f", runner-up: {plan['runner_up']}"
-    if plan.get("components"):
-        text += f". {plan['chosen']} trains with: " + "; ".join(plan["components"])
+    if plan.adjustments:
+        text += "; " + "; ".join(plan.adjustments)
+    text += f". Chosen: {plan.chosen}"
+    if plan.runner_up:
+        text += f", runner-up: {plan.runner_up}"
+    if plan.components:
+        text += f". {plan.chosen} trains with: " + "; ".join(plan.components)
     return text + "."

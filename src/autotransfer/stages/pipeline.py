@@ -144,7 +144,7 @@ STAGES: tuple[Stage, ...] = (
             "train.device",
         ),
         # TRAINING too: a time budget is fitted by timing the strategy's own steps (engine/warmup.py)
-        ("stages/plan.py", "analysis/planning.py", *TRAINING, "artifacts.py"),
+        ("stages/plan.py", "analysis/planning.py", "analysis/signals.py", *TRAINING, "artifacts.py"),
         entry="plan:make_plan",
     ),
     Stage(

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
-from autotransfer.analysis.planning import PlanInputs, decide, explain
+from autotransfer.analysis.planning import decide, explain
+from autotransfer.analysis.signals import PlanInputs, read_signals
 from autotransfer.artifacts import (
     PLAN_JSON,
     SIMILARITY_JSON,
     VALIDATION_JSON,
     BudgetReport,
-    Open,
     PlanReport,
     SimilarityReport,
     TimeFitReport,
@@ -28,28 +27,18 @@ from autotransfer.transfer.strategies import strategy_class
 
 
 def plan_inputs(validation: ValidationReport, similarity: SimilarityReport) -> PlanInputs:
+    """validate's counts and every signal's reading (analysis/signals.py), as the rules read them."""
     usage = validation.target_usage
     target_classes = validation.domains["target"].classes
     source = validation.domains.get("source")  # None: source-free
     source_classes = set(source.classes) if source is not None else set()
-
-    def measured(part: Open | None, key: str) -> float | None:
-        value = None if part is None else part.get(key)
-        return None if value is None else float(value)
-
-    transfer = similarity.transferability
     return PlanInputs(
         labeled_per_class={c: int(usage.labeled_per_class.get(c, 0)) for c in target_classes},
         unlabeled_target=usage.unlabeled,  # the unlabeled/ folder and capped-away train images
         target_classes_in_source=source is not None and set(target_classes) <= source_classes,
         source_head=similarity.backbone.source_head_classes is not None,
-        zero_shot=similarity.zero_shot.value,
-        probe_gain=measured(transfer.get("probe_accuracy"), "gain"),
-        logme_gain=measured(transfer.get("logme"), "gain"),
-        pad=measured(similarity.domain.pad, "pad"),
-        mmd2=measured(similarity.domain.mmd2_rbf, "mmd2"),
         labeled_source=source is not None,
-        pretraining_shift=measured(similarity.pretraining_shift, "value"),
+        readings=read_signals(validation, similarity),
     )
 
 
@@ -71,16 +60,14 @@ def make_plan(params: Params, progress: bool | None = None) -> PlanReport:
     decision = decide(inputs, params.strategy)
     reason = explain(decision, inputs, params.data.target)
     force = params.strategy.force
-    plan = PlanReport.model_validate(
-        {
-            "mode": params.strategy.mode,
-            "target": params.data.target,
-            "source": params.data.source,
-            "forced": force is not None,
-            **decision,
-            "inputs": asdict(inputs),
-            "reason": reason,
-        }
+    plan = PlanReport(
+        **dict(decision),
+        mode=params.strategy.mode,
+        target=params.data.target,
+        source=params.data.source,
+        forced=force is not None,
+        inputs=inputs.to_json(),
+        reason=reason,
     )
     if force is not None:
         plan = plan.model_copy(
