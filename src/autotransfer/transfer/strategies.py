@@ -318,16 +318,20 @@ class FinetuneTop(Strategy):
 
 @register
 class Progressive(Strategy):
-    """Head first, then one more group from the top down every ``train.phase_epochs`` (ULMFiT)."""
+    """Head first, then one more group from the top down per phase (ULMFiT), the phases spread over the budget."""
 
     name = "progressive"
 
     def phases(self, epochs: int) -> list[Phase]:
         body = [name for name, _ in self.model.layer_groups()[:-1]]
+        # Each phase lasts train.phase_epochs, or an equal share of the budget when that is longer:
+        # a step budget on a small target is many one-step epochs (150 at 3 labels per class), and
+        # 2 each would unfreeze every group within a dozen steps, each re-warming its schedule.
+        length = max(self.cfg.phase_epochs, epochs // (len(body) + 1))
         out, start, k = [], 0, 0
         while start < epochs:
             last = k >= len(body)
-            end = epochs if last else min(epochs, start + self.cfg.phase_epochs)
+            end = epochs if last else min(epochs, start + length)
             out.append(Phase(k, start, end, (*body[len(body) - k :], "head")))
             start, k = end, k + 1
         return out
