@@ -135,6 +135,21 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("model", nargs="?", help="models:/NAME@ALIAS or models:/NAME/N (default: the champion)")
     verify.set_defaults(handler=cmd_verify)
 
+    _add_predict(sub, common)
+
+    run = sub.add_parser(
+        "run", parents=[common, run_options()], help="run the Prefect retrain flow: every stage, then register"
+    )
+    run.set_defaults(handler=cmd_run)
+
+    summary = sub.add_parser("summary", parents=[common], help="what the last pipeline run decided and scored")
+    summary.set_defaults(handler=cmd_summary)
+
+    _add_stack(sub)
+    return parser
+
+
+def _add_predict(sub: Any, common: argparse.ArgumentParser) -> None:
     predict = sub.add_parser(
         "predict",
         parents=[common],
@@ -161,14 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+", type=Path, metavar="PATH", help="image file or folder (recursive)")
     predict.set_defaults(handler=cmd_predict)
 
-    run = sub.add_parser(
-        "run", parents=[common, run_options()], help="run the Prefect retrain flow: every stage, then register"
-    )
-    run.set_defaults(handler=cmd_run)
 
-    summary = sub.add_parser("summary", parents=[common], help="what the last pipeline run decided and scored")
-    summary.set_defaults(handler=cmd_summary)
-
+def _add_stack(sub: Any) -> None:
     stack = sub.add_parser(
         "stack",
         help="start/stop the team stack on loopback: PostgreSQL, S3, MLflow and "
@@ -178,7 +187,6 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("--root", type=Path, default=Path(".stack"), help="state, data and logs (default .stack/)")
     stack.add_argument("--no-worker", action="store_true", help="up: no Prefect worker")
     stack.set_defaults(handler=cmd_stack)
-    return parser
 
 
 @contextlib.contextmanager

@@ -158,6 +158,44 @@ def score_model(client: MlflowClient, model_uri: str, inputs: RunInputs, metric:
     return float(classification_metrics(inputs.test_truth, predicted, inputs.classes)[metric])
 
 
+def _judge(
+    params: Params,
+    client: MlflowClient,
+    name: str,
+    number: str,
+    champion: ModelVersion | None,
+    champion_number: str | None,
+    inputs: RunInputs,
+) -> tuple[bool, str, float, float | None]:
+    """Promote or not, why, and both scores (the champion's None where it was not scored)."""
+    metric = params.registry.metric
+    # The challenger is scored as loaded back from the registry: a version that does not load never wins.
+    challenger_score = score_model(client, f"models:/{name}/{number}", inputs, metric)
+    champion_score: float | None
+    elsewhere = other_target(champion, params.data.target, inputs.classes) if champion is not None else None
+    if champion_number == number:
+        promote, reason, champion_score = False, f"version {number} is already the champion", challenger_score
+    elif elsewhere:
+        promote, champion_score = False, None
+        reason = (
+            f"champion v{champion_number} {elsewhere}: models of different targets never compete, and this "
+            f"run leaves it in place (registry.model_name with {{target}} gives each target its own champion)"
+        )
+    else:
+        champion_score = (
+            score_model(client, f"models:/{name}/{champion_number}", inputs, metric)
+            if champion_number is not None
+            else None
+        )
+        decision = decide(metric, challenger_score, champion_score, champion_number, params.registry.min_delta)
+        promote, reason = decision.promote, decision.reason
+        health = inputs.health
+        veto = health_veto(health.collapsed, health.gates_promotion, health.verdict) if health else None
+        if promote and veto:
+            promote, reason = False, veto
+    return promote, reason, challenger_score, champion_score
+
+
 def register(params: Params) -> RegistrationReport:
     started = time.perf_counter()
     config = params.registry
@@ -175,30 +213,9 @@ def register(params: Params) -> RegistrationReport:
         champion = alias_version(client, name, CHAMPION)
         champion_number = str(champion.version) if champion is not None else None
         metric = config.metric
-        # The challenger is scored as loaded back from the registry: a version that does not load never wins.
-        challenger_score = score_model(client, f"models:/{name}/{number}", inputs, metric)
-        champion_score: float | None
-        elsewhere = other_target(champion, params.data.target, inputs.classes) if champion is not None else None
-        if champion_number == number:
-            promote, reason, champion_score = False, f"version {number} is already the champion", challenger_score
-        elif elsewhere:
-            promote, champion_score = False, None
-            reason = (
-                f"champion v{champion_number} {elsewhere}: models of different targets never compete, and this "
-                f"run leaves it in place (registry.model_name with {{target}} gives each target its own champion)"
-            )
-        else:
-            champion_score = (
-                score_model(client, f"models:/{name}/{champion_number}", inputs, metric)
-                if champion_number is not None
-                else None
-            )
-            decision = decide(metric, challenger_score, champion_score, champion_number, config.min_delta)
-            promote, reason = decision.promote, decision.reason
-            health = inputs.health
-            veto = health_veto(health.collapsed, health.gates_promotion, health.verdict) if health else None
-            if promote and veto:
-                promote, reason = False, veto
+        promote, reason, challenger_score, champion_score = _judge(
+            params, client, name, number, champion, champion_number, inputs
+        )
         record = {
             "decision": "promoted" if promote else "kept",
             "reason": reason,

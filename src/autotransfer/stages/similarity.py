@@ -96,16 +96,6 @@ def measure_similarity(params: Params, progress: bool | None = None) -> Similari
     target_features = features(body, target_images, weights_hash)
     extract_seconds = time.perf_counter() - started
 
-    def domain_measures() -> dict[str, Any]:
-        if source is None:
-            absent = {"value": None, "reason": "no source domain (data.source is null)", "seconds": 0.0}
-            return {"pad": absent, "mmd2_rbf": absent, "frechet": absent}
-        return {
-            "pad": _timed(lambda: proxy_a_distance(source_features, target_features, seed=cfg.seed)),
-            "mmd2_rbf": _timed(lambda: mmd2_rbf(source_features, target_features)),
-            "frechet": _timed(lambda: {"value": frechet_distance(source_features, target_features), "n_per_domain": n}),
-        }
-
     report: dict[str, Any] = {
         "source": source,
         "target": target,
@@ -122,32 +112,18 @@ def measure_similarity(params: Params, progress: bool | None = None) -> Similari
             "labeled_target": len(labeled),
             "target_classes": list(target_classes),
         },
-        "domain": domain_measures(),
+        "domain": _domain_measures(source_features, target_features, n, cfg.seed)
+        if source is not None
+        else dict.fromkeys(("pad", "mmd2_rbf", "frechet"), NO_SOURCE),
         # Source-free: the target against the statistics the backbone was trained with.
         "pretraining_shift": _timed(
             lambda: batchnorm_shift(batchnorm_moments(body, target_images, normalization, cfg.batch_size))
         ),
     }
 
-    labels = labeled.labels.numpy()
-    enough_labels = len(labeled) >= 2 * len(target_classes) and len(np.unique(labels)) >= 2
-    if enough_labels:
-        pretrained = features(body, labeled, weights_hash)
-        torch.manual_seed(cfg.seed)
-        random_body = TransferModel(arch, len(target_classes), size).body
-        random = features(random_body, labeled, state_hash(random_body))
-        report["transferability"] = {
-            "logme": {**_gain(lambda f: logme(f, labels), pretrained, random, "logme"), "method": LOGME_METHOD},
-            "probe_accuracy": _gain(
-                lambda f: linear_probe_accuracy(f, labels, cfg.probe_folds, cfg.seed), pretrained, random, "accuracy"
-            ),
-        }
-    else:
-        reason = f"{len(labeled)} labeled target images: too few for LogME and a cross-validated probe"
-        report["transferability"] = {
-            "logme": {"value": None, "reason": reason},
-            "probe_accuracy": {"value": None, "reason": reason},
-        }
+    report["transferability"] = _transferability(
+        params, labeled, len(target_classes), size, body, features, weights_hash
+    )
     report["zero_shot"] = _zero_shot(backbone, labeled, target_classes, features, weights_hash)
     report["cost"] = {
         "feature_seconds": round(extract_seconds, 3),
@@ -158,6 +134,45 @@ def measure_similarity(params: Params, progress: bool | None = None) -> Similari
     typed = SimilarityReport.model_validate(report)
     write_report(Path(params.reports.dir) / SIMILARITY_JSON, typed)
     return typed
+
+
+NO_SOURCE = {"value": None, "reason": "no source domain (data.source is null)", "seconds": 0.0}
+
+
+def _domain_measures(source: np.ndarray, target: np.ndarray, n: int, seed: int) -> dict[str, Any]:
+    """How well the two domains' features are told apart (PAD), and their distances, on n images each."""
+    return {
+        "pad": _timed(lambda: proxy_a_distance(source, target, seed=seed)),
+        "mmd2_rbf": _timed(lambda: mmd2_rbf(source, target)),
+        "frechet": _timed(lambda: {"value": frechet_distance(source, target), "n_per_domain": n}),
+    }
+
+
+def _transferability(
+    params: Params,
+    labeled: ImageSet,
+    n_classes: int,
+    size: int,
+    body: torch.nn.Module,
+    features: Features,
+    weights_hash: str,
+) -> dict[str, Any]:
+    """LogME and a cross-validated probe on the labeled target: pretrained features against random ones."""
+    cfg = params.similarity
+    labels = labeled.labels.numpy()
+    if not (len(labeled) >= 2 * n_classes and len(np.unique(labels)) >= 2):
+        reason = f"{len(labeled)} labeled target images: too few for LogME and a cross-validated probe"
+        return {"logme": {"value": None, "reason": reason}, "probe_accuracy": {"value": None, "reason": reason}}
+    pretrained = features(body, labeled, weights_hash)
+    torch.manual_seed(cfg.seed)
+    random_body = TransferModel(params.backbone.arch, n_classes, size).body
+    random = features(random_body, labeled, state_hash(random_body))
+    return {
+        "logme": {**_gain(lambda f: logme(f, labels), pretrained, random, "logme"), "method": LOGME_METHOD},
+        "probe_accuracy": _gain(
+            lambda f: linear_probe_accuracy(f, labels, cfg.probe_folds, cfg.seed), pretrained, random, "accuracy"
+        ),
+    }
 
 
 def _gain(

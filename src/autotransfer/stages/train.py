@@ -152,37 +152,21 @@ def _train(params: Params, progress: bool | None) -> TrainReport:
     if params.train.floor:
         result, floor = apply_floor(params, result, data, fit_candidate, selection)
     health = label_free_health(params, result, data, trained.history, progress, val_images)
-    report = TrainReport(
-        strategy=result.candidate.strategy,
-        candidate=result.candidate.label,
-        backbone_lr_mult=result.candidate.backbone_lr_mult,
-        mode="forced" if forced else params.strategy.mode,
-        plan_choice=plan.chosen,
-        epochs_run=trained.epochs_run,
-        best_epoch=trained.best_epoch,
-        resumed_from_epoch=trained.resumed_from,
-        val_accuracy=result.val_accuracy,
-        seconds=round(time.perf_counter() - started, 1),
-        seconds_per_epoch=_mean([h["seconds"] for h in trained.history]),
-        images_per_second=_mean([h["images_per_second"] for h in trained.history]),
-        race=race_table,
-        race_note=race_note,
-        race_cost_epochs=sum(row.epochs_trained for row in race_table) if race_table else None,
-        oracle_cost_epochs=len({row.candidate for row in race_table}) * race_epochs if race_table else None,
-        processes=world.size if world.distributed else None,
-        floor=floor,
-        health=health,
-        budget=BudgetReport(
-            epochs=budget.epochs,
-            steps=budget.steps,
-            steps_per_epoch=budget.steps_per_epoch,
-            pool=budget.pool,
-            rule=budget.rule,
-            input_size=spec.size if timed is not None else None,
-            time_fit=timed.time_fit if timed is not None else None,
-        ),
-        selection=selection,
-        fit=trained.fit_note,
+    report = _report(
+        params,
+        plan,
+        trained,
+        result,
+        race_table,
+        race_note,
+        race_epochs,
+        floor,
+        health,
+        budget,
+        spec.size if timed is not None else None,
+        timed,
+        selection,
+        round(time.perf_counter() - started, 1),
     )
     if world.is_main:  # every rank holds the same model; one writes it
         write_model(result, params, data, out, spec.interpolation)
@@ -191,6 +175,57 @@ def _train(params: Params, progress: bool | None) -> TrainReport:
         write_text(reports / TRAIN_HISTORY_CSV, history_csv(trained.history))
         write_report(reports / TRAIN_JSON, report)
     return report
+
+
+def _report(
+    params: Params,
+    plan: PlanReport,
+    trained: FitResult,
+    result: FitResult,
+    race_table: list[RaceRow],
+    race_note: str | None,
+    race_epochs: int,
+    floor: FloorReport | None,
+    health: HealthReport | None,
+    budget: Budget,
+    input_size: int | None,
+    timed: BudgetReport | None,
+    selection: SelectionReport,
+    seconds: float,
+) -> TrainReport:
+    """train.json: what trained (``trained``), what was written (``result``: the floor may have replaced it), why."""
+    return TrainReport(
+        strategy=result.candidate.strategy,
+        candidate=result.candidate.label,
+        backbone_lr_mult=result.candidate.backbone_lr_mult,
+        mode="forced" if params.strategy.force else params.strategy.mode,
+        plan_choice=plan.chosen,
+        epochs_run=trained.epochs_run,
+        best_epoch=trained.best_epoch,
+        resumed_from_epoch=trained.resumed_from,
+        val_accuracy=result.val_accuracy,
+        seconds=seconds,
+        seconds_per_epoch=_mean([h["seconds"] for h in trained.history]),
+        images_per_second=_mean([h["images_per_second"] for h in trained.history]),
+        race=race_table,
+        race_note=race_note,
+        race_cost_epochs=sum(row.epochs_trained for row in race_table) if race_table else None,
+        oracle_cost_epochs=len({row.candidate for row in race_table}) * race_epochs if race_table else None,
+        processes=current_world().size if current_world().distributed else None,
+        floor=floor,
+        health=health,
+        budget=BudgetReport(
+            epochs=budget.epochs,
+            steps=budget.steps,
+            steps_per_epoch=budget.steps_per_epoch,
+            pool=budget.pool,
+            rule=budget.rule,
+            input_size=input_size,
+            time_fit=timed.time_fit if timed is not None else None,
+        ),
+        selection=selection,
+        fit=trained.fit_note,
+    )
 
 
 def selection_rule(params: Params, data: TrainData) -> tuple[TrainData, SelectionReport]:

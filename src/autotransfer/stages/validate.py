@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from autotransfer.artifacts import MANIFEST_CSV, VALIDATION_JSON, VALIDATION_MD, ValidationReport
-from autotransfer.config import Params, resolve_domain
+from autotransfer.config import Params, ValidationConfig, resolve_domain
 from autotransfer.io.files import write_report, write_text
 from autotransfer.io.manifest import SPLITS, UNLABELED, Domain, Scan, SplitShares, assign_usage, scan
 from autotransfer.io.scan_state import ScanState
@@ -137,12 +137,30 @@ def _tables(scanned: Scan) -> dict[str, pd.DataFrame]:
 
 
 def build_checks(params: Params, domains: list[Domain], scanned: Scan) -> list[Check]:
+    """Every check validate runs: on all files, per domain, then between the source and the target."""
+    files = scanned.files
+    train_classes = {
+        d.name: sorted(
+            files.loc[(files["domain"] == d.name) & (files["split"] == "train") & files["readable"], "label"]
+            .dropna()
+            .unique()
+        )
+        for d in domains
+    }
+    return [
+        *_file_checks(params.validation),
+        *_domain_checks(domains, train_classes),
+        *_source_target_checks(params, domains, train_classes),
+    ]
+
+
+def _file_checks(v: ValidationConfig) -> list[Check]:
+    """The checks on every file, folder and image content, whatever the domain."""
     import great_expectations as gx
     from great_expectations.expectations.row_conditions import Column
 
-    v = params.validation
     e = gx.expectations
-    checks = [
+    return [
         Check(
             "files_readable",
             "every file is a readable image (decoded in full; links stay inside the data root)",
@@ -201,25 +219,23 @@ def build_checks(params: Params, domains: list[Domain], scanned: Scan) -> list[C
             e.ExpectColumnValuesToBeUnique(column="sha256"),
             detail=lambda row: f"same content in {row['places']}",
         ),
-    ]
-    files = scanned.files
-    train_classes = {
-        d.name: sorted(
-            files.loc[(files["domain"] == d.name) & (files["split"] == "train") & files["readable"], "label"]
-            .dropna()
-            .unique()
-        )
-        for d in domains
-    }
-    checks.append(
         Check(
             "one_label_per_image",
             "no image (sha256) is labeled with two classes",
             "content",
             e.ExpectColumnValuesToBeBetween(column="n_labels", max_value=1),
             detail=lambda row: f"the same image under classes {row['labels']}",
-        )
-    )
+        ),
+    ]
+
+
+def _domain_checks(domains: list[Domain], train_classes: dict[str, list[str]]) -> list[Check]:
+    """Each domain: at least two classes, and no val/test label without a train folder."""
+    import great_expectations as gx
+    from great_expectations.expectations.row_conditions import Column
+
+    e = gx.expectations
+    checks = []
     for domain in domains:
         checks.append(
             Check(
@@ -250,6 +266,16 @@ def build_checks(params: Params, domains: list[Domain], scanned: Scan) -> list[C
                 detail=lambda row: f"class {row['label']!r} has no train folder",
             )
         )
+    return checks
+
+
+def _source_target_checks(params: Params, domains: list[Domain], train_classes: dict[str, list[str]]) -> list[Check]:
+    """The target's classes among the source's (an error when the target has no labels to learn them from)."""
+    import great_expectations as gx
+    from great_expectations.expectations.row_conditions import Column
+
+    e = gx.expectations
+    checks = []
     *sources, target = domains
     if sources and sources[0].name != target.name:
         source = sources[0]
