@@ -42,7 +42,7 @@ def nan_cross_entropy(monkeypatch) -> None:
     """A fault to inject: every cross-entropy the strategies' steps compute is NaN."""
     import torch
 
-    from autotransfer.transfer import strategies
+    from autotransfer.transfer import adaptation, probe, strategies
 
     class NanFunctional:
         def __getattr__(self, name):
@@ -52,4 +52,5 @@ def nan_cross_entropy(monkeypatch) -> None:
         def cross_entropy(*args, **kwargs):
             return torch.nn.functional.cross_entropy(*args, **kwargs) * float("nan")
 
-    monkeypatch.setattr(strategies, "F", NanFunctional())
+    for module in (strategies, adaptation, probe):  # every module whose strategies compute a loss
+        monkeypatch.setattr(module, "F", NanFunctional())

@@ -6,7 +6,7 @@ weak-backbone rule (``analysis.planning``), plan.json's components, and the trai
 check (``transfer.strategies``: a class is registered under a row's name and checks the row's
 ``needs``). The table sits below config so that validating params imports no torch.
 
-Adding a strategy: one row here, one class in transfer/strategies.py (docs/extending.md).
+Adding a strategy: one row here, one class in transfer/ (docs/extending.md).
 The row order is the order plan.json lists exclusions in.
 """
 

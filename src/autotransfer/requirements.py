@@ -1,6 +1,6 @@
 """What a strategy needs from the data: one check, read by the plan and by the trainer.
 
-Each strategy class carries its ``Needs`` (transfer/strategies.py). The plan stage passes
+Each strategy carries its ``Needs`` (its row in catalog.py; the class in transfer/ checks it). The plan stage passes
 them to the rules, which exclude a strategy whose needs the target does not meet
 (analysis/planning.py); train checks the same ``Needs`` against the images it loaded before
 it builds a model. So a plan never chooses what the trainer refuses, and the reason a

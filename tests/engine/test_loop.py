@@ -164,7 +164,7 @@ def test_non_finite_loss_stops_with_the_step_and_writes_no_model(ready, tmp_path
 
 
 def test_linear_probe_does_no_backbone_forward_once_the_cache_is_warm(ready, tmp_path, monkeypatch):
-    from autotransfer.transfer.strategies import LinearProbe
+    from autotransfer.transfer.probe import LinearProbe
 
     run(ready, "linear_probe", tmp_path / "warm")  # fills the feature cache
     calls = []

@@ -106,7 +106,7 @@ STAGES: tuple[Stage, ...] = (
         lambda p: [resolve_domain(p.data, name) for name in (p.data.source, p.data.target) if name is not None],
         _reports(VALIDATION_JSON, VALIDATION_MD, MANIFEST_CSV),
         ("data", "validation", "reports"),
-        ("stages/validate.py", "io", "artifacts.py"),
+        ("stages/validate.py", "io", "artifacts"),
         entry="validate:run",
     ),
     Stage(
@@ -115,7 +115,7 @@ STAGES: tuple[Stage, ...] = (
         _reports(MANIFEST_CSV),
         _source_model,
         ("backbone", "pretrain", "data.alpha_background"),
-        ("stages/pretrain.py", *TRAINING, "artifacts.py"),
+        ("stages/pretrain.py", *TRAINING, "artifacts"),
         entry="pretrain:pretrain",
     ),
     Stage(
@@ -124,7 +124,7 @@ STAGES: tuple[Stage, ...] = (
         _both(_reports(MANIFEST_CSV), _source_model),
         _reports(SIMILARITY_JSON),
         ("backbone", "similarity", "data.alpha_background"),
-        ("stages/similarity.py", "analysis/similarity.py", "analysis/metrics.py", "models", "io", "artifacts.py"),
+        ("stages/similarity.py", "analysis/similarity.py", "analysis/metrics.py", "models", "io", "artifacts"),
         entry="similarity:measure_similarity",
     ),
     Stage(
@@ -144,7 +144,7 @@ STAGES: tuple[Stage, ...] = (
             "train.device",
         ),
         # TRAINING too: a time budget is fitted by timing the strategy's own steps (engine/warmup.py)
-        ("stages/plan.py", "analysis/planning.py", "analysis/signals.py", *TRAINING, "artifacts.py"),
+        ("stages/plan.py", "analysis/planning.py", "analysis/signals.py", *TRAINING, "artifacts"),
         entry="plan:make_plan",
     ),
     Stage(
@@ -153,7 +153,7 @@ STAGES: tuple[Stage, ...] = (
         _both(_reports(MANIFEST_CSV, PLAN_JSON), _source_model),
         _both(_model(MODEL_FILE, META_FILE), _reports(TRAIN_JSON, TRAIN_HISTORY_CSV)),
         ("train", "strategy.mode", "strategy.force", "strategy.top_k", "data.alpha_background"),
-        ("stages/train.py", "stages/torchrun.py", "ops/launch.py", *TRAINING, "analysis/health.py", "artifacts.py"),
+        ("stages/train.py", "stages/torchrun.py", "ops/launch.py", *TRAINING, "analysis/health.py", "artifacts"),
         entry="train:train_stage",
     ),
     Stage(
@@ -162,7 +162,7 @@ STAGES: tuple[Stage, ...] = (
         _both(_reports(MANIFEST_CSV), _model(MODEL_FILE, META_FILE)),
         _reports(METRICS_JSON, PREDICTIONS_CSV, PLOTS_DIR),
         (),
-        ("stages/evaluate.py", "analysis/metrics.py", "models", "io", "artifacts.py"),
+        ("stages/evaluate.py", "analysis/metrics.py", "models", "io", "artifacts"),
         entry="evaluate:evaluate",
     ),
     Stage(
@@ -180,7 +180,7 @@ STAGES: tuple[Stage, ...] = (
             "engine/listeners.py",  # registry/tracking's hook into training; names no training code
             "models",
             "io",
-            "artifacts.py",
+            "artifacts",
         ),
         entry="register:register",
         cached=False,
