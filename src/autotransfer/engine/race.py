@@ -16,7 +16,7 @@ from typing import Any
 
 from autotransfer.artifacts import CandidateSpec, RaceRow
 from autotransfer.config import Params
-from autotransfer.engine.loop import FitResult
+from autotransfer.engine.state import FitResult
 from autotransfer.io.data import TrainData
 from autotransfer.transfer.strategies import Candidate
 

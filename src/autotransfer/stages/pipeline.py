@@ -174,6 +174,7 @@ STAGES: tuple[Stage, ...] = (
         (
             "stages/register.py",
             "stages/report.py",
+            "stages/report_html.py",
             "registry",
             "serving",
             "analysis/metrics.py",

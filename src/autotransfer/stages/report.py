@@ -12,9 +12,6 @@ headless-browser test reads.
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,7 +36,7 @@ from autotransfer.artifacts import (
 from autotransfer.config import Params
 from autotransfer.io.files import write_text
 from autotransfer.io.git import git_commit
-from autotransfer.io.images import open_limited, to_rgb
+from autotransfer.stages import report_html as h
 
 SECTIONS = (
     "run",
@@ -80,22 +77,24 @@ def write_run_report(params: Params, registered: bool = True) -> Path:
     reports = Path(params.reports.dir)
     read = _reader(reports)
     body = [
-        f"<h1>autotransfer run: {_e(source_name(params.data.source))} &rarr; {_e(params.data.target)}</h1>",
+        f"<h1>autotransfer run: {h.escape(source_name(params.data.source))} &rarr; {h.escape(params.data.target)}</h1>",
         _run(params, read),
         _validation(read(VALIDATION_JSON)),
         _similarity(read(SIMILARITY_JSON), read(PLAN_JSON)),
         _plan(read(PLAN_JSON)),
         _race(read(TRAIN_JSON)),
-        _section("curves", "Training curves", _png(reports / PLOTS_DIR / "training_curves.png")),
-        _section("confusion", "Confusion matrix (target test)", _confusion(read(METRICS_JSON), reports)),
+        h.section("curves", "Training curves", h.png(reports / PLOTS_DIR / "training_curves.png")),
+        h.section("confusion", "Confusion matrix (target test)", _confusion(read(METRICS_JSON), reports)),
         _per_class(read(METRICS_JSON)),
         _worst(reports / PREDICTIONS_CSV, params.validation.max_pixels),
-        _section(
-            "features", "Feature map (PCA of source and target features)", _png(reports / PLOTS_DIR / "feature_map.png")
+        h.section(
+            "features",
+            "Feature map (PCA of source and target features)",
+            h.png(reports / PLOTS_DIR / "feature_map.png"),
         ),
         _registry(read(REGISTRATION_JSON))
         if registered
-        else _section("registry", "Registry decision", "<p>Not registered: run with --no-register.</p>"),
+        else h.section("registry", "Registry decision", "<p>Not registered: run with --no-register.</p>"),
     ]
     page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>autotransfer report</title>"
@@ -123,64 +122,68 @@ def _run(params: Params, read: Any) -> str:
         ["duration", timed or "n/a"],
     ]
     dumped = yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False)
-    text = _table(["", ""], rows) + f"<details><summary>params</summary><pre>{_e(dumped)}</pre></details>"
-    return _section("run", "Run", text)
+    text = h.table(["", ""], rows) + f"<details><summary>params</summary><pre>{h.escape(dumped)}</pre></details>"
+    return h.section("run", "Run", text)
 
 
 def _validation(report: dict[str, Any] | None) -> str:
     if report is None:
-        return _section("validation", "Validation", _missing(VALIDATION_JSON))
+        return h.section("validation", "Validation", h.missing(VALIDATION_JSON))
     checks = report["checks"]
     passed = sum(c["success"] for c in checks)
-    rows = [[c["id"], _status(c["success"]), c["severity"], c.get("unexpected_count", 0)] for c in checks]
+    rows = [[c["id"], h.status(c["success"]), c["severity"], c.get("unexpected_count", 0)] for c in checks]
     domains = [
         [role, d["name"], *(d["images"].get(split, 0) for split in ("train", "val", "test", "unlabeled"))]
         for role, d in report["domains"].items()
     ]
     text = (
-        f"<p>{_status(report['success'])} {passed}/{len(checks)} checks passed"
-        + (f"; failed: {_e(', '.join(report['failed_checks']))}" if report["failed_checks"] else "")
+        f"<p>{h.status(report['success'])} {passed}/{len(checks)} checks passed"
+        + (f"; failed: {h.escape(', '.join(report['failed_checks']))}" if report["failed_checks"] else "")
         + "</p>"
-        + _table(["domain", "name", "train", "val", "test", "unlabeled"], domains)
-        + _table(["check", "result", "severity", "unexpected"], rows)
+        + h.table(["domain", "name", "train", "val", "test", "unlabeled"], domains)
+        + h.table(["check", "result", "severity", "unexpected"], rows)
     )
-    return _section("validation", "Validation", text)
+    return h.section("validation", "Validation", text)
 
 
 def _similarity(similarity: dict[str, Any] | None, plan: dict[str, Any] | None) -> str:
     if similarity is None:
-        return _section("similarity", "Similarity", _missing(SIMILARITY_JSON))
+        return h.section("similarity", "Similarity", h.missing(SIMILARITY_JSON))
     measures = []
     for group in ("domain", "transferability", "zero_shot"):
         for key, value in (similarity.get(group) or {}).items():
             fields = value if isinstance(value, dict) else {"": value}
-            shown = {k: v for k, v in fields.items() if k not in ("seconds", "method") and _scalar(v)}
+            shown = {k: v for k, v in fields.items() if k not in ("seconds", "method") and h.scalar(v)}
             if shown:
-                measures.append([f"{group}.{key}", ", ".join(f"{k} {_fmt(v)}".strip() for k, v in shown.items())])
+                measures.append([f"{group}.{key}", ", ".join(f"{k} {h.fmt(v)}".strip() for k, v in shown.items())])
     compared = [
-        [c["signal"], _fmt(c["value"]), f"{c['threshold_key']} {c['test']}", _status(c["outcome"]), c["meaning"]]
+        [c["signal"], h.fmt(c["value"]), f"{c['threshold_key']} {c['test']}", h.status(c["outcome"]), c["meaning"]]
         for c in (plan or {}).get("comparisons", [])
     ]
     text = (
         "<h3>Compared with the plan's thresholds</h3>"
-        + (_table(["signal", "value", "threshold", "holds", "meaning"], compared) if compared else _missing(PLAN_JSON))
+        + (
+            h.table(["signal", "value", "threshold", "holds", "meaning"], compared)
+            if compared
+            else h.missing(PLAN_JSON)
+        )
         + "<h3>Measured</h3>"
-        + _table(["measure", "value"], measures)
+        + h.table(["measure", "value"], measures)
     )
-    return _section("similarity", "Similarity", text)
+    return h.section("similarity", "Similarity", text)
 
 
 def _plan(plan: dict[str, Any] | None) -> str:
     if plan is None:
-        return _section("plan", "Plan", _missing(PLAN_JSON))
-    ranking = "".join(f"<li>{_e(name)}</li>" for name in plan["ranking"])
+        return h.section("plan", "Plan", h.missing(PLAN_JSON))
+    ranking = "".join(f"<li>{h.escape(name)}</li>" for name in plan["ranking"])
     text = (
-        f"<p><b>Chosen: {_e(plan['chosen'])}</b> (runner-up: {_e(plan.get('runner_up') or 'none')}; "
-        f"mode {_e(plan['mode'])})</p><p>{_e(plan['reason'])}</p><h3>Ranking</h3><ol>{ranking}</ol>"
+        f"<p><b>Chosen: {h.escape(plan['chosen'])}</b> (runner-up: {h.escape(plan.get('runner_up') or 'none')}; "
+        f"mode {h.escape(plan['mode'])})</p><p>{h.escape(plan['reason'])}</p><h3>Ranking</h3><ol>{ranking}</ol>"
     )
     excluded = plan.get("excluded") or {}
     if excluded:
-        text += "<h3>Excluded</h3>" + _table(["strategy", "why"], [[k, v] for k, v in excluded.items()])
+        text += "<h3>Excluded</h3>" + h.table(["strategy", "why"], [[k, v] for k, v in excluded.items()])
     signals = plan.get("signals")
     if signals:
         rows = [
@@ -188,16 +191,16 @@ def _plan(plan: dict[str, Any] | None) -> str:
             ["reported only", ", ".join(signals["reported_only"])],
         ]
         rows += [[f"unavailable: {name}", why] for name, why in signals["unavailable"].items()]
-        text += "<h3>Signals</h3>" + _table(["", ""], rows)
-    return _section("plan", "Plan: strategy and why", text)
+        text += "<h3>Signals</h3>" + h.table(["", ""], rows)
+    return h.section("plan", "Plan: strategy and why", text)
 
 
 def _race(train: dict[str, Any] | None) -> str:
     if train is None:
-        return _section("race", "Training and race", _missing(TRAIN_JSON))
+        return h.section("race", "Training and race", h.missing(TRAIN_JSON))
     summary = (
-        f"<p>Trained <b>{_e(train['candidate'])}</b> ({_e(train['mode'])}): {train['epochs_run']} epochs, "
-        f"best epoch {train['best_epoch']}, val accuracy {_fmt(train['val_accuracy'])}, {train['seconds']} s.</p>"
+        f"<p>Trained <b>{h.escape(train['candidate'])}</b> ({h.escape(train['mode'])}): {train['epochs_run']} epochs, "
+        f"best epoch {train['best_epoch']}, val accuracy {h.fmt(train['val_accuracy'])}, {train['seconds']} s.</p>"
     )
     if train.get("race"):
         rows = [
@@ -206,14 +209,14 @@ def _race(train: dict[str, Any] | None) -> str:
                 r["candidate"],
                 r["budget_epochs"],
                 r["epochs_trained"],
-                _fmt(r["val_accuracy"]),
-                _fmt(r.get("projected_val")),
+                h.fmt(r["val_accuracy"]),
+                h.fmt(r.get("projected_val")),
                 _went_on(r.get("went_on")),
                 r["seconds"],
             ]
             for r in train["race"]
         ]
-        table = _table(
+        table = h.table(
             [
                 "round",
                 "candidate",
@@ -227,15 +230,17 @@ def _race(train: dict[str, Any] | None) -> str:
             rows,
         )
     else:
-        table = f"<p class='missing'>{_e(train.get('race_note') or 'no race: strategy.mode is ' + train['mode'])}</p>"
+        table = (
+            f"<p class='missing'>{h.escape(train.get('race_note') or 'no race: strategy.mode is ' + train['mode'])}</p>"
+        )
     floor = train.get("floor")
     if floor:
-        rows = [[floor["trained"] + " (trained)", _fmt(floor["trained_val_accuracy"]), ""]]
-        rows += [[r["model"], _fmt(r["val_accuracy"]), r["seconds"]] for r in floor["rows"]]
-        table += f"<h3>Floor (target val)</h3><p>{_e(floor['note'])}</p>" + _table(
+        rows = [[floor["trained"] + " (trained)", h.fmt(floor["trained_val_accuracy"]), ""]]
+        rows += [[r["model"], h.fmt(r["val_accuracy"]), r["seconds"]] for r in floor["rows"]]
+        table += f"<h3>Floor (target val)</h3><p>{h.escape(floor['note'])}</p>" + h.table(
             ["model", "val accuracy", "seconds"], rows
         )
-    return _section("race", "Training and race", summary + table)
+    return h.section("race", "Training and race", summary + table)
 
 
 def _went_on(went_on: bool | None) -> str:
@@ -247,30 +252,30 @@ def _confusion(metrics: dict[str, Any] | None, reports: Path) -> str:
         ""
         if metrics is None
         else (
-            f"<p>Accuracy {_fmt(metrics['accuracy'])}, macro-F1 {_fmt(metrics['macro_f1'])} "
+            f"<p>Accuracy {h.fmt(metrics['accuracy'])}, macro-F1 {h.fmt(metrics['macro_f1'])} "
             f"on {metrics['n']} images.</p>"
         )
     )
-    return head + _png(reports / PLOTS_DIR / "confusion_matrix.png")
+    return head + h.png(reports / PLOTS_DIR / "confusion_matrix.png")
 
 
 def _per_class(metrics: dict[str, Any] | None) -> str:
     title = "Per class (target test)"
     if metrics is None:
-        return _section("per_class", title, _missing(METRICS_JSON))
+        return h.section("per_class", title, h.missing(METRICS_JSON))
     rows = [
-        [name, _fmt(s["precision"]), _fmt(s["recall"]), _fmt(s["f1"]), s["support"]]
+        [name, h.fmt(s["precision"]), h.fmt(s["recall"]), h.fmt(s["f1"]), s["support"]]
         for name, s in sorted(metrics["per_class"].items(), key=lambda item: item[1]["f1"])
     ]
-    return _section(
-        "per_class", title, "<p>Worst first.</p>" + _table(["class", "precision", "recall", "F1", "images"], rows)
+    return h.section(
+        "per_class", title, "<p>Worst first.</p>" + h.table(["class", "precision", "recall", "F1", "images"], rows)
     )
 
 
 def _worst(predictions_csv: Path, max_pixels: int) -> str:
     title = "Most confidently wrong test images"
     if not predictions_csv.exists():
-        return _section("worst", title, _missing(PREDICTIONS_CSV))
+        return h.section("worst", title, h.missing(PREDICTIONS_CSV))
     # A class may be named "NA", "null" or "nan": class columns are text, never pandas' missing values.
     rows = pd.read_csv(
         predictions_csv,
@@ -282,43 +287,44 @@ def _worst(predictions_csv: Path, max_pixels: int) -> str:
         rows["probability"] = float("nan")
     wrong = rows[rows["actual"] != rows["predicted"]].sort_values("probability", ascending=False).head(WORST_SHOWN)
     if wrong.empty:
-        return _section("worst", title, "<p class='ok'>every test image was classified correctly</p>")
+        return h.section("worst", title, "<p class='ok'>every test image was classified correctly</p>")
     figures = []
     for row in wrong.itertuples():
         figures.append(
-            f"<figure><img alt='{_e(str(row.path))}' title='{_e(str(row.path))}' "
-            f"src='{_thumbnail(Path(row.path), max_pixels)}'>"
-            f"<figcaption>true {_e(row.actual)}<br>predicted <b>{_e(row.predicted)}</b> {row.probability:.2f}"
+            f"<figure><img alt='{h.escape(str(row.path))}' title='{h.escape(str(row.path))}' "
+            f"src='{h.thumbnail(Path(row.path), max_pixels)}'>"
+            f"<figcaption>true {h.escape(row.actual)}<br>"
+            f"predicted <b>{h.escape(row.predicted)}</b> {row.probability:.2f}"
             "</figcaption></figure>"
         )
     n_wrong = int((rows["actual"] != rows["predicted"]).sum())
     text = f"<p>{n_wrong} of {len(rows)} wrong; the {len(wrong)} most confident:</p>"
-    return _section("worst", title, text + f"<div class='grid'>{''.join(figures)}</div>")
+    return h.section("worst", title, text + f"<div class='grid'>{''.join(figures)}</div>")
 
 
 def _registry(registration: dict[str, Any] | None) -> str:
     if registration is None:
-        return _section("registry", "Registry decision", _missing(REGISTRATION_JSON))
+        return h.section("registry", "Registry decision", h.missing(REGISTRATION_JSON))
     r = registration
     text = (
-        f"<p><b>{_e(r['decision'])}</b>: {_e(r['reason'])}</p>"
+        f"<p><b>{h.escape(r['decision'])}</b>: {h.escape(r['reason'])}</p>"
         + _links(r)
-        + _table(
+        + h.table(
             ["model", "version", "challenger score", "champion before", "champion score", "champion now", "run"],
             [
                 [
                     r["model_name"],
                     r["version"],
-                    _fmt(r["challenger_score"]),
+                    h.fmt(r["challenger_score"]),
                     r["champion_before"] or "none",
-                    _fmt(r["champion_score"]),
+                    h.fmt(r["champion_score"]),
                     r["champion"],
                     r["run_id"],
                 ]
             ],
         )
     )
-    return _section("registry", "Registry decision", text)
+    return h.section("registry", "Registry decision", text)
 
 
 def _links(r: dict[str, Any]) -> str:
@@ -327,13 +333,15 @@ def _links(r: dict[str, Any]) -> str:
     name, version, run, experiment = r["model_name"], r["version"], r["run_id"], r.get("experiment_id")
     if uri.startswith(("http://", "https://")):
         model = f"{uri}/#/models/{quote(name)}/versions/{quote(str(version))}"
-        links = [f"<a href='{_e(model)}'>model {_e(name)} v{_e(version)}</a>"]
+        links = [f"<a href='{h.escape(model)}'>model {h.escape(name)} v{h.escape(version)}</a>"]
         if experiment:
-            links.append(f"<a href='{_e(f'{uri}/#/experiments/{experiment}/runs/{run}')}'>MLflow run {_e(run)}</a>")
+            links.append(
+                f"<a href='{h.escape(f'{uri}/#/experiments/{experiment}/runs/{run}')}'>MLflow run {h.escape(run)}</a>"
+            )
         return "<p>" + " · ".join(links) + "</p>"
     return (
-        f"<p>MLflow run {_e(run)}, model <code>{_e(r['model_uri'])}</code> in {_e(uri)}: "
-        f"<code>mlflow ui --backend-store-uri {_e(uri)} --host 127.0.0.1</code> shows them.</p>"
+        f"<p>MLflow run {h.escape(run)}, model <code>{h.escape(r['model_uri'])}</code> in {h.escape(uri)}: "
+        f"<code>mlflow ui --backend-store-uri {h.escape(uri)} --host 127.0.0.1</code> shows them.</p>"
     )
 
 
@@ -348,60 +356,3 @@ def _reader(reports: Path) -> Any:
             return None
 
     return read
-
-
-def _section(key: str, title: str, content: str) -> str:
-    return f"<section id='{key}'><h2>{_e(title)}</h2>{content}</section>"
-
-
-def _png(path: Path) -> str:
-    if not path.exists():
-        return _missing(path.name)
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f"<img class='plot' alt='{_e(path.name)}' src='data:image/png;base64,{data}'>"
-
-
-def _thumbnail(path: Path, max_pixels: int) -> str:
-    try:
-        with open_limited(path, max_pixels) as image:
-            image.load()
-            rgb = to_rgb(image)
-            rgb.thumbnail((144, 144))
-            buffer = io.BytesIO()
-            rgb.save(buffer, "PNG")
-    except Exception:  # a file gone since evaluate: an empty tile, not a broken report
-        return ""
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{c if str(c).startswith('<span') else _e(str(c))}</td>" for c in row) + "</tr>"
-        for row in rows
-    )
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _status(ok: bool) -> str:
-    return "<span class='ok'>&#10003;</span>" if ok else "<span class='bad'>&#10007;</span>"
-
-
-def _missing(name: str) -> str:
-    return f"<p class='missing'>{_e(name)} not found: its stage has not run</p>"
-
-
-def _scalar(value: Any) -> bool:
-    return value is None or isinstance(value, int | float | str | bool)
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return str(value)
-
-
-def _e(text: str) -> str:
-    return html.escape(text, quote=True)

@@ -40,8 +40,9 @@ from autotransfer.artifacts import (
 )
 from autotransfer.config import Params
 from autotransfer.engine.ddp import current_world
-from autotransfer.engine.loop import FitResult, fit
+from autotransfer.engine.loop import fit
 from autotransfer.engine.race import race, race_candidates
+from autotransfer.engine.state import FitResult
 from autotransfer.errors import StageInputError
 from autotransfer.io.data import (
     TrainData,
