@@ -106,7 +106,7 @@ STAGES: tuple[Stage, ...] = (
         lambda p: [resolve_domain(p.data, name) for name in (p.data.source, p.data.target) if name is not None],
         _reports(VALIDATION_JSON, VALIDATION_MD, MANIFEST_CSV),
         ("data", "validation", "reports"),
-        ("stages/validate.py", "io", "artifacts"),
+        ("stages/validate.py", "stages/validate_checks.py", "io", "artifacts"),
         entry="validate:run",
     ),
     Stage(
