@@ -105,6 +105,6 @@ STAGE_TASKS: dict[str, Task[Any, Any]] = {stage.name: stage_task(stage) for stag
 @task(name="already-trained", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[10, 20])
 def already_trained(params: dict[str, Any], data_hash: str) -> dict[str, str] | None:
     """The registered version already trained on this data with these params, if any."""
-    from autotransfer.registry.register import already_trained as find
+    from autotransfer.registry.versions import already_trained as find
 
     return find(_params(params), data_hash)

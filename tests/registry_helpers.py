@@ -8,6 +8,7 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 from autotransfer.config import Params
+from autotransfer.stages.evaluate import evaluate
 from autotransfer.stages.pipeline import STAGES
 from stage_helpers import tiny_params
 

@@ -24,7 +24,8 @@ from autotransfer.registry.promotion import decide
 from autotransfer.errors import RegistryError
 from autotransfer.registry.people import promote, rollback
 from autotransfer.registry.pyfunc import load_predictor
-from autotransfer.registry.register import class_set_tag, other_target, register
+from autotransfer.registry.register import register
+from autotransfer.registry.versions import class_set_tag, other_target
 from mlflow.entities.model_registry import ModelVersion, ModelVersionTag
 from autotransfer.analysis.metrics import predict_names
 from registry_helpers import demo_params, run_pipeline, variant
@@ -184,6 +185,7 @@ def test_a_register_stopped_before_its_decision_is_finished_by_the_next_run_not_
                                                                                         monkeypatch):
     from autotransfer.io.data import data_hash
     from autotransfer.registry import register as registering
+    from autotransfer.registry.versions import already_trained
 
     params = variant(trained, tmp_path / "a")
     data = data_hash(read_manifest(params.reports.dir))
@@ -199,12 +201,12 @@ def test_a_register_stopped_before_its_decision_is_finished_by_the_next_run_not_
     [half] = store_of(params).search_model_versions("name = 'autotransfer-digits'")
     assert "decision" not in half.tags
     # then a scheduled run does not take these data and params for trained-and-decided
-    assert registering.already_trained(params, data) is None
+    assert already_trained(params, data) is None
     # and the next register decides on that same version and says so; only then do runs skip
     again = register(params)
     assert again.already_registered and again.version == "1" and again.decision == "promoted"
     assert store_of(params).get_model_version("autotransfer-digits", "1").tags["decision"] == "promoted"
-    assert registering.already_trained(params, data) == {"version": "1", "decision": "promoted", "champion": "1"}
+    assert already_trained(params, data) == {"version": "1", "decision": "promoted", "champion": "1"}
 
 
 def test_register_scores_the_served_model_a_batch_at_a_time_with_the_same_result(trained, tmp_path, monkeypatch):
