@@ -173,7 +173,8 @@ def s3_stack():
     """The team stack's S3 server alone (moto on 127.0.0.1, ~3 s): a DVC remote without the rest."""
     import tempfile
 
-    from autotransfer.ops.stack import Stack, free_port
+    from autotransfer.ops.processes import free_port
+    from autotransfer.ops.stack import Stack
 
     root = Path(tempfile.mkdtemp(prefix="autotransfer-s3-"))
     stack = Stack(root, ports={name: free_port() for name in ("postgres", "s3", "mlflow", "prefect")})
@@ -193,7 +194,8 @@ def team():
     import tempfile
     import time
 
-    from autotransfer.ops.stack import Stack, StackError, free_port, postgres_bin
+    from autotransfer.ops.processes import StackError, free_port, postgres_bin
+    from autotransfer.ops.stack import Stack
 
     try:
         postgres_bin("initdb")

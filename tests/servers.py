@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from autotransfer.ops.stack import free_port, wait_http
+from autotransfer.ops.processes import free_port, wait_http
 
 __all__ = ["free_port", "running", "stop", "wait_http"]
 

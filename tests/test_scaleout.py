@@ -25,7 +25,8 @@ from autotransfer.io.data import domain_rows, load_images, read_manifest
 from autotransfer.models.weights import load_trained_model
 from autotransfer.registry.register import register
 from autotransfer.analysis.metrics import predict_names
-from autotransfer.ops.stack import MLFLOW_BUCKET, POOL, Stack, StackError, free_port, postgres_bin
+from autotransfer.ops.processes import StackError, free_port, postgres_bin
+from autotransfer.ops.stack import MLFLOW_BUCKET, POOL, Stack
 from registry_helpers import demo_params, run_pipeline
 from servers import running
 from test_flows import params_file

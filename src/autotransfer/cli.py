@@ -249,7 +249,8 @@ def _tracked(params: Params, stage: str) -> contextlib.AbstractContextManager[An
 
 
 def cmd_stack(args: argparse.Namespace) -> int:
-    from autotransfer.ops.stack import Stack, StackError, describe  # no torch, no mlflow
+    from autotransfer.ops.processes import StackError  # no torch, no mlflow
+    from autotransfer.ops.stack import Stack, describe
 
     root = args.root.resolve()
     exists = (root / "state.json").exists()
