@@ -18,8 +18,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from autotransfer.config import DEFAULT_PARAMS_FILE, Params, load_params, registered_model_name
-from autotransfer.errors import AutotransferError, ConfigError, ImageDecodeError, StageInputError
+from autotransfer.commands import (
+    cmd_predict,
+    cmd_promote,
+    cmd_rollback,
+    cmd_summary,
+    cmd_verify,
+    force_overrides,
+    params_of,
+    progress_of,
+    tracked_stage,
+)
+from autotransfer.config import DEFAULT_PARAMS_FILE
+from autotransfer.errors import AutotransferError, ConfigError, ImageDecodeError
 from autotransfer.ops.stopping import RunStopped, handling, kill_descendants
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -241,13 +252,6 @@ def guarded(command: str, action: Callable[[], int]) -> int:
         return exc.exit_code
 
 
-def _tracked(params: Params, stage: str) -> contextlib.AbstractContextManager[Any]:
-    """The stage writes to the pipeline's live MLflow run (registry/tracking.py)."""
-    from autotransfer.registry.tracking import tracked
-
-    return tracked(params, stage)
-
-
 def cmd_stack(args: argparse.Namespace) -> int:
     from autotransfer.ops.processes import StackError  # no torch, no mlflow
     from autotransfer.ops.stack import Stack, describe
@@ -283,28 +287,14 @@ def cmd_stack(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _params(args: argparse.Namespace, *extra: str) -> Params:
-    return load_params(args.params, [*args.overrides, *extra])
-
-
-def _force(args: argparse.Namespace) -> list[str]:
-    """``--force X`` as the override it stands for (JSON-quoted, so any name stays a string)."""
-    force = getattr(args, "force", None)  # plan and train take --force
-    return [f"strategy.force={json.dumps(force)}"] if force else []
-
-
-def _progress(args: argparse.Namespace) -> bool | None:
-    return False if args.no_progress else None
-
-
 def cmd_demo_data(args: argparse.Namespace) -> int:
     from autotransfer.io.demo_data import build_demo_data
     from autotransfer.ops.dvc import commit_data
 
-    params = _params(args)
+    params = params_of(args)
     out = Path(args.out or params.demo.out)
     started = time.perf_counter()
-    counts = build_demo_data(params.demo, out=out, progress=_progress(args))
+    counts = build_demo_data(params.demo, out=out, progress=progress_of(args))
     for domain, splits in counts.items():
         print(f"{(out / domain).as_posix()}: " + ", ".join(f"{split} {n}" for split, n in splits.items()))
     print(f"built in {time.perf_counter() - started:.1f} s")
@@ -320,11 +310,11 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from autotransfer.stages.validate import summary_lines, validate
 
-    params = _params(args, *([f"data.root={json.dumps(args.data)}"] if args.data else []))
+    params = params_of(args, *([f"data.root={json.dumps(args.data)}"] if args.data else []))
     started = time.perf_counter()
     # a check into another report folder (--reports) is not a pipeline run: not tracked
-    with _tracked(params, "validate") if args.reports is None else contextlib.nullcontext() as tracker:
-        result = validate(params, reports_dir=args.reports, progress=_progress(args))
+    with tracked_stage(params, "validate") if args.reports is None else contextlib.nullcontext() as tracker:
+        result = validate(params, reports_dir=args.reports, progress=progress_of(args))
         if tracker is not None and not result.success:
             tracker.end("FAILED", f"validate: {result.report.failure()}")
     for line in summary_lines(result.report, params.validation.max_listed):
@@ -343,165 +333,23 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
     spec = stage(args.command)
     nproc = [f"train.distributed={args.nproc}"] if getattr(args, "nproc", None) else []
-    params = _params(args, *_force(args), *nproc)
+    params = params_of(args, *force_overrides(args), *nproc)
     started = time.perf_counter()
-    with _tracked(params, spec.name):
-        report = spec.run(params, progress=_progress(args))
+    with tracked_stage(params, spec.name):
+        report = spec.run(params, progress=progress_of(args))
     print(f"{report.summary()} ({time.perf_counter() - started:.1f} s)")
     return EXIT_OK
 
 
-def cmd_promote(args: argparse.Namespace) -> int:
-    from autotransfer.registry.people import promote
-
-    report = promote(_params(args), args.version)
-    print(f"{report['model_name']}: champion is v{report['champion']} ({report['reason']})")
-    return EXIT_OK
-
-
-def cmd_rollback(args: argparse.Namespace) -> int:
-    from autotransfer.registry.people import rollback
-
-    report = rollback(_params(args))
-    print(f"{report['model_name']}: champion is v{report['champion']} ({report['reason']})")
-    return EXIT_OK
-
-
-def cmd_verify(args: argparse.Namespace) -> int:
-    import tempfile
-    from pathlib import Path
-
-    from autotransfer.registry.integrity import FILES_TAG, verified_copy, version_of
-    from autotransfer.registry.store import connect
-
-    params = _params(args)
-    model = args.model or f"models:/{registered_model_name(params)}@champion"
-    with connect(params.registry, exclusive=False) as (_, client), tempfile.TemporaryDirectory() as tmp:
-        version = version_of(client, model)
-        if version is None or FILES_TAG not in version.tags:
-            raise StageInputError(f"{model}: no file hashes recorded for it (not a version registered by this tool)")
-        verified_copy(client, model, Path(tmp))
-    print(f"{model}: version {version.version}'s files are the ones registered ({FILES_TAG} {version.tags[FILES_TAG]})")
-    return EXIT_OK
-
-
-def cmd_predict(args: argparse.Namespace) -> int:
-    from autotransfer.registry.pyfunc import load_predictor
-    from autotransfer.serving.batch import Labeled, Unreadable, find_images, predict_files, write_csv
-
-    for key, value in (("--top-k", args.top_k), ("--batch-size", args.batch_size)):
-        if value < 1:
-            raise ConfigError(f"{key} must be at least 1, got {value}")
-    params = _params(args)
-    files, missing = find_images(args.images)
-    if not files:
-        reasons = [f"{m.path}: {m.error}" for m in missing] or [f"no image files in {', '.join(map(str, args.images))}"]
-        raise StageInputError("; ".join(reasons))
-    model = args.model or f"models:/{registered_model_name(params)}@champion"
-    started = time.perf_counter()
-    results = predict_files(
-        load_predictor(model, params), files, args.batch_size, args.top_k, progress=False if args.no_progress else None
-    )
-    seconds = time.perf_counter() - started
-    bad = missing + [r for r in results if isinstance(r, Unreadable)]
-    if args.out:
-        write_csv([*results, *missing], args.out, args.top_k)
-    for result in results:
-        if not isinstance(result, Labeled) or args.out:
-            continue
-        top = result.prediction.top
-        if args.json:
-            print(
-                json.dumps(
-                    {
-                        "image": str(result.path),
-                        "label": top[0][0],
-                        "probability": round(top[0][1], 6),
-                        **({"top": [[lab, round(p, 6)] for lab, p in top]} if args.top_k > 1 else {}),
-                    }
-                )
-            )
-        else:
-            print("\t".join([str(result.path), *(f"{lab}\t{p:.4f}" for lab, p in top)]))
-    for failure in bad:
-        print(f"autotransfer predict: {failure.path}: {failure.error}", file=sys.stderr)
-    labeled = len(results) - (len(bad) - len(missing))
-    if args.out or bad:
-        print(
-            f"{labeled} of {labeled + len(bad)} images labeled in {seconds:.1f} s"
-            + (f" -> {args.out}" if args.out else "")
-            + (f"; {len(bad)} unreadable (listed above)" if bad else ""),
-            file=sys.stderr,
-        )
-    return EXIT_FAILED if bad else EXIT_OK
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     """The flow lives in flows/ (Prefect stays out of the library): this process becomes it."""
-    _params(args)  # a configuration error is reported before Prefect starts
+    params_of(args)  # a configuration error is reported before Prefect starts
     command = [sys.executable, "-m", "flows.retrain", "--params", str(args.params)]
     command += [f"--set={override}" for override in args.overrides] + (["--force"] if args.force else [])
     command += ["--no-register"] if args.no_register else []
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, command)
-
-
-def cmd_summary(args: argparse.Namespace) -> int:
-    from autotransfer.artifacts import (
-        METRICS_JSON,
-        PLAN_JSON,
-        REGISTRATION_JSON,
-        TRAIN_JSON,
-        MetricsReport,
-        PlanReport,
-        RegistrationReport,
-        TrainReport,
-        read_report,
-        source_name,
-    )
-
-    reports = Path(_params(args).reports.dir)
-    if not (reports / PLAN_JSON).exists():
-        raise StageInputError(f"{reports / PLAN_JSON}: not found; run `make run` (or `dvc repro`) first")
-    plan = read_report(reports / PLAN_JSON, PlanReport, "plan")
-    print(
-        f"source {source_name(plan.source)} -> target {plan.target}: "
-        f"strategy {plan.chosen} (runner-up {plan.runner_up})"
-    )
-    print(f"why: {plan.reason}")
-    if (reports / TRAIN_JSON).exists():
-        t = read_report(reports / TRAIN_JSON, TrainReport, "train")
-        done = t.fit if t.fit else f"{t.epochs_run} epochs" + (f" ({t.budget.steps} steps)" if t.budget else "")
-        print(f"trained: {t.candidate}, {done}, val accuracy {_fmt(t.val_accuracy)}")
-        if t.budget and not t.fit:
-            print(f"  budget: {t.budget.rule}")
-        if t.selection:
-            print(f"  chosen {t.selection.note}" if t.selection.rule == "val" else f"  {t.selection.note}")
-    if (reports / METRICS_JSON).exists():
-        m = read_report(reports / METRICS_JSON, MetricsReport, "evaluate")
-        print(f"target test accuracy: {_fmt(m.accuracy)} (macro-F1 {_fmt(m.macro_f1)}, {m.n} images)")
-    if (reports / REGISTRATION_JSON).exists():
-        r = read_report(reports / REGISTRATION_JSON, RegistrationReport, "register")
-        print(f"registry: {r.model_name} v{r.version} {r.decision} ({r.reason}); champion is v{r.champion}")
-        if r.tracking_uri.startswith("sqlite:///"):
-            print(f"  browse: mlflow ui --backend-store-uri {r.tracking_uri} --host 127.0.0.1")
-        else:
-            print(f"  browse: {r.tracking_uri}")
-    api = os.environ.get("PREFECT_API_URL")
-    if api:
-        print(f"  flow runs: {api.removesuffix('/api')}")
-    else:
-        print("  flow runs: prefect server start --host 127.0.0.1, then http://127.0.0.1:4200")
-    print(
-        f"reports: {reports.as_posix()}/ (validation.md, similarity.json, plan.json, metrics.json, plots/, "
-        "registration.json)"
-    )
-    return EXIT_OK
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
 
 
 if __name__ == "__main__":
