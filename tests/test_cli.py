@@ -140,3 +140,18 @@ def test_every_command_and_argument_has_help_and_the_top_level_has_examples():
                     if not action.help]
     assert undocumented == []
     assert all(choice.help for choice in commands._choices_actions)
+
+
+def test_each_stage_is_a_command_made_from_the_stage_list():
+    import argparse
+
+    from autotransfer.cli import build_parser, cmd_stage, cmd_validate
+    from autotransfer.stages.pipeline import STAGES
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    # every stage of the one list is a subcommand whose help is the stage's summary
+    helps = {choice.dest: choice.help for choice in commands._choices_actions}
+    assert all(helps[spec.name] == spec.summary for spec in STAGES)
+    # run by the one generic command (validate has its own: --data, --reports and its file listing)
+    handlers = {spec.name: commands.choices[spec.name].get_default("handler") for spec in STAGES}
+    assert handlers == {spec.name: cmd_validate if spec.name == "validate" else cmd_stage for spec in STAGES}
