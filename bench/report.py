@@ -383,6 +383,11 @@ def _heldout_picks(run: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]
     return today, race
 
 
+def _oracle(run: dict[str, Any]) -> dict[str, Any]:
+    """The run's strategies the product can train today (a renamed earlier variant stays out of the oracle)."""
+    return {k: v for k, v in run["strategies"].items() if k in HELDOUT_STRATEGIES}
+
+
 def _mean_std_points(values: list[float]) -> str:
     """Accuracies (0-1) as "mean ± std" in points; "—" for none, no spread for one."""
     if not values:
@@ -420,9 +425,10 @@ def heldout(r: dict[str, Any]) -> list[str]:
              "s per run (probe / finetune_all) |",
              "|---|---|" + "---|" * (len(columns) + 9)]
     regrets, gaps, below_probe = [], [], []
+    per_cell: dict[str, tuple[float, float, float | None]] = {}  # mean regret, mean (probe - pick), mean gap
     for name, runs in r["cells"].items():
         accs = {s: [run["strategies"][s]["accuracy"] for run in runs if s in run["strategies"]] for s in columns}
-        best = [max(run["strategies"][s]["accuracy"] for s in run["strategies"]) for run in runs]
+        best = [max(v["accuracy"] for v in _oracle(run).values()) for run in runs]
         today, race = zip(*(_heldout_picks(run) for run in runs))
         pick = [t["accuracy"] for t in today]
         ref = [run["sklearn_probe"]["accuracy"] for run in runs]
@@ -433,6 +439,8 @@ def heldout(r: dict[str, Any]) -> list[str]:
         regrets += cell_regret
         gaps += gap
         below_probe += [rf - p for rf, p in zip(ref, pick)]
+        per_cell[name] = (statistics.mean(cell_regret), statistics.mean(rf - p for rf, p in zip(ref, pick)),
+                          statistics.mean(gap) if gap else None)
         then = sorted({run["rules"]["pick"] for run in runs})
         secs = [f"{statistics.median(run['strategies'][s]['seconds'] for run in runs):.0f}"
                 if all(s in run["strategies"] for run in runs) else "—" for s in ("linear_probe", "finetune_all")]
@@ -459,7 +467,7 @@ def heldout(r: dict[str, Any]) -> list[str]:
               "|---|---|---|---|" + "---|" * len(fixed) + "---|"]
     for group, runs in groups.items():
         def regret_of(choose: Any) -> str:
-            values = [max(run["strategies"][k]["accuracy"] for k in run["strategies"]) - choose(run) for run in runs]
+            values = [max(v["accuracy"] for v in _oracle(run).values()) - choose(run) for run in runs]
             values = [v for v in values if v == v]  # a fixed choice not run in a cell: nan, left out
             if not values:
                 return "—"
@@ -483,6 +491,48 @@ def heldout(r: dict[str, Any]) -> list[str]:
                           "converged probe on the same features"), "",
                   verdict(round(100 * max(below_probe), 1) <= 1.0 and round(100 * max(regrets), 1) <= 3.0,
                           "the rules' pick never more than 1 point below the converged probe, regret ≤ 3 points"), ""]
+        # The same goals per cell (target, labels, data: the mean over its seeds), as the issue states them.
+        cell_regrets = [v[0] for v in per_cell.values()]
+        cell_below = [v[1] for v in per_cell.values()]
+        cell_gaps = [v[2] for v in per_cell.values() if v[2] is not None]
+        worst = max(per_cell, key=lambda k: per_cell[k][0])
+        lines += [f"Per cell (mean over its seeds; {len(per_cell)} cells): regret of the rules' pick "
+                  f"{100 * statistics.mean(cell_regrets):.1f} points mean, {100 * max(cell_regrets):.1f} worst "
+                  f"({worst}); the pick below the reference probe by {100 * max(cell_below):.1f} points at worst; "
+                  f"the product's probe from {100 * min(cell_gaps):+.1f} to {100 * max(cell_gaps):+.1f} points of "
+                  "the reference.", "",
+                  verdict(round(100 * statistics.mean(cell_regrets), 1) <= 1.0
+                          and round(100 * max(cell_regrets), 1) <= 3.0 and round(100 * max(cell_below), 1) <= 1.0,
+                          "per cell, mean regret ≤ 1 point, worst ≤ 3, the pick never more than 1 point below the "
+                          "converged probe"), "",
+                  verdict(round(100 * min(cell_gaps), 1) >= -1.0, "per cell, `linear_probe` never more than 1 point "
+                          "below scikit-learn's converged probe"), ""]
+    lines += _progressive_phases(r)
+    return lines
+
+
+def _progressive_phases(r: dict[str, Any]) -> list[str]:
+    """progressive before (2-epoch phases) and after (phases spread over the budget), in the same runs."""
+    pairs = [(name, run) for name, runs in r["cells"].items() for run in runs
+             if "progressive" in run["strategies"] and "progressive_fixed_phases" in run["strategies"]]
+    if not pairs:
+        return []
+    lines = ["progressive's phases, before (fixed `train.phase_epochs` = 2: on a step budget of one-step epochs "
+             "every group is unfrozen within a dozen steps) and after (phases spread over the budget), trained in "
+             "the same runs (`python bench/heldout.py --rerun progressive` at each commit), test accuracy:", "",
+             "| cell (seed) | before | after | finetune_top (same run) | best strategy (same run) |",
+             "|---|---|---|---|---|"]
+    for name, run in pairs:
+        acc = {k: 100 * v["accuracy"] for k, v in run["strategies"].items()}
+        best = max(v["accuracy"] for v in _oracle(run).values())
+        lines.append(f"| {name} ({run['seed']}) | {acc['progressive_fixed_phases']:.1f} | {acc['progressive']:.1f} | "
+                     f"{acc.get('finetune_top', float('nan')):.1f} | {100 * best:.1f} |")
+    before = [run["strategies"]["progressive_fixed_phases"]["accuracy"] for _, run in pairs]
+    after = [run["strategies"]["progressive"]["accuracy"] for _, run in pairs]
+    lines += ["", f"Mean over {len(pairs)} runs: before {100 * statistics.mean(before):.1f}, after "
+              f"{100 * statistics.mean(after):.1f} (after − before {100 * (statistics.mean(after) - statistics.mean(before)):+.1f} "
+              f"points, from {100 * min(a - b for a, b in zip(after, before)):+.1f} to "
+              f"{100 * max(a - b for a, b in zip(after, before)):+.1f}).", ""]
     return lines
 
 

@@ -18,7 +18,7 @@ The evidence behind each cell and adjustment is in docs/strategies.md and BENCHM
 
 from __future__ import annotations
 
-from autotransfer.analysis.signals import PlanInputs, Signal, Test, registered
+from autotransfer.analysis.signals import PlanInputs, Role, Signal, Test, registered
 from autotransfer.artifacts import CandidateSpec, Comparison, PlanCell, PlanDecision, PlanSignals
 from autotransfer.catalog import KINDS
 from autotransfer.config import StrategyConfig
@@ -130,7 +130,7 @@ def _amount(labeled: int, cfg: StrategyConfig, comparisons: list[Comparison]) ->
 
 
 def _compare_role(
-    inputs: PlanInputs, cfg: StrategyConfig, signals: tuple[Signal, ...], role: str, comparisons: list[Comparison]
+    inputs: PlanInputs, cfg: StrategyConfig, signals: tuple[Signal, ...], role: Role, comparisons: list[Comparison]
 ) -> list[Comparison]:
     """Every measured signal's tests of ``role``, compared and recorded, in ``signals``' order."""
     ran = [
