@@ -38,7 +38,7 @@ from autotransfer.stages.plan import make_plan
 from autotransfer.stages.similarity import measure_similarity
 from autotransfer.stages.train import train_stage
 from autotransfer.stages.validate import validate
-from common import RESULTS, WORK, machine
+from common import RESULTS, WORK, demo_root, machine
 from heldout_data import build
 from strategy_selection import pixel_floor_accuracy, test_accuracy
 
@@ -46,6 +46,9 @@ RUNS = RESULTS / "heldout_runs"
 # A nominal source for each target (the pipeline asks for one; with ImageNet weights and no
 # shared classes it plays no part in these strategies).
 SOURCE = {"letters": "textures", "scenes": "textures", "textures": "letters", "letters-m": "letters"}
+# The demo's targets, with the sources the demo pairs them with (both share the target's classes):
+# the sets the rules were designed on, measured through the same harness (in-sample for the rules).
+DEMO_SOURCE = {"digits": "synth-digits", "digits-m": "digits"}
 
 
 def data_root(data_seed: int = 0) -> Path:
@@ -104,7 +107,10 @@ def reference_probe_on(train_x, train_y, val_x, val_y, test_x, test_y) -> dict:
 
 def base_overrides(target: str, labels: int | None, seed: int, data_seed: int, folder: Path,
                    extra: list[str]) -> list[str]:
-    return [f"data.root={data_root(data_seed)}", f"data.source={SOURCE[target]}", f"data.target={target}",
+    if target in DEMO_SOURCE and data_seed != 0:
+        raise SystemExit(f"{target}: the demo's data has one build (no --data-seed)")
+    root, source = (demo_root(), DEMO_SOURCE[target]) if target in DEMO_SOURCE else (data_root(data_seed), SOURCE[target])
+    return [f"data.root={root}", f"data.source={source}", f"data.target={target}",
             f"data.labeled_per_class={'null' if labels is None else labels}", f"data.seed={seed}",
             f"train.seed={seed}", f"reports.dir={folder}/reports", f"similarity.cache_dir={WORK}/heldout_cache",
             f"data.decoded_cache={WORK}/heldout_decoded", f"validation.state_dir={folder}/scan", "train.device=cpu",
@@ -236,7 +242,8 @@ def aggregate() -> Path:
     for run in runs:
         if run.get("extra"):
             continue  # variants (-S) are recorded beside, not in the table
-        data = f" (fresh data {run['data_seed']})" if run.get("data_seed") else ""
+        data = (f" (fresh data {run['data_seed']})" if run.get("data_seed")
+                else " (demo: in-sample)" if run["target"] in DEMO_SOURCE else "")
         labels = run["labels"] if run["labels"] is not None else "all"
         cells.setdefault(f"{run['target']}, {labels}/class{data}", []).append(run)
     def order(key: str) -> tuple:

@@ -365,7 +365,8 @@ def strategy_selection_imagenet(r: dict[str, Any]) -> list[str]:
 HELDOUT_STRATEGIES = ("linear_probe", "finetune_top", "progressive", "finetune_all", "dann_mcc_pl")
 
 
-ADAPTATION_TARGETS = ("letters-m",)  # held-out targets whose nominal source has their classes (bench/heldout.py)
+ADAPTATION_TARGETS = ("letters-m", "digits", "digits-m")  # targets whose source has their classes (bench/heldout.py)
+DEMO_TARGETS = ("digits", "digits-m")  # the demo's: the rules were designed on them (in-sample)
 
 
 def _heldout_picks(run: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -455,10 +456,12 @@ def heldout(r: dict[str, Any]) -> list[str]:
     for runs in r["cells"].values():
         for run in runs:
             fresh = bool(run.get("data_seed"))
-            groups.setdefault("fresh data" if fresh else "design data (seed 0)", []).append(run)
+            demo = run["target"] in DEMO_TARGETS
+            groups.setdefault("demo targets (in-sample)" if demo else "fresh data" if fresh else "design data (seed 0)",
+                              []).append(run)
             if fresh:
                 regime = "no val (≤ 30/class)" if all(s["selection"] == "no_val" for s in run["strategies"].values()) \
-                    else "val chooses (all labels)"
+                    else "val chooses (≥ 100/class)"
                 adapt = ", source shares the classes" if run["target"] in ADAPTATION_TARGETS else ""
                 groups.setdefault(f"fresh data, {regime}{adapt}", []).append(run)
     fixed = [s for s in ("linear_probe", "finetune_top", "finetune_all", "dann_mcc_pl")
