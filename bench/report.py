@@ -418,9 +418,11 @@ def heldout(r: dict[str, Any]) -> list[str]:
              "with another seed, measured after. letters-m (the letters on MNIST-M-style photo backgrounds, colour) "
              "has the labeled letters as its source, classes shared: there the rules may pick dann_mcc_pl, whose "
              "step-rule budget counts the source images it trains on (240-290 steps where the fine-tuning strategies "
-             "get 150: same rule, not the same steps). At \"all\" labels (145-180 per class) val holds 25-30 images "
-             "per class, so early stopping, the floor and the race choose on it; below, val trains and the race is "
-             "skipped (it then trains the rules' choice).", "",
+             "get 150: same rule, not the same steps). From 100 labels per class val holds at least "
+             "`train.min_val_per_class` (10) images per class (15 at 100, 25-30 at all: 145-180 per class), so "
+             "early stopping, the floor and the race choose on it; below, val trains and the race is skipped (it "
+             "then trains the rules' choice). Rows marked \"demo: in-sample\" are the demo's own targets, on which "
+             "the rules were designed.", "",
              "| target, labels | n | " + " | ".join(columns) + " | sklearn | pixels | pick when run | "
              "pick of today's rules | race's pick | regret (rules) | regret (race) | probe − sklearn | "
              "s per run (probe / finetune_all) |",
