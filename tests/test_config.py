@@ -93,15 +93,6 @@ def test_domain_is_a_name_under_root_or_a_path():
     assert resolve_domain(data, "other/folder") == Path("other/folder")
 
 
-def test_arch_names_match_the_backbone_registry():
-    from typing import get_args
-
-    from autotransfer.models.backbones import ARCHS
-    from autotransfer.config import TORCHVISION_ARCHS
-
-    assert set(TORCHVISION_ARCHS) == set(ARCHS)
-
-
 def test_a_strategy_param_must_name_a_catalog_row():
     from autotransfer.catalog import KINDS
 

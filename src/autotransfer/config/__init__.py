@@ -21,7 +21,6 @@ from autotransfer.config.params import (
     resolve_domain,
 )
 from autotransfer.config.sections import (
-    TORCHVISION_ARCHS,
     BackboneConfig,
     DataConfig,
     DemoConfig,
@@ -42,7 +41,6 @@ from autotransfer.errors import ConfigError
 __all__ = [
     "DEFAULT_PARAMS_FILE",
     "MODEL_SECTIONS",
-    "TORCHVISION_ARCHS",
     "AugmentConfig",
     "BackboneConfig",
     "ConfigError",

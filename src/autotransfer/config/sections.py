@@ -108,21 +108,6 @@ class ReportsConfig(Section):
     dir: OutputPath = Field("reports", description="Where stages write their reports.")
 
 
-# torchvision's names in models/backbones.py's ARCHS (a test checks they agree); any other
-# name is a timm model, checked against timm when the model is built (loading params does
-# not import torch).
-TORCHVISION_ARCHS = (
-    "small_cnn",
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "mobilenet_v3_small",
-    "mobilenet_v3_large",
-    "efficientnet_b0",
-    "vit_b_16",
-)
-
-
 def _known_strategy(name: str) -> str:
     if (why := unknown_strategy(name)) is not None:
         raise ValueError(why)
@@ -137,8 +122,10 @@ class BackboneConfig(Section):
     arch: str = Field(
         "tf_efficientnet_lite0",
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_./-]*$",
-        description=f"torchvision's {', '.join(TORCHVISION_ARCHS)}; any timm model name (timm/<name> "
-        "where a name is in both).",
+        # Checked when the model is built (loading params does not import torch): an unknown name's
+        # error lists models/backbones.py's ARCHS, the one list of them.
+        description="a torchvision architecture of models/backbones.py's ARCHS (small_cnn, the ResNets, "
+        "MobileNetV3, EfficientNet-B0, ViT-B/16), or any timm model name (timm/<name> where a name is in both).",
     )
     weights: str | None = Field(
         "imagenet",

@@ -12,7 +12,7 @@ the target classes). ``layer_groups`` names the body's parts from the stem to th
 block; partial and progressive unfreezing and discriminative learning rates work on them.
 
 Adding an architecture = one ``Arch`` entry in ``ARCHS`` (its builder, its layer groups and
-the state-dict prefix of the classifier it replaces) and its name in ``config.TORCHVISION_ARCHS``;
+the state-dict prefix of the classifier it replaces), the one list of them;
 docs/extending.md walks through it. Weights are loaded by ``models.weights``.
 """
 
