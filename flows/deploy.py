@@ -9,8 +9,8 @@ Besides its cron, the deployment runs on each ``autotransfer.data.changed`` even
 (``python -m flows.events`` emits one when data.dvc changes), one run at a time: a run that
 arrives while one is running waits in the queue (state AwaitingConcurrencySlot).
 
-prefect.yaml declares the same deployment for ``prefect deploy --all``; a test keeps the
-two in step. A team points this at its own server by exporting PREFECT_API_URL (and
+prefect.yaml declares the deployment (for ``prefect deploy --all`` too); this module reads
+its settings from there. A team points this at its own server by exporting PREFECT_API_URL (and
 PREFECT_API_KEY for Prefect Cloud) before running either.
 """
 
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
@@ -37,14 +38,18 @@ from flows.events import DATA_CHANGED, RESOURCE_PREFIX
 from flows.retrain import retrain
 
 PROJECT = Path(__file__).resolve().parents[1]
-POOL = "autotransfer-process"
-DEPLOYMENT = "nightly"
-ENTRYPOINT = "flows/retrain.py:retrain"
-CRON = "0 2 * * *"  # every night at 02:00
-TIMEZONE = "UTC"
+# prefect.yaml is the one declaration of the deployment (`prefect deploy --all` reads it); this
+# module deploys the same one from Python, reading its name, entrypoint, pool, schedule, trigger
+# and concurrency limit from there.
+DECLARED: dict[str, Any] = yaml.safe_load((PROJECT / "prefect.yaml").read_text())["deployments"][0]
+POOL: str = DECLARED["work_pool"]["name"]
+DEPLOYMENT: str = DECLARED["name"]
+ENTRYPOINT: str = DECLARED["entrypoint"]
+CRON: str = DECLARED["schedules"][0]["cron"]  # every night at 02:00
+TIMEZONE: str = DECLARED["schedules"][0]["timezone"]
+TRIGGER: str = DECLARED["triggers"][0]["name"]
+CONCURRENCY: int = DECLARED["concurrency_limit"]["limit"]  # a second run queues, not waits hours on the lock
 LOCAL_API = "http://127.0.0.1:4200/api"
-TRIGGER = "on data change"
-CONCURRENCY = 1  # a second run queues (not waits hours on the output lock, not runs twice)
 
 
 def data_trigger(resource: str = f"{RESOURCE_PREFIX}*") -> DeploymentEventTrigger:

