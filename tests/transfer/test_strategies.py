@@ -87,17 +87,6 @@ def test_progressive_phases_add_groups_with_decreasing_lrs(ready):
     assert lrs(strategy, plan[1]) == {"head": 0.08, "fc": 0.04}
 
 
-def test_progressive_spreads_its_phases_over_a_long_budget(ready):
-    # given a step budget of 150 one-step epochs (a small target) and phase_epochs 2
-    strategy = set_up(ready, "progressive", phase_epochs=2)
-    plan = strategy.phases(150)
-    # then the head and each of the 3 body groups get an equal share, the last phase (all groups) the rest
-    assert [(p.start_epoch, p.end_epoch) for p in plan] == [(0, 37), (37, 74), (74, 111), (111, 150)]
-    assert plan[-1].trainable == ("stem", "conv2", "fc", "head")
-    # and a short budget keeps phase_epochs (the demo's 10 epochs: unchanged)
-    assert [(p.start_epoch, p.end_epoch) for p in strategy.phases(10)] == [(0, 2), (2, 4), (4, 6), (6, 10)]
-
-
 def test_discriminative_lrs_for_finetune_all(ready):
     strategy = set_up(ready, "finetune_all", backbone_lr_mult=0.5, layer_decay=0.5, lr=0.1)
     [phase] = strategy.phases(3)

@@ -121,9 +121,7 @@ class TrainConfig(Section):
     backbone_lr_mult: float = Field(1.0, gt=0, description="Backbone LR = lr × this (finetune_all, finetune_top).")
     layer_decay: float = Field(0.5, gt=0, le=1, description="Discriminative LRs: each group below the top × this.")
     top_groups: int = Field(1, ge=1, description="finetune_top: how many of the last layer groups train.")
-    phase_epochs: int = Field(
-        2, ge=1, description="progressive: epochs per unfreezing phase, at least (longer budgets share it out)."
-    )
+    phase_epochs: int = Field(2, ge=1, description="progressive: epochs per unfreezing phase.")
     lr_ratio: float = Field(
         2.6, ge=1, description="progressive: each newly unfrozen group's LR is the previous / this."
     )
