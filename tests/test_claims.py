@@ -85,3 +85,18 @@ def test_the_demo_signal_table_in_the_readme_is_section_5s():
     similar, shifted = ranges["similar, all labels"], ranges["shifted, all labels"]
     assert f"zero-shot accuracy ({similar['zero_shot']} vs {shifted['zero_shot']} with all labels)" in text
     assert f"LogME gain ({similar['logme']} vs {shifted['logme']})" in text
+
+
+def test_progressives_phase_figures_in_strategies_md_are_the_heldout_runs():
+    runs = [json.loads(p.read_text()) for p in sorted((REPO / "bench/results/heldout_runs").glob("*.json"))]
+    pairs = [r for r in runs if {"progressive", "progressive_spread_phases"} <= set(r["strategies"])]
+    assert len(pairs) == 9 and {r["seed"] for r in pairs} == {3}
+
+    def mean(key, rows=pairs):
+        return sum(r["strategies"][key]["accuracy"] for r in rows) / len(rows)
+
+    letters = [r for r in pairs if r["target"] == "letters"]
+    text = " ".join((REPO / "docs/strategies.md").read_text().split())
+    assert f"{_points(mean('progressive_spread_phases'))} against {_points(mean('progressive'))} points" in text
+    assert f"down {round(100 * (mean('progressive', letters) - mean('progressive_spread_phases', letters)))} on letters" in text
+    assert f"finetune_top in those runs ({_points(mean('finetune_top'))})" in text
