@@ -133,8 +133,9 @@ def rules_today(run: dict, path: Path) -> dict:
         (folder / "replan").mkdir(exist_ok=True)
         (folder / "replan" / name).write_bytes((folder / "reports" / name).read_bytes())
     pick = make_plan(params).chosen
-    if pick == run["rules"]["pick"]:
-        return {"pick": pick, "accuracy": run["rules"]["accuracy"], "as": "the recorded rules run",
+    if pick in (run["rules"]["pick"], run.get("plan")):  # the plan when it ran: its rules run (the floor may
+        # have written another model: that is the product's outcome of this pick)
+        return {"pick": run["rules"]["pick"], "accuracy": run["rules"]["accuracy"], "as": "the recorded rules run",
                 "replayed": machine()["date"]}
     if pick in run["strategies"]:
         return {"pick": pick, "accuracy": run["strategies"][pick]["accuracy"], "as": "its forced run (floor off)",
