@@ -94,7 +94,7 @@ def stage_task(stage: Stage) -> Task[Any, Any]:
         return report.to_json()
 
     run.__name__ = run.__qualname__ = stage.name
-    if stage.cached:  # computed once by the caller: hashing the inputs is the costly part
+    if stage.cached:  # keyed by stage_key (its inputs, params and code): a hit across runs
         return task(run, name=stage.name, cache_key_fn=_key, persist_result=True, result_serializer="json")
     return task(run, name=stage.name, cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[10, 20])
 
