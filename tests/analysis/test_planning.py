@@ -245,7 +245,7 @@ def test_a_source_free_plan_excludes_what_needs_a_source_and_says_which_signals_
 
 def test_a_new_signal_is_one_class_and_its_threshold(measured, tmp_path, monkeypatch):
     from autotransfer.analysis import signals
-    from autotransfer.analysis.signals import Signal, Test
+    from autotransfer.analysis.signals import Signal, Threshold
 
     # given a signal the library does not have: the Fréchet distance of the domains' features (similarity.json
     # measures it; no rule read it), counting the target as similar below a threshold it brings as its default
@@ -253,7 +253,7 @@ def test_a_new_signal_is_one_class_and_its_threshold(measured, tmp_path, monkeyp
         name = "frechet"
         label = "Fréchet distance between source and target features"
         basis = "Fréchet distance"
-        tests = (Test("similar_frechet", "<", "similar", "similar", default=1e9),)
+        tests = (Threshold("similar_frechet", "<", "similar", "similar", default=1e9),)
 
         def read(self, validation, similarity):
             return Reading(similarity.domain.frechet.get("value"), similarity.domain.frechet.get("n_per_domain"))

@@ -18,7 +18,7 @@ The evidence behind each cell and adjustment is in docs/strategies.md and BENCHM
 
 from __future__ import annotations
 
-from autotransfer.analysis.signals import PlanInputs, Role, Signal, Test, registered
+from autotransfer.analysis.signals import PlanInputs, Role, Signal, Threshold, registered
 from autotransfer.artifacts import CandidateSpec, Comparison, PlanCell, PlanDecision, PlanSignals
 from autotransfer.catalog import KINDS
 from autotransfer.config import StrategyConfig
@@ -87,8 +87,8 @@ PREFERENCES: dict[tuple[str, str], tuple[str, ...]] = {
 
 
 LABELED = "labeled target images per class (smallest class)"
-NO_LABELS = Test("none_below_per_class", "<", "no usable labels")
-LARGE = Test("large_from_per_class", ">=", "large")
+NO_LABELS = Threshold("none_below_per_class", "<", "no usable labels")
+LARGE = Threshold("large_from_per_class", ">=", "large")
 
 
 def decide(inputs: PlanInputs, cfg: StrategyConfig, signals: tuple[Signal, ...] | None = None) -> PlanDecision:

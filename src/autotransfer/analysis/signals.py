@@ -36,7 +36,7 @@ class Reading:
 
 
 @dataclass(frozen=True)
-class Test:
+class Threshold:
     """How the plan compares a signal: ``value <op> strategy.<key>``, and what a true outcome means."""
 
     key: str  # a StrategyConfig field; a signal added outside the library may give ``default`` instead
@@ -107,7 +107,7 @@ class Signal:
     name: ClassVar[str]  # its key in plan.json's inputs
     label: ClassVar[str]  # how plan.json's comparisons name it
     basis: ClassVar[str] = ""  # how plan.json's cell names it when it decides the similarity verdict
-    tests: ClassVar[tuple[Test, ...]] = ()  # none: reported only
+    tests: ClassVar[tuple[Threshold, ...]] = ()  # none: reported only
 
     def read(self, validation: ValidationReport, similarity: SimilarityReport) -> Reading:
         raise NotImplementedError
@@ -127,7 +127,7 @@ class ZeroShot(Signal):
     name = "zero_shot"
     label = "zero-shot source-head accuracy on the labeled target"
     basis = "zero-shot source-head accuracy"
-    tests = (Test("similar_zero_shot", ">=", "similar", "similar"),)
+    tests = (Threshold("similar_zero_shot", ">=", "similar", "similar"),)
 
     def read(self, validation: ValidationReport, similarity: SimilarityReport) -> Reading:
         n = similarity.zero_shot.get("n")
@@ -157,8 +157,8 @@ class LogmeGain(Signal):
     # LogME, not probe accuracy, for weak features: with many labels a probe on random conv
     # features is already strong (docs/strategies.md), so the probe gain vanishes while LogME's does not.
     tests = (
-        Test("similar_logme_gain", ">=", "similar", "similar"),
-        Test("min_transfer_gain", "<", "barely better than random features", "weak_features"),
+        Threshold("similar_logme_gain", ">=", "similar", "similar"),
+        Threshold("min_transfer_gain", "<", "barely better than random features", "weak_features"),
     )
 
     def read(self, validation: ValidationReport, similarity: SimilarityReport) -> Reading:
