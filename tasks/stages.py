@@ -84,9 +84,10 @@ def stage_task(stage: Stage) -> Task[Any, Any]:
         p = _params(params)
         with library_log(), tracked(p, stage.name) as tracker:
             report = stage.run(p, progress=False)
-            if (failure := report.failed()) is not None:
+            failure = report.failed()
+            if failure is not None:
                 tracker.end("FAILED", f"{stage.name}: {failure}")
-        if (failure := report.failed()) is not None:
+        if failure is not None:
             _stop_on_failed_validation(p, failure)
         if stage.cached:
             write_stamp(stage.name, p, key)
