@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from autotransfer.commands import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
     cmd_predict,
     cmd_promote,
     cmd_rollback,
@@ -33,7 +36,6 @@ from autotransfer.config import DEFAULT_PARAMS_FILE
 from autotransfer.errors import AutotransferError, ConfigError, ImageDecodeError
 from autotransfer.ops.stopping import RunStopped, handling, kill_descendants
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXAMPLES = """\
 examples:
   autotransfer demo-data                      build the demo domains into data/ (and data.dvc)

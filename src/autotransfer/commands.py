@@ -16,7 +16,8 @@ from typing import Any
 from autotransfer.config import Params, load_params, registered_model_name
 from autotransfer.errors import ConfigError, StageInputError
 
-EXIT_OK, EXIT_FAILED = 0, 1
+# The exit codes every command returns (cli.py's docstring says what each means).
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def tracked_stage(params: Params, stage: str) -> contextlib.AbstractContextManager[Any]:
@@ -135,6 +136,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
         PlanReport,
         RegistrationReport,
         TrainReport,
+        fmt_score,
         read_report,
         source_name,
     )
@@ -151,14 +153,14 @@ def cmd_summary(args: argparse.Namespace) -> int:
     if (reports / TRAIN_JSON).exists():
         t = read_report(reports / TRAIN_JSON, TrainReport, "train")
         done = t.fit if t.fit else f"{t.epochs_run} epochs" + (f" ({t.budget.steps} steps)" if t.budget else "")
-        print(f"trained: {t.candidate}, {done}, val accuracy {_fmt(t.val_accuracy)}")
+        print(f"trained: {t.candidate}, {done}, val accuracy {fmt_score(t.val_accuracy)}")
         if t.budget and not t.fit:
             print(f"  budget: {t.budget.rule}")
         if t.selection:
             print(f"  chosen {t.selection.note}" if t.selection.rule == "val" else f"  {t.selection.note}")
     if (reports / METRICS_JSON).exists():
         m = read_report(reports / METRICS_JSON, MetricsReport, "evaluate")
-        print(f"target test accuracy: {_fmt(m.accuracy)} (macro-F1 {_fmt(m.macro_f1)}, {m.n} images)")
+        print(f"target test accuracy: {fmt_score(m.accuracy)} (macro-F1 {fmt_score(m.macro_f1)}, {m.n} images)")
     if (reports / REGISTRATION_JSON).exists():
         r = read_report(reports / REGISTRATION_JSON, RegistrationReport, "register")
         print(f"registry: {r.model_name} v{r.version} {r.decision} ({r.reason}); champion is v{r.champion}")
@@ -176,7 +178,3 @@ def cmd_summary(args: argparse.Namespace) -> int:
         "registration.json)"
     )
     return EXIT_OK
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"

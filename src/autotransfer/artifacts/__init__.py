@@ -33,6 +33,7 @@ from autotransfer.artifacts.base import (
     Open,
     Part,
     Report,
+    fmt_score,
     parse_report,
     read_report,
 )
@@ -129,6 +130,7 @@ __all__ = [
     "Transfer",
     "ValidationReport",
     "ZeroShot",
+    "fmt_score",
     "parse_report",
     "read_report",
     "read_source_meta",

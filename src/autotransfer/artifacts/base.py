@@ -31,7 +31,8 @@ CHECKPOINT_FILE = "checkpoint.pt"
 RUNS_DIR = "runs"  # models/target/runs/<candidate>/checkpoint.pt
 
 
-def _fmt(value: float | None) -> str:
+def fmt_score(value: float | None) -> str:
+    """An accuracy or other score as reports print it: three decimals, or n/a when it was not measured."""
     return "n/a" if value is None else f"{value:.3f}"
 
 

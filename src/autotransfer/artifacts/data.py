@@ -12,7 +12,7 @@ from autotransfer.artifacts.base import (
     Open,
     Part,
     Report,
-    _fmt,
+    fmt_score,
     parse_report,
 )
 from autotransfer.errors import StageInputError
@@ -124,7 +124,7 @@ class SourceModelMeta(Report):
     def summary(self) -> str:
         return (
             f"pretrained {self.arch} on {self.source_domain} ({self.train_images} images, {self.epochs} epochs): "
-            f"source val accuracy {_fmt(self.val_accuracy)}"
+            f"source val accuracy {fmt_score(self.val_accuracy)}"
         )
 
 
@@ -201,7 +201,7 @@ class SimilarityReport(Report):
         shift = self.pretraining_shift
         if shift is not None:
             lines.append(
-                f"  shift from the pretraining statistics (BatchNorm, symmetric KL): {_fmt(shift.get('value'))}"
+                f"  shift from the pretraining statistics (BatchNorm, symmetric KL): {fmt_score(shift.get('value'))}"
                 + (
                     f" (early layers {shift.get('early'):.3f}, late {shift.get('late'):.3f})"
                     if shift.get("value") is not None
@@ -210,7 +210,7 @@ class SimilarityReport(Report):
             )
         zero = self.zero_shot
         lines.append(
-            f"  zero-shot source-head accuracy: {_fmt(zero.value)}"
+            f"  zero-shot source-head accuracy: {fmt_score(zero.value)}"
             + (f" ({zero.get('reason')})" if zero.value is None else f" on {zero.get('n')} labeled target images")
         )
         for name, entry in self.transferability.items():

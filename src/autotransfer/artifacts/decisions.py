@@ -10,7 +10,7 @@ from autotransfer.artifacts.base import (
     Open,
     Part,
     Report,
-    _fmt,
+    fmt_score,
 )
 from autotransfer.artifacts.data import (
     NormalizationSpec,
@@ -206,8 +206,8 @@ class TrainReport(Report):
     def summary(self) -> str:
         lines = [
             f"  race round {row.round}: {row.candidate} {row.budget_epochs} epochs "
-            f"-> val {_fmt(row.val_accuracy)}"
-            + ("" if row.projected_val is None else f", projected {_fmt(row.projected_val)}")
+            f"-> val {fmt_score(row.val_accuracy)}"
+            + ("" if row.projected_val is None else f", projected {fmt_score(row.projected_val)}")
             + ("" if row.went_on is None else ", goes on" if row.went_on else ", cut")
             + f" ({row.seconds} s)"
             for row in self.race
@@ -217,7 +217,7 @@ class TrainReport(Report):
         resumed = f", resumed from epoch {self.resumed_from_epoch}" if self.resumed_from_epoch else ""
         lines.append(
             f"trained {self.candidate} ({self.mode}): {self.epochs_run} epochs{resumed}, "
-            f"best epoch {self.best_epoch}, target val accuracy {_fmt(self.val_accuracy)}, "
+            f"best epoch {self.best_epoch}, target val accuracy {fmt_score(self.val_accuracy)}, "
             f"{self.seconds} s ({self.images_per_second} img/s"
             + (f", {self.processes} processes)" if self.processes else ")")
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from autotransfer.artifacts.base import (
     Part,
     Report,
-    _fmt,
+    fmt_score,
 )
 
 # ------------------------------------------------------------------ evaluate
@@ -38,8 +38,9 @@ class MetricsReport(Report):
 
     def summary(self) -> str:
         return (
-            f"{self.strategy} on {self.target} test ({self.n} images): accuracy {_fmt(self.accuracy)}, "
-            f"macro-F1 {_fmt(self.macro_f1)}\nplots: " + ", ".join(p for p in self.plots.model_dump().values() if p)
+            f"{self.strategy} on {self.target} test ({self.n} images): accuracy {fmt_score(self.accuracy)}, "
+            f"macro-F1 {fmt_score(self.macro_f1)}\nplots: "
+            + ", ".join(p for p in self.plots.model_dump().values() if p)
         )
 
 
