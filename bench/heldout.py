@@ -39,7 +39,7 @@ from autotransfer.stages.similarity import measure_similarity
 from autotransfer.stages.train import train_stage
 from autotransfer.stages.validate import validate
 from common import RESULTS, WORK, demo_root, machine
-from heldout_data import build
+from heldout_data import VAL_REGION_FROM_SEED, build
 from strategy_selection import pixel_floor_accuracy, test_accuracy
 
 RUNS = RESULTS / "heldout_runs"
@@ -238,12 +238,16 @@ def aggregate() -> Path:
     for path in sorted(RUNS.glob("*.json")):
         run = json.loads(path.read_text())
         run["rules_today"] = rules_today(run, path) or previous.get(cell_name(run)) or {}
+        before = RESULTS / "heldout_before_runs" / path.name  # bench/heldout_before.py: the same cell at ef99f3c
+        if before.exists():
+            run["before"] = json.loads(before.read_text())
         runs.append(run)
     cells: dict[str, list[dict]] = {}
     for run in runs:
         if run.get("extra"):
             continue  # variants (-S) are recorded beside, not in the table
-        data = (f" (fresh data {run['data_seed']})" if run.get("data_seed")
+        own_val = run["target"] in ("scenes", "textures") and run.get("data_seed", 0) >= VAL_REGION_FROM_SEED
+        data = (f" (fresh data {run['data_seed']}{', val its own region' if own_val else ''})" if run.get("data_seed")
                 else " (demo: in-sample)" if run["target"] in DEMO_SOURCE else "")
         labels = run["labels"] if run["labels"] is not None else "all"
         cells.setdefault(f"{run['target']}, {labels}/class{data}", []).append(run)

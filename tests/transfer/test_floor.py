@@ -121,6 +121,12 @@ def test_the_trained_model_stays_when_it_beats_the_floor_and_goes_when_it_does_n
     swapped, floor = apply_floor(params, dataclasses.replace(trained, val_accuracy=0.0), data, fit_candidate, selection)
     assert floor.used == swapped.candidate.label
     assert swapped.val_accuracy == max(row.val_accuracy for row in floor.rows)
+    assert "a tie" not in floor.note
+    # given a tie with the best baseline: the baseline (the simpler model) is written, and the note says val tied
+    tied = dataclasses.replace(trained, val_accuracy=swapped.val_accuracy)
+    kept, floor = apply_floor(params, tied, data, fit_candidate, selection)
+    assert floor.used == kept.candidate.label != "finetune_all"
+    assert f"a tie on {len(data.val)} val images" in floor.note
     # given a trained linear probe: it is the floor's probe, so it meets only the pixel baseline
     probe = fit_candidate(Candidate("linear_probe"))
     kept, floor = apply_floor(params, dataclasses.replace(probe, val_accuracy=1.0), data, fit_candidate, selection)

@@ -297,8 +297,13 @@ def apply_floor(
         note = f"{label} (val {result.val_accuracy:.3f}) beats the floor ({shown})"
         return result, report(rows, None, note)
     used = best.candidate.label
+    # A tie says val cannot tell the two apart (often both perfect on it); the simpler model is kept, and the
+    # report says so: on val crops that overlapped the training crops this kept the probe where fine-tuning
+    # was better on test (BENCHMARKS.md §11).
+    tied = result.val_accuracy == best_val
+    tie = f": a tie on {len(data.val)} val images, which cannot tell them apart" if tied else ""
     note = (
-        f"{label} (val {result.val_accuracy:.3f}) is not better than the floor ({shown}): "
+        f"{label} (val {result.val_accuracy:.3f}) is not better than the floor ({shown}){tie}: "
         f"the {used} model is what is written, evaluated and registered"
     )
     return best, report(rows, used, note)

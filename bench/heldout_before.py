@@ -1,0 +1,110 @@
+"""The recipes before the step budgets and the converged probe, on the held-out cells (the "before" columns).
+
+Issue "Recipes that fit the target" measured the product at ef99f3c (epoch budgets: 10 epochs
+whatever the target's size, an SGD linear probe for those steps, early stopping and the
+floor on whatever val there is). This runs that commit's own code, unchanged, from a git
+worktree, through its CLI, on the same held-out cells as bench/heldout.py (same targets,
+label caps, label and training seeds, data seed), so every strategy has a "before" beside
+today's "after". The label draw is that commit's: same cap and seed, not necessarily the
+same images.
+
+    python bench/heldout_before.py [--commit ef99f3c] [--targets letters scenes textures]
+                                   [--labels 3 10 30] [--seeds 0] [--data-seed 1]
+
+Each run: bench/results/heldout_before_runs/<cell>.json; report.py tables them beside §11.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common import RESULTS, WORK, machine
+from heldout import SOURCE, cell_name, data_root
+
+RUNS = RESULTS / "heldout_before_runs"
+COMMIT = "ef99f3c"  # the commit the recipes issue measured (its table: "at HEAD (ef99f3c), default params")
+STRATEGIES = ("linear_probe", "finetune_top", "finetune_all")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def worktree(commit: str) -> Path:
+    """That commit's tree, checked out once under bench/results/tmp (git worktree: nothing in this one moves)."""
+    path = WORK / f"before-{commit}"
+    if not (path / "src" / "autotransfer").is_dir():
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-f", str(path), commit], check=True)
+    return path
+
+
+def cli(tree: Path, folder: Path, *args: str) -> float:
+    """``autotransfer ARGS`` with that commit's code first on the path (its own params.yaml); seconds taken."""
+    env = {**os.environ, "PYTHONPATH": str(tree / "src")}
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", "import sys; from autotransfer.cli import main; sys.exit(main())",
+                           *args, "--no-progress"], cwd=tree, env=env, capture_output=True, text=True)
+    if done.returncode:
+        (folder / "failed.log").write_text(done.stdout + done.stderr)
+        raise SystemExit(f"{' '.join(args[:1])} failed at {tree.name}: {folder}/failed.log")
+    return round(time.perf_counter() - started, 1)
+
+
+def run_cell(tree: Path, commit: str, target: str, labels: int | None, seed: int, data_seed: int) -> dict:
+    name = cell_name({"target": target, "labels": labels, "seed": seed, "data_seed": data_seed})
+    path = RUNS / f"{name}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    folder = WORK / "heldout_before" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    base = [f"data.root={data_root(data_seed)}", f"data.source={SOURCE[target]}", f"data.target={target}",
+            f"data.labeled_per_class={'null' if labels is None else labels}", f"data.seed={seed}",
+            f"train.seed={seed}", f"reports.dir={folder}/reports", f"similarity.cache_dir={WORK}/before_cache",
+            f"data.decoded_cache={WORK}/before_decoded", f"validation.state_dir={folder}/scan", "train.device=cpu",
+            f"registry.tracking_uri=sqlite:///{folder}/mlflow.db", "registry.live_tracking=false"]
+    overrides = [arg for o in base for arg in ("-S", o)]
+    cli(tree, folder, "validate", *overrides)
+    cli(tree, folder, "similarity", *overrides)
+    cli(tree, folder, "plan", *overrides)
+    plan = json.loads((folder / "reports" / "plan.json").read_text())
+    out: dict = {"target": target, "labels": labels, "seed": seed, "data_seed": data_seed, "commit": commit,
+                 "plan": plan["chosen"], "strategies": {}}
+
+    def trained(mode: str, *extra: str) -> dict:
+        seconds = cli(tree, folder, "train", *overrides, "-S", f"train.out={folder}/{mode}", *extra)
+        cli(tree, folder, "evaluate", *overrides, "-S", f"train.out={folder}/{mode}")
+        train = json.loads((folder / "reports" / "train.json").read_text())
+        metrics = json.loads((folder / "reports" / "metrics.json").read_text())
+        return {"strategy": train.get("strategy"), "accuracy": metrics["accuracy"], "seconds": seconds,
+                "epochs": train.get("epochs_run"), "best_epoch": train.get("best_epoch")}
+
+    for strategy in STRATEGIES:
+        out["strategies"][strategy] = trained(strategy, "--force", strategy, "-S", "train.floor=false")
+        print(f"  {name} {strategy} at {commit}: {out['strategies'][strategy]}", flush=True)
+    out["rules"] = trained("rules")  # the plan's pick, floor on: the product as it shipped then
+    RUNS.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**out, "machine": machine()}, indent=2) + "\n")
+    print(f"{name} at {commit}: rules {out['rules']['strategy']} {out['rules']['accuracy']:.3f}", flush=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--commit", default=COMMIT)
+    parser.add_argument("--targets", nargs="+", default=["letters", "scenes", "textures"])
+    parser.add_argument("--labels", nargs="+", default=["3", "10", "30"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--data-seed", type=int, default=1)
+    args = parser.parse_args()
+    tree = worktree(args.commit)
+    for seed in args.seeds:
+        for labels in args.labels:
+            for target in args.targets:
+                run_cell(tree, args.commit, target, None if labels == "all" else int(labels), seed, args.data_seed)
+
+
+if __name__ == "__main__":
+    main()
