@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from common import RESULTS, WORK, machine
-from heldout import SOURCE, cell_name, data_root
+from heldout import base_overrides, cell_name
 
 RUNS = RESULTS / "heldout_before_runs"
 COMMIT = "ef99f3c"  # the commit the recipes issue measured (its table: "at HEAD (ef99f3c), default params")
@@ -60,11 +60,9 @@ def run_cell(tree: Path, commit: str, target: str, labels: int | None, seed: int
         return json.loads(path.read_text())
     folder = WORK / "heldout_before" / name
     folder.mkdir(parents=True, exist_ok=True)
-    base = [f"data.root={data_root(data_seed)}", f"data.source={SOURCE[target]}", f"data.target={target}",
-            f"data.labeled_per_class={'null' if labels is None else labels}", f"data.seed={seed}",
-            f"train.seed={seed}", f"reports.dir={folder}/reports", f"similarity.cache_dir={WORK}/before_cache",
-            f"data.decoded_cache={WORK}/before_decoded", f"validation.state_dir={folder}/scan", "train.device=cpu",
-            f"registry.tracking_uri=sqlite:///{folder}/mlflow.db", "registry.live_tracking=false"]
+    # heldout.py's overrides (that commit reads the same keys), with caches of its own (their formats may differ)
+    base = base_overrides(target, labels, seed, data_seed, folder,
+                          [f"similarity.cache_dir={WORK}/before_cache", f"data.decoded_cache={WORK}/before_decoded"])
     overrides = [arg for o in base for arg in ("-S", o)]
     cli(tree, folder, "validate", *overrides)
     cli(tree, folder, "similarity", *overrides)
