@@ -39,7 +39,7 @@ from autotransfer.stages.similarity import measure_similarity
 from autotransfer.stages.train import train_stage
 from autotransfer.stages.validate import validate
 from common import RESULTS, WORK, demo_root, machine
-from heldout_data import VAL_REGION_FROM_SEED, build
+from heldout_data import CROPPED, build, val_overlaps_training
 from strategy_selection import pixel_floor_accuracy, test_accuracy
 
 RUNS = RESULTS / "heldout_runs"
@@ -246,7 +246,7 @@ def aggregate() -> Path:
     for run in runs:
         if run.get("extra"):
             continue  # variants (-S) are recorded beside, not in the table
-        own_val = run["target"] in ("scenes", "textures") and run.get("data_seed", 0) >= VAL_REGION_FROM_SEED
+        own_val = run["target"] in CROPPED and not val_overlaps_training(run["target"], run.get("data_seed", 0))
         data = (f" (fresh data {run['data_seed']}{', val its own region' if own_val else ''})" if run.get("data_seed")
                 else " (demo: in-sample)" if run["target"] in DEMO_SOURCE else "")
         labels = run["labels"] if run["labels"] is not None else "all"

@@ -49,7 +49,7 @@ def cli(tree: Path, folder: Path, *args: str) -> float:
                            *args, "--no-progress"], cwd=tree, env=env, capture_output=True, text=True)
     if done.returncode:
         (folder / "failed.log").write_text(done.stdout + done.stderr)
-        raise SystemExit(f"{' '.join(args[:1])} failed at {tree.name}: {folder}/failed.log")
+        raise SystemExit(f"{args[0]} failed at {tree.name}: {folder}/failed.log")
     return round(time.perf_counter() - started, 1)
 
 

@@ -44,6 +44,12 @@ VAL_REGION_FROM_SEED = 3
 # Each split's horizontal share of a picture: (from, to), as fractions of its width.
 REGIONS = {"train": (0.0, 0.6), "val": (0.0, 0.6), "test": (0.6, 1.0)}
 REGIONS_OWN_VAL = {"train": (0.0, 0.45), "val": (0.45, 0.6), "test": (0.6, 1.0)}
+CROPPED = ("scenes", "textures")  # the domains cut from pictures by region (the others are drawn whole)
+
+
+def val_overlaps_training(domain: str, seed: int) -> bool:
+    """Whether ``domain`` built with data ``seed`` cuts its val crops from its training crops' region."""
+    return domain in CROPPED and seed < VAL_REGION_FROM_SEED
 
 
 def fonts() -> list[Path]:
@@ -169,8 +175,8 @@ def build(out: Path, seed: int = 0) -> Path:
                         patch = crop(background, rng, 40, scale=(0.1, 0.3)) / 255.0
                         pixels = np.rint(255 * np.abs(patch - ink[..., None])).astype(np.uint8)
                     save(pixels, out / domain / split / label / f"{i:04d}.png")
-    regions = REGIONS_OWN_VAL if seed >= VAL_REGION_FROM_SEED else REGIONS
-    for domain, names, side, grey in (("scenes", SCENES, 96, False), ("textures", TEXTURES, 64, True)):
+    for domain, names, side, grey in zip(CROPPED, (SCENES, TEXTURES), (96, 64), (False, True), strict=True):
+        regions = REGIONS if val_overlaps_training(domain, seed) else REGIONS_OWN_VAL
         rng = np.random.default_rng([seed, DOMAINS.index(domain)])
         pictures = photos(names, grey)
         for split, n in splits(domain):

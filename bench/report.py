@@ -13,7 +13,7 @@ from typing import Any
 
 from common import REPO, RESULTS, median
 from full import written_by
-from heldout_data import VAL_REGION_FROM_SEED
+from heldout_data import val_overlaps_training
 
 OUT = REPO / "BENCHMARKS.md"
 CONTENDERS = ("autotransfer", "fastai", "lightning")  # peers.json's keys per run
@@ -389,9 +389,9 @@ def _val_overlaps(run: dict[str, Any]) -> bool:
     """Scenes and textures built before data seed 3 cut val crops from the training crops' region.
 
     There val measures memory, not what test measures (test crops come from another region of the pictures):
-    bench/heldout_data.py, VAL_REGION_FROM_SEED.
+    bench/heldout_data.py, val_overlaps_training.
     """
-    return run["target"] in ("scenes", "textures") and run.get("data_seed", 0) < VAL_REGION_FROM_SEED and any(
+    return val_overlaps_training(run["target"], run.get("data_seed", 0)) and any(
         s["selection"] == "val" for s in run["strategies"].values())
 
 
