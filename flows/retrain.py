@@ -20,6 +20,7 @@ from prefect.context import get_run_context
 from prefect.exceptions import CancelledRun
 from prefect.states import Cancelled
 
+from autotransfer import uninterrupted
 from autotransfer.artifacts import (
     REPORT_HTML,
     MetricsReport,
@@ -140,7 +141,7 @@ def retrain(
                 return {"skipped": True, "reason": unchanged, **results}
             for stage in [name for name in FLOW_STAGES[1:] if register_model or name != "register"]:
                 signals.check()
-                with signals.deferred() if stage == "register" else nullcontext():  # a version is written whole
+                with uninterrupted.whole() if stage == "register" else nullcontext():  # a version is written whole
                     results[stage] = run_stage(stage, params)
             if not register_model:
                 results["report"] = str(_report_without_registry(params))

@@ -9,6 +9,7 @@ import time
 import psutil
 import pytest
 
+from autotransfer import uninterrupted
 from autotransfer.ops.stopping import RunStopped, handling
 
 
@@ -25,13 +26,25 @@ def test_the_first_signal_stops_the_block_and_the_old_handlers_come_back():
 def test_repeated_signals_raise_once_and_a_deferred_step_finishes_first():
     finished = []
     with pytest.raises(RunStopped) as stopped:
-        with handling() as signals:
-            with signals.deferred():
+        with handling():
+            with uninterrupted.whole():
                 os.kill(os.getpid(), signal.SIGINT)
-                os.kill(os.getpid(), signal.SIGINT)
+                with uninterrupted.whole():  # nested: the outermost block's end raises
+                    os.kill(os.getpid(), signal.SIGINT)
                 finished.append("register")  # the step ran to its end
             finished.append("after")  # not reached: the stop is raised as the step ends
     assert finished == ["register"] and stopped.value.exit_code == 130
+
+
+def test_a_stop_during_a_step_that_fails_is_still_raised_as_it_ends():
+    # the step's own error (a store that refused the write, caught by the caller as a tracking hiccup)
+    # must not swallow the stop: training would go on to the next stage boundary
+    with pytest.raises(RunStopped) as stopped:
+        with handling():
+            with uninterrupted.whole():
+                os.kill(os.getpid(), signal.SIGTERM)
+                raise OSError("the store refused the write")
+    assert isinstance(stopped.value.__context__, OSError) and not uninterrupted.inside()
 
 
 def test_a_run_that_hangs_after_the_signal_is_ended_by_the_watchdog(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -123,3 +125,55 @@ def test_live_tracking_off_writes_nothing_before_register(tmp_path, pipeline):
     count = len(runs(params))
     assert main(["plan", *args, "-Sregistry.live_tracking=false"]) == 0
     assert len(runs(params)) == count
+
+
+STOP_WHILE_LOGGING = """
+import faulthandler, os, random, signal, sys, threading, time
+from mlflow import MlflowClient
+from autotransfer.config import Params
+from autotransfer.ops.stopping import RunStopped, handling
+from autotransfer.registry.tracking import Tracker
+
+uri = sys.argv[1]
+client = MlflowClient(uri)
+experiment = client.create_experiment("stops")
+random.seed(0)
+for trial in range(8):
+    run_id = client.create_run(experiment).info.run_id
+    tracker = Tracker(Params(), uri, run_id)
+    # the signal lands at a random point of a loop that is nearly all MLflow writes, as the stop of
+    # `autotransfer run` lands right after an epoch's checkpoint, while the epoch is being logged
+    timer = threading.Timer(random.uniform(0.005, 0.05), os.kill, (os.getpid(), signal.SIGTERM))
+    epochs = 0
+    try:
+        with handling():
+            timer.start()
+            while True:
+                tracker.log_epoch("model", {"epoch": epochs, "train_loss": 0.5}, epochs, on_parent=True)
+                epochs += 1
+    except RunStopped:
+        pass
+    timer.join()
+    faulthandler.dump_traceback_later(15, exit=True)  # a store left locked: say where, and end
+    started = time.monotonic()
+    tracker.end("KILLED", "stopped by SIGTERM during train")
+    faulthandler.cancel_dump_traceback_later()
+    status = client.get_run(run_id).info.status
+    print(trial, epochs, round(time.monotonic() - started, 2), status, flush=True)
+"""
+
+
+def test_a_stop_signal_during_a_live_tracking_write_leaves_the_store_writable(tmp_path):
+    # A SIGTERM that cut an MLflow write to SQLite in two left the database locked; the write that ends the
+    # run KILLED then waited until the stop's watchdog killed the process at 10 s, with the flow run left
+    # RUNNING (seen in CI, under load: tests/test_stop_signals.py). Writes now run whole.
+    script = tmp_path / "stop_while_logging.py"
+    script.write_text(STOP_WHILE_LOGGING)
+    result = subprocess.run([sys.executable, str(script), f"sqlite:///{tmp_path}/mlflow.db"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = [line.split() for line in result.stdout.splitlines()]
+    assert len(trials) == 8, result.stdout
+    for trial, epochs, seconds, status in trials:
+        assert status == "KILLED" and float(seconds) < 5, trials  # ended at once, the run marked as stopped
+    assert sum(int(epochs) for _, epochs, _, _ in trials) > 0  # the signal came while it wrote

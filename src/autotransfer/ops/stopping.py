@@ -8,8 +8,9 @@ supervisor forwarding the one ``timeout`` sent) change nothing: the run is alrea
 stopping. If it has not ended ``grace`` seconds after the first signal, a watchdog kills
 every process the run started and exits with 128 + the signal number.
 
-A step that must finish whole (writing a model version to the registry) runs
-``deferred()``: a signal inside it stops the run right after it.
+A step that must finish whole (writing a model version to the registry, any MLflow call:
+``autotransfer/uninterrupted.py`` says why) runs in ``uninterrupted.whole()``: a signal inside
+it stops the run right after it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from collections.abc import Iterator
 from types import FrameType
 
 import psutil
+
+from autotransfer import uninterrupted
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 GRACE_S = 10.0
@@ -73,7 +76,6 @@ class StopSignals:
     def __init__(self, grace: float = GRACE_S) -> None:
         self.grace = grace
         self.received: int | None = None
-        self._deferring = 0
         self._raised = False
         self._over = False
 
@@ -95,25 +97,19 @@ class StopSignals:
 
     def check(self) -> None:
         """Raise ``RunStopped`` if a signal arrived and nothing has raised it yet (a stage boundary)."""
-        if self.received is not None and not self._raised and not self._deferring:
+        if self.received is not None and not self._raised and not uninterrupted.inside():
             self._raised = True
             raise RunStopped(self.received)
-
-    @contextlib.contextmanager
-    def deferred(self) -> Iterator[None]:
-        self._deferring += 1
-        try:
-            yield
-        finally:
-            self._deferring -= 1
-        self.check()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.received is not None:
             return  # already stopping: the watchdog bounds how long that takes
         self.received = signum
         threading.Thread(target=self._watchdog, name="stop-watchdog", daemon=True).start()
-        self.check()
+        if uninterrupted.inside():
+            uninterrupted.after_block(self.check)
+        else:
+            self.check()
 
     def _watchdog(self) -> None:
         time.sleep(self.grace)

@@ -25,6 +25,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from autotransfer import uninterrupted
 from autotransfer.config import RegistryConfig
 from autotransfer.errors import RegistryError
 
@@ -127,7 +128,10 @@ def mlflow_environment(uri: str, config: RegistryConfig) -> Iterator[None]:
     os.environ.update(settings)
     mlflow.set_tracking_uri(uri)
     try:
-        yield
+        # every MLflow call runs whole: one cut by a stop signal would leave SQLite's lock held, and the
+        # write that ends the run KILLED would wait on it (autotransfer/uninterrupted.py)
+        with uninterrupted.whole():
+            yield
     finally:
         for key, value in before.items():
             if value is None:

@@ -310,13 +310,14 @@ def _system_monitor(params: Params, tracker: Tracker) -> Any:
     from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
     try:
-        monitor = SystemMetricsMonitor(
-            tracker.run_id,
-            sampling_interval=params.registry.system_metrics_interval,
-            resume_logging=True,
-            tracking_uri=tracker.uri,
-        )
-        monitor.start()
+        with mlflow_environment(str(tracker.uri), params.registry):  # it reads the run: whole, as every MLflow call
+            monitor = SystemMetricsMonitor(
+                tracker.run_id,
+                sampling_interval=params.registry.system_metrics_interval,
+                resume_logging=True,
+                tracking_uri=tracker.uri,
+            )
+            monitor.start()
     except Exception as exc:
         log.warning("no system metrics: %s", exc)
         return None

@@ -10,7 +10,7 @@ and a test checks dvc.yaml declares the same (for the default paths).
 ``code``: the files and folders (recursively, ``*.py``) below src/autotransfer/ whose
 edits change what the stage writes. ``config/`` is in none of them: what it contributes
 is the params' values, which every key already holds, so editing a description (or
-``errors.py``'s messages, or the CLI, or ``ops/stack.py``) invalidates nothing.
+``errors.py``'s messages, ``uninterrupted.py``, the CLI, or ``ops/stack.py``) invalidates nothing.
 """
 
 from __future__ import annotations
