@@ -14,10 +14,10 @@ from autotransfer.stages.pipeline import STAGES, code_files, code_version, stage
 
 REPO = Path(__file__).resolve().parents[2]
 # Imported by stages but not part of what any stage computes: the params schema (its values
-# are in every key), the error classes (messages), and the stage list itself.
+# are in every key), the error classes (messages), when a stop signal takes effect, and the stage list itself.
 NOT_CODE = {"autotransfer.config", "autotransfer.config.sections", "autotransfer.config.training",
             "autotransfer.config.params", "autotransfer.errors", "autotransfer.stages.pipeline", "autotransfer",
-            "autotransfer.ops.telemetry"}
+            "autotransfer.ops.telemetry", "autotransfer.uninterrupted"}
 
 
 def test_dvc_yaml_lists_exactly_each_stages_declared_code():
