@@ -41,6 +41,10 @@ def worktree(commit: str) -> Path:
     return path
 
 
+class CommandFailed(Exception):
+    """That commit's command exited non-zero; the message is its last line (the product's own error)."""
+
+
 def cli(tree: Path, folder: Path, *args: str) -> float:
     """``autotransfer ARGS`` with that commit's code first on the path (its own params.yaml); seconds taken."""
     env = {**os.environ, "PYTHONPATH": str(tree / "src")}
@@ -49,7 +53,8 @@ def cli(tree: Path, folder: Path, *args: str) -> float:
                            *args, "--no-progress"], cwd=tree, env=env, capture_output=True, text=True)
     if done.returncode:
         (folder / "failed.log").write_text(done.stdout + done.stderr)
-        raise SystemExit(f"{args[0]} failed at {tree.name}: {folder}/failed.log")
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        raise CommandFailed(lines[-1] if lines else f"{args[0]} exited {done.returncode}: {folder}/failed.log")
     return round(time.perf_counter() - started, 1)
 
 
@@ -82,10 +87,13 @@ def run_cell(tree: Path, commit: str, target: str, labels: int | None, seed: int
     for strategy in STRATEGIES:
         out["strategies"][strategy] = trained(strategy, "--force", strategy, "-S", "train.floor=false")
         print(f"  {name} {strategy} at {commit}: {out['strategies'][strategy]}", flush=True)
-    out["rules"] = trained("rules")  # the plan's pick, floor on: the product as it shipped then
+    try:
+        out["rules"] = trained("rules")  # the plan's pick, floor on: the product as it shipped then
+    except CommandFailed as failed:  # what a user of that commit got: recorded, not retried another way
+        out["rules"] = {"strategy": plan["chosen"], "accuracy": None, "failed": str(failed)}
     RUNS.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({**out, "machine": machine()}, indent=2) + "\n")
-    print(f"{name} at {commit}: rules {out['rules']['strategy']} {out['rules']['accuracy']:.3f}", flush=True)
+    print(f"{name} at {commit}: rules {out['rules']['strategy']} {out['rules']['accuracy']}", flush=True)
     return out
 
 
