@@ -11,7 +11,9 @@ same images.
     python bench/heldout_before.py [--commit ef99f3c] [--targets letters scenes textures]
                                    [--labels 3 10 30] [--seeds 0] [--data-seed 1]
 
-Each run: bench/results/heldout_before_runs/<cell>.json; report.py tables them beside §11.
+Each run: bench/results/heldout_before_runs/<cell>.json; report.py tables them beside §11. When that
+commit's product run (its plan's pick) fails, the run records the error in place of an accuracy: what
+a user of that commit got (on the demo's targets its dann_mcc_pl needed a source head it did not have).
 """
 
 from __future__ import annotations
