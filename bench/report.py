@@ -516,7 +516,8 @@ def heldout(r: dict[str, Any]) -> list[str]:
     demo = {k: v for k, v in per_run.items() if k not in held_out}
     if demo:
         lines += ["The demo's own targets (digits, digits-m; `python bench/heldout.py --targets digits digits-m "
-                  "--labels 3 10 30 all --seeds 0 1 2 --strategies linear_probe finetune_top finetune_all`), apart: "
+                  "--labels 3 10 30 all --seeds 0 --strategies linear_probe finetune_top finetune_all`, then "
+                  "`--labels 3 10 --seeds 1`; n in the table is the seeds run), apart: "
                   "the rules were designed on them, so they prove nothing out of sample; the recipes issue asks for "
                   "them beside the held-out sets.", ""]
         lines += _goals(demo, r, "on the demo's targets (in-sample), ")
@@ -591,8 +592,9 @@ def _before_after(r: dict[str, Any]) -> list[str]:
              "epochs whatever the target's size, an SGD linear probe for those steps, early stopping and the floor "
              "on whatever val there is), unchanged, from a git worktree, through its CLI (`python "
              "bench/heldout_before.py --targets letters scenes textures --labels 3 10 30 --seeds 0 1 2 --data-seed "
-             "1`" + ("; the demo's targets: `--targets digits digits-m --labels 3 10 30 all --seeds 0 1 2 --data-seed 0`"
-                     if any(name.startswith("digits") for name in cells) else "") + "); its label draw is its own (same cap and seed, not necessarily the same images). Test accuracy in "
+             "1`" + ("; the demo's targets: `--targets digits digits-m --labels 3 10 30 all --seeds 0 --data-seed 0`"
+                     if any(runs[0]["target"] in DEMO_TARGETS for runs in cells.values()) else "")
+             + "); its label draw is its own (same cap and seed, not necessarily the same images). Test accuracy in "
              "points, mean ± std over the seeds that have both; \"pick\" is the product's run (the plan's choice, "
              "floor on) then and today's rules now; `sklearn` is the reference probe on today's draw.", "",
              "| cell | n | " + " | ".join(f"{s} before → after" for s in names)
