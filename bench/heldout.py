@@ -11,7 +11,8 @@ label cap covers train and val together; the test split chooses nothing):
 - ``pixels``: the floor's logistic regression on pooled pixels.
 
 Runs are recorded one by one in bench/results/heldout_runs/ (a rerun skips what is there;
-``--rerun linear_probe`` trains that strategy again in recorded cells, after a change to it).
+``--rerun linear_probe`` trains that strategy again in recorded cells, after a change to it;
+``rules`` and ``pixels`` redo the product's run and the pixel model).
 
     python bench/heldout.py [--targets letters scenes textures] [--labels 3 10 30] [--seeds 0]
                             [--strategies linear_probe finetune_top progressive finetune_all] [--data-seed 0]
@@ -172,15 +173,36 @@ def product_run(base: list[str], folder: Path, mode: str, forced: dict | None = 
 
 
 def rerun(path: Path, strategies: list[str]) -> dict:
-    """A recorded cell with ``strategies`` trained again at today's code (the plan replayed, the rest kept)."""
+    """A recorded cell with ``strategies`` trained again at today's code (the plan replayed, the rest kept).
+
+    ``rules`` among them reruns the product's own run (floor on) too (where val chooses nothing
+    it is the forced run of the plan's choice), ``pixels`` the floor's pixel model. A run whose reports are gone (bench/results/tmp
+    is scratch) is validated and measured again first: the same images (the label draw is the
+    run's seed), so the same reports.
+    """
     run = json.loads(path.read_text())
     folder = WORK / "heldout_runs" / path.stem
     base = base_overrides(run["target"], run["labels"], run["seed"], run.get("data_seed", 0), folder,
                           run.get("extra", []))
-    make_plan(load_params(None, base))  # this code's plan.json, which train reads
-    for strategy in strategies:
+    if not (folder / "reports" / "similarity.json").exists():
+        if run.get("data_seed"):
+            data_root(run["data_seed"])
+        validate(load_params(None, base), progress=False)
+        measure_similarity(load_params(None, base), progress=False)
+    plan = make_plan(load_params(None, base))  # this code's plan.json, which train reads
+    for strategy in (s for s in strategies if s not in ("rules", "pixels")):
         run["strategies"][strategy] = forced_run(base, folder, strategy)
         print(f"  {path.stem} {strategy} (rerun): {run['strategies'][strategy]}", flush=True)
+    if "rules" in strategies:
+        run["rules"], _ = product_run(base, folder, "rules", run["strategies"].get(plan.chosen))
+        print(f"  {path.stem} rules (rerun): {run['rules']}", flush=True)
+    elif run["rules"].get("as", "").startswith("its forced run") and run["rules"]["pick"] in strategies:
+        forced = run["strategies"][run["rules"]["pick"]]  # the rules' record was that forced run: the same model
+        run["rules"] = {**run["rules"], "accuracy": forced["accuracy"], "seconds": forced["seconds"]}
+    if run["race"].get("as", "").startswith("race skipped"):  # a copy of the rules' record
+        run["race"] = {**run["rules"], "as": run["race"]["as"]}
+    if "pixels" in strategies:
+        run["pixels"] = pixel_floor_accuracy(load_params(None, base))
     run.setdefault("reruns", []).append({"strategies": strategies, "date": machine()["date"]})
     path.write_text(json.dumps(run, indent=2) + "\n")
     return run

@@ -82,7 +82,7 @@ def choose(criterion: str, acc: dict, loss: dict) -> float:
 
 
 def test_accuracy(x: np.ndarray, y: np.ndarray, c: float, test_x: np.ndarray, test_y: np.ndarray) -> float:
-    scale = logistic._Standardiser(x)
+    scale = logistic._Scaler(x)
     coef, intercept, classes = logistic._path(scale(x), y, (c,), 0)[c]
     return float((classes[(scale(test_x) @ coef.T + intercept).argmax(1)] == test_y).mean())
 
