@@ -199,7 +199,7 @@ def rerun(path: Path, strategies: list[str]) -> dict:
     elif run["rules"].get("as", "").startswith("its forced run") and run["rules"]["pick"] in strategies:
         forced = run["strategies"][run["rules"]["pick"]]  # the rules' record was that forced run: the same model
         run["rules"] = {**run["rules"], "accuracy": forced["accuracy"], "seconds": forced["seconds"]}
-X
+    if run.get("race", {}).get("as", "").startswith("race skipped"):  # a copy of the rules' record
         run["race"] = {**run["rules"], "as": run["race"]["as"]}
     if "pixels" in strategies:
         run["pixels"] = pixel_floor_accuracy(load_params(None, base))
