@@ -278,7 +278,8 @@ def aggregate() -> Path:
         return run["target"], run.get("data_seed", 0), run["labels"] if run["labels"] is not None else 10**9
 
     cells = {key: cells[key] for key in sorted(cells, key=order)}
-    latest = max((run["machine"]["date"] for run in runs), default=machine()["date"])
+    latest = max((date for run in runs for date in (run["machine"]["date"], *(r["date"] for r in run.get("reruns", [])))),
+                 default=machine()["date"])  # a rerun is a measurement too: notes written before it are dropped
     path = RESULTS / "heldout.json"
     path.write_text(json.dumps({"benchmark": "heldout", "machine": {**machine(), "date": latest},
                                 "command": "python bench/heldout.py (each cell: bench/results/heldout_runs/)",

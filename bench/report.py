@@ -749,6 +749,14 @@ def probe_scaling(r: dict[str, Any]) -> list[str]:
               verdict(all(g >= -1 for _, g in below),
                       "the product's probe (one scale) never more than 1 point below the reference probe, draw by draw"),
               ""]
+    per_cell = {name: 100 * statistics.mean(a - b for a, b in zip(c["global"], c["reference"]))
+                for name, c in r["cells"].items() if c["reference"]}
+    low = {name: gap for name, gap in per_cell.items() if gap < -1}
+    lines += [f"Per cell (mean over the reference's draws): the product's probe from {min(per_cell.values()):+.1f} to "
+              f"{max(per_cell.values()):+.1f} points of the reference"
+              + (" (more than 1 below: " + "; ".join(f"{n}: {g:+.1f}" for n, g in low.items()) + ")" if low else "")
+              + ".", "",
+              verdict(not low, "per cell, the product's probe never more than 1 point below the reference probe"), ""]
     return lines
 
 
