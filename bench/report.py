@@ -592,7 +592,8 @@ def _before_after(r: dict[str, Any]) -> list[str]:
              "epochs whatever the target's size, an SGD linear probe for those steps, early stopping and the floor "
              "on whatever val there is), unchanged, from a git worktree, through its CLI (`python "
              "bench/heldout_before.py --targets letters scenes textures --labels 3 10 30 --seeds 0 1 2 --data-seed "
-             "1`" + ("; the demo's targets: `--targets digits digits-m --labels 3 10 30 all --seeds 0 --data-seed 0`"
+             "1`" + ("; the demo's targets: `--targets digits digits-m --labels 3 10 30 all --seeds 0 --data-seed 0`, "
+                     "then `--labels 3 10 --seeds 1 2`"
                      if any(runs[0]["target"] in DEMO_TARGETS for runs in cells.values()) else "")
              + "); its label draw is its own (same cap and seed, not necessarily the same images). Test accuracy in "
              "points, mean ± std over the seeds that have both; \"pick\" is the product's run (the plan's choice, "
