@@ -517,7 +517,7 @@ def heldout(r: dict[str, Any]) -> list[str]:
     if demo:
         lines += ["The demo's own targets (digits, digits-m; `python bench/heldout.py --targets digits digits-m "
                   "--labels 3 10 30 all --seeds 0 --strategies linear_probe finetune_top finetune_all`, then "
-                  "`--labels 3 10 --seeds 1`, then `--labels 3 10 --seeds 2`; n in the table is the seeds run), apart: "
+                  "`--labels 3 10 --seeds 1`, then `--labels 3 10 --seeds 2` and `--labels 30 --seeds 1`; n in the table is the seeds run), apart: "
                   "the rules were designed on them, so they prove nothing out of sample; the recipes issue asks for "
                   "them beside the held-out sets.", ""]
         lines += _goals(demo, r, "on the demo's targets (in-sample), ")
