@@ -39,7 +39,7 @@ import torch
 
 from autotransfer.io.manifest import assign_usage
 from autotransfer.transfer import logistic
-from common import RESULTS, machine
+from common import RESULTS, save
 from heldout import data_root, reference_probe_on
 from probe_selection import cv_scores, target_features
 from probe_selection import test_accuracy as fitted_test_accuracy
@@ -141,13 +141,7 @@ def main() -> None:
             cells[key] = cell
             print(key, {v: round(100 * float(np.mean(cell[v])), 1) for v in (*VARIANTS, "reference")},
                   "constant features", cell["constant features"][0], flush=True)
-    path = RESULTS / "probe_scaling.json"
-    path.write_text(json.dumps({"benchmark": "probe_scaling", "machine": machine(),
-                                "command": "python bench/probe_scaling.py " + " ".join(
-                                    f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-                                    for k, v in vars(args).items()),
-                                "seconds": round(time.perf_counter() - started, 1), "cells": cells}, indent=2) + "\n")
-    print(path)
+    save("probe_scaling", {"seconds": round(time.perf_counter() - started, 1), "cells": cells})
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ chosen on data seed 0 and read again on data seed 1, built afresh).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
@@ -40,7 +39,7 @@ from autotransfer.models.features import FeatureCache
 from autotransfer.models.weights import backbone_input, load_backbone
 from autotransfer.stages.validate import validate
 from autotransfer.transfer import logistic
-from common import RESULTS, WORK, machine
+from common import WORK, save
 from heldout import base_overrides, data_root, reference_probe_on
 
 CRITERIA = ("accuracy", "log_loss", "accuracy_then_log_loss", "C=1", "reference")
@@ -138,13 +137,7 @@ def main() -> None:
                 cells[key] = cell
                 print(key, {k: round(100 * float(np.mean(v)), 1) for k, v in cell.items() if k != "chosen C"},
                       flush=True)
-    path = RESULTS / "probe_selection.json"
-    path.write_text(json.dumps({"benchmark": "probe_selection", "machine": machine(),
-                                "command": "python bench/probe_selection.py " + " ".join(
-                                    f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-                                    for k, v in vars(args).items()),
-                                "seconds": round(time.perf_counter() - started, 1), "cells": cells}, indent=2) + "\n")
-    print(path)
+    save("probe_selection", {"seconds": round(time.perf_counter() - started, 1), "cells": cells})
 
 
 if __name__ == "__main__":
