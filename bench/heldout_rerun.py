@@ -22,6 +22,10 @@ from heldout import RUNS, aggregate, rerun
 VAL_CHOOSES_FROM = 100
 
 
+def val_chooses(run: dict) -> bool:
+    return run["labels"] is None or run["labels"] >= VAL_CHOOSES_FROM
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--strategies", nargs="+", default=["linear_probe", "pixels"])
@@ -35,15 +39,13 @@ def main() -> None:
 
     def order(path):
         run = runs[path]
-        big = run["labels"] is None or run["labels"] >= VAL_CHOOSES_FROM
-        return big, run["target"] not in args.first, run["labels"] or 10**9, path.name
+        return val_chooses(run), run["target"] not in args.first, run["labels"] or 10**9, path.name
 
     for path in sorted(paths, key=order):
         run = runs[path]
         if path.stem in args.skip or run.get("extra"):
             continue
-        big = run["labels"] is None or run["labels"] >= VAL_CHOOSES_FROM
-        rerun(path, [*args.strategies, *(args.val_chooses if big else [])])
+        rerun(path, [*args.strategies, *(args.val_chooses if val_chooses(run) else [])])
     print(aggregate())
 
 
