@@ -176,7 +176,9 @@ def rerun(path: Path, strategies: list[str]) -> dict:
     """A recorded cell with ``strategies`` trained again at today's code (the plan replayed, the rest kept).
 
     ``rules`` among them reruns the product's own run (floor on) too (where val chooses nothing
-    it is the forced run of the plan's choice), ``pixels`` the floor's pixel model. A run whose reports are gone (bench/results/tmp
+    it is the forced run of the plan's choice), ``race`` the product's run in race mode (where
+    val chooses; below, the race is skipped and its record stays a copy of the rules'),
+    ``pixels`` the floor's pixel model. A run whose reports are gone (bench/results/tmp
     is scratch) is validated and measured again first: the same images (the label draw is the
     run's seed), so the same reports.
     """
@@ -190,7 +192,7 @@ def rerun(path: Path, strategies: list[str]) -> dict:
         validate(load_params(None, base), progress=False)
         measure_similarity(load_params(None, base), progress=False)
     plan = make_plan(load_params(None, base))  # this code's plan.json, which train reads
-    for strategy in (s for s in strategies if s not in ("rules", "pixels")):
+    for strategy in (s for s in strategies if s not in ("rules", "race", "pixels")):
         run["strategies"][strategy] = forced_run(base, folder, strategy)
         print(f"  {path.stem} {strategy} (rerun): {run['strategies'][strategy]}", flush=True)
     if "rules" in strategies:
@@ -201,6 +203,9 @@ def rerun(path: Path, strategies: list[str]) -> dict:
         run["rules"] = {**run["rules"], "accuracy": forced["accuracy"], "seconds": forced["seconds"]}
     if run.get("race", {}).get("as", "").startswith("race skipped"):  # a copy of the rules' record
         run["race"] = {**run["rules"], "as": run["race"]["as"]}
+    elif "race" in strategies:
+        run["race"], _ = product_run(base, folder, "race")
+        print(f"  {path.stem} race (rerun): {run['race']['pick']} {run['race']['accuracy']:.3f}", flush=True)
     if "pixels" in strategies:
         run["pixels"] = pixel_floor_accuracy(load_params(None, base))
     run.setdefault("reruns", []).append({"strategies": strategies, "date": machine()["date"]})

@@ -4,9 +4,12 @@
 walks bench/results/heldout_runs/ and reruns only what is recorded: the given strategies in
 every run, and with ``--val-chooses`` more (the product's own run with its floor, ``rules``)
 in runs where val has ``train.min_val_per_class`` images per class (100 labels per class and
-more), since the floor chooses there. Runs of ``--skip`` targets are left as they are.
+more), since the floor chooses there (``race``: the race runs only there). Runs of ``--skip``
+targets, and runs first measured on or after ``--measured-before`` (already at today's code),
+are left as they are.
 
     python bench/heldout_rerun.py --strategies linear_probe pixels --val-chooses rules
+    python bench/heldout_rerun.py --strategies --val-chooses race --measured-before 2026-12-05T22:40
 """
 
 from __future__ import annotations
@@ -28,10 +31,11 @@ def val_chooses(run: dict) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--strategies", nargs="+", default=["linear_probe", "pixels"])
+    parser.add_argument("--strategies", nargs="*", default=["linear_probe", "pixels"])
     parser.add_argument("--val-chooses", nargs="*", default=["rules"], help="also rerun these where val chooses")
     parser.add_argument("--skip", nargs="*", default=[], help="run names (file stems) left as they are")
     parser.add_argument("--first", nargs="*", default=[], help="targets rerun before the others")
+    parser.add_argument("--measured-before", help="ISO date: runs first measured from then on are left as they are")
     args = parser.parse_args()
     torch.set_num_threads(2)
     paths = sorted(RUNS.glob("*.json"))
@@ -45,7 +49,11 @@ def main() -> None:
         run = runs[path]
         if path.stem in args.skip or run.get("extra"):
             continue
-        rerun(path, [*args.strategies, *(args.val_chooses if val_chooses(run) else [])])
+        if args.measured_before and run["machine"]["date"] >= args.measured_before:
+            continue
+        again = [*args.strategies, *(args.val_chooses if val_chooses(run) else [])]
+        if again:
+            rerun(path, again)
     print(aggregate())
 
 
