@@ -783,6 +783,31 @@ def time_budget(r: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def run_seconds(r: dict[str, Any]) -> list[str]:
+    """The whole `autotransfer run` as a user runs it, cold, on a held-out target (bench/run_seconds.py)."""
+    runs = r["runs"]
+    first = runs[0]
+    lines = ["## 15. The whole `autotransfer run` on a held-out target with few labels", "", header(r), "",
+             f"The real CLI in a fresh process per run, default params (ImageNet lite0 at 64 px), ImageNet as the "
+             f"source (`data.source=null`), `data.target={first['target']}` (held-out data seed "
+             f"{first['data_seed']}) with `data.labeled_per_class={first['labels']}`: the Prefect flow with its "
+             "temporary server, validate, similarity, plan, train, evaluate and register into a fresh SQLite MLflow "
+             "store, every cache cold (Prefect home, features, decoded images, reports). `run s`: the command's wall "
+             "seconds; `train s`: the train stage (train.json). Test accuracy (the test split chooses nothing).", "",
+             "| seed | plan | steps | selection | train s | run s | test accuracy | registered |",
+             "|---|---|---|---|---|---|---|---|"]
+    for run in runs:
+        lines.append(f"| {run['seed']} | {run['strategy']} | {run['steps']} | {run['selection']} | "
+                     f"{run['train_seconds']} | {run['seconds']} | {100 * run['accuracy']:.1f} | "
+                     f"{'yes' if run['registered'] else 'no'} |")
+    worst = max(run["seconds"] for run in runs)
+    s = r["seconds"]
+    lines += ["", f"Over {len(runs)} runs: {s['mean']:.0f} s mean, {s['min']:.0f}-{s['max']:.0f} s.", "",
+              verdict(worst <= 300, f"every run of a {first['target']} target with {first['labels']} labels per class "
+                                    "finishes `autotransfer run` within 5 minutes on this machine"), ""]
+    return lines
+
+
 def collapsed_count(measured: list[dict[str, Any]]) -> str:
     """How many runs the health check called collapsed ("—" where none was checked: the peer)."""
     checked = [m["collapsed"] for m in measured if m.get("collapsed") is not None]
@@ -1102,7 +1127,8 @@ def main() -> None:
                 ("strategy_selection_race_fresh", race_fresh_seeds), ("similarity_cost", similarity_cost),
                 ("peers", peers), ("pipeline_scale", pipeline_scale), ("loader", loader),
                 ("strategy_selection_tf_efficientnet_lite0", strategy_selection_imagenet), ("heldout", heldout),
-                ("probe_selection", probe_selection), ("probe_scaling", probe_scaling), ("time_budget", time_budget), ("adaptation", adaptation)]
+                ("probe_selection", probe_selection), ("probe_scaling", probe_scaling), ("time_budget", time_budget), ("adaptation", adaptation),
+                ("run_seconds", run_seconds)]
     results = {name: load(name) for name, _ in sections}
     dates = {name: r["machine"]["date"] for name, r in results.items() if r}
     # The overview notes describe the seven tables of one bench-full run; later sections do not stale them.
