@@ -35,6 +35,8 @@ def inputs(per_class=30, zero_shot=0.8, logme_gain=0.3, unlabeled=500, shared=Tr
     (inputs(per_class=500, zero_shot=0.8), "finetune_all", ("large", "similar")),
     (inputs(per_class=500, zero_shot=0.2), "finetune_all", ("large", "different")),
     (inputs(per_class=500, zero_shot=0.2, logme_gain=0.0), "scratch", ("large", "different")),
+    # the same weak features from an ImageNet backbone (no source head): fine-tuning it still beats random weights
+    (inputs(per_class=500, zero_shot=None, logme_gain=0.0, head=False), "finetune_all", ("large", "different")),
     (inputs(per_class=0, zero_shot=None, logme_gain=None, probe_gain=None), "dann_mcc_pl", ("none", "different")),
     (inputs(per_class=1, zero_shot=0.8), "dann_mcc_pl", ("none", "similar")),
 ])

@@ -23,7 +23,8 @@ from autotransfer.requirements import DataFacts
 
 # What a test's outcome does in the rules (analysis/planning.py):
 # - "similar": the first measured signal with this role decides whether the target counts as similar;
-# - "weak_features": true moves the frozen-backbone strategies last (and scratch first with many labels).
+# - "weak_features": true moves the frozen-backbone strategies last (and, for a source model, scratch
+#   first with many labels).
 Role = Literal["similar", "weak_features"]
 
 
