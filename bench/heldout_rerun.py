@@ -4,9 +4,9 @@
 walks bench/results/heldout_runs/ and reruns only what is recorded: the given strategies in
 every run, and with ``--val-chooses`` more (the product's own run with its floor, ``rules``)
 in runs where val has ``train.min_val_per_class`` images per class (100 labels per class and
-more), since the floor chooses there (``race``: the race runs only there). Runs of ``--skip``
-targets, and runs first measured on or after ``--measured-before`` (already at today's code),
-are left as they are.
+more), since the floor chooses there (``race``: the race runs only there). Runs named in
+``--skip``, of targets not in ``--targets`` (when given), and first measured on or after
+``--measured-before`` (already at today's code) are left as they are.
 
     python bench/heldout_rerun.py --strategies linear_probe pixels --val-chooses rules
     python bench/heldout_rerun.py --strategies --val-chooses race --measured-before 2026-12-05T22:40
@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--strategies", nargs="*", default=["linear_probe", "pixels"])
     parser.add_argument("--val-chooses", nargs="*", default=["rules"], help="also rerun these where val chooses")
     parser.add_argument("--skip", nargs="*", default=[], help="run names (file stems) left as they are")
+    parser.add_argument("--targets", nargs="*", default=[], help="only these targets' runs (default: every target)")
     parser.add_argument("--first", nargs="*", default=[], help="targets rerun before the others")
     parser.add_argument("--measured-before", help="ISO date: runs first measured from then on are left as they are")
     args = parser.parse_args()
@@ -47,7 +48,7 @@ def main() -> None:
 
     for path in sorted(paths, key=order):
         run = runs[path]
-        if path.stem in args.skip or run.get("extra"):
+        if path.stem in args.skip or run.get("extra") or (args.targets and run["target"] not in args.targets):
             continue
         if args.measured_before and run["machine"]["date"] >= args.measured_before:
             continue
