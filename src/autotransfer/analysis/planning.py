@@ -182,9 +182,8 @@ def _adjusted(
         order = [s for s in order if s not in FROZEN] + [s for s in order if s in FROZEN]
         adjustments.append("frozen strategies moved last: the backbone barely beats random features")
         # Only for a source model (a backbone trained on the source here, with its head): there scratch won
-        # BENCHMARKS.md §5 by 18 points. An ImageNet backbone whose frozen features score as weak still
-        # fine-tunes far better than random weights train (§11: letters-m at 100 labels per class, digits-m
-        # at all labels), so finetune_all stays first for it.
+        # BENCHMARKS.md §5 by 18 points. With ImageNet weights that score as weak, finetune_all still beat
+        # scratch (§11: digits-m at all labels, 3 seeds; docs/strategies.md), so it stays first.
         if amount == "large" and "scratch" in order and inputs.source_head:
             order.remove("scratch")
             order.insert(0, "scratch")
