@@ -594,10 +594,12 @@ def _before_after(r: dict[str, Any]) -> list[str]:
              "epochs whatever the target's size, an SGD linear probe for those steps, early stopping and the floor "
              "on whatever val there is), unchanged, from a git worktree, through its CLI (`python "
              "bench/heldout_before.py --targets letters scenes textures --labels 3 10 30 --seeds 0 1 2 --data-seed "
-             "1`" + ("; at all labels `--targets letters --labels all --seeds 0 1 2 --data-seed 1` and `--targets scenes "
-                     "textures --labels all --seeds 0 1 2 --data-seed 3`"
-                     if any(runs[0]["labels"] is None and runs[0]["target"] not in DEMO_TARGETS
-                            for runs in cells.values()) else "")
+             "1`" + ("; letters at all labels `--targets letters --labels all --seeds 0 1 2 --data-seed 1`"
+                     if any(runs[0]["labels"] is None and runs[0]["target"] == "letters" for runs in cells.values())
+                     else "")
+             + ("; scenes and textures at all labels `--targets scenes textures --labels all --seeds 0 1 2 --data-seed 3`"
+                if any(runs[0]["labels"] is None and runs[0]["target"] in ("scenes", "textures")
+                       for runs in cells.values()) else "")
              + ("; the demo's targets: `--targets digits digits-m --labels 3 10 30 all --seeds 0 --data-seed 0`, "
                 "then `--labels 3 10 --seeds 1 2` and `--labels 30 --seeds 1 2`"
                 if any(runs[0]["target"] in DEMO_TARGETS for runs in cells.values()) else "")
