@@ -4,7 +4,8 @@ import pytest
 
 from autotransfer.config import StrategyConfig
 from autotransfer.errors import StageInputError
-from autotransfer.analysis.planning import decide, explain
+from autotransfer.analysis.planning import PREFERENCES, decide, explain
+from autotransfer.catalog import KINDS
 from autotransfer.analysis.signals import PlanInputs, Reading
 from autotransfer.errors import PlanError
 from autotransfer.stages.plan import make_plan
@@ -29,14 +30,14 @@ def inputs(per_class=30, zero_shot=0.8, logme_gain=0.3, unlabeled=500, shared=Tr
 
 # Every cell of the strategy table (docs/strategies.md).
 @pytest.mark.parametrize("case, expected, cell", [
-    # (the small row's own first choice: no labeled source sharing the classes, so no dann_mcc_pl first)
+    # (each row's own first choice: no labeled source sharing the classes, so no dann_mcc_pl first)
     (inputs(per_class=30, zero_shot=None, shared=False), "finetune_top", ("small", "similar")),
     (inputs(per_class=30, zero_shot=None, logme_gain=0.1, shared=False), "finetune_top", ("small", "different")),
-    (inputs(per_class=500, zero_shot=0.8), "finetune_all", ("large", "similar")),
-    (inputs(per_class=500, zero_shot=0.2), "finetune_all", ("large", "different")),
-    (inputs(per_class=500, zero_shot=0.2, logme_gain=0.0), "scratch", ("large", "different")),
+    (inputs(per_class=500, zero_shot=0.8, shared=False), "finetune_all", ("large", "similar")),
+    (inputs(per_class=500, zero_shot=0.2, shared=False), "finetune_all", ("large", "different")),
+    (inputs(per_class=500, zero_shot=0.2, logme_gain=0.0, shared=False), "scratch", ("large", "different")),
     # the same weak features from an ImageNet backbone (no source head): fine-tuning it still beats random weights
-    (inputs(per_class=500, zero_shot=None, logme_gain=0.0, head=False), "finetune_all", ("large", "different")),
+    (inputs(per_class=500, zero_shot=None, logme_gain=0.0, head=False, shared=False), "finetune_all", ("large", "different")),
     (inputs(per_class=0, zero_shot=None, logme_gain=None, probe_gain=None), "dann_mcc_pl", ("none", "different")),
     (inputs(per_class=1, zero_shot=0.8), "dann_mcc_pl", ("none", "similar")),
 ])
@@ -47,8 +48,17 @@ def test_every_cell_of_the_strategy_table(case, expected, cell):
     assert plan.runner_up is not None and plan.runner_up != expected
 
 
+def test_each_cell_of_the_table_ranks_every_strategy_that_can_train_there():
+    # given the catalog (the one list of strategies) and the table's cells
+    for (amount, _), order in PREFERENCES.items():
+        # then a cell ranks each strategy once, and exactly those the catalog lets train with that many labels:
+        # a strategy added to the catalog but not to the table would never be chosen
+        can_train = {name for name, kind in KINDS.items() if amount != "none" or not kind.needs.target_labels}
+        assert len(order) == len(set(order)) and set(order) == can_train, (amount, order)
+
+
 def test_thresholds_come_from_params():
-    case = inputs(per_class=30, zero_shot=0.8)
+    case = inputs(per_class=30, zero_shot=0.8, shared=False)
     assert decide(case, CFG.model_copy(update={"large_from_per_class": 10})).chosen == "finetune_all"
     assert decide(case, CFG.model_copy(update={"similar_zero_shot": 0.9})).cell.similarity == "different"
 
@@ -91,13 +101,20 @@ def test_scarce_labels_with_many_unlabeled_images_rank_dann_mcc_pl_first():
     # then dann_mcc_pl leads, the table's cell comes second, and the adjustment says why, naming its threshold
     assert (scarce.chosen, scarce.runner_up) == ("dann_mcc_pl", "finetune_top")
     assert (similar.chosen, similar.runner_up) == ("dann_mcc_pl", "finetune_top")
-    assert any("strategy.dann_below_per_class" in a for a in scarce.adjustments)
-    # but not with too few unlabeled images, without shared classes, or with enough labels
+    assert any("strategy.dann_min_unlabeled" in a for a in scarce.adjustments)
+    # but not with too few unlabeled images or without shared classes
     assert decide(inputs(per_class=3, zero_shot=0.2, unlabeled=50), CFG).chosen == "finetune_top"
     assert decide(inputs(per_class=3, zero_shot=None, shared=False, unlabeled=1000), CFG).chosen == "finetune_top"
-    assert decide(inputs(per_class=100, zero_shot=0.2, unlabeled=1000), CFG).chosen == "finetune_all"
-    # and it holds up to strategy.dann_below_per_class (100: the whole small row)
-    assert decide(inputs(per_class=99, zero_shot=0.2, unlabeled=1000), CFG).chosen == "dann_mcc_pl"
+    # with many labels too by default (strategy.dann_below_per_class: null), the large row's cell second
+    large = decide(inputs(per_class=150, zero_shot=0.2, unlabeled=1000), CFG)
+    assert (large.chosen, large.runner_up) == ("dann_mcc_pl", "finetune_all")
+    assert "strategy.dann_below_per_class" not in " ".join(large.adjustments)
+    # and a limit, when set, holds below it and names itself
+    capped = CFG.model_copy(update={"dann_below_per_class": 100})
+    assert decide(inputs(per_class=100, zero_shot=0.2, unlabeled=1000), capped).chosen == "finetune_all"
+    below = decide(inputs(per_class=99, zero_shot=0.2, unlabeled=1000), capped)
+    assert below.chosen == "dann_mcc_pl"
+    assert any("strategy.dann_below_per_class" in a for a in below.adjustments)
     assert decide(inputs(per_class=3, zero_shot=0.2, unlabeled=1000),
                   CFG.model_copy(update={"dann_below_per_class": 0})).chosen == "finetune_top"
 
@@ -112,11 +129,11 @@ def test_the_plan_lists_what_the_chosen_adaptation_recipe_trains_with():
         assert part in joined
     assert "trains with: gradient reversal" in explain(plan, inputs(per_class=0, zero_shot=None), "digits")
     # and a strategy without extra terms lists none
-    assert decide(inputs(per_class=500, zero_shot=0.8), CFG).components == []
+    assert decide(inputs(per_class=500, zero_shot=0.8, shared=False), CFG).components == []
 
 
 def test_race_candidates_carry_the_backbone_lr_multiplier():
-    plan = decide(inputs(per_class=500, zero_shot=0.2), CFG)
+    plan = decide(inputs(per_class=500, zero_shot=0.2, shared=False), CFG)
     assert [c.model_dump() for c in plan.candidates[:2]] == [{"strategy": "finetune_all", "backbone_lr_mult": 1.0},
                                                              {"strategy": "finetune_all", "backbone_lr_mult": 0.1}]
 

@@ -189,11 +189,12 @@ class StrategyConfig(Section):
     min_transfer_gain: float = Field(
         0.05, description="Below this LogME gain over random features the backbone is not worth freezing."
     )
-    dann_below_per_class: int = Field(
-        100,
+    dann_below_per_class: int | None = Field(
+        None,
         ge=0,
-        description="A target with fewer labels per class than this (and enough unlabeled images) "
-        "ranks dann_mcc_pl first (docs/strategies.md gives the evidence). 0: never.",
+        description="With a labeled source that shares the target's classes and enough unlabeled target images, "
+        "dann_mcc_pl ranks first below this many labels per class (docs/strategies.md gives the evidence). "
+        "null: whatever the labels per class; 0: never.",
     )
     dann_min_unlabeled: int = Field(
         200, ge=1, description="Unlabeled target images dann_mcc_pl needs before label scarcity ranks it first."
