@@ -197,7 +197,10 @@ class StrategyConfig(Section):
         "null: whatever the labels per class; 0: never.",
     )
     dann_min_unlabeled: int = Field(
-        200, ge=1, description="Unlabeled target images dann_mcc_pl needs before label scarcity ranks it first."
+        200,
+        ge=1,
+        description="Unlabeled target images dann_mcc_pl needs before the plan ranks it first (with a labeled "
+        "source that shares the target's classes).",
     )
     top_k: int = Field(3, ge=1, description="Candidates raced in race mode.")
 
