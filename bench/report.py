@@ -589,6 +589,8 @@ def _before_after(r: dict[str, Any]) -> list[str]:
         return []
     commit = next(iter(cells.values()))[0]["before"]["commit"]
     names = ("linear_probe", "finetune_top", "finetune_all")
+    cropped_all = sorted({run["seed"] for runs in cells.values() for run in runs
+                          if run["labels"] is None and run["target"] in ("scenes", "textures")})
     lines = [f"### Before and after: the recipes at {commit} against today's", "",
              f"The same cells and seeds run with the code of {commit} (the commit the recipes issue measured: 10 "
              "epochs whatever the target's size, an SGD linear probe for those steps, early stopping and the floor "
@@ -597,9 +599,8 @@ def _before_after(r: dict[str, Any]) -> list[str]:
              "1`" + ("; letters at all labels `--targets letters --labels all --seeds 0 1 2 --data-seed 1`"
                      if any(runs[0]["labels"] is None and runs[0]["target"] == "letters" for runs in cells.values())
                      else "")
-             + ("; scenes and textures at all labels `--targets scenes textures --labels all --seeds 0 1 2 --data-seed 3`"
-                if any(runs[0]["labels"] is None and runs[0]["target"] in ("scenes", "textures")
-                       for runs in cells.values()) else "")
+             + (f"; scenes and textures at all labels `--targets scenes textures --labels all --seeds "
+                f"{' '.join(map(str, cropped_all))} --data-seed 3`" if cropped_all else "")
              + ("; the demo's targets: `--targets digits digits-m --labels 3 10 30 all --seeds 0 --data-seed 0`, "
                 "then `--labels 3 10 --seeds 1 2` and `--labels 30 --seeds 1 2`"
                 if any(runs[0]["target"] in DEMO_TARGETS for runs in cells.values()) else "")
