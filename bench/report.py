@@ -13,7 +13,7 @@ from typing import Any
 
 from common import REPO, RESULTS, median
 from full import written_by
-from heldout_data import val_overlaps_training
+from heldout_data import CROPPED, val_overlaps_training
 
 OUT = REPO / "BENCHMARKS.md"
 CONTENDERS = ("autotransfer", "fastai", "lightning")  # peers.json's keys per run
@@ -441,8 +441,8 @@ def heldout(r: dict[str, Any]) -> list[str]:
              "From data seed 3 (\"val its own region\") val crops come from a region of their own (train the left "
              "45 %, val 45-60 %, test the right 40 %), built after those runs; nothing was chosen on it. letters-m (the letters on MNIST-M-style photo backgrounds, colour) "
              "has the labeled letters as its source, classes shared: there the rules may pick dann_mcc_pl, whose "
-             "step-rule budget counts the source images it trains on (240-290 steps where the fine-tuning strategies "
-             "get 150: same rule, not the same steps). From 100 labels per class val holds at least "
+             "step-rule budget counts the source images it trains on (240-370 steps where the fine-tuning strategies "
+             "get 150-154: same rule, not the same steps). From 100 labels per class val holds at least "
              "`train.min_val_per_class` (10) images per class (15 at 100, 25-30 at all: 145-180 per class), so "
              "early stopping, the floor and the race choose on it; below, val trains and the race is skipped (it "
              "then trains the rules' choice). Rows marked \"demo: in-sample\" are the demo's own targets, on which "
@@ -589,18 +589,22 @@ def _before_after(r: dict[str, Any]) -> list[str]:
         return []
     commit = next(iter(cells.values()))[0]["before"]["commit"]
     names = ("linear_probe", "finetune_top", "finetune_all")
-    cropped_all = sorted({run["seed"] for runs in cells.values() for run in runs
-                          if run["labels"] is None and run["target"] in ("scenes", "textures")})
+
+    def seeds_at_all_labels(targets: tuple[str, ...]) -> str:
+        """The seeds run at all labels on these targets, as the command's --seeds ("" when none)."""
+        return " ".join(map(str, sorted({run["seed"] for runs in cells.values() for run in runs
+                                          if run["labels"] is None and run["target"] in targets})))
+
+    letters_all, cropped_all = seeds_at_all_labels(("letters",)), seeds_at_all_labels(CROPPED)
     lines = [f"### Before and after: the recipes at {commit} against today's", "",
              f"The same cells and seeds run with the code of {commit} (the commit the recipes issue measured: 10 "
              "epochs whatever the target's size, an SGD linear probe for those steps, early stopping and the floor "
              "on whatever val there is), unchanged, from a git worktree, through its CLI (`python "
              "bench/heldout_before.py --targets letters scenes textures --labels 3 10 30 --seeds 0 1 2 --data-seed "
-             "1`" + ("; letters at all labels `--targets letters --labels all --seeds 0 1 2 --data-seed 1`"
-                     if any(runs[0]["labels"] is None and runs[0]["target"] == "letters" for runs in cells.values())
-                     else "")
-             + (f"; scenes and textures at all labels `--targets scenes textures --labels all --seeds "
-                f"{' '.join(map(str, cropped_all))} --data-seed 3`" if cropped_all else "")
+             "1`" + (f"; letters at all labels `--targets letters --labels all --seeds {letters_all} --data-seed 1`"
+                     if letters_all else "")
+             + (f"; scenes and textures at all labels `--targets {' '.join(CROPPED)} --labels all --seeds "
+                f"{cropped_all} --data-seed 3`" if cropped_all else "")
              + ("; the demo's targets: `--targets digits digits-m --labels 3 10 30 all --seeds 0 --data-seed 0`, "
                 "then `--labels 3 10 --seeds 1 2` and `--labels 30 --seeds 1 2`"
                 if any(runs[0]["target"] in DEMO_TARGETS for runs in cells.values()) else "")
