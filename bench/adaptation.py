@@ -33,10 +33,7 @@ from pathlib import Path
 import torch
 
 from autotransfer.config import load_params
-from autotransfer.stages.plan import make_plan
-from autotransfer.stages.similarity import measure_similarity
-from autotransfer.stages.train import train_stage
-from autotransfer.stages.validate import validate
+from autotransfer.stages.pipeline import PLAN, SIMILARITY, TRAIN, VALIDATE
 from common import RESULTS, WORK, demo_root, machine
 from heldout import data_root
 from strategy_selection import test_accuracy
@@ -63,18 +60,18 @@ def base_overrides(source: str, target: str, root: Path, seed: int, folder: Path
 def prepared(base: list[str]) -> str:
     """validate, similarity and plan on ``base``: the plan's choice."""
     params = load_params(None, base)
-    report = validate(params, progress=False)
+    report = VALIDATE.run(params, progress=False)
     if not report.success:  # measure only what the product would accept
-        raise SystemExit(f"validation failed ({', '.join(report.report.failed_checks)}): {params.reports.dir}")
-    measure_similarity(params, progress=False)
-    return make_plan(params).chosen
+        raise SystemExit(f"validation failed ({', '.join(report.failed_checks)}): {params.reports.dir}")
+    SIMILARITY.run(params, progress=False)
+    return PLAN.run(params).chosen
 
 
 def trained(base: list[str], out: Path, *extra: str) -> dict:
     params = load_params(None, [*base, f"train.out={out}", *extra])
-    make_plan(params)  # plan.json for this run's strategy.force (train reads it)
+    PLAN.run(params)  # plan.json for this run's strategy.force (train reads it)
     started = time.perf_counter()
-    report = train_stage(params, progress=False)
+    report = TRAIN.run(params, progress=False)
     return {"strategy": report.strategy, "accuracy": test_accuracy(params),
             "seconds": round(time.perf_counter() - started, 1), "epochs": report.epochs_run,
             "steps": report.budget.steps, "health": report.health.line(), "collapsed": report.health.collapsed,

@@ -38,12 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from autotransfer.config import load_params  # noqa: E402
-from autotransfer.stages.evaluate import evaluate  # noqa: E402
-from autotransfer.stages.plan import make_plan  # noqa: E402
-from autotransfer.stages.pretrain import pretrain  # noqa: E402
-from autotransfer.stages.similarity import measure_similarity  # noqa: E402
-from autotransfer.stages.train import train_stage  # noqa: E402
-from autotransfer.stages.validate import validate  # noqa: E402
+from autotransfer.stages.pipeline import EVALUATE, PLAN, PRETRAIN, SIMILARITY, TRAIN, VALIDATE  # noqa: E402
 from common import machine, spread  # noqa: E402
 
 ADAPTED = ("dann", "dann_mcc_pl", "mcc_pl")
@@ -91,9 +86,9 @@ def run_pair(name: str, source: str, target: str, seed: int, steps: int, arch: s
             continue
         reports = work / variant / "reports"
         params = load_params(None, [*base, *extra, f"reports.dir={reports}", f"train.out={work}/{variant}/model"])
-        validate(params, progress=False)
+        VALIDATE.run(params, progress=False)
         if not (work / "models/source/model.safetensors").exists():
-            pretrain(params, progress=False)
+            PRETRAIN.run(params, progress=False)
         pool = 1079 if source in ("digits", "digits-m") else 2100  # labeled steps per epoch drive the budget
         labeled = pool + (1079 if variant == "bound" else 0)  # the bound's pool adds the target train split
         per_epoch = math.ceil(labeled / params.train.batch_size)
@@ -105,11 +100,11 @@ def run_pair(name: str, source: str, target: str, seed: int, steps: int, arch: s
 
             results[variant] = run_skada_dann(params, steps)
         else:
-            measure_similarity(params, progress=False)
-            make_plan(params)
+            SIMILARITY.run(params, progress=False)
+            PLAN.run(params)
             started = time.perf_counter()
-            report = train_stage(params, progress=False)
-            metrics = evaluate(params, progress=False)
+            report = TRAIN.run(params, progress=False)
+            metrics = EVALUATE.run(params, progress=False)
             results[variant] = {"accuracy": metrics.accuracy, "epochs": epochs, "steps": epochs * per_epoch,
                                 "seconds": round(time.perf_counter() - started, 1),
                                 "images_per_second": report.images_per_second}

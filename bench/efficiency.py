@@ -34,7 +34,7 @@ from autotransfer.engine.loop import fit
 from autotransfer.io.data import load_train_data
 from autotransfer.models.weights import backbone_input
 from autotransfer.transfer.strategies import Candidate
-from autotransfer.stages.validate import validate
+from autotransfer.stages.pipeline import VALIDATE
 from common import WORK, demo_root, median, save
 
 
@@ -92,7 +92,7 @@ def main() -> None:
     args = parser.parse_args()
     work = WORK / "efficiency"
     params = params_for(work, args.epochs, augment=False)
-    validate(params, progress=False)
+    VALIDATE.run(params, progress=False)
     data = load_train_data(params, False, backbone_input(params), progress=False)
     steps = math.ceil(len(data.train) / params.train.batch_size) * args.epochs
     contenders = {

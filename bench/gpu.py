@@ -55,7 +55,7 @@ def measure(arch: str, strategy_name: str, data_root: Path, work: Path, batch: i
     from autotransfer.io.data import load_train_data
     from autotransfer.models.backbones import TransferModel
     from autotransfer.models.weights import backbone_input
-    from autotransfer.stages.validate import validate
+    from autotransfer.stages.pipeline import VALIDATE
     from autotransfer.transfer.augment import augment
     from autotransfer.transfer.modes import autocast
     from autotransfer.transfer.strategies import Candidate, make_strategy
@@ -69,7 +69,7 @@ def measure(arch: str, strategy_name: str, data_root: Path, work: Path, batch: i
         f"data.decoded_cache={work}/decoded", f"validation.state_dir={work}/state",
         f"similarity.cache_dir={work}/features", f"train.batch_size={batch}", "train.augment.geometric=true",
     ])
-    validate(params, progress=False)
+    VALIDATE.run(params, progress=False)
     data = load_train_data(params, False, backbone_input(params), progress=False)
     strategy = make_strategy(params, Candidate(strategy_name))
     started = time.perf_counter()

@@ -35,10 +35,7 @@ from autotransfer.config import load_params
 from autotransfer.io.data import domain_rows, load_images, load_train_data, read_manifest
 from autotransfer.models.features import FeatureCache
 from autotransfer.models.weights import backbone_input, load_backbone
-from autotransfer.stages.plan import make_plan
-from autotransfer.stages.similarity import measure_similarity
-from autotransfer.stages.train import train_stage
-from autotransfer.stages.validate import validate
+from autotransfer.stages.pipeline import PLAN, SIMILARITY, TRAIN, VALIDATE
 from common import RESULTS, WORK, demo_root, machine
 from heldout_data import CROPPED, build, val_overlaps_training
 from strategy_selection import pixel_floor_accuracy, test_accuracy
@@ -133,7 +130,7 @@ def rules_today(run: dict, path: Path) -> dict:
     for name in ("validation.json", "similarity.json", "manifest.csv"):
         (folder / "replan").mkdir(exist_ok=True)
         (folder / "replan" / name).write_bytes((folder / "reports" / name).read_bytes())
-    pick = make_plan(params).chosen
+    pick = PLAN.run(params).chosen
     if pick in (run["rules"]["pick"], run.get("plan")):  # the plan when it ran: its rules run (the floor may
         # have written another model: that is the product's outcome of this pick)
         return {"pick": run["rules"]["pick"], "accuracy": run["rules"]["accuracy"], "as": "the recorded rules run",
@@ -148,7 +145,7 @@ def forced_run(base: list[str], folder: Path, strategy: str) -> dict:
     """``strategy`` forced, floor off: its test accuracy, seconds, budget and how it chose."""
     p = load_params(None, [*base, f"strategy.force={strategy}", f"train.out={folder}/{strategy}", "train.floor=false"])
     started = time.perf_counter()
-    report = train_stage(p, progress=False)
+    report = TRAIN.run(p, progress=False)
     return {"strategy": strategy, "accuracy": test_accuracy(p), "seconds": round(time.perf_counter() - started, 1),
             "epochs": report.epochs_run, "steps": report.budget.steps, "selection": report.selection.rule,
             "fit": report.fit, "date": machine()["date"]}
@@ -166,7 +163,7 @@ def product_run(base: list[str], folder: Path, mode: str, forced: dict | None = 
                 "floor": None, "as": "its forced run: nothing is chosen on val, the same model"}, "no_val"
     p = load_params(None, [*base, f"train.out={folder}/{mode}", *(["strategy.mode=race"] if mode == "race" else [])])
     started = time.perf_counter()
-    report = train_stage(p, progress=False)
+    report = TRAIN.run(p, progress=False)
     return {"pick": report.strategy, "accuracy": test_accuracy(p), "seconds": round(time.perf_counter() - started, 1),
             "floor": report.floor.note if report.floor else None, "race_note": report.race_note,
             "race": [row.model_dump() for row in report.race] if report.race else None}, report.selection.rule
@@ -189,9 +186,9 @@ def rerun(path: Path, strategies: list[str]) -> dict:
     if not (folder / "reports" / "similarity.json").exists():
         if run.get("data_seed"):
             data_root(run["data_seed"])
-        validate(load_params(None, base), progress=False)
-        measure_similarity(load_params(None, base), progress=False)
-    plan = make_plan(load_params(None, base))  # this code's plan.json, which train reads
+        VALIDATE.run(load_params(None, base), progress=False)
+        SIMILARITY.run(load_params(None, base), progress=False)
+    plan = PLAN.run(load_params(None, base))  # this code's plan.json, which train reads
     for strategy in (s for s in strategies if s not in ("rules", "race", "pixels")):
         run["strategies"][strategy] = forced_run(base, folder, strategy)
         print(f"  {path.stem} {strategy} (rerun): {run['strategies'][strategy]}", flush=True)
@@ -228,11 +225,11 @@ def run_cell(target: str, labels: int | None, seed: int, strategies: list[str], 
     folder = WORK / "heldout_runs" / name
     base = base_overrides(target, labels, seed, data_seed, folder, extra)
     params = load_params(None, base)
-    report = validate(params, progress=False)
+    report = VALIDATE.run(params, progress=False)
     if not report.success:  # measure only what the product would accept
-        raise SystemExit(f"{name}: validation failed ({', '.join(report.report.failed_checks)}); see {folder}/reports")
-    measure_similarity(params, progress=False)
-    plan = make_plan(params)
+        raise SystemExit(f"{name}: validation failed ({', '.join(report.failed_checks)}); see {folder}/reports")
+    SIMILARITY.run(params, progress=False)
+    plan = PLAN.run(params)
     out: dict = {"target": target, "labels": labels, "seed": seed, "data_seed": data_seed, "extra": extra,
                  "plan": plan.chosen,
                  "plan_reason": plan.reason, "strategies": {}}

@@ -31,7 +31,7 @@ def ours(data_root, work, batch: int, steps: int, warmup: int) -> float:
     from autotransfer.config import load_params
     from autotransfer.io.data import load_train_data
     from autotransfer.models.weights import backbone_input
-    from autotransfer.stages.validate import validate
+    from autotransfer.stages.pipeline import VALIDATE
     from autotransfer.transfer.strategies import Candidate, make_strategy
 
     params = load_params(None, [
@@ -41,7 +41,7 @@ def ours(data_root, work, batch: int, steps: int, warmup: int) -> float:
         f"train.batch_size={batch}", "train.augment.geometric=false", "train.augment.color=false",
         "train.optimizer=sgd", "train.weight_decay=0", "train.device=cpu",
     ])
-    validate(params, progress=False)
+    VALIDATE.run(params, progress=False)
     data = load_train_data(params, False, backbone_input(params), progress=False)
     strategy = make_strategy(params, Candidate("finetune_all"))
     strategy.setup(data, progress=False)

@@ -40,12 +40,8 @@ from autotransfer.transfer.augment import Augmentation, augment
 from autotransfer.config import load_params
 from autotransfer.engine.listeners import listening
 from autotransfer.io.data import class_names, domain_rows, load_images, read_manifest
-from autotransfer.stages.plan import make_plan
+from autotransfer.stages.pipeline import PLAN, PRETRAIN, SIMILARITY, TRAIN, VALIDATE
 from autotransfer.models.weights import load_backbone
-from autotransfer.stages.pretrain import pretrain
-from autotransfer.stages.similarity import measure_similarity
-from autotransfer.stages.train import train_stage
-from autotransfer.stages.validate import validate
 from common import WORK, demo_root, merged, save
 from strategy_selection import QUICK, SCENARIOS, test_accuracy
 
@@ -65,12 +61,12 @@ def scenario_params(name: str, seed: int, work: Path, extra: list[str] = ()) -> 
 
 def run_ours(params) -> dict:
     started = time.perf_counter()
-    measure_similarity(params, progress=False)
-    plan = make_plan(params)
+    SIMILARITY.run(params, progress=False)
+    plan = PLAN.run(params)
     train_started = time.perf_counter()
     steps: dict[str, int] = {}
     with listening(lambda label, record, step: steps.__setitem__(label, step)):
-        report = train_stage(params, progress=False)
+        report = TRAIN.run(params, progress=False)
     return {"accuracy": test_accuracy(params), "seconds": time.perf_counter() - started,
             "train_seconds": time.perf_counter() - train_started, "pick": report.candidate,
             "plan": plan.chosen, "steps": max(steps.values(), default=0)}
@@ -213,9 +209,9 @@ def main() -> None:
         runs = []
         for seed in args.seeds:
             params, _ = scenario_params(name, seed, work)
-            validate(params, progress=False)
+            VALIDATE.run(params, progress=False)
             if not (Path(params.pretrain.out) / "model.safetensors").exists():
-                pretrain(params, progress=False)
+                PRETRAIN.run(params, progress=False)
             ours = run_ours(params)
             run = {"autotransfer": ours, "fastai": run_fastai(params, ours["steps"]),
                    "lightning": run_lightning(params, ours["steps"])}

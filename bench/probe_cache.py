@@ -32,8 +32,7 @@ from autotransfer.config import load_params
 from autotransfer.engine.loop import fit
 from autotransfer.io.data import domain_rows, load_images, load_train_data, read_manifest
 from autotransfer.models.weights import backbone_input
-from autotransfer.stages.pretrain import pretrain
-from autotransfer.stages.validate import validate
+from autotransfer.stages.pipeline import PRETRAIN, VALIDATE
 from autotransfer.transfer.modes import set_train_mode
 from autotransfer.transfer.strategies import Candidate, apply_phase, make_strategy
 from common import WORK, demo_root, median, save
@@ -79,9 +78,9 @@ def main() -> None:
             f"pretrain.epochs={args.pretrain_epochs}", f"train.epochs={args.epochs}", "train.patience=0",
             "train.device=cpu"]
     params = load_params(None, base)
-    validate(params, progress=False)
+    VALIDATE.run(params, progress=False)
     if not (Path(params.pretrain.out) / "model.safetensors").exists():
-        pretrain(params, progress=False)
+        PRETRAIN.run(params, progress=False)
     data = load_train_data(params, False, backbone_input(params), progress=False)
     manifest = read_manifest(params.reports.dir)
     test = load_images(domain_rows(manifest, "digits", ("test",)), data.classes, 32)

@@ -37,7 +37,7 @@ from autotransfer.io.data import load_images
 from autotransfer.io.manifest import assign_usage
 from autotransfer.models.features import FeatureCache
 from autotransfer.models.weights import backbone_input, load_backbone
-from autotransfer.stages.validate import validate
+from autotransfer.stages.pipeline import VALIDATE
 from autotransfer.transfer import logistic
 from common import WORK, save
 from heldout import base_overrides, data_root, reference_probe_on
@@ -49,7 +49,7 @@ def target_features(target: str, data_seed: int) -> tuple[pd.DataFrame, np.ndarr
     """The manifest of ``target`` (all labels) and the frozen features of each of its rows."""
     folder = WORK / "probe_selection" / f"{target}-data{data_seed}"
     params = load_params(None, base_overrides(target, None, 0, data_seed, folder, []))
-    validate(params, progress=False)
+    VALIDATE.run(params, progress=False)
     manifest = pd.read_csv(folder / "reports" / "manifest.csv", keep_default_na=False, na_values={"label": [""]})
     rows = manifest[(manifest["domain"] == target) & manifest["readable"]].reset_index(drop=True)
     spec = backbone_input(params)

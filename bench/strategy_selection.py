@@ -38,12 +38,8 @@ import torch
 from autotransfer.config import load_params
 from autotransfer.io.data import class_names, domain_rows, load_images, read_manifest
 from autotransfer.models.weights import load_trained_model
-from autotransfer.stages.plan import make_plan
-from autotransfer.stages.pretrain import pretrain
+from autotransfer.stages.pipeline import PLAN, PRETRAIN, SIMILARITY, TRAIN, VALIDATE
 from autotransfer.analysis.metrics import predict_names
-from autotransfer.stages.similarity import measure_similarity
-from autotransfer.stages.train import train_stage
-from autotransfer.stages.validate import validate
 from autotransfer.artifacts import TRAIN_HISTORY_CSV
 from autotransfer.io.data import load_train_data
 from autotransfer.models.weights import backbone_input
@@ -103,11 +99,11 @@ def run_scenario(name: str, seed: int, arch: str, work: Path) -> dict:
             f"pretrain.seed={seed}", f"train.seed={seed}", f"reports.dir={folder}/reports",
             f"similarity.cache_dir={work}/cache", "train.device=cpu"]
     params = load_params(None, base)
-    validate(params, progress=False)
+    VALIDATE.run(params, progress=False)
     if not (Path(params.pretrain.out) / "meta.json").exists():  # one source model per source and seed
-        pretrain(params, progress=False)
-    measure_similarity(params, progress=False)
-    plan = make_plan(params)
+        PRETRAIN.run(params, progress=False)
+    SIMILARITY.run(params, progress=False)
+    plan = PLAN.run(params)
     oracle = {}
     for candidate in plan.candidates:
         label = candidate.strategy + (f"@{candidate.backbone_lr_mult:g}x"
@@ -117,7 +113,7 @@ def run_scenario(name: str, seed: int, arch: str, work: Path) -> dict:
             extra.append(f"train.backbone_lr_mult={candidate.backbone_lr_mult}")
         p = load_params(None, [*base, *extra])
         started = time.perf_counter()
-        trained = train_stage(p, progress=False)
+        trained = TRAIN.run(p, progress=False)
         oracle[label] = {"accuracy": test_accuracy(p), "seconds": time.perf_counter() - started,
                          "epochs": trained.epochs_run, "val_curve": val_curve(p),
                          "keeps_best_val": make_strategy(p, Candidate(candidate.strategy)).keeps_best_val()}
@@ -126,12 +122,12 @@ def run_scenario(name: str, seed: int, arch: str, work: Path) -> dict:
     floor = {"logistic_pixels": pixel_floor_accuracy(params)}
     p = load_params(None, [*base, f"train.out={folder}/rules"])
     started = time.perf_counter()
-    report = train_stage(p, progress=False)
+    report = TRAIN.run(p, progress=False)
     rules = {"pick": report.strategy, "accuracy": test_accuracy(p), "seconds": time.perf_counter() - started,
              "floor": report.floor.model_dump() if report.floor else None}
     p = load_params(None, [*base, "strategy.mode=race", f"train.out={folder}/race"])
     started = time.perf_counter()
-    report = train_stage(p, progress=False)
+    report = TRAIN.run(p, progress=False)
     race = {"pick": report.candidate, "accuracy": test_accuracy(p), "seconds": time.perf_counter() - started,
             "table": [row.model_dump() for row in report.race], "note": report.race_note,
             "floor": report.floor.model_dump() if report.floor else None}

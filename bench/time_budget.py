@@ -22,10 +22,7 @@ import torch
 
 from autotransfer.config import load_params
 from autotransfer.models.weights import backbone_input
-from autotransfer.stages.plan import make_plan
-from autotransfer.stages.similarity import measure_similarity
-from autotransfer.stages.train import train_stage
-from autotransfer.stages.validate import validate
+from autotransfer.stages.pipeline import PLAN, SIMILARITY, TRAIN, VALIDATE
 from common import RESULTS, WORK, machine
 from heldout import base_overrides, data_root
 from strategy_selection import test_accuracy
@@ -37,12 +34,12 @@ def run(target: str, labels: int, budget: float | None, seed: int, size: str) ->
             f"train.time_budget={'null' if budget is None else budget}", f"train.out={folder}/model",
             f"similarity.cache_dir={WORK}/time_budget_cache"]
     params = load_params(None, base)
-    validate(params, progress=False)
-    measure_similarity(params, progress=False)
+    VALIDATE.run(params, progress=False)
+    SIMILARITY.run(params, progress=False)
     started = time.perf_counter()
-    plan = make_plan(params)
+    plan = PLAN.run(params)
     plan_seconds = time.perf_counter() - started
-    report = train_stage(params, progress=False)
+    report = TRAIN.run(params, progress=False)
     fitted = plan.budget.time_fit if plan.budget else None
     out = {
         "budget": budget, "strategy": plan.chosen, "plan_seconds": round(plan_seconds, 1),

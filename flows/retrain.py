@@ -11,7 +11,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from filelock import FileLock, Timeout
 from prefect import Task, flow, get_run_logger
@@ -26,6 +26,7 @@ from autotransfer.artifacts import (
     MetricsReport,
     PlanReport,
     RegistrationReport,
+    Report,
     TrainReport,
     source_name,
 )
@@ -33,13 +34,11 @@ from autotransfer.config import DEFAULT_PARAMS_FILE, Params, load_params
 from autotransfer.io.data import data_hash, read_manifest
 from autotransfer.ops import stopping
 from autotransfer.registry import tracking
-from autotransfer.stages.pipeline import outputs_match, stage_key, stage_names
-from autotransfer.stages.pipeline import stage as pipeline_stage
+from autotransfer.stages.pipeline import STAGES, Stage, outputs_match, stage_key
 from flows.server import owned_temporary_server
 from tasks.stages import STAGE_TASKS, already_trained
 
-FLOW_STAGES = stage_names()
-
+R = TypeVar("R", bound=Report)
 
 STOPPED_NOTE = "nothing was registered after the signal; the last checkpoint is kept, and the next run resumes from it"
 LOCK_FILE = ".retrain.lock"
@@ -54,14 +53,13 @@ def _with_service_retries(task: Task[Any, Any], params: Params) -> Task[Any, Any
     )
 
 
-def run_stage(name: str, params: Params) -> dict[str, Any]:
+def run_stage(stage: Stage[Report], params: Params) -> Report:
     """The stage's task; a cached result stands in only while its outputs on disk are intact."""
-    raw = params.model_dump(mode="json")
-    if not pipeline_stage(name).cached:  # register: retried against the service, never cached (no key to hash)
-        return _with_service_retries(STAGE_TASKS[name], params)(raw, "")
-    key = stage_key(name, params)
-    task = STAGE_TASKS[name].with_options(refresh_cache=not outputs_match(name, params, key))
-    return task(raw, key)
+    task = STAGE_TASKS[stage.name]
+    if stage.service:  # retried against the service, never cached (no key to hash)
+        return _with_service_retries(task, params)(params, "")
+    key = stage_key(stage.name, params)
+    return task.with_options(refresh_cache=not outputs_match(stage.name, params, key))(params, key)
 
 
 @contextmanager
@@ -126,35 +124,39 @@ def retrain(
     params = load_params(
         params_file, [*(overrides or []), *([] if register_model else ["registry.live_tracking=false"])]
     )
-    stage = "validate"
+    stage = STAGES[0]
     # Prefect's engine put its own SIGTERM handler in place for the run; ours stops it in order
     # (`main` installed it for the process; a worker's flow process gets it for the run).
     try:
         with stopping.handling() as signals, exclusive_outputs(params), _live_run(params) as run:
-            results: dict[str, Any] = {"validate": run_stage("validate", params)}
+            results: dict[str, Report] = {stage.name: run_stage(stage, params)}  # validate: is there anything new?
             unchanged = _unchanged_since_registered(params) if register_model else None
             if unchanged and not force:
                 logger.info(unchanged)
                 run.set_tags({"skipped": unchanged})
                 run.end("FINISHED")
                 _decision_report(params, results, skipped=unchanged)
-                return {"skipped": True, "reason": unchanged, **results}
-            for stage in [name for name in FLOW_STAGES[1:] if register_model or name != "register"]:
+                return {"skipped": True, "reason": unchanged, **_as_json(results)}
+            for stage in [stage for stage in STAGES[1:] if register_model or not stage.service]:
                 signals.check()
-                with uninterrupted.whole() if stage == "register" else nullcontext():  # a version is written whole
-                    results[stage] = run_stage(stage, params)
-            if not register_model:
-                results["report"] = str(_report_without_registry(params))
+                with uninterrupted.whole() if stage.service else nullcontext():  # a version is written whole
+                    results[stage.name] = run_stage(stage, params)
+            extra = {"report": str(_report_without_registry(params))} if not register_model else {}
             _decision_report(params, results)
-            results["dvc"] = (
+            recorded = (
                 _record_in_dvc(params_file, overrides) if register_model else "not registered: not recorded in dvc.lock"
             )
-            logger.info(results["dvc"])
-            return {"skipped": False, **results}
+            logger.info(recorded)
+            return {"skipped": False, **_as_json(results), **extra, "dvc": recorded}
     except stopping.RunStopped as stop:
-        message = f"{stop} during {stage}: {STOPPED_NOTE}"
+        message = f"{stop} during {stage.name}: {STOPPED_NOTE}"
         logger.warning(message)
         return Cancelled(message=message)  # type: ignore[return-value]
+
+
+def _as_json(results: dict[str, Report]) -> dict[str, Any]:
+    """The flow's return value: each stage's report as JSON, by stage name (what Prefect shows and stores)."""
+    return {name: report.to_json() for name, report in results.items()}
 
 
 def _report_without_registry(params: Params) -> Path:
@@ -168,7 +170,7 @@ def _report_without_registry(params: Params) -> Path:
 
 def _unchanged_since_registered(params: Params) -> str | None:
     data = data_hash(read_manifest(params.reports.dir))
-    state = _with_service_retries(already_trained, params)(params.model_dump(mode="json"), data, return_state=True)
+    state = _with_service_retries(already_trained, params)(params, data, return_state=True)
     if state.is_failed():  # the training need not wait for the registry: register retries on its own
         get_run_logger().warning(
             "cannot read the registry (%s); retraining, since nothing says this data and "
@@ -192,20 +194,19 @@ def _record_in_dvc(params_file: str, overrides: list[str] | None) -> str:
     if overrides or Path(params_file).resolve() != DEFAULT_PARAMS_FILE.resolve():
         return "run with other params than params.yaml: not recorded in dvc.lock"
     try:
-        return commit_pipeline(FLOW_STAGES)
+        return commit_pipeline([stage.name for stage in STAGES])
     except RuntimeError as exc:  # the run itself succeeded; DVC bookkeeping is best effort
         return f"not recorded in DVC: {exc}"
 
 
-def _decision_report(params: Params, results: dict[str, Any], skipped: str | None = None) -> None:
+def _decision_report(params: Params, results: dict[str, Report], skipped: str | None = None) -> None:
     lines = [f"# retrain: {source_name(params.data.source)} -> {params.data.target}", ""]
     if skipped:
         lines += [f"**Skipped:** {skipped}"]
     else:
-        plan = PlanReport.model_validate(results["plan"])
-        train = TrainReport.model_validate(results["train"])
-        metrics = MetricsReport.model_validate(results["evaluate"])
-        reg = RegistrationReport.model_validate(results["register"]) if "register" in results else None
+        plan, train = _report(results, PlanReport), _report(results, TrainReport)
+        metrics = _report(results, MetricsReport)
+        reg = next((r for r in results.values() if isinstance(r, RegistrationReport)), None)  # None: not registered
         lines += [
             "**Plan:** " + plan.summary().replace("\n", "\n\n**Why:** "),
             "",
@@ -241,6 +242,11 @@ def _decision_report(params: Params, results: dict[str, Any], skipped: str | Non
         markdown="\n".join(lines) + "\n",
         description="what this retraining run decided, and why",
     )
+
+
+def _report(results: dict[str, Report], kind: type[R]) -> R:
+    """The one report of type ``kind`` among the stages' results."""
+    return next(r for r in results.values() if isinstance(r, kind))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -220,11 +220,10 @@ def team():
 @pytest.fixture
 def ready(data_root: Path, tmp_path: Path) -> Params:
     """Validated tiny domains and a pretrained small_cnn source model (3 epochs, batch 4, no early stop)."""
-    from autotransfer.stages.pretrain import pretrain
-    from autotransfer.stages.validate import validate
+    from autotransfer.stages.pipeline import PRETRAIN, VALIDATE
     from stage_helpers import tiny_params
 
     params = tiny_params(data_root, tmp_path, train={"epochs": 3, "batch_size": 4, "patience": 0})
-    validate(params, progress=False)
-    pretrain(params, progress=False)
+    VALIDATE.run(params, progress=False)
+    PRETRAIN.run(params, progress=False)
     return params

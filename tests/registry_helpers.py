@@ -8,8 +8,7 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 from autotransfer.config import Params
-from autotransfer.stages.evaluate import evaluate
-from autotransfer.stages.pipeline import STAGES
+from autotransfer.stages.pipeline import EVALUATE, REGISTER, stages_before
 from stage_helpers import tiny_params
 
 
@@ -29,9 +28,7 @@ def demo_params(demo_root: Path, work: Path, store: str | None = None, **section
 
 
 def run_pipeline(params: Params) -> Params:
-    for stage in STAGES:
-        if stage.name != "register":  # the tests register (or not) themselves
-            stage.run(params, progress=False)
+    stages_before(REGISTER, params, progress=False)  # the tests register (or not) themselves
     return params
 
 
@@ -56,5 +53,5 @@ def variant(params: Params, work: Path, constant_class: int | None = None, **sec
         tensors["head.bias"].zero_()
         tensors["head.bias"][constant_class] = 10.0
         save_file(tensors, str(weights))
-        evaluate(copied, progress=False)
+        EVALUATE.run(copied, progress=False)
     return copied

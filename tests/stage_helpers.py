@@ -31,10 +31,9 @@ def tiny_params(root: Path, work: Path, **sections: dict) -> Params:
 
 def plan_ready(params: Params) -> Params:
     """The stages before train (validate -> pretrain -> similarity -> plan): everything train reads."""
-    from autotransfer.stages.pipeline import STAGES, stage_names
+    from autotransfer.stages.pipeline import TRAIN, stages_before
 
-    for stage in STAGES[: stage_names().index("train")]:
-        stage.run(params, progress=False)
+    stages_before(TRAIN, params, progress=False)
     return params
 
 

@@ -241,18 +241,14 @@ def test_params_fuzz_gives_a_config_error_naming_the_key_never_a_deep_traceback(
 def test_full_disk_while_checkpointing_is_a_clear_error_and_the_previous_checkpoint_survives(
         data_root, tmp_path, monkeypatch):
     from autotransfer.engine import checkpoint as checkpoints
-    from autotransfer.stages.plan import make_plan
-    from autotransfer.stages.pretrain import pretrain
-    from autotransfer.stages.similarity import measure_similarity
-    from autotransfer.stages.train import train_stage
-    from autotransfer.stages.validate import validate
+    from autotransfer.stages.pipeline import PLAN, PRETRAIN, SIMILARITY, TRAIN, VALIDATE
 
     params = tiny_params(data_root, tmp_path, train={"epochs": 3, "batch_size": 4, "patience": 0},
                          strategy={"force": "scratch"})
-    validate(params, progress=False)
-    pretrain(params, progress=False)
-    measure_similarity(params, progress=False)
-    make_plan(params)
+    VALIDATE.run(params, progress=False)
+    PRETRAIN.run(params, progress=False)
+    SIMILARITY.run(params, progress=False)
+    PLAN.run(params)
     checkpoint = Path(params.train.out) / "runs/scratch/checkpoint.pt"
     real_save, calls = torch.save, []
 
@@ -265,7 +261,7 @@ def test_full_disk_while_checkpointing_is_a_clear_error_and_the_previous_checkpo
 
     monkeypatch.setattr(checkpoints.torch, "save", save_then_fill_the_disk)
     with pytest.raises(TrainingError, match=r"cannot write checkpoint .*checkpoint\.pt.*No space left"):
-        train_stage(params, progress=False)
+        TRAIN.run(params, progress=False)
     # the epoch-1 checkpoint is whole, no temp file is left, no final model was written
     assert torch.load(checkpoint, weights_only=True)["epoch"] == 1
     assert not list(checkpoint.parent.glob("*.tmp"))
@@ -273,20 +269,17 @@ def test_full_disk_while_checkpointing_is_a_clear_error_and_the_previous_checkpo
 
 
 def test_exploding_gradients_stop_with_the_step_number(data_root, tmp_path):
-    from autotransfer.stages.plan import make_plan
-    from autotransfer.stages.pretrain import pretrain
-    from autotransfer.stages.similarity import measure_similarity
-    from autotransfer.stages.train import train_stage
+    from autotransfer.stages.pipeline import PLAN, PRETRAIN, SIMILARITY, TRAIN
     from autotransfer.stages.validate import validate
 
     params = tiny_params(data_root, tmp_path, train={"epochs": 3, "batch_size": 4, "lr": 1e30, "warmup": 0},
                          strategy={"force": "scratch"})
-    validate(params, progress=False)
-    pretrain(params, progress=False)
-    measure_similarity(params, progress=False)
-    make_plan(params)
+    VALIDATE.run(params, progress=False)
+    PRETRAIN.run(params, progress=False)
+    SIMILARITY.run(params, progress=False)
+    PLAN.run(params)
     with pytest.raises(TrainingError, match=r"non-finite loss .* at epoch \d+, step \d+"):
-        train_stage(params, progress=False)
+        TRAIN.run(params, progress=False)
     assert not (Path(params.train.out) / "model.safetensors").exists()
 
 

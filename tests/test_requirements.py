@@ -16,10 +16,7 @@ from autotransfer.models.backbones import TransferModel
 from autotransfer.io.files import write_safetensors
 from autotransfer.models.weights import backbone_input
 from autotransfer.requirements import DataFacts, Needs
-from autotransfer.stages.plan import make_plan
-from autotransfer.stages.pretrain import pretrain
-from autotransfer.stages.similarity import measure_similarity
-from autotransfer.stages.validate import validate
+from autotransfer.stages.pipeline import PLAN, PRETRAIN, SIMILARITY, VALIDATE
 from autotransfer.transfer.strategies import Candidate, data_facts, make_strategy, strategy_class
 from stage_helpers import tiny_params
 
@@ -63,11 +60,11 @@ def test_every_strategy_the_plan_ranks_is_accepted_by_the_trainer(weights, data_
             params = tiny_params(data_root, work, backbone=backbone, data={"source": source, "labeled_per_class": cap},
                                  strategy={"large_from_per_class": 5})
             # given the plan of the real stages on this cell
-            validate(params, progress=False)
-            pretrain(params, progress=False)
-            measure_similarity(params, progress=False)
+            VALIDATE.run(params, progress=False)
+            PRETRAIN.run(params, progress=False)
+            SIMILARITY.run(params, progress=False)
             try:
-                plan = make_plan(params)
+                plan = PLAN.run(params)
             except PlanError as refused:  # nothing applies: the plan says so by name, and chooses nothing
                 assert amount == "none" and source is None, refused
                 continue

@@ -119,17 +119,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-dvc", action="store_true", help="do not record the data in data.dvc / the DVC cache")
     demo.set_defaults(handler=cmd_demo_data)
 
-    from autotransfer.stages.pipeline import STAGES  # numpy and PIL; no torch, no mlflow
+    from autotransfer.stages.pipeline import PLAN, STAGES, TRAIN, VALIDATE  # numpy and PIL; no torch, no mlflow
 
     stages = {spec.name: sub.add_parser(spec.name, parents=[common], help=spec.summary) for spec in STAGES}
     for stage_parser in stages.values():
         stage_parser.set_defaults(handler=cmd_stage)
-    stages["validate"].add_argument("--data", type=str, help="data root holding the domains (overrides data.root)")
-    stages["validate"].add_argument("--reports", type=Path, help="report folder (overrides reports.dir)")
-    stages["validate"].set_defaults(handler=cmd_validate)
-    stages["plan"].add_argument("--force", help="use this strategy (overrides strategy.force)")
-    stages["train"].add_argument("--force", help="train this strategy instead of the plan's (overrides strategy.force)")
-    stages["train"].add_argument(
+    validate, plan, train = stages[VALIDATE.name], stages[PLAN.name], stages[TRAIN.name]
+    validate.add_argument("--data", type=str, help="data root holding the domains (overrides data.root)")
+    validate.add_argument("--reports", type=Path, help="report folder (overrides reports.dir)")
+    validate.set_defaults(handler=cmd_validate)
+    plan.add_argument("--force", help="use this strategy (overrides strategy.force)")
+    train.add_argument("--force", help="train this strategy instead of the plan's (overrides strategy.force)")
+    train.add_argument(
         "--nproc", type=int, help="data-parallel processes (torch DDP via torchrun; overrides train.distributed)"
     )
 
@@ -310,15 +311,19 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    """``autotransfer validate``: the stage's own function rather than ``VALIDATE.run``, for what only a person
+    at the console needs: the offending files, the scan's read/unchanged counts, and ``--reports``, a check
+    into another folder that is not a pipeline run."""
+    from autotransfer.stages.pipeline import VALIDATE
     from autotransfer.stages.validate import summary_lines, validate
 
     params = params_of(args, *([f"data.root={json.dumps(args.data)}"] if args.data else []))
     started = time.perf_counter()
     # a check into another report folder (--reports) is not a pipeline run: not tracked
-    with tracked_stage(params, "validate") if args.reports is None else contextlib.nullcontext() as tracker:
+    with tracked_stage(params, VALIDATE.name) if args.reports is None else contextlib.nullcontext() as tracking:
         result = validate(params, reports_dir=args.reports, progress=progress_of(args))
-        if tracker is not None and not result.success:
-            tracker.end("FAILED", f"validate: {result.report.failure()}")
+        if tracking is not None:
+            tracking.ran(result.report)
     for line in summary_lines(result.report, params.validation.max_listed):
         print(line)
     print(
@@ -337,8 +342,8 @@ def cmd_stage(args: argparse.Namespace) -> int:
     nproc = [f"train.distributed={args.nproc}"] if getattr(args, "nproc", None) else []
     params = params_of(args, *force_overrides(args), *nproc)
     started = time.perf_counter()
-    with tracked_stage(params, spec.name):
-        report = spec.run(params, progress=progress_of(args))
+    with tracked_stage(params, spec.name) as tracking:
+        report = tracking.ran(spec.run(params, progress=progress_of(args)))
     print(f"{report.summary()} ({time.perf_counter() - started:.1f} s)")
     return EXIT_OK
 

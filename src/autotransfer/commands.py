@@ -11,7 +11,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from autotransfer.config import Params, load_params, registered_model_name
 from autotransfer.errors import ConfigError, StageInputError
@@ -20,7 +20,11 @@ from autotransfer.errors import ConfigError, StageInputError
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-def tracked_stage(params: Params, stage: str) -> contextlib.AbstractContextManager[Any]:
+if TYPE_CHECKING:
+    from autotransfer.registry.tracking import TrackedStage
+
+
+def tracked_stage(params: Params, stage: str) -> contextlib.AbstractContextManager[TrackedStage]:
     """The stage writes to the pipeline's live MLflow run (registry/tracking.py)."""
     from autotransfer.registry.tracking import tracked
 

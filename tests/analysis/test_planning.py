@@ -4,14 +4,12 @@ import pytest
 
 from autotransfer.config import StrategyConfig
 from autotransfer.errors import StageInputError
-from autotransfer.analysis.planning import PREFERENCES, decide, explain
+from autotransfer.analysis.planning import decide, explain
+from autotransfer.analysis.preferences import PREFERENCES
 from autotransfer.catalog import KINDS
 from autotransfer.analysis.signals import PlanInputs, Reading
 from autotransfer.errors import PlanError
-from autotransfer.stages.plan import make_plan
-from autotransfer.stages.pretrain import pretrain
-from autotransfer.stages.similarity import measure_similarity
-from autotransfer.stages.validate import validate
+from autotransfer.stages.pipeline import PLAN, PRETRAIN, SIMILARITY, VALIDATE
 from stage_helpers import tiny_params
 
 CFG = StrategyConfig()
@@ -141,14 +139,31 @@ def test_race_candidates_carry_the_backbone_lr_multiplier():
 @pytest.fixture
 def measured(data_root, tmp_path):
     params = tiny_params(data_root, tmp_path)
-    validate(params, progress=False)
-    pretrain(params, progress=False)
-    measure_similarity(params, progress=False)
+    VALIDATE.run(params, progress=False)
+    PRETRAIN.run(params, progress=False)
+    SIMILARITY.run(params, progress=False)
     return params
 
 
+def test_each_measured_signal_says_how_many_images_it_was_measured_on(measured, tmp_path):
+    from autotransfer.analysis.signals import read_signals
+    from autotransfer.artifacts import SimilarityReport, ValidationReport, read_report
+
+    reports = tmp_path / "reports"
+    validation = read_report(reports / "validation.json", ValidationReport, "validate")
+    similarity = read_report(reports / "similarity.json", SimilarityReport, "similarity")
+    found = read_signals(validation, similarity)
+    # every signal of the library was measured on this pair (the source model has a head for the target's classes)
+    assert all(reading.value is not None for reading in found.values()), found
+    # the domain measures on the equal samples of both domains, the task-aware ones on the labeled target
+    samples = similarity.samples
+    assert samples.source == samples.target == 12 and samples.labeled_target == 16
+    assert {name: reading.n for name, reading in found.items()} == {
+        "zero_shot": 16, "probe_gain": 16, "logme_gain": 16, "pad": 12, "mmd2": 12, "pretraining_shift": 12}
+
+
 def test_make_plan_writes_a_reasoned_plan(measured, tmp_path):
-    plan = make_plan(measured).to_json()
+    plan = PLAN.run(measured).to_json()
     assert json.loads((tmp_path / "reports/plan.json").read_text()) == plan
     assert plan["chosen"] == plan["ranking"][0] and not plan["forced"]
     assert "docs/strategies.md" in plan["reason"] and "DESIGN" not in plan["reason"] and plan["chosen"] in plan["reason"]
@@ -156,28 +171,28 @@ def test_make_plan_writes_a_reasoned_plan(measured, tmp_path):
 
 
 def test_the_plan_says_the_budget_train_will_give_its_choice(measured, tmp_path):
-    from autotransfer.stages.train import train_stage
+    from autotransfer.stages.pipeline import TRAIN
 
     # given the forced finetune_top, 2 val images per class (tiny_params lets val choose: 6 train per class train)
     forced = measured.model_copy(update={"strategy": measured.strategy.model_copy(update={"force": "finetune_top"}),
                                          "train": measured.train.model_copy(update={"min_steps": 30, "batch_size": 4})})
-    plan = make_plan(forced)
+    plan = PLAN.run(forced)
     assert (plan.budget.pool, plan.budget.steps_per_epoch, plan.budget.epochs) == (12, 3, 10)
     assert plan.budget.rule.startswith("finetune_top: step rule") and "budget:" in plan.summary()
     # and train gives it that budget
-    assert train_stage(forced, progress=False).budget.model_dump() == {**plan.budget.model_dump(),
+    assert TRAIN.run(forced, progress=False).budget.model_dump() == {**plan.budget.model_dump(),
                                                                        "rule": plan.budget.rule[len("finetune_top: "):]}
     # given val too small to choose on, its images train too: 16 images, 4 steps per epoch
     small_val = forced.model_copy(update={"train": forced.train.model_copy(update={"min_val_per_class": 10})})
-    assert (make_plan(small_val).budget.pool, make_plan(small_val).budget.steps_per_epoch) == (16, 4)
+    assert (PLAN.run(small_val).budget.pool, PLAN.run(small_val).budget.steps_per_epoch) == (16, 4)
     # and the converged probe takes no steps
     probe = forced.model_copy(update={"strategy": forced.strategy.model_copy(update={"force": "linear_probe"})})
-    assert make_plan(probe).budget.steps == 0
+    assert PLAN.run(probe).budget.steps == 0
 
 
 def test_force_overrides_and_says_so(measured, tmp_path):
     forced = measured.model_copy(update={"strategy": measured.strategy.model_copy(update={"force": "scratch"})})
-    plan = make_plan(forced).to_json()
+    plan = PLAN.run(forced).to_json()
     assert plan["chosen"] == "scratch" and plan["forced"]
     assert plan["reason"].startswith("Forced by strategy.force='scratch'") and plan["rules_choice"] in plan["reason"]
 
@@ -185,7 +200,7 @@ def test_force_overrides_and_says_so(measured, tmp_path):
 def test_stale_reports_are_refused(measured):
     other = measured.model_copy(update={"data": measured.data.model_copy(update={"target": "src"})})
     with pytest.raises(StageInputError, match="rerun `autotransfer validate`"):
-        make_plan(other)
+        PLAN.run(other)
 
 
 def test_the_plan_lists_the_signals_it_used_and_why_others_are_missing():
@@ -208,30 +223,30 @@ def test_the_plan_lists_the_signals_it_used_and_why_others_are_missing():
 
 
 def test_a_time_budget_is_fitted_by_timing_the_strategys_own_steps(measured, tmp_path):
-    from autotransfer.stages.train import train_stage
+    from autotransfer.stages.pipeline import TRAIN
 
     def with_train(params, **train):
         return params.model_copy(update={"train": params.train.model_copy(update=train)})
 
     forced = measured.model_copy(update={"strategy": measured.strategy.model_copy(update={"force": "finetune_all"})})
-    unlimited = make_plan(forced).budget
+    unlimited = PLAN.run(forced).budget
     # given time to spare: the step rule's budget at the configured size, with what the warm-up measured
-    roomy = make_plan(with_train(forced, time_budget=1e6)).budget
+    roomy = PLAN.run(with_train(forced, time_budget=1e6)).budget
     assert (roomy.epochs, roomy.steps, roomy.input_size) == (unlimited.epochs, unlimited.steps, 32)
     assert list(roomy.time_fit.seconds_per_epoch) == [32] and roomy.time_fit.seconds_per_epoch[32] > 0
     assert roomy.time_fit.estimated_seconds <= 1e6 and roomy.time_fit.rule.endswith("fits")
     # given far too little (the source model's one size): epochs cut to one, and train trains one
     tight = with_train(forced, time_budget=1e-6)
-    plan = make_plan(tight)
+    plan = PLAN.run(tight)
     assert plan.budget.epochs == 1 and "epochs cut 10 -> 1" in plan.budget.time_fit.rule
     assert "time budget:" in plan.summary() and "trains 1 epochs" in plan.summary()
-    report = train_stage(tight, progress=False)
+    report = TRAIN.run(tight, progress=False)
     assert (report.epochs_run, report.budget.epochs, report.budget.input_size) == (1, 1, 32)
     assert report.budget.time_fit == plan.budget.time_fit
     # given race mode: refused by name (successive halving sets its own schedule)
     racing = tight.model_copy(update={"strategy": tight.strategy.model_copy(update={"mode": "race", "force": None})})
     with pytest.raises(StageInputError, match="train.time_budget: not supported with strategy.mode=race"):
-        make_plan(racing)
+        PLAN.run(racing)
 
 
 def test_an_imagenet_backbone_with_a_labeled_source_plans_adaptation_without_a_source_head():
@@ -277,10 +292,10 @@ def test_a_new_signal_is_one_class_and_its_threshold(measured, tmp_path, monkeyp
         def read(self, validation, similarity):
             return Reading(similarity.domain.frechet.get("value"), similarity.domain.frechet.get("n_per_domain"))
 
-    before = make_plan(measured)
+    before = PLAN.run(measured)
     # when it is added ahead of the others
     monkeypatch.setattr(signals, "SIGNALS", (CloseFeatures(), *signals.SIGNALS))
-    plan = make_plan(measured)
+    plan = PLAN.run(measured)
     # then it decides the similarity verdict, with its comparison, its value and its threshold in plan.json
     assert plan.cell.similarity == "similar" and plan.cell.similarity_basis == "Fréchet distance"
     frechet = next(c for c in plan.comparisons if c.threshold_key == "strategy.similar_frechet")

@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 
 from autotransfer.config import params_from_dict
 from autotransfer.registry.register import register
-from autotransfer.stages.train import train_stage
+from autotransfer.stages.pipeline import TRAIN
 from autotransfer.errors import TrainingError
 from stage_helpers import plan_ready
 from conftest import make_domain
@@ -105,6 +105,6 @@ def test_a_failing_rank_fails_the_stage_and_writes_no_model(tmp_path):
     params = plan_ready(params_from_dict(config))
     # when it trains, then it fails with a clear error and leaves no model or report behind
     with pytest.raises(TrainingError, match="train.distributed=2: torchrun exited"):
-        train_stage(params, progress=False)
+        TRAIN.run(params, progress=False)
     assert not (tmp_path / "bad/model/model.safetensors").exists()
     assert not (tmp_path / "bad/reports/train.json").exists()

@@ -17,7 +17,7 @@ from autotransfer.errors import TrainingError
 from autotransfer.io.data import load_train_data
 from autotransfer.models.weights import backbone_input
 from autotransfer.transfer.strategies import Candidate, strategy_class
-from autotransfer.stages.validate import validate
+from autotransfer.stages.pipeline import VALIDATE
 from conftest import make_domain
 from stage_helpers import nan_cross_entropy
 
@@ -55,7 +55,7 @@ def test_finetune_top_trains_only_the_top_group_and_frozen_bn_keeps_its_stats(re
 
 def test_dann_mcc_pl_class_confusion_is_on_by_default_and_can_be_turned_off(ready, tmp_path):
     params = ready.model_copy(update={"data": ready.data.model_copy(update={"labeled_per_class": 0})})
-    validate(params, progress=False)
+    VALIDATE.run(params, progress=False)
     assert params.train.dann.mcc_weight == 1.0
     confused = run(params, "dann_mcc_pl", tmp_path / "mcc", epochs=1)
     off = params.model_copy(update={"train": params.train.model_copy(update={
@@ -67,7 +67,7 @@ def test_dann_mcc_pl_class_confusion_is_on_by_default_and_can_be_turned_off(read
 def test_plain_dann_is_the_adversarial_loss_alone(ready, tmp_path):
     # given the self-training weights at their defaults, and all three switched off
     params = ready.model_copy(update={"data": ready.data.model_copy(update={"labeled_per_class": 0})})
-    validate(params, progress=False)
+    VALIDATE.run(params, progress=False)
     off = params.model_copy(update={"train": params.train.model_copy(update={
         "dann": params.train.dann.model_copy(update={"entropy_weight": 0.0, "mcc_weight": 0.0,
                                                      "pseudo_label_weight": 0.0})})})
@@ -95,7 +95,7 @@ def test_select_last_keeps_the_last_epoch_even_with_labeled_val(ready, tmp_path)
 
 def test_pseudo_labels_wait_for_their_share_of_the_run(ready, tmp_path):
     params = ready.model_copy(update={"data": ready.data.model_copy(update={"labeled_per_class": 0})})
-    validate(params, progress=False)
+    VALIDATE.run(params, progress=False)
 
     def dann_with(tag, **dann):
         changed = params.model_copy(update={"train": params.train.model_copy(update={
@@ -112,7 +112,7 @@ def test_pseudo_labels_wait_for_their_share_of_the_run(ready, tmp_path):
 
 def test_dann_trains_with_source_labels_and_logs_domain_accuracy(ready, tmp_path):
     params = ready.model_copy(update={"data": ready.data.model_copy(update={"labeled_per_class": 0})})
-    validate(params, progress=False)
+    VALIDATE.run(params, progress=False)
     result = run(params, "dann", tmp_path, epochs=2)
     assert result.head_classes == ("a", "b")
     assert all(0 <= h["domain_accuracy"] <= 1 for h in result.history)
@@ -150,11 +150,10 @@ def test_corrupted_checkpoint_is_not_used(ready, tmp_path):
 
 def test_non_finite_loss_stops_with_the_step_and_writes_no_model(ready, tmp_path, monkeypatch):
     from autotransfer.stages import train as train_stage
-    from autotransfer.stages.plan import make_plan
-    from autotransfer.stages.similarity import measure_similarity
+    from autotransfer.stages.pipeline import PLAN, SIMILARITY
 
-    measure_similarity(ready, progress=False)
-    make_plan(ready)
+    SIMILARITY.run(ready, progress=False)
+    PLAN.run(ready)
 
     nan_cross_entropy(monkeypatch)
     forced = ready.model_copy(update={"strategy": ready.strategy.model_copy(update={"force": "scratch"})})

@@ -99,12 +99,12 @@ def test_a_file_gone_since_validate_is_named_when_train_reads_it(data_root, tmp_
     from autotransfer.errors import StageInputError
     from autotransfer.io.data import load_train_data
     from autotransfer.models.weights import backbone_input
-    from autotransfer.stages.validate import validate
+    from autotransfer.stages.pipeline import VALIDATE
     from stage_helpers import tiny_params
 
     # given validated data, then one of its images deleted
     params = tiny_params(data_root, tmp_path, data={"decoded_cache": None})
-    validate(params, progress=False)
+    VALIDATE.run(params, progress=False)
     (data_root / "tgt/train/b/02.png").unlink()
     # when train loads it, then the error names the file and what to do
     with pytest.raises(StageInputError, match=r"tgt/train/b/02.png: could not be read .*rerun it"):

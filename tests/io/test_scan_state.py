@@ -7,6 +7,7 @@ import pandas as pd
 from autotransfer.io import manifest
 from autotransfer.io.scan_state import STATE_FILE
 from autotransfer.stages.validate import validate
+from autotransfer.stages.pipeline import VALIDATE
 from conftest import write_image
 from stage_helpers import tiny_params
 
@@ -64,6 +65,6 @@ def test_a_broken_state_file_is_started_afresh_not_trusted(data_root, tmp_path):
 
 def test_without_a_state_dir_every_file_is_read_every_time(data_root, tmp_path):
     params = tiny_params(data_root, tmp_path, validation={"state_dir": None})
-    validate(params, progress=False)
+    VALIDATE.run(params, progress=False)
     again = validate(params, progress=False)
     assert again.reused == 0 and again.read == len(again.manifest)

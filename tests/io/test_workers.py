@@ -7,14 +7,14 @@ import torch
 from autotransfer.io.data import FileDecoder, domain_rows, load_images, read_manifest
 from autotransfer.io.store import DecodedCache, TensorStore
 from autotransfer.io.workers import PrefetchStore, decode_blocks, prefetching
-from autotransfer.stages.validate import validate
+from autotransfer.stages.pipeline import VALIDATE
 from stage_helpers import tiny_params
 
 
 @pytest.fixture
 def rows(data_root, tmp_path):
     params = tiny_params(data_root, tmp_path)
-    validate(params, progress=False)
+    VALIDATE.run(params, progress=False)
     return domain_rows(read_manifest(params.reports.dir), "tgt", ("train", "val", "test"))
 
 

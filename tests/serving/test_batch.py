@@ -19,14 +19,14 @@ from stage_helpers import plan_ready, tiny_params
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     """A model trained by the train stage on tiny domains (three classes, so top-3 means something)."""
-    from autotransfer.stages.train import train_stage
+    from autotransfer.stages.pipeline import TRAIN
 
     work = tmp_path_factory.mktemp("batch")
     root = work / "data"
     make_domain(root, "src", classes=("a", "b", "c"), seed=1)
     make_domain(root, "tgt", classes=("a", "b", "c"), seed=2)
     params = plan_ready(tiny_params(root, work, train={"epochs": 1, "patience": 0}))
-    train_stage(params, progress=False)
+    TRAIN.run(params, progress=False)
     return Path(params.train.out)
 
 

@@ -40,6 +40,29 @@ def test_each_stage_declares_all_the_library_code_it_imports():
         assert not missing, f"{spec.name} imports code it does not declare: {missing}"
 
 
+def test_each_stage_runs_its_modules_function_and_promises_the_report_that_function_returns(monkeypatch):
+    import importlib
+    import inspect
+    from typing import get_type_hints
+
+    from autotransfer.config import Params
+
+    asked = []
+
+    def record(module, name):
+        asked.append((module, name))
+        return lambda params, progress: None
+
+    monkeypatch.setattr(pipeline, "_function", record)
+    for spec in STAGES:
+        spec.run(Params(), False)
+        module, name = asked.pop()
+        assert module == spec.name  # the module of the same name as the stage (what the code test above follows)
+        function = getattr(importlib.import_module(f"autotransfer.stages.{module}"), name)
+        assert list(inspect.signature(function).parameters)[:2] == ["params", "progress"], spec.name
+        assert get_type_hints(function)["return"] == get_type_hints(spec.run)["return"], spec.name
+
+
 def _module(path: Path) -> str:
     parts = path.relative_to(pipeline.PACKAGE.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
@@ -74,13 +97,13 @@ def test_a_description_edit_in_config_changes_no_code_version_but_an_engine_edit
 
 
 def test_a_description_edit_in_config_resumes_the_training_checkpoint(data_root, tmp_path, package_copy):
-    from autotransfer.stages.train import train_stage
+    from autotransfer.stages.pipeline import TRAIN
     from stage_helpers import plan_ready, tiny_params
 
     # given a finished training run
     params = plan_ready(tiny_params(data_root, tmp_path, train={"epochs": 2, "patience": 0},
                                     strategy={"force": "finetune_all"}))
-    first = train_stage(params, progress=False)
+    first = TRAIN.run(params, progress=False)
     key = stage_key("train", params)
     # when a Field description of config.py is edited
     config = package_copy / "config/training.py"
@@ -88,10 +111,10 @@ def test_a_description_edit_in_config_resumes_the_training_checkpoint(data_root,
     code_version.cache_clear()
     # then the stage's cache key is the same and the checkpoint is resumed, not retrained
     assert stage_key("train", params) == key
-    assert train_stage(params, progress=False).resumed_from_epoch == first.epochs_run == 2
+    assert TRAIN.run(params, progress=False).resumed_from_epoch == first.epochs_run == 2
     # while an edit of the training code starts afresh
     strategies = package_copy / "transfer/strategies.py"
     strategies.write_text(strategies.read_text() + "\n# an edit\n")
     code_version.cache_clear()
     assert stage_key("train", params) != key
-    assert train_stage(params, progress=False).resumed_from_epoch == 0
+    assert TRAIN.run(params, progress=False).resumed_from_epoch == 0

@@ -6,20 +6,19 @@ import torch
 from autotransfer.errors import WeightsError
 from autotransfer.errors import StageInputError
 from autotransfer.models.weights import load_backbone
-from autotransfer.stages.pretrain import pretrain
-from autotransfer.stages.validate import validate
+from autotransfer.stages.pipeline import PRETRAIN, VALIDATE
 from stage_helpers import nan_cross_entropy, tiny_params
 
 
 def test_pretrain_writes_weights_and_metadata_and_is_deterministic(data_root, tmp_path):
     # given validated data
     params = tiny_params(data_root, tmp_path)
-    validate(params, progress=False)
+    VALIDATE.run(params, progress=False)
     # when the source model is pretrained twice with the same seed
-    pretrain(params, progress=False)
+    PRETRAIN.run(params, progress=False)
     out = tmp_path / "models/source"
     first = (out / "model.safetensors").read_bytes()
-    pretrain(params, progress=False)
+    PRETRAIN.run(params, progress=False)
     # then the weights are byte-identical and the metadata says what the model is
     assert (out / "model.safetensors").read_bytes() == first
     written = json.loads((out / "meta.json").read_text())
@@ -31,8 +30,8 @@ def test_pretrain_writes_weights_and_metadata_and_is_deterministic(data_root, tm
 
 def test_load_backbone_returns_the_source_model_with_its_head(data_root, tmp_path):
     params = tiny_params(data_root, tmp_path)
-    validate(params, progress=False)
-    pretrain(params, progress=False)
+    VALIDATE.run(params, progress=False)
+    PRETRAIN.run(params, progress=False)
     backbone = load_backbone(params, num_classes=2)
     assert backbone.source_classes == ("a", "b")
     assert backbone.weights_id.startswith("source:")
@@ -41,7 +40,7 @@ def test_load_backbone_returns_the_source_model_with_its_head(data_root, tmp_pat
 
 def test_pretrain_is_skipped_when_weights_are_given(data_root, tmp_path):
     params = tiny_params(data_root, tmp_path, backbone={"weights": str(tmp_path / "w.safetensors")})
-    meta = pretrain(params, progress=False)
+    meta = PRETRAIN.run(params, progress=False)
     assert meta.skipped and "backbone.weights" in meta.reason
     assert not (tmp_path / "models/source/model.safetensors").exists()
 
@@ -53,15 +52,15 @@ def test_missing_source_model_says_what_to_run(data_root, tmp_path):
 
 def test_source_model_of_another_arch_is_refused(data_root, tmp_path):
     params = tiny_params(data_root, tmp_path)
-    validate(params, progress=False)
-    pretrain(params, progress=False)
+    VALIDATE.run(params, progress=False)
+    PRETRAIN.run(params, progress=False)
     with pytest.raises(WeightsError, match="rerun `autotransfer pretrain`"):
         load_backbone(tiny_params(data_root, tmp_path, backbone={"arch": "resnet18"}), 2)
 
 
 def test_pretrain_without_validation_says_what_to_run(data_root, tmp_path):
     with pytest.raises(StageInputError, match="autotransfer validate"):
-        pretrain(tiny_params(data_root, tmp_path), progress=False)
+        PRETRAIN.run(tiny_params(data_root, tmp_path), progress=False)
 
 
 def test_pretrain_runs_the_training_loop_and_a_non_finite_loss_is_a_training_error(data_root, tmp_path, monkeypatch):
@@ -69,10 +68,10 @@ def test_pretrain_runs_the_training_loop_and_a_non_finite_loss_is_a_training_err
 
     # given validated data and a loss that turns NaN
     params = tiny_params(data_root, tmp_path)
-    validate(params, progress=False)
+    VALIDATE.run(params, progress=False)
 
     nan_cross_entropy(monkeypatch)
     # then pretrain stops with the loop's TrainingError (the CLI's exit 1, no traceback) and writes no model
     with pytest.raises(TrainingError, match=r"pretrain small_cnn: non-finite loss \(nan\) at epoch 1, step 1"):
-        pretrain(params, progress=False)
+        PRETRAIN.run(params, progress=False)
     assert not (tmp_path / "models/source/model.safetensors").exists()

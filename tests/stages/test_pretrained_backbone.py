@@ -126,8 +126,7 @@ def test_your_own_images_class_folders_no_source_upright_and_transparent(data_ro
 
 def test_an_imagenet_backbone_adapts_from_a_labeled_source_to_an_unlabeled_target(data_root, tmp_path):
     from autotransfer.models.weights import load_trained_model
-    from autotransfer.stages.plan import make_plan
-    from autotransfer.stages.train import train_stage
+    from autotransfer.stages.pipeline import PLAN, TRAIN
 
     # given the default backbone (ImageNet lite0: no head over the source's classes), a labeled
     # source and a target without labels
@@ -157,8 +156,8 @@ def test_an_imagenet_backbone_adapts_from_a_labeled_source_to_an_unlabeled_targe
     # when source_only is forced on the same backbone: not zero-shot (there is no source head to score), it
     # learns the labeled source with dann's recipe and its target terms off
     forced = params.model_copy(update={"strategy": params.strategy.model_copy(update={"force": "source_only"})})
-    make_plan(forced)
-    report = train_stage(forced, progress=False)
+    PLAN.run(forced)
+    report = TRAIN.run(forced, progress=False)
     assert report.strategy == "source_only" and report.epochs_run == 2
     only = load_trained_model(forced.train.out)
     assert only.head_classes == ("a", "b") and only.meta.bottleneck == 256

@@ -37,18 +37,16 @@ def browse(page: Path, tmp_path: Path, *flags: str) -> subprocess.CompletedProce
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory):
     """A tiny pipeline through register (which writes the report)."""
-    from autotransfer.stages.evaluate import evaluate
-    from autotransfer.stages.register import register
-    from autotransfer.stages.train import train_stage
+    from autotransfer.stages.pipeline import EVALUATE, REGISTER, TRAIN
 
     work = tmp_path_factory.mktemp("report")
     make_domain(work / "data", "src", classes=("a", "b", "c"), seed=1)
     make_domain(work / "data", "tgt", classes=("a", "b", "c"), seed=2)
     params = plan_ready(tiny_params(work / "data", work, train={"epochs": 2, "patience": 0},
                                     registry={"tracking_uri": f"sqlite:///{work}/mlflow.db"}))
-    train_stage(params, progress=False)
-    evaluate(params, progress=False)
-    return params, register(params)
+    TRAIN.run(params, progress=False)
+    EVALUATE.run(params, progress=False)
+    return params, REGISTER.run(params)
 
 
 def test_the_report_renders_every_section_in_a_headless_browser(registered, tmp_path):
@@ -113,8 +111,7 @@ def test_a_report_links_the_run_and_the_model_on_a_tracking_server(tmp_path):
 
 
 def test_classes_named_like_missing_values_are_classes_everywhere(tmp_path):
-    from autotransfer.stages.evaluate import evaluate
-    from autotransfer.stages.train import train_stage
+    from autotransfer.stages.pipeline import EVALUATE, TRAIN
 
     # given class folders named as pandas' default missing values ("NA", "null", "nan")
     classes = ("NA", "null", "nan")
@@ -122,8 +119,8 @@ def test_classes_named_like_missing_values_are_classes_everywhere(tmp_path):
     make_domain(tmp_path / "data", "tgt", classes=classes, seed=2)
     params = plan_ready(tiny_params(tmp_path / "data", tmp_path, train={"epochs": 1, "patience": 0}))
     # when trained, evaluated and reported
-    train_stage(params, progress=False)
-    metrics = evaluate(params, progress=False)
+    TRAIN.run(params, progress=False)
+    metrics = EVALUATE.run(params, progress=False)
     page = write_run_report(params, registered=False).read_text()
     # then every stage kept them as the classes they are
     assert set(metrics.per_class) == set(classes)

@@ -2,9 +2,7 @@ import json
 
 import pytest
 
-from autotransfer.stages.pretrain import pretrain
-from autotransfer.stages.similarity import measure_similarity
-from autotransfer.stages.validate import validate
+from autotransfer.stages.pipeline import PRETRAIN, SIMILARITY, VALIDATE
 from conftest import make_domain
 from stage_helpers import tiny_params
 
@@ -12,14 +10,14 @@ from stage_helpers import tiny_params
 @pytest.fixture
 def pretrained(data_root, tmp_path):
     params = tiny_params(data_root, tmp_path)
-    validate(params, progress=False)
-    pretrain(params, progress=False)
+    VALIDATE.run(params, progress=False)
+    PRETRAIN.run(params, progress=False)
     return params
 
 
 def test_report_has_every_measure_with_its_sample_size_and_cost(pretrained, tmp_path):
     # when similarity is measured on the tiny domains
-    report = measure_similarity(pretrained, progress=False).to_json()
+    report = SIMILARITY.run(pretrained, progress=False).to_json()
     # then the written report has each measure with its sample sizes and seconds
     assert json.loads((tmp_path / "reports/similarity.json").read_text()) == report
     domain = report["domain"]
@@ -37,8 +35,8 @@ def test_report_has_every_measure_with_its_sample_size_and_cost(pretrained, tmp_
 
 
 def test_second_run_hits_the_feature_cache(pretrained):
-    first = measure_similarity(pretrained, progress=False).to_json()
-    second = measure_similarity(pretrained, progress=False).to_json()
+    first = SIMILARITY.run(pretrained, progress=False).to_json()
+    second = SIMILARITY.run(pretrained, progress=False).to_json()
     assert first["cost"]["cache_misses"] > 0
     lookups = first["cost"]["cache_misses"] + first["cost"]["cache_hits"]
     assert second["cost"]["cache_misses"] == 0 and second["cost"]["cache_hits"] == lookups
@@ -47,9 +45,9 @@ def test_second_run_hits_the_feature_cache(pretrained):
 
 def test_labels_beyond_the_cap_and_the_test_split_are_not_used(data_root, tmp_path):
     params = tiny_params(data_root, tmp_path, data={"labeled_per_class": 3})
-    validate(params, progress=False)
-    pretrain(params, progress=False)
-    report = measure_similarity(params, progress=False).to_json()
+    VALIDATE.run(params, progress=False)
+    PRETRAIN.run(params, progress=False)
+    report = SIMILARITY.run(params, progress=False).to_json()
     assert report["samples"]["labeled_target"] == 6
     # the unlabeled (capped-away) target images still count for the domain distance
     assert report["samples"]["target"] == 12  # the source's 12, more than the 6 labeled
@@ -60,17 +58,17 @@ def test_zero_shot_needs_the_target_classes_among_the_source(tmp_path):
     make_domain(root, "src", seed=1)
     make_domain(root, "tgt", classes=("a", "z"), seed=2)
     params = tiny_params(root, tmp_path)
-    validate(params, progress=False)
-    pretrain(params, progress=False)
-    zero_shot = measure_similarity(params, progress=False).to_json()["zero_shot"]
+    VALIDATE.run(params, progress=False)
+    PRETRAIN.run(params, progress=False)
+    zero_shot = SIMILARITY.run(params, progress=False).to_json()["zero_shot"]
     assert zero_shot["value"] is None and "['z']" in zero_shot["reason"]
 
 
 def test_without_labels_transferability_says_why(data_root, tmp_path):
     params = tiny_params(data_root, tmp_path, data={"labeled_per_class": 0})
-    validate(params, progress=False)
-    pretrain(params, progress=False)
-    report = measure_similarity(params, progress=False).to_json()
+    VALIDATE.run(params, progress=False)
+    PRETRAIN.run(params, progress=False)
+    report = SIMILARITY.run(params, progress=False).to_json()
     assert report["transferability"]["logme"]["value"] is None
     assert "too few" in report["transferability"]["logme"]["reason"]
     assert report["zero_shot"]["value"] is None
@@ -93,9 +91,9 @@ def test_both_domains_are_drawn_at_random_to_the_same_size(tmp_path):
                 (root / "tgt" / split / label).mkdir(parents=True, exist_ok=True)
                 Image.new("L", (16, 16), shade + i).save(root / "tgt" / split / label / f"{i:02d}.png")
     params = tiny_params(root, tmp_path, similarity={"n_per_domain": 100})
-    validate(params, progress=False)
-    pretrain(params, progress=False)
-    report = measure_similarity(params, progress=False).to_json()
+    VALIDATE.run(params, progress=False)
+    PRETRAIN.run(params, progress=False)
+    report = SIMILARITY.run(params, progress=False).to_json()
     # then both domains are compared at the source's 12 images, the target's drawn from its whole
     # pool (not its first 12 paths, which are the source's own pixels and would read as no shift)
     assert report["samples"]["source"] == report["samples"]["target"] == 12

@@ -10,22 +10,18 @@ import pytest
 from autotransfer.errors import StageInputError
 from autotransfer.analysis.metrics import classification_metrics
 from autotransfer.models.weights import load_trained_model
-from autotransfer.stages.evaluate import evaluate
-from autotransfer.stages.plan import make_plan
-from autotransfer.stages.pretrain import pretrain
-from autotransfer.stages.similarity import measure_similarity
-from autotransfer.stages.train import train_stage
+from autotransfer.stages.pipeline import EVALUATE, PLAN, PRETRAIN, SIMILARITY, TRAIN
 from autotransfer.io.data import load_train_data
 from autotransfer.models.weights import backbone_input
-from autotransfer.stages.validate import validate
+from autotransfer.stages.pipeline import VALIDATE
 from stage_helpers import tiny_params
 
 
 def planned(params):
-    validate(params, progress=False)
-    pretrain(params, progress=False)
-    measure_similarity(params, progress=False)
-    make_plan(params)
+    VALIDATE.run(params, progress=False)
+    PRETRAIN.run(params, progress=False)
+    SIMILARITY.run(params, progress=False)
+    PLAN.run(params)
     return params
 
 
@@ -36,7 +32,7 @@ def ready(data_root, tmp_path):
 
 def test_train_executes_the_plan_and_writes_model_history_and_report(ready, tmp_path):
     plan = json.loads((tmp_path / "reports/plan.json").read_text())
-    report = train_stage(ready, progress=False).to_json()
+    report = TRAIN.run(ready, progress=False).to_json()
     assert report["strategy"] == plan["chosen"] and report["mode"] == "rules"
     meta = json.loads((tmp_path / "models/target/meta.json").read_text())
     assert meta["strategy"] == plan["chosen"] and meta["target_classes"] == ["a", "b"]
@@ -46,8 +42,8 @@ def test_train_executes_the_plan_and_writes_model_history_and_report(ready, tmp_
 
 
 def test_rerun_resumes_the_finished_run_instead_of_retraining(ready):
-    first = train_stage(ready, progress=False).to_json()
-    again = train_stage(ready, progress=False).to_json()
+    first = TRAIN.run(ready, progress=False).to_json()
+    again = TRAIN.run(ready, progress=False).to_json()
     assert again["resumed_from_epoch"] == first["epochs_run"] and again["val_accuracy"] == first["val_accuracy"]
 
 
@@ -55,7 +51,7 @@ def test_race_trains_the_top_candidates_on_a_short_budget_then_the_winner_to_the
     params = planned(tiny_params(data_root, tmp_path, strategy={"mode": "race", "top_k": 3},
                                  train={"epochs": 4, "batch_size": 4, "patience": 0,
                                         "race": {"budget_fraction": 0.25, "keep": 0.5, "min_round_steps": 1}}))
-    report = train_stage(params, progress=False).to_json()
+    report = TRAIN.run(params, progress=False).to_json()
     rounds = [row for row in report["race"] if row["round"] != "final"]
     assert {row["budget_epochs"] for row in rounds} == {1, 2}
     assert len([r for r in rounds if r["budget_epochs"] == 1]) == 3
@@ -83,7 +79,7 @@ def test_race_rounds_last_at_least_min_round_steps(data_root, tmp_path):
     floored = params.model_copy(update={"train": params.train.model_copy(update={"race": params.train.race.model_copy(
         update={"min_round_steps": 3 * steps_per_epoch})})})
     # when the race runs
-    report = train_stage(floored, progress=False).to_json()
+    report = TRAIN.run(floored, progress=False).to_json()
     # then its first round is 3 epochs, not 1
     first = [row for row in report["race"] if row["round"] == 1]
     assert len(first) == 2 and {row["budget_epochs"] for row in first} == {3}
@@ -91,17 +87,17 @@ def test_race_rounds_last_at_least_min_round_steps(data_root, tmp_path):
 
 def test_forced_strategy_is_trained(ready):
     forced = ready.model_copy(update={"strategy": ready.strategy.model_copy(update={"force": "scratch"})})
-    assert train_stage(forced, progress=False).to_json()["strategy"] == "scratch"
+    assert TRAIN.run(forced, progress=False).to_json()["strategy"] == "scratch"
 
 
 def test_train_without_a_plan_says_what_to_run(data_root, tmp_path):
     with pytest.raises(StageInputError, match="autotransfer plan"):
-        train_stage(tiny_params(data_root, tmp_path), progress=False)
+        TRAIN.run(tiny_params(data_root, tmp_path), progress=False)
 
 
 def test_evaluate_scores_the_test_split_and_draws_the_plots(ready, tmp_path):
-    train_stage(ready, progress=False)
-    metrics = evaluate(ready, progress=False).to_json()
+    TRAIN.run(ready, progress=False)
+    metrics = EVALUATE.run(ready, progress=False).to_json()
     assert metrics["n"] == 4 and 0 <= metrics["accuracy"] <= 1
     assert set(metrics["per_class"]) == {"a", "b"}
     for name in ("confusion_matrix", "training_curves", "feature_map"):
@@ -129,7 +125,7 @@ def test_classification_metrics_by_hand():
 
 def test_evaluate_without_a_model_says_what_to_run(ready):
     with pytest.raises(StageInputError, match="autotransfer train"):
-        evaluate(ready, progress=False)
+        EVALUATE.run(ready, progress=False)
 
 
 def test_with_a_handful_of_val_images_nothing_is_chosen_on_val_and_they_train(data_root, tmp_path):
@@ -137,7 +133,7 @@ def test_with_a_handful_of_val_images_nothing_is_chosen_on_val_and_they_train(da
     params = planned(tiny_params(data_root, tmp_path, strategy={"force": "finetune_all"},
                                  train={"min_val_per_class": 10, "min_steps": 20, "batch_size": 4, "floor": True}))
     # when it trains
-    report = train_stage(params, progress=False)
+    report = TRAIN.run(params, progress=False)
     # then the report says val chose nothing: the last epoch is kept, the floor is skipped, and val trained
     assert report.selection.rule == "no_val" and report.selection.val_smallest_class == 2
     assert "train.min_val_per_class=10" in report.selection.note
@@ -151,7 +147,7 @@ def test_with_a_handful_of_val_images_nothing_is_chosen_on_val_and_they_train(da
 def test_the_step_rule_gives_a_small_pool_more_epochs_and_says_why(data_root, tmp_path):
     params = planned(tiny_params(data_root, tmp_path, strategy={"force": "finetune_top"},
                                  train={"min_steps": 60, "batch_size": 8, "patience": 0}))
-    report = train_stage(params, progress=False)
+    report = TRAIN.run(params, progress=False)
     # 12 labeled train images at batch 8: 2 steps per epoch; 60 steps need 30 epochs (more than min_epochs 10)
     assert (report.budget.steps_per_epoch, report.budget.epochs, report.budget.steps) == (2, 30, 60)
     assert report.epochs_run == 30 and "train.min_steps decides" in report.budget.rule
@@ -161,7 +157,7 @@ def test_the_step_rule_gives_a_small_pool_more_epochs_and_says_why(data_root, tm
 def test_the_linear_probe_is_fitted_in_closed_form_and_says_how(data_root, tmp_path):
     params = planned(tiny_params(data_root, tmp_path, strategy={"force": "linear_probe"},
                                  train={"min_val_per_class": 10}))
-    report = train_stage(params, progress=False)
+    report = TRAIN.run(params, progress=False)
     assert report.strategy == "linear_probe" and report.epochs_run == 1
     assert report.budget.steps == 0 and report.budget.rule.startswith("closed form")
     # 8 labels per class once val trains: its L2 strength by cross-validation
@@ -183,7 +179,7 @@ def test_step_budget_rule_by_hand():
 def test_race_mode_with_a_handful_of_val_images_trains_the_rules_choice_and_says_why(data_root, tmp_path):
     params = planned(tiny_params(data_root, tmp_path, strategy={"mode": "race", "top_k": 3},
                                  train={"epochs": 2, "batch_size": 4, "min_val_per_class": 3}))
-    report = train_stage(params, progress=False)
+    report = TRAIN.run(params, progress=False)
     plan = json.loads((tmp_path / "reports/plan.json").read_text())
     assert report.race == [] and report.strategy == plan["chosen"] and report.selection.rule == "no_val"
     assert report.race_note.startswith("race skipped: target val has 2 labeled images in its smallest class")

@@ -6,7 +6,7 @@ import pytest
 
 from autotransfer.io.data import load_train_data
 from autotransfer.models.weights import backbone_input
-from autotransfer.stages.validate import validate
+from autotransfer.stages.pipeline import VALIDATE
 from autotransfer.transfer.strategies import STRATEGIES, Candidate, apply_phase, make_strategy
 
 
@@ -102,7 +102,7 @@ def test_dann_uses_its_own_lr_and_layer_decay_and_trains_the_domain_classifier_a
     finetune = set_up(ready, "finetune_all", layer_decay=0.5, lr=0.1)
     # given train.layer_decay 0.5 (finetune_all's) and dann.layer_decay 0.8, dann.lr 0.1
     params = ready.model_copy(update={"data": ready.data.model_copy(update={"labeled_per_class": 0})})
-    validate(params, progress=False)
+    VALIDATE.run(params, progress=False)
     dann_cfg = params.train.dann.model_copy(update={"layer_decay": 0.8, "lr": 0.1})
     dann = set_up(params, "dann", layer_decay=0.5, dann=dann_cfg)
     [phase] = dann.phases(3)
@@ -131,7 +131,7 @@ def test_dann_annealing_is_a_scheduler_stepped_like_every_other(ready):
     import torch
 
     params = ready.model_copy(update={"data": ready.data.model_copy(update={"labeled_per_class": 0})})
-    validate(params, progress=False)
+    VALIDATE.run(params, progress=False)
     dann = set_up(params, "dann")
     [phase] = dann.phases(3)
     apply_phase(dann.model, phase)

@@ -33,7 +33,7 @@ class Reading:
     """A signal's measurement on one target."""
 
     value: float | None  # None: not measured (``Signal.unavailable`` says why)
-    n: int | None = None  # the images it was measured on
+    n: int | None = None  # the images it was measured on (per domain for a distance between two); None: not measured
 
 
 @dataclass(frozen=True)
@@ -118,10 +118,15 @@ class Signal:
         return None
 
 
-def _measured(part: Open | None, key: str) -> Reading:
+def _measured(part: Open | None, key: str, n: int | None) -> Reading:
+    """similarity.json's entry ``part`` read as a value (under ``key``) on ``n`` images."""
     value = None if part is None else part.get(key)
+    return Reading(None if value is None else float(value), None if value is None else n)
+
+
+def _labeled_n(part: Open | None) -> int | None:
     n = None if part is None else part.get("n")
-    return Reading(None if value is None else float(value), None if n is None else int(n))
+    return None if n is None else int(n)
 
 
 class ZeroShot(Signal):
@@ -131,8 +136,7 @@ class ZeroShot(Signal):
     tests = (Threshold("similar_zero_shot", ">=", "similar", "similar"),)
 
     def read(self, validation: ValidationReport, similarity: SimilarityReport) -> Reading:
-        n = similarity.zero_shot.get("n")
-        return Reading(similarity.zero_shot.value, None if n is None else int(n))
+        return Reading(similarity.zero_shot.value, _labeled_n(similarity.zero_shot))
 
     def unavailable(self, inputs: PlanInputs) -> str | None:
         if not inputs.source_head:
@@ -148,7 +152,8 @@ class ProbeGain(Signal):
     label = "cross-validated probe accuracy gain of pretrained over random features"
 
     def read(self, validation: ValidationReport, similarity: SimilarityReport) -> Reading:
-        return _measured(similarity.transferability.get("probe_accuracy"), "gain")
+        part = similarity.transferability.get("probe_accuracy")
+        return _measured(part, "gain", _labeled_n(part))
 
 
 class LogmeGain(Signal):
@@ -163,7 +168,8 @@ class LogmeGain(Signal):
     )
 
     def read(self, validation: ValidationReport, similarity: SimilarityReport) -> Reading:
-        return _measured(similarity.transferability.get("logme"), "gain")
+        part = similarity.transferability.get("logme")
+        return _measured(part, "gain", _labeled_n(part))
 
     def unavailable(self, inputs: PlanInputs) -> str | None:
         return "no labeled target images to score features on"
@@ -173,7 +179,8 @@ class _DomainDistance(Signal):
     measure: ClassVar[str]  # its entry in similarity.json's ``domain``
 
     def read(self, validation: ValidationReport, similarity: SimilarityReport) -> Reading:
-        return _measured(getattr(similarity.domain, self.measure), self.name)
+        # n: images per domain (both samples are drawn to the same size)
+        return _measured(getattr(similarity.domain, self.measure), self.name, similarity.samples.target)
 
     def unavailable(self, inputs: PlanInputs) -> str | None:
         return None if inputs.labeled_source else "no source domain to compare the target with (data.source is null)"
@@ -194,7 +201,7 @@ class PretrainingShift(Signal):
     label = "BatchNorm statistics of the target against the pretrained ones (symmetric KL)"
 
     def read(self, validation: ValidationReport, similarity: SimilarityReport) -> Reading:
-        return _measured(similarity.pretraining_shift, "value")
+        return _measured(similarity.pretraining_shift, "value", similarity.samples.target)
 
 
 SIGNALS: tuple[Signal, ...] = (ZeroShot(), ProbeGain(), LogmeGain(), Pad(), Mmd2(), PretrainingShift())

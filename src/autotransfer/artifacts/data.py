@@ -171,17 +171,32 @@ class ZeroShot(Open):
     value: float | None
 
 
+class SimilaritySamples(Part):
+    """How many images each measure saw: the domain measures' equal samples, the labeled target's."""
+
+    source: int  # 0: source-free
+    target: int
+    labeled_target: int
+    target_classes: list[str]
+
+
+class SimilarityCost(Part):
+    feature_seconds: float
+    cache_hits: int
+    cache_misses: int
+
+
 class SimilarityReport(Report):
     source: str | None  # None: source-free (the backbone's pretraining data is the source)
     target: str
     backbone: BackboneInfo
-    samples: dict[str, Any]
+    samples: SimilaritySamples
     domain: DomainDistances  # each {"value": None, "reason": ...} without a source
     # The symmetric KL of the target's BatchNorm input statistics from the pretrained ones (no source needed).
     pretraining_shift: Measure | None = None  # None: reports written before it was measured
     transferability: dict[str, Transfer]  # "logme", "probe_accuracy"
     zero_shot: ZeroShot
-    cost: dict[str, float | int]
+    cost: SimilarityCost
 
     @property
     def pad(self) -> float | None:

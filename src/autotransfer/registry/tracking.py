@@ -22,8 +22,9 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 from mlflow import MlflowClient
@@ -33,13 +34,12 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from autotransfer.artifacts import (
     MANIFEST_CSV,
-    METRICS_JSON,
     TRACKING_JSON,
     TRAIN_HISTORY_CSV,
-    TRAIN_JSON,
     MetricsReport,
+    Report,
     TrainReport,
-    read_report,
+    ValidationReport,
 )
 from autotransfer.config import Params
 from autotransfer.engine.listeners import listening
@@ -259,12 +259,34 @@ def stage(params: Params, name: str, system_metrics: bool = True) -> Iterator[Tr
                 monitor.finish()
 
 
+R = TypeVar("R", bound=Report)
+
+
+@dataclass
+class TrackedStage:
+    """A stage running inside ``tracked``: ``ran(report)`` hands its report over (what it adds to the run)."""
+
+    name: str
+    tracker: Tracker
+    report: Report | None = None
+
+    def ran(self, report: R) -> R:
+        """``report`` is the stage's: a failed one (validation) ends the run FAILED, saying why."""
+        self.report = report
+        failure = report.failed()
+        if failure is not None:
+            self.tracker.end("FAILED", f"{self.name}: {failure}")
+        return report
+
+
 @contextlib.contextmanager
-def tracked(params: Params, name: str) -> Iterator[Tracker]:
+def tracked(params: Params, name: str) -> Iterator[TrackedStage]:
     """Run stage ``name`` inside this block (the CLI command's, or the flow's task's): it is tracked live."""
     with stage(params, name) as tracker, listening(_epoch_listener(params, name, tracker)):
-        yield tracker
-    _after(params, name, tracker)
+        running = TrackedStage(name, tracker)
+        yield running
+    if running.report is not None:
+        _after(params, running.report, tracker)
 
 
 def _epoch_listener(params: Params, name: str, tracker: Tracker) -> Callable[[str, dict[str, Any], int], None]:
@@ -283,25 +305,24 @@ def _epoch_listener(params: Params, name: str, tracker: Tracker) -> Callable[[st
     return listener
 
 
-def _after(params: Params, name: str, tracker: Tracker) -> None:
-    """What a finished stage adds: the datasets (validate), the whole curve (train), the test scores (evaluate)."""
+def _after(params: Params, report: Report, tracker: Tracker) -> None:
+    """What a finished stage adds, by its report: the datasets (validate), the whole curve (train),
+    the test scores (evaluate)."""
     if not tracker.active:
         return
     reports = Path(params.reports.dir)
-    if name == "validate" and (reports / MANIFEST_CSV).exists():
+    if isinstance(report, ValidationReport) and (reports / MANIFEST_CSV).exists():
         manifest = read_manifest(reports)  # class names as text ("NA" is a class, not a missing value)
         pair = f"{params.data.source or 'pretraining'}+{params.data.target}"
         for context, usages in (("training", ("train", "unlabeled")), ("validation", ("val",)), ("test", ("test",))):
             tracker.log_dataset(manifest[manifest["usage"].isin(usages)], f"{pair} {context}", context)
-    elif name == "train" and (reports / TRAIN_JSON).exists():
-        report = read_report(reports / TRAIN_JSON, TrainReport, "train")
+    elif isinstance(report, TrainReport):
         tracker.set_tags({"strategy": report.strategy, "candidate": report.candidate, "train_mode": report.mode})
         if (reports / TRAIN_HISTORY_CSV).stat().st_size:  # epochs run before a resume, or a race's winner
             history = pd.read_csv(reports / TRAIN_HISTORY_CSV).to_dict("records")
             tracker.log_history(report.candidate, history, tracker.steps_per_epoch.get(report.candidate, 1))
-    elif name == "evaluate" and (reports / METRICS_JSON).exists():
-        metrics = read_report(reports / METRICS_JSON, MetricsReport, "evaluate")
-        tracker.log_metrics({"test_accuracy": metrics.accuracy, "test_macro_f1": metrics.macro_f1})
+    elif isinstance(report, MetricsReport):
+        tracker.log_metrics({"test_accuracy": report.accuracy, "test_macro_f1": report.macro_f1})
 
 
 def _system_monitor(params: Params, tracker: Tracker) -> Any:

@@ -1,8 +1,10 @@
 """The pipeline's stages, in order: the one list that dvc.yaml and the Prefect flow follow.
 
-Each stage is one function of the library that reads files and writes files; the CLI
-subcommand of the same name (``autotransfer <stage>``) is what dvc.yaml runs, and the
-Prefect task of the same name calls the same function. What each stage reads, writes,
+Each stage is one ``Stage`` object: the function of the library that runs it (params in, its
+typed report out; it reads files and writes files), and what it reads, writes and depends on.
+The CLI subcommand of the same name (``autotransfer <stage>``) is what dvc.yaml runs, the
+Prefect task of the same name runs the same ``Stage.run``, and bench and the tests run it too
+(``TRAIN.run(params)``, ``stages_before(TRAIN, params)``). What each stage reads, writes,
 depends on in params.yaml and which of the library's code it runs is declared here once:
 the Prefect tasks key their cache on it, the train stage keys its checkpoints on its code,
 and a test checks dvc.yaml declares the same (for the default paths).
@@ -23,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from autotransfer.artifacts import (
     MANIFEST_CSV,
@@ -40,7 +42,15 @@ from autotransfer.artifacts import (
     TRAIN_JSON,
     VALIDATION_JSON,
     VALIDATION_MD,
+    MetricsReport,
+    PlanReport,
+    PretrainSkipped,
+    RegistrationReport,
     Report,
+    SimilarityReport,
+    SourceModelMeta,
+    TrainReport,
+    ValidationReport,
 )
 from autotransfer.config import Params, resolve_domain
 from autotransfer.io.images import sha256_file
@@ -66,32 +76,39 @@ def _both(*parts: Paths) -> Paths:
     return lambda p: [path for part in parts for path in part(p)]
 
 
+R = TypeVar("R", bound=Report, covariant=True)
+
+
+class StageRun(Protocol[R]):
+    """What runs a stage: params in, its typed report out (the report it also wrote to disk)."""
+
+    def __call__(self, params: Params, progress: bool | None = None) -> R: ...
+
+
 @dataclass(frozen=True)
-class Stage:
+class Stage(Generic[R]):
     """One step of the pipeline: what it reads and writes, what it depends on, and what runs it.
 
     ``run(params, progress)`` is the one way the CLI, the Prefect tasks, bench and tests run a
-    stage: params in, the stage's typed report out (the report it also wrote to disk).
+    stage: params in, the stage's typed report out. Code that needs one stage's report names
+    its constant (``TRAIN.run(params).strategy`` is a ``TrainReport``); code that runs them all
+    iterates ``STAGES``.
     """
 
-    name: str
+    name: str  # the CLI subcommand, the Prefect task and the dvc.yaml stage of the same name
     summary: str
     inputs: Paths
     outputs: Paths
     params: tuple[str, ...]  # params.yaml keys (sections or dotted keys) the stage depends on
     code: tuple[str, ...]  # below src/autotransfer/: files, or folders taken recursively
-    # "module:function" in autotransfer.stages, imported when the stage runs (so that listing the
-    # stages, e.g. `autotransfer --help`, imports neither torch nor mlflow); the function is
-    # ``f(params, progress=None) -> Report``.
-    entry: str
-    cached: bool = True  # False: it talks to a service (register): never cached, retried instead
+    run: StageRun[R]
+    # True: it talks to a service (the registry): never cached (retried instead), written whole once
+    # begun, and left out of a run that does not register.
+    service: bool = False
 
-    def run(self, params: Params, progress: bool | None = None) -> Report:
-        module, _, function = self.entry.partition(":")
-        run: Callable[[Params, bool | None], Report] = getattr(
-            importlib.import_module(f"autotransfer.stages.{module}"), function
-        )
-        return run(params, progress)
+    @property
+    def cached(self) -> bool:
+        return not self.service
 
 
 # The code that decides a trained model's weights: the loop, the strategies (and what each
@@ -99,101 +116,152 @@ class Stage:
 TRAINING = ("engine", "transfer", "catalog.py", "requirements.py", "models", "io", "analysis/metrics.py")
 
 
-STAGES: tuple[Stage, ...] = (
-    Stage(
-        "validate",
-        "scan the source and target domains and check them with Great Expectations",
-        lambda p: [resolve_domain(p.data, name) for name in (p.data.source, p.data.target) if name is not None],
-        _reports(VALIDATION_JSON, VALIDATION_MD, MANIFEST_CSV),
-        ("data", "validation", "reports"),
-        ("stages/validate.py", "stages/validate_checks.py", "io", "artifacts"),
-        entry="validate:run",
-    ),
-    Stage(
-        "pretrain",
-        "train the backbone on the source domain when no pretrained weights are given",
-        _reports(MANIFEST_CSV),
-        _source_model,
-        ("backbone", "pretrain", "data.alpha_background"),
-        ("stages/pretrain.py", *TRAINING, "artifacts"),
-        entry="pretrain:pretrain",
-    ),
-    Stage(
-        "similarity",
-        "measure how far the target is from the source on cached features",
-        _both(_reports(MANIFEST_CSV), _source_model),
-        _reports(SIMILARITY_JSON),
-        ("backbone", "similarity", "data.alpha_background"),
-        ("stages/similarity.py", "analysis/similarity.py", "analysis/metrics.py", "models", "io", "artifacts"),
-        entry="similarity:measure_similarity",
-    ),
-    Stage(
-        "plan",
-        "rank the transfer strategies and choose one, with reasons",
-        _reports(VALIDATION_JSON, SIMILARITY_JSON),
-        _reports(PLAN_JSON),
-        (
-            "strategy",
-            "backbone",
-            "train.epochs",
-            "train.min_steps",
-            "train.min_epochs",
-            "train.batch_size",
-            "train.min_val_per_class",
-            "train.time_budget",
-            "train.device",
-        ),
-        # TRAINING too: a time budget is fitted by timing the strategy's own steps (engine/warmup.py)
-        ("stages/plan.py", "analysis/planning.py", "analysis/signals.py", *TRAINING, "artifacts"),
-        entry="plan:make_plan",
-    ),
-    Stage(
-        "train",
-        "train the chosen strategy",
-        _both(_reports(MANIFEST_CSV, PLAN_JSON), _source_model),
-        _both(_model(MODEL_FILE, META_FILE), _reports(TRAIN_JSON, TRAIN_HISTORY_CSV)),
-        ("train", "strategy.mode", "strategy.force", "strategy.top_k", "data.alpha_background"),
-        ("stages/train.py", "stages/torchrun.py", "ops/launch.py", *TRAINING, "analysis/health.py", "artifacts"),
-        entry="train:train_stage",
-    ),
-    Stage(
-        "evaluate",
-        "score the model on the target test split",
-        _both(_reports(MANIFEST_CSV), _model(MODEL_FILE, META_FILE)),
-        _reports(METRICS_JSON, PREDICTIONS_CSV, PLOTS_DIR),
-        (),
-        ("stages/evaluate.py", "analysis/metrics.py", "models", "io", "artifacts"),
-        entry="evaluate:evaluate",
-    ),
-    Stage(
-        "register",
-        "register the model in MLflow and promote it if it beats the champion",
-        _both(_model(MODEL_FILE, META_FILE), _reports(METRICS_JSON, TRAIN_JSON)),  # train.json: its health
-        _reports(REGISTRATION_JSON, REPORT_HTML),
-        ("registry",),
-        (
-            "stages/register.py",
-            "stages/report.py",
-            "stages/report_html.py",
-            "registry",
-            "serving",
-            "analysis/metrics.py",
-            "engine/listeners.py",  # registry/tracking's hook into training; names no training code
-            "models",
-            "io",
-            "artifacts",
-        ),
-        entry="register:register",
-        cached=False,
-    ),
+# What runs each stage: its module's function, imported when the stage runs and not here. So
+# listing the stages (``autotransfer --help``, dvc.yaml's check) imports neither torch nor
+# mlflow, and the stages that import this module (train keys its checkpoints on its code
+# version) form no import cycle with it. tests/stages/test_pipeline.py checks each function
+# exists and returns the report its wrapper says.
+def _function(module: str, name: str) -> Callable[..., Any]:
+    function: Callable[..., Any] = getattr(importlib.import_module(f"autotransfer.stages.{module}"), name)
+    return function
+
+
+def _validate(params: Params, progress: bool | None = None) -> ValidationReport:
+    return cast(ValidationReport, _function("validate", "run")(params, progress))
+
+
+def _pretrain(params: Params, progress: bool | None = None) -> PretrainSkipped | SourceModelMeta:
+    return cast(PretrainSkipped | SourceModelMeta, _function("pretrain", "pretrain")(params, progress))
+
+
+def _similarity(params: Params, progress: bool | None = None) -> SimilarityReport:
+    return cast(SimilarityReport, _function("similarity", "measure_similarity")(params, progress))
+
+
+def _plan(params: Params, progress: bool | None = None) -> PlanReport:
+    return cast(PlanReport, _function("plan", "make_plan")(params, progress))
+
+
+def _train(params: Params, progress: bool | None = None) -> TrainReport:
+    return cast(TrainReport, _function("train", "train_stage")(params, progress))
+
+
+def _evaluate(params: Params, progress: bool | None = None) -> MetricsReport:
+    return cast(MetricsReport, _function("evaluate", "evaluate")(params, progress))
+
+
+def _register(params: Params, progress: bool | None = None) -> RegistrationReport:
+    return cast(RegistrationReport, _function("register", "register")(params, progress))
+
+
+VALIDATE = Stage(
+    "validate",
+    "scan the source and target domains and check them with Great Expectations",
+    lambda p: [resolve_domain(p.data, name) for name in (p.data.source, p.data.target) if name is not None],
+    _reports(VALIDATION_JSON, VALIDATION_MD, MANIFEST_CSV),
+    ("data", "validation", "reports"),
+    ("stages/validate.py", "stages/validate_checks.py", "io", "artifacts"),
+    _validate,
 )
+PRETRAIN = Stage(
+    "pretrain",
+    "train the backbone on the source domain when no pretrained weights are given",
+    _reports(MANIFEST_CSV),
+    _source_model,
+    ("backbone", "pretrain", "data.alpha_background"),
+    ("stages/pretrain.py", *TRAINING, "artifacts"),
+    _pretrain,
+)
+SIMILARITY = Stage(
+    "similarity",
+    "measure how far the target is from the source on cached features",
+    _both(_reports(MANIFEST_CSV), _source_model),
+    _reports(SIMILARITY_JSON),
+    ("backbone", "similarity", "data.alpha_background"),
+    ("stages/similarity.py", "analysis/similarity.py", "analysis/metrics.py", "models", "io", "artifacts"),
+    _similarity,
+)
+PLAN = Stage(
+    "plan",
+    "rank the transfer strategies and choose one, with reasons",
+    _reports(VALIDATION_JSON, SIMILARITY_JSON),
+    _reports(PLAN_JSON),
+    (
+        "strategy",
+        "backbone",
+        "train.epochs",
+        "train.min_steps",
+        "train.min_epochs",
+        "train.batch_size",
+        "train.min_val_per_class",
+        "train.time_budget",
+        "train.device",
+    ),
+    # TRAINING too: a time budget is fitted by timing the strategy's own steps (engine/warmup.py)
+    (
+        "stages/plan.py",
+        "analysis/planning.py",
+        "analysis/preferences.py",
+        "analysis/signals.py",
+        *TRAINING,
+        "artifacts",
+    ),
+    _plan,
+)
+TRAIN = Stage(
+    "train",
+    "train the chosen strategy",
+    _both(_reports(MANIFEST_CSV, PLAN_JSON), _source_model),
+    _both(_model(MODEL_FILE, META_FILE), _reports(TRAIN_JSON, TRAIN_HISTORY_CSV)),
+    ("train", "strategy.mode", "strategy.force", "strategy.top_k", "data.alpha_background"),
+    ("stages/train.py", "stages/torchrun.py", "ops/launch.py", *TRAINING, "analysis/health.py", "artifacts"),
+    _train,
+)
+EVALUATE = Stage(
+    "evaluate",
+    "score the model on the target test split",
+    _both(_reports(MANIFEST_CSV), _model(MODEL_FILE, META_FILE)),
+    _reports(METRICS_JSON, PREDICTIONS_CSV, PLOTS_DIR),
+    (),
+    ("stages/evaluate.py", "analysis/metrics.py", "models", "io", "artifacts"),
+    _evaluate,
+)
+REGISTER = Stage(
+    "register",
+    "register the model in MLflow and promote it if it beats the champion",
+    _both(_model(MODEL_FILE, META_FILE), _reports(METRICS_JSON, TRAIN_JSON)),  # train.json: its health
+    _reports(REGISTRATION_JSON, REPORT_HTML),
+    ("registry",),
+    (
+        "stages/register.py",
+        "stages/report.py",
+        "stages/report_html.py",
+        "registry",
+        "serving",
+        "analysis/metrics.py",
+        "engine/listeners.py",  # registry/tracking's hook into training; names no training code
+        "models",
+        "io",
+        "artifacts",
+    ),
+    _register,
+    service=True,
+)
+
+# The order dvc.yaml and the flow follow.
+STAGES: tuple[Stage[Report], ...] = (VALIDATE, PRETRAIN, SIMILARITY, PLAN, TRAIN, EVALUATE, REGISTER)
+
+
+def stages_before(last: Stage[Report], params: Params, progress: bool | None = None) -> list[Report]:
+    """Run every stage before ``last``, in order (e.g. ``stages_before(TRAIN, params)``: what train reads)."""
+    return [stage.run(params, progress) for stage in STAGES[: STAGES.index(last)]]
 
 
 def stage_names() -> list[str]:
     return [stage.name for stage in STAGES]
 
 
-def stage(name: str) -> Stage:
+def stage(name: str) -> Stage[Report]:
     return next(s for s in STAGES if s.name == name)
 
 

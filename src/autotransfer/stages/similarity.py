@@ -27,7 +27,17 @@ from autotransfer.analysis.similarity import (
     mmd2_rbf,
     proxy_a_distance,
 )
-from autotransfer.artifacts import SIMILARITY_JSON, SimilarityReport
+from autotransfer.artifacts import (
+    SIMILARITY_JSON,
+    BackboneInfo,
+    DomainDistances,
+    Measure,
+    SimilarityCost,
+    SimilarityReport,
+    SimilaritySamples,
+    Transfer,
+    ZeroShot,
+)
 from autotransfer.config import Params
 from autotransfer.io.data import (
     ImageSet,
@@ -96,44 +106,44 @@ def measure_similarity(params: Params, progress: bool | None = None) -> Similari
     target_features = features(body, target_images, weights_hash)
     extract_seconds = time.perf_counter() - started
 
-    report: dict[str, Any] = {
-        "source": source,
-        "target": target,
-        "backbone": {
-            "arch": arch,
-            "weights": backbone.weights_id,
-            "input_size": size,
-            "feature_dim": backbone.model.feature_dim,
-            "source_head_classes": list(backbone.source_classes) if backbone.source_classes else None,
-        },
-        "samples": {
-            "source": len(source_images),
-            "target": len(target_images),
-            "labeled_target": len(labeled),
-            "target_classes": list(target_classes),
-        },
-        "domain": _domain_measures(source_features, target_features, n, cfg.seed)
-        if source is not None
-        else dict.fromkeys(("pad", "mmd2_rbf", "frechet"), NO_SOURCE),
-        # Source-free: the target against the statistics the backbone was trained with.
-        "pretraining_shift": _timed(
-            lambda: batchnorm_shift(batchnorm_moments(body, target_images, normalization, cfg.batch_size))
+    report = SimilarityReport(
+        source=source,
+        target=target,
+        backbone=BackboneInfo(
+            arch=arch,
+            weights=backbone.weights_id,
+            input_size=size,
+            feature_dim=backbone.model.feature_dim,
+            source_head_classes=list(backbone.source_classes) if backbone.source_classes else None,
         ),
-    }
-
-    report["transferability"] = _transferability(
-        params, labeled, len(target_classes), size, body, features, weights_hash
+        samples=SimilaritySamples(
+            source=len(source_images),
+            target=len(target_images),
+            labeled_target=len(labeled),
+            target_classes=list(target_classes),
+        ),
+        domain=DomainDistances.model_validate(
+            _domain_measures(source_features, target_features, n, cfg.seed)
+            if source is not None
+            else dict.fromkeys(("pad", "mmd2_rbf", "frechet"), NO_SOURCE)
+        ),
+        # Source-free: the target against the statistics the backbone was trained with.
+        pretraining_shift=Measure.model_validate(
+            _timed(lambda: batchnorm_shift(batchnorm_moments(body, target_images, normalization, cfg.batch_size)))
+        ),
+        transferability={
+            name: Transfer.model_validate(measure)
+            for name, measure in _transferability(
+                params, labeled, len(target_classes), size, body, features, weights_hash
+            ).items()
+        },
+        zero_shot=ZeroShot.model_validate(_zero_shot(backbone, labeled, target_classes, features, weights_hash)),
+        cost=SimilarityCost(
+            feature_seconds=round(extract_seconds, 3), cache_hits=cache.hits, cache_misses=cache.misses
+        ),
     )
-    report["zero_shot"] = _zero_shot(backbone, labeled, target_classes, features, weights_hash)
-    report["cost"] = {
-        "feature_seconds": round(extract_seconds, 3),
-        "cache_hits": cache.hits,
-        "cache_misses": cache.misses,
-    }
-
-    typed = SimilarityReport.model_validate(report)
-    write_report(Path(params.reports.dir) / SIMILARITY_JSON, typed)
-    return typed
+    write_report(Path(params.reports.dir) / SIMILARITY_JSON, report)
+    return report
 
 
 NO_SOURCE = {"value": None, "reason": "no source domain (data.source is null)", "seconds": 0.0}

@@ -13,7 +13,7 @@ import torch.distributed as dist
 from autotransfer.config import load_params
 from autotransfer.engine.ddp import current_world
 from autotransfer.ops.launch import die_with_parent
-from autotransfer.stages.train import train_stage
+from autotransfer.stages.pipeline import TRAIN
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
             level=logging.INFO if world.is_main else logging.WARNING,
             format=f"[rank {world.rank}] %(levelname)s %(name)s: %(message)s",
         )
-        train_stage(params, progress=None if world.is_main else False)
+        TRAIN.run(params, progress=None if world.is_main else False)
     finally:
         dist.destroy_process_group()
 
