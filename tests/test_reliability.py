@@ -269,8 +269,7 @@ def test_full_disk_while_checkpointing_is_a_clear_error_and_the_previous_checkpo
 
 
 def test_exploding_gradients_stop_with_the_step_number(data_root, tmp_path):
-    from autotransfer.stages.pipeline import PLAN, PRETRAIN, SIMILARITY, TRAIN
-    from autotransfer.stages.validate import validate
+    from autotransfer.stages.pipeline import PLAN, PRETRAIN, SIMILARITY, TRAIN, VALIDATE
 
     params = tiny_params(data_root, tmp_path, train={"epochs": 3, "batch_size": 4, "lr": 1e30, "warmup": 0},
                          strategy={"force": "scratch"})
