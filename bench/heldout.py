@@ -217,7 +217,9 @@ def cell_name(run: dict) -> str:
 
 
 def run_cell(target: str, labels: int | None, seed: int, strategies: list[str], extra: list[str],
-             data_seed: int = 0, again: list[str] | None = None) -> dict:
+             data_seed: int = 0, again: list[str] | None = None, forced_only: bool = False) -> dict:
+    if forced_only and not extra:
+        raise SystemExit("--forced-only is for variants (-S ...): a table cell needs the product's runs too")
     name = cell_name({"target": target, "labels": labels, "seed": seed, "data_seed": data_seed, "extra": extra})
     path = RUNS / f"{name}.json"
     if path.exists():
@@ -236,6 +238,10 @@ def run_cell(target: str, labels: int | None, seed: int, strategies: list[str], 
     for strategy in strategies:
         out["strategies"][strategy] = forced_run(base, folder, strategy)
         print(f"  {name} {strategy}: {out['strategies'][strategy]}", flush=True)
+    if forced_only:  # a variant of the forced runs only (e.g. another budget): no product run, no baselines
+        RUNS.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({**out, "forced_only": True, "machine": machine()}, indent=2) + "\n")
+        return out
     out["rules"], selection = product_run(base, folder, "rules", out["strategies"].get(plan.chosen))
     # The race chooses on val: below train.min_val_per_class it is skipped and trains the rules' choice.
     out["race"] = (product_run(base, folder, "race")[0] if selection == "val" else
@@ -261,6 +267,8 @@ def aggregate() -> Path:
     runs = []
     for path in sorted(RUNS.glob("*.json")):
         run = json.loads(path.read_text())
+        if run.get("forced_only"):
+            continue  # a variant of forced runs (--forced-only): read from its file, not in the table
         run["rules_today"] = rules_today(run, path) or previous.get(cell_name(run)) or {}
         before = RESULTS / "heldout_before_runs" / path.name  # bench/heldout_before.py: the same cell at ef99f3c
         if before.exists():
@@ -298,6 +306,8 @@ def main() -> None:
                         default=["linear_probe", "finetune_top", "progressive", "finetune_all"])
     parser.add_argument("-S", dest="extra", action="append", default=[], help="extra params override")
     parser.add_argument("--data-seed", type=int, default=0, help="build the sets afresh with this seed")
+    parser.add_argument("--forced-only", action="store_true",
+                        help="with -S: only the forced runs of --strategies (a variant recorded beside the table)")
     parser.add_argument("--rerun", nargs="+", default=[],
                         help="strategies to train again in cells already recorded (after a change to them)")
     args = parser.parse_args()
@@ -306,7 +316,7 @@ def main() -> None:
         for labels in args.labels:
             for target in args.targets:
                 run_cell(target, None if labels == "all" else int(labels), seed, args.strategies, args.extra,
-                         args.data_seed, args.rerun)
+                         args.data_seed, args.rerun, args.forced_only)
     print(aggregate())
 
 
