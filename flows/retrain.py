@@ -34,7 +34,7 @@ from autotransfer.config import DEFAULT_PARAMS_FILE, Params, load_params
 from autotransfer.io.data import data_hash, read_manifest
 from autotransfer.ops import stopping
 from autotransfer.registry import tracking
-from autotransfer.stages.pipeline import STAGES, Stage, outputs_match, stage_key
+from autotransfer.stages.pipeline import STAGES, Stage, outputs_match, stage_key, stage_names
 from flows.server import owned_temporary_server
 from tasks.stages import STAGE_TASKS, already_trained
 
@@ -194,7 +194,7 @@ def _record_in_dvc(params_file: str, overrides: list[str] | None) -> str:
     if overrides or Path(params_file).resolve() != DEFAULT_PARAMS_FILE.resolve():
         return "run with other params than params.yaml: not recorded in dvc.lock"
     try:
-        return commit_pipeline([stage.name for stage in STAGES])
+        return commit_pipeline(stage_names())
     except RuntimeError as exc:  # the run itself succeeded; DVC bookkeeping is best effort
         return f"not recorded in DVC: {exc}"
 
